@@ -1,0 +1,181 @@
+//! Criterion benches for the per-request hot path: descriptor matching, counter-key encoding,
+//! the memory store's batch apply, and a whole `RateLimiter::check` on the memory store.
+//!
+//! Run: `cargo bench -p sluice-server --bench hot_path`. Inputs come from a fixed-seed generator
+//! so runs are comparable.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use sluice_server::clock::{ManualClock, SystemClock};
+use sluice_server::config::parse_str;
+use sluice_server::limiter::{CheckRequest, Descriptor, Entry, LimiterOptions, RateLimiter};
+use sluice_server::metrics::Metrics;
+use sluice_server::storage::memory::MemoryStore;
+use sluice_server::storage::{Admission, Batch, Hit, Role, keys};
+
+/// xorshift64*: deterministic, dependency-free.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// A config like a platform team's: per-app default, per-team nesting, some exact overrides and
+/// a few wildcard paths.
+fn rules_yaml(exact_apps: usize) -> String {
+    let mut y = String::from(
+        "domain: edge\ndescriptors:\n  - key: app_id\n    rate_limit: {unit: minute, requests_per_unit: 1000000}\n",
+    );
+    for i in 0..exact_apps {
+        y.push_str(&format!(
+            "  - key: app_id\n    value: premium-{i}\n    rate_limit: {{unit: minute, requests_per_unit: 5000000}}\n"
+        ));
+    }
+    y.push_str(
+        "  - key: team\n    rate_limit: {unit: hour, requests_per_unit: 100000000}\n    descriptors:\n      - key: app_id\n        rate_limit: {unit: minute, requests_per_unit: 1000000}\n",
+    );
+    for p in ["/api/v1/*", "/api/v2/*", "/admin/*"] {
+        y.push_str(&format!(
+            "  - key: path\n    value: \"{p}\"\n    rate_limit: {{unit: second, requests_per_unit: 1000000}}\n"
+        ));
+    }
+    y
+}
+
+fn descriptor(entries: &[(&str, String)]) -> Descriptor {
+    Descriptor {
+        entries: entries
+            .iter()
+            .map(|(k, v)| Entry {
+                key: (*k).to_string(),
+                value: v.clone(),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn requests(n: usize, keys: u64, descriptors: usize) -> Vec<CheckRequest> {
+    let mut rng = Rng(0x5eed);
+    (0..n)
+        .map(|_| {
+            let app = format!("app-{}", rng.next() % keys);
+            let team = format!("team-{}", rng.next() % 16);
+            let all = [
+                descriptor(&[("app_id", app.clone())]),
+                descriptor(&[("team", team), ("app_id", app)]),
+                descriptor(&[("path", format!("/api/v1/items/{}", rng.next() % 100))]),
+            ];
+            CheckRequest {
+                domain: "edge".into(),
+                descriptors: all.into_iter().take(descriptors).collect(),
+                hits_addend: 1,
+            }
+        })
+        .collect()
+}
+
+fn matching(c: &mut Criterion) {
+    let mut g = c.benchmark_group("match");
+    for exact in [10usize, 1000] {
+        let rules = parse_str("bench.yaml", &rules_yaml(exact)).expect("valid rules");
+        let reqs = requests(1024, 10_000, 3);
+        g.bench_with_input(BenchmarkId::new("3_descriptors", exact), &exact, |b, _| {
+            let mut i = 0;
+            let mut entries: Vec<(&str, &str)> = Vec::with_capacity(4);
+            b.iter(|| {
+                let r = &reqs[i % reqs.len()];
+                i += 1;
+                for d in &r.descriptors {
+                    entries.clear();
+                    entries.extend(d.entries.iter().map(|e| (e.key.as_str(), e.value.as_str())));
+                    black_box(rules.lookup("edge", &entries));
+                }
+            });
+        });
+    }
+    g.finish();
+}
+
+fn key_encoding(c: &mut Criterion) {
+    c.bench_function("counter_key/2_entries", |b| {
+        b.iter(|| {
+            keys::counter_key(
+                black_box(b"prefix:"),
+                black_box("edge"),
+                [("team", "team-7"), ("app_id", "app-12345")],
+                60,
+                1_700_000_040,
+            )
+        });
+    });
+}
+
+fn memory_store(c: &mut Criterion) {
+    let clock = Arc::new(ManualClock::new(Duration::from_secs(1_700_000_000)));
+    let store = MemoryStore::new(1_000_000, clock);
+    let mut rng = Rng(42);
+    let batches: Vec<Batch> = (0..4096)
+        .map(|_| Batch {
+            hits: (0..3)
+                .map(|j| Hit {
+                    key: format!("k{j}:{}", rng.next() % 10_000).into_bytes(),
+                    ttl_secs: 60,
+                    limit: u64::MAX / 2,
+                    delta: 1,
+                    role: Role::Enforce,
+                })
+                .collect(),
+            admission: Admission::AllOrNothing,
+        })
+        .collect();
+    c.bench_function("memory_store/apply_3_hits", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            let batch = &batches[i % batches.len()];
+            i += 1;
+            black_box(store.apply_now(batch))
+        });
+    });
+}
+
+fn check(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let mut g = c.benchmark_group("check_memory");
+    for descriptors in [1usize, 3] {
+        let limiter = RateLimiter::new(
+            parse_str("bench.yaml", &rules_yaml(100)).expect("valid rules"),
+            Arc::new(MemoryStore::new(1_000_000, Arc::new(SystemClock))),
+            Arc::new(SystemClock),
+            Arc::new(Metrics::new()),
+            LimiterOptions::default(),
+        );
+        let reqs = requests(4096, 10_000, descriptors);
+        g.bench_with_input(
+            BenchmarkId::new("descriptors", descriptors),
+            &descriptors,
+            |b, _| {
+                let mut i = 0;
+                b.iter(|| {
+                    let r = &reqs[i % reqs.len()];
+                    i += 1;
+                    runtime.block_on(limiter.check(r)).expect("decided")
+                });
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, matching, key_encoding, memory_store, check);
+criterion_main!(benches);

@@ -1,0 +1,272 @@
+//! Raw descriptors of all files of a load → one [`RuleSet`]: the three-tier tree, one [`Rule`] per
+//! node with a `rate_limit`, duplicate checks across files, and the `/rlconfig` dump.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::error::{ConfigError, Position};
+use super::model::{Level, Limit, Node, Rule, RuleSet};
+use super::parse::{Problem, RawDescriptor, RawFile};
+use super::yaml::Mark;
+
+type Seen = (Position, String, Option<String>);
+
+fn describe(key: &str, value: Option<&str>) -> String {
+    match value {
+        Some(v) => format!("(key '{key}', value '{v}')"),
+        None => format!("(key '{key}')"),
+    }
+}
+
+struct Domain {
+    name: Arc<str>,
+    root: Node,
+    /// Where the domain was first named, for the duplicate-domain message.
+    first: Position,
+    /// Descriptor path (the reference's `key` / `key_value` segments) → where it was defined and
+    /// its key and value.
+    seen: HashMap<Vec<String>, Seen>,
+}
+
+pub(super) struct Builder {
+    merge_domains: bool,
+    domains: HashMap<String, Domain>,
+    rules: Vec<Arc<Rule>>,
+    errors: Vec<ConfigError>,
+    sources: Vec<PathBuf>,
+}
+
+impl Builder {
+    pub fn new(merge_domains: bool) -> Self {
+        Builder {
+            merge_domains,
+            domains: HashMap::new(),
+            rules: Vec::new(),
+            errors: Vec::new(),
+            sources: Vec::new(),
+        }
+    }
+
+    pub fn error(&mut self, e: ConfigError) {
+        self.errors.push(e);
+    }
+
+    /// Reads one file's text and adds its rules. Errors are sorted by position within the file.
+    pub fn add_text(&mut self, path: &Path, text: &str) {
+        self.sources.push(path.to_path_buf());
+        let start = self.errors.len();
+        let (file, problems) = super::parse::read(text);
+        for p in problems {
+            let e = match p {
+                Problem::Syntax(at, message) => ConfigError::Syntax {
+                    at: position(path, at),
+                    message,
+                },
+                Problem::Invalid(at, reason) => ConfigError::Invalid {
+                    at: position(path, at),
+                    reason,
+                },
+            };
+            self.errors.push(e);
+        }
+        if let Some(file) = file {
+            self.add_file(path, file);
+        }
+        self.errors[start..].sort_by_key(|e| e.position().map(|p| (p.line, p.column)));
+    }
+
+    fn add_file(&mut self, path: &Path, file: RawFile) {
+        let Some(domain) = file.domain else {
+            return;
+        };
+        let at = position(path, domain.at);
+        if let Some(existing) = self.domains.get(&domain.value)
+            && !self.merge_domains
+        {
+            let reason = format!(
+                "duplicate domain '{}': already defined at {} (enable domain merging to combine \
+                 files of one domain)",
+                domain.value, existing.first
+            );
+            self.errors.push(ConfigError::Invalid { at, reason });
+            return;
+        }
+        // The reference's MERGE_DOMAIN_CONFIG: a later file's top-level descriptors are added
+        // beside the earlier ones. Nothing merges deeper, so a top-level descriptor named in two
+        // files is a duplicate.
+        let entry = self
+            .domains
+            .entry(domain.value.clone())
+            .or_insert_with(|| Domain {
+                name: Arc::from(domain.value.as_str()),
+                root: Node::default(),
+                first: at,
+                seen: HashMap::new(),
+            });
+        let mut walk = Walk {
+            path,
+            domain: entry.name.clone(),
+            seen: &mut entry.seen,
+            rules: &mut self.rules,
+            errors: &mut self.errors,
+            levels: Vec::new(),
+            segments: Vec::new(),
+        };
+        walk.insert(&mut entry.root, file.descriptors);
+    }
+
+    pub fn finish(self) -> Result<RuleSet, Vec<ConfigError>> {
+        if !self.errors.is_empty() {
+            return Err(self.errors);
+        }
+        let mut rules = self.rules;
+        rules.sort_by(|a, b| a.stat_key.cmp(&b.stat_key));
+        let mut dump = String::new();
+        for rule in &rules {
+            dump_rule(&mut dump, rule);
+        }
+        Ok(RuleSet {
+            domains: self
+                .domains
+                .into_iter()
+                .map(|(name, d)| (name, d.root))
+                .collect(),
+            sources: self.sources,
+            dump,
+        })
+    }
+}
+
+fn position(path: &Path, at: Mark) -> Position {
+    Position {
+        path: path.to_path_buf(),
+        line: at.line,
+        column: at.column,
+    }
+}
+
+struct Walk<'a> {
+    path: &'a Path,
+    domain: Arc<str>,
+    seen: &'a mut HashMap<Vec<String>, Seen>,
+    rules: &'a mut Vec<Arc<Rule>>,
+    errors: &'a mut Vec<ConfigError>,
+    levels: Vec<Level>,
+    /// `key` or `key_value` per level, as the reference names nodes.
+    segments: Vec<String>,
+}
+
+impl Walk<'_> {
+    fn insert(&mut self, parent: &mut Node, descriptors: Vec<RawDescriptor>) {
+        for d in descriptors {
+            let key = d.key.value;
+            let segment = match &d.value {
+                Some(v) => format!("{key}_{v}"),
+                None => key.clone(),
+            };
+            self.segments.push(segment);
+            let at = position(self.path, d.key.at);
+            // Keyed by the reference's `key_value` name, so `{key: a_b}` and
+            // `{key: a, value: b}` side by side are duplicates here as there: they would share
+            // one stats name.
+            if let Some((first, first_key, first_value)) = self.seen.get(&self.segments) {
+                let name = format!("{}.{}", self.domain, self.segments.join("."));
+                let reason = if *first_key == key && *first_value == d.value {
+                    format!("duplicate descriptor '{name}': already defined at {first}")
+                } else {
+                    format!(
+                        "descriptor {} has the same name '{name}' as descriptor {} at {first}: \
+                         they would share stats and counters in the reference service",
+                        describe(&key, d.value.as_deref()),
+                        describe(first_key, first_value.as_deref()),
+                    )
+                };
+                self.errors.push(ConfigError::Invalid { at, reason });
+                self.segments.pop();
+                continue;
+            }
+            self.seen
+                .insert(self.segments.clone(), (at, key.clone(), d.value.clone()));
+            self.levels.push(Level {
+                key: key.clone(),
+                value: d.value.clone(),
+                share_threshold: d.share_threshold,
+                value_to_metric: d.value_to_metric,
+            });
+
+            let mut node = Node::default();
+            if let Some(rl) = d.rate_limit {
+                let rule = Arc::new(Rule {
+                    domain: self.domain.clone(),
+                    levels: self.levels.clone(),
+                    limit: rl.limit,
+                    name: rl.name,
+                    replaces: rl.replaces,
+                    // Per node, not inherited: the reference reads these from the descriptor
+                    // that carries the `rate_limit`.
+                    shadow_mode: d.shadow_mode,
+                    quota_mode: d.quota_mode,
+                    detailed_metric: d.detailed_metric,
+                    stat_key: format!("{}.{}", self.domain, self.segments.join(".")).into(),
+                });
+                self.rules.push(rule.clone());
+                node.rule = Some(rule);
+            }
+            self.insert(&mut node, d.descriptors);
+            self.levels.pop();
+            self.segments.pop();
+
+            match d.value {
+                None => {
+                    parent.default.insert(key, node);
+                }
+                Some(v) if v.contains('*') => {
+                    parent.wildcard.entry(key).or_default().push((v, node))
+                }
+                Some(v) => {
+                    parent.exact.entry(key).or_default().insert(v, node);
+                }
+            }
+        }
+    }
+}
+
+/// One line per rule, sorted by stats name: `name: limit[, flags]`.
+fn dump_rule(out: &mut String, rule: &Rule) {
+    let _ = write!(out, "{}: ", rule.stat_key);
+    match rule.limit {
+        Limit::Unlimited => out.push_str("unlimited"),
+        Limit::PerUnit {
+            requests_per_unit,
+            unit,
+        } => {
+            let _ = write!(out, "{requests_per_unit} per {}", unit.as_str());
+        }
+    }
+    if let Some(name) = &rule.name {
+        let _ = write!(out, ", name={name}");
+    }
+    if !rule.replaces.is_empty() {
+        let _ = write!(out, ", replaces=[{}]", rule.replaces.join(", "));
+    }
+    for (set, flag) in [
+        (rule.shadow_mode, "shadow_mode"),
+        (rule.quota_mode, "quota_mode"),
+        (rule.detailed_metric, "detailed_metric"),
+        (
+            rule.levels.iter().any(|l| l.share_threshold),
+            "share_threshold",
+        ),
+        (
+            rule.levels.iter().any(|l| l.value_to_metric),
+            "value_to_metric",
+        ),
+    ] {
+        if set {
+            let _ = write!(out, ", {flag}");
+        }
+    }
+    out.push('\n');
+}

@@ -1,0 +1,124 @@
+//! Rule sets: YAML files → validated, immutable rule tree.
+//!
+//! The format is envoyproxy/ratelimit's, so its files load unchanged:
+//!
+//! ```yaml
+//! domain: edge
+//! descriptors:
+//!   - key: remote_address
+//!     rate_limit: { unit: second, requests_per_unit: 10 }
+//!   - key: path
+//!     value: "/api/*"          # `*` matches any run of characters, anywhere in the value
+//!     share_threshold: true    # every matching path shares one counter
+//!     rate_limit: { unit: minute, requests_per_unit: 600, name: api, replaces: [{ name: x }] }
+//! ```
+//!
+//! Loading is stricter than the reference in one way: each mapping has its own field list, so a
+//! field in the wrong place (`requests_per_unit` on a descriptor, `shadow_mode` inside
+//! `rate_limit`) is an error with its position instead of being ignored. Every error of a load is
+//! reported at once, as `path:line:column: reason`.
+//!
+//! [`load`] reads a file or a directory; [`watch`] reloads on change.
+
+mod build;
+mod error;
+mod model;
+mod parse;
+mod watch;
+mod yaml;
+
+use std::path::{Path, PathBuf};
+
+pub use error::{ConfigError, ConfigErrors, Position};
+pub use model::*;
+pub use watch::{WatchHandle, watch};
+
+/// How a load treats several files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Files naming the same domain are combined (the reference's `MERGE_DOMAIN_CONFIG`) instead
+    /// of being an error. Their top-level descriptors are put side by side; one named in two files
+    /// is still a duplicate.
+    pub merge_domains: bool,
+}
+
+/// Loads the rule set at `path`: one YAML file, or every `*.yaml` / `*.yml` file directly in a
+/// directory, in name order.
+///
+/// In a directory, names starting with `.` are skipped: that covers editor swap files and the
+/// `..data` / `..2024_…` entries of a Kubernetes ConfigMap mount, whose visible files are
+/// symlinks into them (symlinks are followed). Subdirectories are not read. A directory with no
+/// rule file loads an empty rule set, as the reference starts with no domains; every request is
+/// then allowed.
+pub fn load(path: &Path, opts: &LoadOptions) -> Result<RuleSet, ConfigErrors> {
+    let files = rule_files(path)?;
+    let mut builder = build::Builder::new(opts.merge_domains);
+    for file in files {
+        match std::fs::read_to_string(&file) {
+            Ok(text) => builder.add_text(&file, &text),
+            Err(source) => builder.error(ConfigError::Io { path: file, source }),
+        }
+    }
+    builder.finish().map_err(ConfigErrors)
+}
+
+/// Parses one file's text; `name` is used as its path in errors.
+pub fn parse_str(name: &str, text: &str) -> Result<RuleSet, ConfigErrors> {
+    parse_many(&[(Path::new(name), text)], &LoadOptions::default())
+}
+
+/// Parses several files' texts as one load, in the order given.
+pub fn parse_many<P: AsRef<Path>>(
+    files: &[(P, &str)],
+    opts: &LoadOptions,
+) -> Result<RuleSet, ConfigErrors> {
+    let mut builder = build::Builder::new(opts.merge_domains);
+    for (path, text) in files {
+        builder.add_text(path.as_ref(), text);
+    }
+    builder.finish().map_err(ConfigErrors)
+}
+
+/// The files a load of `path` reads, in load order.
+pub fn rule_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let io = |source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        if !is_rule_file_name(name) {
+            continue;
+        }
+        let file = entry.path();
+        // `metadata` follows symlinks; a dangling one (mid-swap of a ConfigMap) is skipped.
+        if std::fs::metadata(&file).is_ok_and(|m| m.is_file()) {
+            files.push(file);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn is_rule_file_name(name: &str) -> bool {
+    if name.starts_with('.') {
+        return false;
+    }
+    let Some((_, ext)) = name.rsplit_once('.') else {
+        return false;
+    };
+    ext.eq_ignore_ascii_case("yaml") || ext.eq_ignore_ascii_case("yml")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

@@ -1,0 +1,153 @@
+//! The validated, immutable rule tree. Built once per load by [`super::parse`], shared behind an
+//! `Arc` and swapped atomically on reload; never mutated while serving.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A window length, as Envoy names it. MONTH and YEAR are fixed 30- and 365-day windows, as in
+/// envoyproxy/ratelimit, so counters line up with the reference service's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Unit {
+    Second,
+    Minute,
+    Hour,
+    Day,
+    Week,
+    Month,
+    Year,
+}
+
+impl Unit {
+    pub const fn seconds(self) -> u64 {
+        match self {
+            Unit::Second => 1,
+            Unit::Minute => 60,
+            Unit::Hour => 3_600,
+            Unit::Day => 86_400,
+            Unit::Week => 7 * 86_400,
+            Unit::Month => 30 * 86_400,
+            Unit::Year => 365 * 86_400,
+        }
+    }
+
+    pub const fn window(self) -> Duration {
+        Duration::from_secs(self.seconds())
+    }
+
+    /// The name used in YAML (case-insensitive on input) and in proto3 JSON (upper case).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Unit::Second => "SECOND",
+            Unit::Minute => "MINUTE",
+            Unit::Hour => "HOUR",
+            Unit::Day => "DAY",
+            Unit::Week => "WEEK",
+            Unit::Month => "MONTH",
+            Unit::Year => "YEAR",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Unit> {
+        const ALL: [Unit; 7] = [
+            Unit::Second,
+            Unit::Minute,
+            Unit::Hour,
+            Unit::Day,
+            Unit::Week,
+            Unit::Month,
+            Unit::Year,
+        ];
+        ALL.into_iter()
+            .find(|u| u.as_str().eq_ignore_ascii_case(name))
+    }
+
+    /// `envoy.service.ratelimit.v3.RateLimitResponse.RateLimit.Unit` number.
+    pub const fn proto_response_unit(self) -> i32 {
+        match self {
+            Unit::Second => 1,
+            Unit::Minute => 2,
+            Unit::Hour => 3,
+            Unit::Day => 4,
+            Unit::Month => 5,
+            Unit::Year => 6,
+            Unit::Week => 7,
+        }
+    }
+
+    /// `envoy.type.v3.RateLimitUnit` (the descriptor override enum): it has no WEEK.
+    pub const fn from_override_unit(n: i32) -> Option<Unit> {
+        match n {
+            1 => Some(Unit::Second),
+            2 => Some(Unit::Minute),
+            3 => Some(Unit::Hour),
+            4 => Some(Unit::Day),
+            5 => Some(Unit::Month),
+            6 => Some(Unit::Year),
+            _ => None,
+        }
+    }
+}
+
+/// What a rule allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `unlimited: true`: always OK, never counted.
+    Unlimited,
+    /// `requests_per_unit` per fixed `unit` window.
+    PerUnit { requests_per_unit: u32, unit: Unit },
+}
+
+/// One level of the path from a domain to a rule, as written in the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Level {
+    pub key: String,
+    /// The `value` as written (exact, or a pattern with `*`), `None` for a bare key default.
+    pub value: Option<String>,
+    /// `share_threshold: true` on a wildcard node: every value matching the pattern shares one
+    /// counter, keyed by the pattern instead of the request's value.
+    pub share_threshold: bool,
+    /// `value_to_metric: true`: metrics for this level carry the request's value.
+    pub value_to_metric: bool,
+}
+
+/// A leaf decision: the `rate_limit` of one descriptor node with everything inherited on its path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub domain: Arc<str>,
+    /// The path from the domain to this node. A rule is reached by exactly one path, so counter
+    /// keys and metric names can be derived from it without looking at the tree again.
+    pub levels: Vec<Level>,
+    pub limit: Limit,
+    pub name: Option<String>,
+    pub replaces: Vec<String>,
+    pub shadow_mode: bool,
+    pub quota_mode: bool,
+    pub detailed_metric: bool,
+    /// The reference's stats key: `domain.key_value.key2` (value only where the config names one).
+    pub stat_key: Arc<str>,
+}
+
+/// A descriptor node of the tree. Children are kept in three tiers so that lookup follows the
+/// reference's order: exact value, then wildcard patterns in file order, then the bare key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Node {
+    pub rule: Option<Arc<Rule>>,
+    /// `key` → children by exact `value` (`key_value` in the reference).
+    pub exact: HashMap<String, HashMap<String, Node>>,
+    /// `key` → patterns containing `*`, in file order.
+    pub wildcard: HashMap<String, Vec<(String, Node)>>,
+    /// `key` → the node without a `value`.
+    pub default: HashMap<String, Node>,
+}
+
+/// All domains of one load, immutable once built.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    pub domains: HashMap<String, Node>,
+    /// The files the rules came from, for `/rlconfig` and logs.
+    pub sources: Vec<PathBuf>,
+    /// The loaded YAML re-serialised per domain, for `/rlconfig`.
+    pub dump: String,
+}

@@ -1,0 +1,190 @@
+//! The gRPC adapter: `envoy.service.ratelimit.v3.RateLimitService` and `grpc.health.v1.Health`.
+//! The only module that sees generated proto types; it converts them to and from the limiter's.
+
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::HeaderValue;
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
+    self, DescriptorStatus as PbStatus,
+};
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
+    RateLimitService, RateLimitServiceServer,
+};
+use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use envoy_types::pb::google::protobuf::Duration as PbDuration;
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use crate::config::Unit;
+use crate::limiter::{
+    CheckError, CheckRequest, Code, Decision, Descriptor, Entry, LimitOverride, RateLimiter,
+};
+use crate::metrics::RequestLabels;
+use crate::storage::Store;
+
+/// The service implementation handed to tonic.
+pub struct RlsService<S> {
+    limiter: Arc<RateLimiter<S>>,
+}
+
+impl<S> RlsService<S> {
+    pub fn new(limiter: Arc<RateLimiter<S>>) -> Self {
+        Self { limiter }
+    }
+}
+
+impl<S: Store> RlsService<S> {
+    /// The tonic server for this service. The transport's own message cap sits well above the
+    /// configured request bound, so an oversized request is normally refused by our check with
+    /// `INVALID_ARGUMENT` rather than by tonic's decoder.
+    pub fn into_server(self) -> RateLimitServiceServer<Self> {
+        let cap = (self.limiter.options().bounds.max_bytes * 4).max(64 * 1024);
+        RateLimitServiceServer::new(self).max_decoding_message_size(cap)
+    }
+}
+
+#[tonic::async_trait]
+impl<S: Store> RateLimitService for RlsService<S> {
+    async fn should_rate_limit(
+        &self,
+        request: Request<RateLimitRequest>,
+    ) -> Result<Response<RateLimitResponse>, Status> {
+        let request = request.into_inner();
+        let bound = self.limiter.options().bounds.max_bytes;
+        let metrics = self.limiter.metrics();
+        let count = |result: &'static str| {
+            metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    transport: "grpc",
+                    result,
+                })
+                .inc();
+        };
+        // Entries are bounded by the limiter; this bounds everything else a message can carry.
+        let size = request.encoded_len();
+        if size > bound * 2 {
+            count("invalid");
+            return Err(Status::invalid_argument(format!(
+                "request is {size} bytes; at most {} are accepted",
+                bound * 2
+            )));
+        }
+        let check = from_proto(request).inspect_err(|_| count("invalid"))?;
+        match self.limiter.check(&check).await {
+            Ok(decision) => {
+                count(match decision.overall {
+                    Code::Ok => "ok",
+                    Code::OverLimit => "over_limit",
+                });
+                Ok(Response::new(to_proto(decision)))
+            }
+            Err(e) => {
+                let status = to_status(&e);
+                count(match e {
+                    CheckError::Invalid(_) => "invalid",
+                    CheckError::Store(_) => "error",
+                });
+                Err(status)
+            }
+        }
+    }
+}
+
+/// The one place errors become gRPC codes.
+pub fn to_status(e: &CheckError) -> Status {
+    match e {
+        CheckError::Invalid(msg) => Status::invalid_argument(msg.clone()),
+        // UNAVAILABLE, not UNKNOWN: it is what Envoy's `failure_mode_deny` acts on, and it tells
+        // clients the call may succeed later.
+        CheckError::Store(err) => {
+            tracing::warn!(error = %err, transient = err.is_transient(), "counter store failed");
+            Status::unavailable(format!("rate-limit counters unavailable: {err}"))
+        }
+    }
+}
+
+fn from_proto(request: RateLimitRequest) -> Result<CheckRequest, Status> {
+    let descriptors = request
+        .descriptors
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| descriptor_from_proto(i, d))
+        .collect::<Result<Vec<_>, Status>>()?;
+    Ok(CheckRequest {
+        domain: request.domain,
+        descriptors,
+        hits_addend: request.hits_addend,
+    })
+}
+
+fn descriptor_from_proto(index: usize, d: RateLimitDescriptor) -> Result<Descriptor, Status> {
+    let limit = match d.limit {
+        None => None,
+        Some(o) => Some(LimitOverride {
+            requests_per_unit: o.requests_per_unit,
+            unit: Unit::from_override_unit(o.unit).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "descriptor {index} limit override has unit {}, which is not SECOND, MINUTE, \
+                     HOUR, DAY, MONTH or YEAR",
+                    o.unit
+                ))
+            })?,
+        }),
+    };
+    Ok(Descriptor {
+        entries: d
+            .entries
+            .into_iter()
+            .map(|e| Entry {
+                key: e.key,
+                value: e.value,
+            })
+            .collect(),
+        limit,
+        hits_addend: d.hits_addend.map(|v| v.value),
+        negative_hits: d.is_negative_hits,
+    })
+}
+
+fn code_to_proto(code: Code) -> i32 {
+    match code {
+        Code::Ok => rate_limit_response::Code::Ok as i32,
+        Code::OverLimit => rate_limit_response::Code::OverLimit as i32,
+    }
+}
+
+fn to_proto(decision: Decision) -> RateLimitResponse {
+    RateLimitResponse {
+        overall_code: code_to_proto(decision.overall),
+        statuses: decision
+            .statuses
+            .into_iter()
+            .map(|s| PbStatus {
+                code: code_to_proto(s.code),
+                current_limit: s.current_limit.map(|l| rate_limit_response::RateLimit {
+                    name: l.name.unwrap_or_default(),
+                    requests_per_unit: l.requests_per_unit,
+                    unit: l.unit.proto_response_unit(),
+                }),
+                limit_remaining: s.limit_remaining,
+                duration_until_reset: s.duration_until_reset.map(|d| PbDuration {
+                    seconds: d.as_secs() as i64,
+                    nanos: d.subsec_nanos() as i32,
+                }),
+                quota: None,
+            })
+            .collect(),
+        response_headers_to_add: decision
+            .response_headers
+            .into_iter()
+            .map(|(key, value)| HeaderValue {
+                key,
+                value,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,354 @@
+//! The HTTP adapter: `POST /json` (the reference's proto3-JSON check, for NGINX `auth_request` and
+//! other proxies), `GET /healthcheck`, `GET /rlconfig` and `GET /metrics`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::config::Unit;
+use crate::limiter::{
+    CheckError, CheckRequest, Code, Decision, Descriptor, Entry, LimitOverride, RateLimiter,
+};
+use crate::metrics::RequestLabels;
+use crate::storage::Store;
+
+/// What the HTTP handlers share.
+pub struct HttpState<S> {
+    pub limiter: Arc<RateLimiter<S>>,
+    /// False once shutdown starts, so load balancers stop sending before the listener closes.
+    pub ready: Arc<AtomicBool>,
+}
+
+pub fn router<S: Store>(state: Arc<HttpState<S>>) -> Router {
+    Router::new()
+        .route("/json", post(json_check::<S>))
+        .route("/healthcheck", get(healthcheck::<S>))
+        .route("/rlconfig", get(rlconfig::<S>))
+        .route("/metrics", get(metrics::<S>))
+        .with_state(state)
+}
+
+async fn json_check<S: Store>(State(state): State<Arc<HttpState<S>>>, body: Body) -> Response {
+    let metrics = state.limiter.metrics();
+    let count = |result: &'static str| {
+        metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                transport: "http",
+                result,
+            })
+            .inc();
+    };
+    let cap = state.limiter.options().bounds.max_bytes * 4;
+    let body: Bytes = match axum::body::to_bytes(body, cap).await {
+        Ok(b) => b,
+        Err(_) => {
+            count("invalid");
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("request body is larger than {cap} bytes or could not be read"),
+            );
+        }
+    };
+    let request: JsonRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            count("invalid");
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid request JSON: {e}"),
+            );
+        }
+    };
+    let request = match request.into_check() {
+        Ok(r) => r,
+        Err(msg) => {
+            count("invalid");
+            return error(StatusCode::BAD_REQUEST, msg);
+        }
+    };
+    match state.limiter.check(&request).await {
+        Ok(decision) => {
+            let status = match decision.overall {
+                Code::Ok => {
+                    count("ok");
+                    StatusCode::OK
+                }
+                Code::OverLimit => {
+                    count("over_limit");
+                    StatusCode::TOO_MANY_REQUESTS
+                }
+            };
+            let mut response = (status, axum::Json(JsonResponse::from(&decision))).into_response();
+            // Proxies in front (NGINX auth_request) copy these to the client.
+            for (k, v) in &decision.response_headers {
+                if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
+                    response.headers_mut().append(k, v);
+                }
+            }
+            response
+        }
+        Err(CheckError::Invalid(msg)) => {
+            count("invalid");
+            error(StatusCode::BAD_REQUEST, msg)
+        }
+        Err(e @ CheckError::Store(_)) => {
+            count("error");
+            let status = crate::grpc::to_status(&e);
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                status.message().to_string(),
+            )
+        }
+    }
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+async fn healthcheck<S: Store>(State(state): State<Arc<HttpState<S>>>) -> Response {
+    if !state.ready.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    match state.limiter.store().ping().await {
+        Ok(()) => (StatusCode::OK, "OK\n").into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("counter store unavailable: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn rlconfig<S: Store>(State(state): State<Arc<HttpState<S>>>) -> Response {
+    let rules = state.limiter.rules();
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        rules.dump.clone(),
+    )
+        .into_response()
+}
+
+async fn metrics<S: Store>(State(state): State<Arc<HttpState<S>>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.limiter.metrics().encode(),
+    )
+        .into_response()
+}
+
+// Proto3 JSON: parsers accept the proto field name and its lowerCamelCase form; 64-bit integers
+// may arrive as strings; enums as names or numbers.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonRequest {
+    #[serde(default)]
+    domain: String,
+    #[serde(default)]
+    descriptors: Vec<JsonDescriptor>,
+    #[serde(default, alias = "hitsAddend", deserialize_with = "uint")]
+    hits_addend: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonDescriptor {
+    #[serde(default)]
+    entries: Vec<JsonEntry>,
+    #[serde(default)]
+    limit: Option<JsonOverride>,
+    #[serde(default, alias = "hitsAddend", deserialize_with = "opt_uint")]
+    hits_addend: Option<u64>,
+    #[serde(default, alias = "isNegativeHits")]
+    is_negative_hits: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonEntry {
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    value: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonOverride {
+    #[serde(default, alias = "requestsPerUnit", deserialize_with = "uint")]
+    requests_per_unit: u64,
+    #[serde(default)]
+    unit: serde_json::Value,
+}
+
+impl JsonRequest {
+    fn into_check(self) -> Result<CheckRequest, String> {
+        let hits_addend = u32::try_from(self.hits_addend)
+            .map_err(|_| format!("hits_addend {} does not fit in uint32", self.hits_addend))?;
+        let descriptors = self
+            .descriptors
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let limit = match d.limit {
+                    None => None,
+                    Some(o) => Some(LimitOverride {
+                        requests_per_unit: u32::try_from(o.requests_per_unit).map_err(|_| {
+                            format!("descriptor {i} limit requests_per_unit does not fit in uint32")
+                        })?,
+                        unit: override_unit(&o.unit).ok_or_else(|| {
+                            format!(
+                                "descriptor {i} limit has unit {}, which is not SECOND, MINUTE, \
+                                 HOUR, DAY, MONTH or YEAR",
+                                o.unit
+                            )
+                        })?,
+                    }),
+                };
+                Ok(Descriptor {
+                    entries: d
+                        .entries
+                        .into_iter()
+                        .map(|e| Entry {
+                            key: e.key,
+                            value: e.value,
+                        })
+                        .collect(),
+                    limit,
+                    hits_addend: d.hits_addend,
+                    negative_hits: d.is_negative_hits,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(CheckRequest {
+            domain: self.domain,
+            descriptors,
+            hits_addend,
+        })
+    }
+}
+
+fn override_unit(v: &serde_json::Value) -> Option<Unit> {
+    match v {
+        serde_json::Value::Number(n) => Unit::from_override_unit(i32::try_from(n.as_i64()?).ok()?),
+        serde_json::Value::String(s) if !s.eq_ignore_ascii_case("week") => Unit::parse(s),
+        _ => None,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumOrString {
+    Num(u64),
+    Str(String),
+}
+
+fn uint<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    match NumOrString::deserialize(d)? {
+        NumOrString::Num(n) => Ok(n),
+        NumOrString::Str(s) => s
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("{s:?} is not an unsigned integer"))),
+    }
+}
+
+fn opt_uint<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    uint(d).map(Some)
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonResponse {
+    overall_code: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    statuses: Vec<JsonStatus>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    response_headers_to_add: Vec<JsonHeader>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonStatus {
+    code: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    current_limit: Option<JsonLimit>,
+    #[serde(skip_serializing_if = "is_zero")]
+    limit_remaining: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_until_reset: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonLimit {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    requests_per_unit: u32,
+    unit: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct JsonHeader {
+    key: String,
+    value: String,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::OverLimit => "OVER_LIMIT",
+    }
+}
+
+impl From<&Decision> for JsonResponse {
+    fn from(d: &Decision) -> Self {
+        JsonResponse {
+            overall_code: code_name(d.overall),
+            statuses: d
+                .statuses
+                .iter()
+                .map(|s| JsonStatus {
+                    code: code_name(s.code),
+                    current_limit: s.current_limit.as_ref().map(|l| JsonLimit {
+                        name: l.name.clone(),
+                        requests_per_unit: l.requests_per_unit,
+                        unit: l.unit.as_str(),
+                    }),
+                    limit_remaining: s.limit_remaining,
+                    // proto3 JSON writes a Duration as seconds with an `s` suffix.
+                    duration_until_reset: s.duration_until_reset.map(|d| {
+                        if d.subsec_nanos() == 0 {
+                            format!("{}s", d.as_secs())
+                        } else {
+                            format!("{:.9}s", d.as_secs_f64())
+                        }
+                    }),
+                })
+                .collect(),
+            response_headers_to_add: d
+                .response_headers
+                .iter()
+                .map(|(key, value)| JsonHeader {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+        }
+    }
+}

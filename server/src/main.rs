@@ -1,0 +1,79 @@
+//! `sluice`: serve, or `sluice check-config PATH`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use sluice_server::config::{self, LoadOptions};
+use sluice_server::server::{Listeners, Sluice, shutdown_signal};
+use sluice_server::settings::{Cli, Command, LogFormat, Settings};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::CheckConfig {
+        path,
+        merge_domains,
+    }) = cli.command
+    {
+        return match config::load(&path, &LoadOptions { merge_domains }) {
+            Ok(rules) => {
+                println!(
+                    "{}: valid ({} domains from {} files)",
+                    path.display(),
+                    rules.domains.len(),
+                    rules.sources.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
+    let settings = match Settings::resolve(cli.serve, |k| std::env::var(k).ok()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&settings);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sluice: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("sluice: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let sluice = Sluice::open(settings.clone()).await?;
+    let listeners = Listeners::bind(settings.grpc_addr, settings.http_addr).await?;
+    sluice.serve(listeners, shutdown_signal()).await?;
+    Ok(())
+}
+
+fn init_tracing(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match settings.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

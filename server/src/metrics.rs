@@ -1,0 +1,169 @@
+//! Prometheus metrics, registered by this module and exposed on `GET /metrics`.
+//!
+//! Per-rule counters carry one label, `rule`: the rule's stats key (`domain.key_value.key2`), which
+//! is bounded by the config. Descriptor values from requests only reach a label when a rule opts in
+//! with `detailed_metric` or `value_to_metric`, because unbounded values would blow up the series
+//! count of every Prometheus scraping Sluice.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// A label value shared with the rule tree, so labelling a hit clones a pointer, not a string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Shared(pub Arc<str>);
+
+impl EncodeLabelValue for Shared {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&&*self.0, encoder)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RuleLabels {
+    pub rule: Shared,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub transport: &'static str,
+    pub result: &'static str,
+}
+
+/// Per-rule counts, all in hits (a request with `hits_addend: 5` adds 5).
+#[derive(Debug, Default)]
+pub struct RuleStats {
+    pub total_hits: Family<RuleLabels, Counter>,
+    pub over_limit: Family<RuleLabels, Counter>,
+    pub near_limit: Family<RuleLabels, Counter>,
+    pub within_limit: Family<RuleLabels, Counter>,
+    pub shadow_mode: Family<RuleLabels, Counter>,
+}
+
+/// Every metric Sluice exports.
+#[derive(Debug)]
+pub struct Metrics {
+    pub rules: RuleStats,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Histogram,
+    pub store_errors: Family<KindLabels, Counter>,
+    pub config_loads: Family<ResultLabels, Counter>,
+    pub config_rules: Gauge,
+    pub global_shadow_mode: Counter,
+    registry: Registry,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sluice");
+        let rules = RuleStats::default();
+        registry.register(
+            "rule_total_hits",
+            "Hits checked against a rule",
+            rules.total_hits.clone(),
+        );
+        registry.register(
+            "rule_over_limit",
+            "Hits that were over a rule's limit",
+            rules.over_limit.clone(),
+        );
+        registry.register(
+            "rule_near_limit",
+            "Hits within the limit but past the near-limit ratio",
+            rules.near_limit.clone(),
+        );
+        registry.register(
+            "rule_within_limit",
+            "Hits within a rule's limit",
+            rules.within_limit.clone(),
+        );
+        registry.register(
+            "rule_shadow_mode",
+            "Over-limit hits let through because the rule is in shadow mode",
+            rules.shadow_mode.clone(),
+        );
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Rate-limit checks by transport and result",
+            requests.clone(),
+        );
+        // 50 µs .. ~0.4 s: Envoy gives up after 20 ms by default, so resolution matters below that.
+        let request_duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 14));
+        registry.register(
+            "request_duration_seconds",
+            "Time to decide a rate-limit check, store round trip included",
+            request_duration.clone(),
+        );
+        let store_errors = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "store_errors",
+            "Counter store failures by kind",
+            store_errors.clone(),
+        );
+        let config_loads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "config_loads",
+            "Rule set loads and reloads by result",
+            config_loads.clone(),
+        );
+        let config_rules = Gauge::default();
+        registry.register(
+            "config_rules",
+            "Rules in the rule set being served",
+            config_rules.clone(),
+        );
+        let global_shadow_mode = Counter::default();
+        registry.register(
+            "global_shadow_mode",
+            "Over-limit requests let through because SHADOW_MODE is on",
+            global_shadow_mode.clone(),
+        );
+        Self {
+            rules,
+            requests,
+            request_duration,
+            store_errors,
+            config_loads,
+            config_rules,
+            global_shadow_mode,
+            registry,
+        }
+    }
+
+    pub fn config_loaded(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.config_loads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// The text exposition format (OpenMetrics).
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

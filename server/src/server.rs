@@ -1,0 +1,308 @@
+//! Start-up, serving and drain: load the rules, open the store, bind both listeners, serve until a
+//! shutdown signal, then stop accepting and let in-flight calls finish within a grace period.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{self, ConfigErrors, LoadOptions};
+use crate::grpc::RlsService;
+use crate::http::{HttpState, router};
+use crate::limiter::{LimiterOptions, RateLimiter};
+use crate::metrics::Metrics;
+use crate::settings::{Backend, Settings};
+use crate::storage::memory::MemoryStore;
+use crate::storage::redis::{RedisOptions, RedisStore};
+use crate::storage::{Admission, AnyStore, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("the rule set at {path} is invalid:\n{errors}")]
+    Config {
+        path: std::path::PathBuf,
+        errors: ConfigErrors,
+    },
+    #[error("cannot open the counter store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot watch {path} for changes: {source}")]
+    Watch {
+        path: std::path::PathBuf,
+        source: notify::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(String),
+}
+
+/// Both listeners, bound before serving so callers (tests) can bind port 0 and read the ports.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub http: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(grpc: SocketAddr, http: SocketAddr) -> Result<Self, StartupError> {
+        let bind = |addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartupError::Bind { addr, source })
+        };
+        Ok(Self {
+            grpc: bind(grpc).await?,
+            http: bind(http).await?,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {
+        self.grpc.local_addr()
+    }
+
+    pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
+        self.http.local_addr()
+    }
+}
+
+/// A ready-to-serve Sluice: rules loaded, store open.
+pub struct Sluice {
+    pub limiter: Arc<RateLimiter<AnyStore>>,
+    settings: Settings,
+    _watch: Option<config::WatchHandle>,
+}
+
+impl Sluice {
+    /// Load the rules and open the store named by `settings`.
+    pub async fn open(settings: Settings) -> Result<Self, StartupError> {
+        Self::open_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    pub async fn open_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
+        let metrics = Arc::new(Metrics::new());
+        let opts = LoadOptions {
+            merge_domains: settings.merge_domains,
+        };
+        // Arm the watcher before the first load, so a change landing between the two is not
+        // missed; reloads that fire before the limiter exists are superseded by that first load.
+        let target = Arc::new(OnceLock::new());
+        let watch = if settings.watch {
+            Some(watch_rules(&settings, Arc::clone(&target))?)
+        } else {
+            None
+        };
+        let rules = match config::load(&settings.config, &opts) {
+            Ok(rules) => {
+                metrics.config_loaded(true);
+                rules
+            }
+            Err(errors) => {
+                return Err(StartupError::Config {
+                    path: settings.config.clone(),
+                    errors,
+                });
+            }
+        };
+        let store = match settings.backend {
+            Backend::Memory => {
+                let store = Arc::new(MemoryStore::new(settings.max_counters, Arc::clone(&clock)));
+                store.spawn_sweeper(std::time::Duration::from_secs(10));
+                AnyStore::Memory(store)
+            }
+            Backend::Redis => {
+                let url = settings.redis_url.as_deref().unwrap_or_default();
+                AnyStore::Redis(
+                    RedisStore::connect(
+                        url,
+                        RedisOptions {
+                            timeout: settings.redis_timeout,
+                            pool_size: settings.redis_pool_size,
+                        },
+                    )
+                    .await?,
+                )
+            }
+        };
+        let options = LimiterOptions {
+            admission: if settings.charge_rejected {
+                Admission::ChargeAll
+            } else {
+                Admission::AllOrNothing
+            },
+            key_prefix: settings.key_prefix.clone().into_bytes(),
+            near_limit_ratio: settings.near_limit_ratio,
+            global_shadow_mode: settings.shadow_mode,
+            global_quota_mode: settings.quota_mode,
+            response_headers: settings.response_headers.clone(),
+            bounds: settings.bounds,
+        };
+        let limiter = Arc::new(RateLimiter::new(rules, store, clock, metrics, options));
+        let _ = target.set(Arc::clone(&limiter));
+        Ok(Self {
+            limiter,
+            settings,
+            _watch: watch,
+        })
+    }
+
+    /// Serve gRPC and HTTP on `listeners` until `shutdown` resolves, then drain.
+    pub async fn serve(
+        self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        let grpc_addr = listeners
+            .grpc_addr()
+            .map_err(|e| StartupError::Serve(e.to_string()))?;
+        let http_addr = listeners
+            .http_addr()
+            .map_err(|e| StartupError::Serve(e.to_string()))?;
+        let ready = Arc::new(AtomicBool::new(true));
+        let (health, health_service) = tonic_health::server::health_reporter();
+        // The reference registers its health under the name `ratelimit`; also answer the
+        // whole-server name "".
+        health
+            .set_service_status("ratelimit", tonic_health::ServingStatus::Serving)
+            .await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let grpc_stop = wait_for(stop_rx.clone());
+        let http_stop = wait_for(stop_rx);
+
+        let grpc = tonic::transport::Server::builder()
+            .layer(tower::util::MapResponseLayer::new(out_of_range_is_invalid))
+            .add_service(health_service)
+            .add_service(RlsService::new(Arc::clone(&self.limiter)).into_server())
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), grpc_stop);
+        let app = router(Arc::new(HttpState {
+            limiter: Arc::clone(&self.limiter),
+            ready: Arc::clone(&ready),
+        }));
+        let http = axum::serve(listeners.http, app).with_graceful_shutdown(http_stop);
+
+        let mut grpc = tokio::spawn(grpc);
+        let mut http = tokio::spawn(async move { http.await });
+        tracing::info!(
+            grpc = %grpc_addr,
+            http = %http_addr,
+            backend = ?self.settings.backend,
+            config = %self.settings.config.display(),
+            charge_rejected = self.settings.charge_rejected,
+            "sluice listening"
+        );
+
+        tokio::select! {
+            () = shutdown => {}
+            r = &mut grpc => return Err(StartupError::Serve(format!("gRPC server stopped: {r:?}"))),
+            r = &mut http => return Err(StartupError::Serve(format!("HTTP server stopped: {r:?}"))),
+        }
+
+        tracing::info!(grace = ?self.settings.shutdown_grace, "shutting down: draining in-flight calls");
+        ready.store(false, Ordering::Release);
+        health
+            .set_service_status("ratelimit", tonic_health::ServingStatus::NotServing)
+            .await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(self.settings.shutdown_grace, async {
+            let _ = (&mut grpc).await;
+            let _ = (&mut http).await;
+        })
+        .await;
+        match drained {
+            Ok(()) => tracing::info!("shut down gracefully"),
+            Err(_) => {
+                grpc.abort();
+                http.abort();
+                tracing::warn!("grace period over: in-flight calls were cut off");
+            }
+        }
+        Ok(())
+    }
+}
+
+type Target = Arc<OnceLock<Arc<RateLimiter<AnyStore>>>>;
+
+fn watch_rules(settings: &Settings, target: Target) -> Result<config::WatchHandle, StartupError> {
+    let path = settings.config.clone();
+    let opts = LoadOptions {
+        merge_domains: settings.merge_domains,
+    };
+    config::watch(path.clone(), opts, move |result| {
+        let Some(limiter) = target.get() else {
+            return;
+        };
+        match result {
+            Ok(rules) => {
+                limiter.metrics().config_loaded(true);
+                tracing::info!(sources = rules.sources.len(), "rule set reloaded");
+                limiter.replace_rules(rules);
+            }
+            Err(errors) => {
+                limiter.metrics().config_loaded(false);
+                tracing::error!(%errors, "rule set change rejected; the previous rules keep serving");
+            }
+        }
+    })
+    .map_err(|source| StartupError::Watch { path, source })
+}
+
+async fn wait_for(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// tonic refuses a message over its decoding cap with OUT_OF_RANGE before our handler runs;
+/// Sluice's contract is INVALID_ARGUMENT for every oversized request, and the handler itself
+/// never returns OUT_OF_RANGE, so rewriting that one code is exact.
+fn out_of_range_is_invalid<B>(mut response: http::Response<B>) -> http::Response<B> {
+    const OUT_OF_RANGE: &[u8] = b"11";
+    if response
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == OUT_OF_RANGE)
+    {
+        response
+            .headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("3"));
+    }
+    response
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,460 @@
+//! The embedded store: counters in this process's memory, for a single Sluice instance.
+//!
+//! **Layout.** Counters live in up to 64 shards, each a `HashMap` behind a `parking_lot` mutex,
+//! chosen by a keyed hash of the counter key (keyed, so clients choosing descriptor values cannot
+//! pile every counter into one shard). A batch locks every shard it touches, in ascending shard
+//! order and each once, then reads, decides and writes under those locks: that is what makes a
+//! batch atomic, and the fixed order is what keeps two batches from deadlocking. Locks are never
+//! held across an `.await`.
+//!
+//! **Expiry.** A counter lives `ttl_secs` from its creation, rounded to whole seconds like the
+//! window it belongs to. An expired counter reads as absent at once; its memory is reclaimed when
+//! a write lands on its key, when its shard needs room, or by [`MemoryStore::sweep`] (run
+//! periodically by [`MemoryStore::spawn_sweeper`]). Each shard keeps its counters ordered by
+//! expiry as well, so reclaiming costs only the expired counters, never a scan of the shard.
+//!
+//! **Bounded memory.** At most `max_counters` counters are kept, split evenly over the shards
+//! (shard bounds differ by at most one and add up to `max_counters`). When a new counter must be
+//! created in a full shard, that shard first drops its expired counters; if it is still full it
+//! evicts the counter with the soonest expiry, the one nearest to resetting anyway, and
+//! [`MemoryStore::evictions`] counts it. An evicted counter restarts from zero if hit again within
+//! its window, so a store sized too small admits more than the limits allow rather than refusing
+//! service: size `max_counters` above the number of counters live in one window, and alert on
+//! evictions. An eviction can also take a counter the same batch touched a moment before.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::{Mutex, MutexGuard};
+
+use super::{Admission, Batch, Hit, Outcome, Store, StoreError, rejects};
+use crate::clock::Clock;
+
+/// The most shards a store uses; a batch's shards fit in one `u64` bit set.
+const MAX_SHARDS: usize = 64;
+
+/// Counters in this process.
+pub struct MemoryStore {
+    shards: Box<[Shard]>,
+    /// Picks the shard; randomly keyed per store.
+    shard_hasher: RandomState,
+    clock: Arc<dyn Clock>,
+    evictions: AtomicU64,
+}
+
+struct Shard {
+    /// How many counters this shard may hold.
+    bound: usize,
+    counters: Mutex<Counters>,
+}
+
+#[derive(Default)]
+struct Counters {
+    by_key: HashMap<Arc<[u8]>, Counter>,
+    /// The same counters ordered by expiry (the key breaks ties): the front is what sweeping and
+    /// eviction take first. The key is shared with `by_key`, not copied.
+    by_expiry: BTreeSet<(u64, Arc<[u8]>)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Counter {
+    value: u64,
+    /// Seconds since the epoch at which the counter reads as absent.
+    expires_at: u64,
+}
+
+impl MemoryStore {
+    /// A store holding at most `max_counters` counters (at least one). Time comes from `clock`,
+    /// so tests move windows with a manual clock.
+    pub fn new(max_counters: usize, clock: Arc<dyn Clock>) -> Self {
+        let max_counters = max_counters.max(1);
+        let shard_count = max_counters.min(MAX_SHARDS);
+        let (base, extra) = (max_counters / shard_count, max_counters % shard_count);
+        let shards = (0..shard_count)
+            .map(|i| Shard {
+                bound: base + usize::from(i < extra),
+                counters: Mutex::new(Counters::default()),
+            })
+            .collect();
+        Self {
+            shards,
+            shard_hasher: RandomState::new(),
+            clock,
+            evictions: AtomicU64::new(0),
+        }
+    }
+
+    /// Counters currently held, including expired ones not reclaimed yet.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.counters.lock().by_key.len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Live counters dropped to make room since the store was created.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
+
+    /// Reclaims every expired counter. Cheap: each shard pops expired counters off the front of
+    /// its expiry order and stops at the first live one.
+    pub fn sweep(&self) {
+        let now = self.now();
+        for shard in self.shards.iter() {
+            shard.counters.lock().drop_expired(now);
+        }
+    }
+
+    /// Runs [`sweep`](Self::sweep) every `every` on the current tokio runtime, until the store is
+    /// dropped (the task holds it weakly).
+    pub fn spawn_sweeper(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let store: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The first tick completes at once; nothing has expired yet.
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(store) = store.upgrade() else {
+                    return;
+                };
+                store.sweep();
+            }
+        })
+    }
+
+    /// [`Store::apply`] without the future: everything happens under the shard locks.
+    pub fn apply_now(&self, batch: &Batch) -> Outcome {
+        let now = self.now();
+        let hits = &batch.hits;
+
+        let mut touched = 0u64;
+        for hit in hits {
+            touched |= 1 << self.shard_of(&hit.key);
+        }
+        // Ascending order, each shard once: see the module doc.
+        let mut guards: [Option<MutexGuard<'_, Counters>>; MAX_SHARDS] =
+            std::array::from_fn(|_| None);
+        let mut rest = touched;
+        while rest != 0 {
+            let i = rest.trailing_zeros() as usize;
+            guards[i] = Some(self.shards[i].counters.lock());
+            rest &= rest - 1;
+        }
+        let mut before = Vec::with_capacity(hits.len());
+        for (i, hit) in hits.iter().enumerate() {
+            // A key seen earlier in the batch sees that hit applied: hits apply in order.
+            let b = match hits[..i].iter().rposition(|h| h.key == hit.key) {
+                Some(j) => hits[j].after(before[j]),
+                // Every touched shard is locked, so the guard is always there.
+                None => guards[self.shard_of(&hit.key)]
+                    .as_ref()
+                    .map_or(0, |g| g.live_value(&hit.key, now)),
+            };
+            before.push(b);
+        }
+
+        let charged = match batch.admission {
+            Admission::ChargeAll => true,
+            Admission::AllOrNothing => !rejects(hits, &before),
+        };
+        if charged {
+            for hit in hits {
+                let s = self.shard_of(&hit.key);
+                if let Some(g) = guards[s].as_mut()
+                    && g.apply(hit, now, self.shards[s].bound)
+                {
+                    self.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        Outcome { before, charged }
+    }
+}
+
+impl MemoryStore {
+    fn now(&self) -> u64 {
+        self.clock.now().as_secs()
+    }
+
+    fn shard_of(&self, key: &[u8]) -> usize {
+        (self.shard_hasher.hash_one(key) % self.shards.len() as u64) as usize
+    }
+}
+
+impl Counters {
+    fn live_value(&self, key: &[u8], now: u64) -> u64 {
+        match self.by_key.get(key) {
+            Some(c) if c.expires_at > now => c.value,
+            _ => 0,
+        }
+    }
+
+    /// Applies one hit that the batch decided to charge. Returns whether a live counter was
+    /// evicted to make room.
+    fn apply(&mut self, hit: &Hit, now: u64, bound: usize) -> bool {
+        let expires_at = now.saturating_add(hit.ttl_secs.max(1));
+        if hit.delta == 0 {
+            return false;
+        }
+        if let Some(counter) = self.by_key.get_mut(&hit.key[..]) {
+            if counter.expires_at > now {
+                counter.value = hit.after(counter.value);
+                return false;
+            }
+            if hit.delta < 0 {
+                // A refund never revives a counter.
+                return false;
+            }
+            // Expired but not reclaimed yet: restart it in place with a new expiry.
+            let old = std::mem::replace(
+                counter,
+                Counter {
+                    value: hit.after(0),
+                    expires_at,
+                },
+            );
+            if let Some((key, _)) = self.by_key.get_key_value(&hit.key[..]) {
+                let key = Arc::clone(key);
+                self.by_expiry.remove(&(old.expires_at, Arc::clone(&key)));
+                self.by_expiry.insert((expires_at, key));
+            }
+            return false;
+        }
+        if hit.delta < 0 {
+            return false;
+        }
+        let evicted = self.make_room(now, bound);
+        let key: Arc<[u8]> = Arc::from(&hit.key[..]);
+        self.by_expiry.insert((expires_at, Arc::clone(&key)));
+        self.by_key.insert(
+            key,
+            Counter {
+                value: hit.after(0),
+                expires_at,
+            },
+        );
+        evicted
+    }
+
+    /// Frees a place for one more counter: expired counters first, then the soonest to expire.
+    fn make_room(&mut self, now: u64, bound: usize) -> bool {
+        if self.by_key.len() < bound {
+            return false;
+        }
+        self.drop_expired(now);
+        let mut evicted = false;
+        while self.by_key.len() >= bound {
+            let Some((_, key)) = self.by_expiry.pop_first() else {
+                break;
+            };
+            self.by_key.remove(&key);
+            evicted = true;
+        }
+        evicted
+    }
+
+    fn drop_expired(&mut self, now: u64) {
+        while let Some((expires_at, _)) = self.by_expiry.first() {
+            if *expires_at > now {
+                break;
+            }
+            if let Some((_, key)) = self.by_expiry.pop_first() {
+                self.by_key.remove(&key);
+            }
+        }
+    }
+}
+
+impl Store for MemoryStore {
+    async fn apply(&self, batch: &Batch) -> Result<Outcome, StoreError> {
+        Ok(self.apply_now(batch))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::storage::Role;
+
+    fn hit(key: &str, ttl_secs: u64, delta: i64) -> Hit {
+        Hit {
+            key: key.as_bytes().to_vec(),
+            ttl_secs,
+            limit: 100,
+            delta,
+            role: Role::Enforce,
+        }
+    }
+
+    fn one(store: &MemoryStore, h: Hit) -> Outcome {
+        store.apply_now(&Batch {
+            hits: vec![h],
+            admission: Admission::AllOrNothing,
+        })
+    }
+
+    fn value(store: &MemoryStore, key: &str) -> u64 {
+        one(store, hit(key, 60, 0)).before[0]
+    }
+
+    fn store(max: usize) -> (MemoryStore, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(Duration::from_secs(1_000)));
+        (MemoryStore::new(max, clock.clone()), clock)
+    }
+
+    #[test]
+    fn shard_bounds_add_up_to_the_maximum() {
+        for max in [0, 1, 5, 63, 64, 65, 1_000, 100_003] {
+            let (s, _) = store(max);
+            let bounds: Vec<usize> = s.shards.iter().map(|s| s.bound).collect();
+            assert_eq!(bounds.iter().sum::<usize>(), max.max(1), "max {max}");
+            assert!(bounds.iter().all(|&b| b >= 1));
+            assert!(bounds.len() <= MAX_SHARDS);
+        }
+    }
+
+    #[test]
+    fn never_holds_more_than_the_maximum() {
+        let (s, _) = store(10);
+        for i in 0..100 {
+            one(&s, hit(&format!("k{i}"), 60 + i, 1));
+            assert!(s.len() <= 10);
+        }
+        assert_eq!(s.len(), 10);
+        assert_eq!(s.evictions(), 90);
+    }
+
+    #[test]
+    fn a_full_store_evicts_the_soonest_to_expire() {
+        let (s, _) = store(1);
+        one(&s, hit("late", 600, 1));
+        one(&s, hit("soon", 10, 1));
+        assert_eq!(s.evictions(), 1, "the single slot was taken");
+
+        // With two slots in one shard the soonest expiry goes, not the oldest or newest.
+        let clock = Arc::new(ManualClock::new(Duration::from_secs(1_000)));
+        let s = MemoryStore {
+            shards: vec![Shard {
+                bound: 2,
+                counters: Mutex::new(Counters::default()),
+            }]
+            .into_boxed_slice(),
+            shard_hasher: RandomState::new(),
+            clock,
+            evictions: AtomicU64::new(0),
+        };
+        one(&s, hit("late", 600, 3));
+        one(&s, hit("soon", 10, 2));
+        one(&s, hit("new", 300, 1));
+        assert_eq!(s.evictions(), 1);
+        assert_eq!(value(&s, "late"), 3);
+        assert_eq!(value(&s, "soon"), 0);
+        assert_eq!(value(&s, "new"), 1);
+    }
+
+    #[test]
+    fn a_full_shard_drops_expired_counters_before_evicting() {
+        let (s, clock) = store(1);
+        one(&s, hit("old", 10, 1));
+        clock.advance(Duration::from_secs(10));
+        one(&s, hit("new", 10, 1));
+        assert_eq!(s.evictions(), 0);
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn sweep_reclaims_only_expired_counters() {
+        let (s, clock) = store(1_000);
+        for i in 0..50 {
+            one(&s, hit(&format!("short{i}"), 10, 1));
+            one(&s, hit(&format!("long{i}"), 20, 1));
+        }
+        assert_eq!(s.len(), 100);
+        clock.advance(Duration::from_secs(9));
+        s.sweep();
+        assert_eq!(s.len(), 100);
+        clock.advance(Duration::from_secs(1));
+        s.sweep();
+        assert_eq!(s.len(), 50);
+        clock.advance(Duration::from_secs(10));
+        s.sweep();
+        assert!(s.is_empty());
+        assert_eq!(s.evictions(), 0);
+    }
+
+    #[test]
+    fn an_expired_counter_restarts_with_a_new_expiry() {
+        let (s, clock) = store(100);
+        one(&s, hit("k", 10, 5));
+        clock.advance(Duration::from_secs(10));
+        assert_eq!(value(&s, "k"), 0, "expired reads as absent");
+        assert_eq!(s.len(), 1, "not reclaimed by a read");
+        one(&s, hit("k", 10, 2));
+        assert_eq!(value(&s, "k"), 2);
+        clock.advance(Duration::from_secs(9));
+        s.sweep();
+        assert_eq!(value(&s, "k"), 2, "the new expiry is what counts");
+        clock.advance(Duration::from_secs(1));
+        s.sweep();
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_refund_does_not_revive_an_expired_counter() {
+        let (s, clock) = store(100);
+        one(&s, hit("k", 10, 5));
+        clock.advance(Duration::from_secs(10));
+        one(&s, hit("k", 10, -1));
+        assert_eq!(value(&s, "k"), 0);
+        s.sweep();
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn batches_across_many_shards_lock_each_once() {
+        let (s, _) = store(100_000);
+        let hits: Vec<Hit> = (0..200).map(|i| hit(&format!("k{i}"), 60, 1)).collect();
+        let out = s.apply_now(&Batch {
+            hits,
+            admission: Admission::AllOrNothing,
+        });
+        assert!(out.charged);
+        assert_eq!(s.len(), 200);
+    }
+
+    #[tokio::test]
+    async fn the_sweeper_sweeps_and_stops_with_the_store() {
+        let (s, clock) = store(100);
+        let s = Arc::new(s);
+        one(&s, hit("k", 1, 1));
+        clock.advance(Duration::from_secs(1));
+        let sweeper = s.spawn_sweeper(Duration::from_millis(1));
+        // Bounded polling on real time: the sweeper runs on its own schedule.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !s.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "never swept");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        drop(s);
+        tokio::time::timeout(Duration::from_secs(5), sweeper)
+            .await
+            .expect("the sweeper ends once the store is gone")
+            .expect("the sweeper did not panic");
+    }
+}

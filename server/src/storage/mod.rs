@@ -1,0 +1,183 @@
+//! Counter storage: one call per request, carrying every counter the request touches.
+//!
+//! The limiter turns a request into a [`Batch`] of [`Hit`]s (one per limited descriptor, each with
+//! its own window and limit) and a store applies the whole batch atomically, so concurrent
+//! requests never overshoot a limit and, by default, a rejected request consumes nothing anywhere.
+//! Stores never see descriptors: keys arrive already encoded by [`keys`].
+//!
+//! Backends: [`memory`] (sharded, embedded default) and [`redis`] (one Lua script per request).
+//! Both must pass the conformance suite in `server/tests/store_conformance.rs`.
+
+pub mod keys;
+pub mod memory;
+pub mod redis;
+
+use std::future::Future;
+
+/// How a hit takes part in the admission decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Over the limit rejects the request.
+    Enforce,
+    /// Counted, never rejects (`shadow_mode`).
+    Shadow,
+    /// `quota_mode`: rejects only when every quota hit of the request is over.
+    Quota,
+}
+
+/// What to charge when the request is rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Sluice's default: a rejected request is charged nowhere.
+    AllOrNothing,
+    /// envoyproxy/ratelimit's behaviour (`--charge-rejected`): every hit is charged, whatever the
+    /// outcome.
+    ChargeAll,
+}
+
+/// One counter touched by a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    /// The encoded counter key (see [`keys::counter_key`]); includes the window start, so a new
+    /// window is a new key.
+    pub key: Vec<u8>,
+    /// Seconds until the window ends (≥ 1): how long the counter must live.
+    pub ttl_secs: u64,
+    pub limit: u64,
+    /// Positive to consume, 0 to look without consuming, negative to refund
+    /// (`is_negative_hits`). A refund never goes below zero and never rejects.
+    pub delta: i64,
+    pub role: Role,
+}
+
+/// A request's hits and how to admit them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub hits: Vec<Hit>,
+    pub admission: Admission,
+}
+
+/// What the store saw and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Each hit's counter before this request, in batch order.
+    pub before: Vec<u64>,
+    /// Whether the deltas were applied. Always true under [`Admission::ChargeAll`].
+    pub charged: bool,
+}
+
+impl Hit {
+    /// The counter after applying this hit to `before` (refunds floor at zero).
+    pub fn after(&self, before: u64) -> u64 {
+        if self.delta >= 0 {
+            before.saturating_add(self.delta as u64)
+        } else {
+            before.saturating_sub(self.delta.unsigned_abs())
+        }
+    }
+
+    /// Over the limit once this hit is applied, with the reference's test `after > limit`. A refund
+    /// is never over.
+    pub fn is_over(&self, before: u64) -> bool {
+        self.delta >= 0 && self.after(before) > self.limit
+    }
+}
+
+/// The admission rule every backend applies (the Redis Lua script mirrors it): rejected when an
+/// enforced hit is over, or when the request has quota hits and all of them are over.
+pub fn rejects(hits: &[Hit], before: &[u64]) -> bool {
+    decide(
+        hits.iter()
+            .zip(before)
+            .map(|(h, &b)| (h.role, h.is_over(b))),
+    )
+}
+
+/// [`rejects`] over `(role, over the limit)` pairs, for callers that judge hits under other roles
+/// than the store did (global shadow mode).
+pub fn decide(hits: impl IntoIterator<Item = (Role, bool)>) -> bool {
+    let mut any_quota = false;
+    let mut all_quota_over = true;
+    for (role, over) in hits {
+        match role {
+            Role::Enforce if over => return true,
+            Role::Enforce | Role::Shadow => {}
+            Role::Quota => {
+                any_quota = true;
+                all_quota_over &= over;
+            }
+        }
+    }
+    any_quota && all_quota_over
+}
+
+/// Store failures. Every variant is reported to Envoy as `UNAVAILABLE`, so `failure_mode_deny`
+/// decides; `is_transient` tells logs and metrics whether retrying could help.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unreachable: {0}")]
+    Unreachable(String),
+    #[error("store timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("store replied with an error: {0}")]
+    Server(String),
+    #[error("store reply did not have the expected shape: {0}")]
+    Protocol(String),
+}
+
+impl StoreError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unreachable(_) | StoreError::Timeout(_))
+    }
+
+    /// A short, fixed label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Unreachable(_) => "unreachable",
+            StoreError::Timeout(_) => "timeout",
+            StoreError::Server(_) => "server",
+            StoreError::Protocol(_) => "protocol",
+        }
+    }
+}
+
+/// A counter backend.
+pub trait Store: Send + Sync + 'static {
+    /// Apply `batch` atomically: no other batch observes or changes these counters in between.
+    fn apply(&self, batch: &Batch) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
+
+    /// Whether the store answers (for `/healthcheck`).
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The configured backend, dispatched without boxing on the hot path.
+pub enum AnyStore {
+    Memory(std::sync::Arc<memory::MemoryStore>),
+    Redis(redis::RedisStore),
+}
+
+impl Store for AnyStore {
+    async fn apply(&self, batch: &Batch) -> Result<Outcome, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.apply(batch).await,
+            AnyStore::Redis(s) => s.apply(batch).await,
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.ping().await,
+            AnyStore::Redis(s) => s.ping().await,
+        }
+    }
+}
+
+impl<T: Store> Store for std::sync::Arc<T> {
+    fn apply(&self, batch: &Batch) -> impl Future<Output = Result<Outcome, StoreError>> + Send {
+        (**self).apply(batch)
+    }
+
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).ping()
+    }
+}

@@ -1,0 +1,216 @@
+//! The shared store: counters in Redis, so every Sluice instance enforces the same limits.
+//!
+//! Each request is one `EVALSHA` of the script in [`scripts`] (one round trip, atomic). Calls go
+//! over a few multiplexed connections taken in turn: each pipelines concurrent requests on one
+//! socket, and more than one keeps a single socket's read loop from becoming the bottleneck. Each
+//! connection is a `ConnectionManager`, which reconnects in the background after a failure.
+//!
+//! Every call is bounded by [`RedisOptions::timeout`]; an outage therefore costs a request at
+//! most that long and surfaces as a transient [`StoreError`] (`UNAVAILABLE` to Envoy), never as a
+//! hang.
+//!
+//! Credentials come from the URL (`redis://user:password@host:port/db`, or `redis://:password@…`
+//! for `requirepass`). Redis Cluster and Sentinel are not supported yet (see [`scripts`]).
+
+pub mod scripts;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncConnectionConfig, ErrorKind, RedisError, Script, ServerErrorKind};
+
+use super::{Batch, Outcome, Store, StoreError};
+
+/// How to talk to Redis.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// Bound on every call (connecting, `EVALSHA`, `PING`). Envoy waits 20 ms by default, so
+    /// keep this in the tens of milliseconds in production.
+    pub timeout: Duration,
+    /// Multiplexed connections used in turn (at least one).
+    pub pool_size: usize,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(1),
+            pool_size: 4,
+        }
+    }
+}
+
+/// Counters in one Redis primary.
+pub struct RedisStore {
+    connections: Box<[ConnectionManager]>,
+    next: AtomicUsize,
+    timeout: Duration,
+    script: Script,
+}
+
+impl RedisStore {
+    /// Connects `opts.pool_size` connections to `url` and checks that the server answers, accepts
+    /// the credentials and runs scripts. Fails fast with the precise error rather than retrying.
+    pub async fn connect(url: &str, opts: RedisOptions) -> Result<Self, StoreError> {
+        let timeout = opts.timeout;
+        let client = redis::Client::open(url).map_err(|e| store_error(e, timeout))?;
+        let script = scripts::apply_script();
+
+        // A plain connection first: the manager below retries failed connects (a wrong password
+        // included) until the timeout, which would hide the reason.
+        let probe = async {
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout));
+            let mut conn = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            redis::cmd("PING").query_async::<()>(&mut conn).await?;
+            script.prepare_invoke().load_async(&mut conn).await?;
+            Ok::<_, RedisError>(())
+        };
+        bounded(timeout, probe).await?;
+
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            // One attempt per reconnect, no backoff: while Redis is down each call fails at once
+            // (`Unreachable`) instead of waiting out its timeout behind a retry loop, and the
+            // next call starts a fresh attempt, so recovery is noticed on the first call after
+            // Redis is back. Concurrent calls share one attempt per connection.
+            .set_number_of_retries(0);
+        let managers = (0..opts.pool_size.max(1))
+            .map(|_| ConnectionManager::new_with_config(client.clone(), config.clone()));
+        let connections = bounded(timeout, futures::future::try_join_all(managers)).await?;
+
+        Ok(Self {
+            connections: connections.into_boxed_slice(),
+            next: AtomicUsize::new(0),
+            timeout,
+            script,
+        })
+    }
+
+    /// The next connection in turn. Cloning a manager only clones a handle.
+    fn connection(&self) -> ConnectionManager {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
+        self.connections[i].clone()
+    }
+}
+
+impl Store for RedisStore {
+    async fn apply(&self, batch: &Batch) -> Result<Outcome, StoreError> {
+        let hits = &batch.hits;
+        if hits.is_empty() {
+            return Ok(Outcome {
+                before: Vec::new(),
+                charged: true,
+            });
+        }
+        let mut call = self.script.prepare_invoke();
+        call.arg(scripts::admission_arg(batch.admission));
+        for hit in hits {
+            call.key(&hit.key[..])
+                .arg(hit.delta)
+                .arg(hit.limit)
+                .arg(hit.ttl_secs.max(1))
+                .arg(scripts::role_arg(hit.role));
+        }
+        let mut conn = self.connection();
+        let reply: Vec<i64> = bounded(self.timeout, call.invoke_async(&mut conn)).await?;
+
+        let Some((&charged, before)) = reply.split_first() else {
+            return Err(StoreError::Protocol("empty script reply".into()));
+        };
+        if before.len() != hits.len() {
+            return Err(StoreError::Protocol(format!(
+                "script returned {} counters for {} hits",
+                before.len(),
+                hits.len()
+            )));
+        }
+        let before = before
+            .iter()
+            .map(|&b| u64::try_from(b))
+            .collect::<Result<Vec<u64>, _>>()
+            .map_err(|_| StoreError::Protocol("negative counter in script reply".into()))?;
+        Ok(Outcome {
+            before,
+            charged: charged != 0,
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.connection();
+        bounded(
+            self.timeout,
+            redis::cmd("PING").query_async::<()>(&mut conn),
+        )
+        .await
+    }
+}
+
+/// Runs a Redis call under `timeout`, mapping both failure paths to [`StoreError`].
+async fn bounded<T>(
+    timeout: Duration,
+    call: impl Future<Output = Result<T, RedisError>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result.map_err(|e| store_error(e, timeout)),
+        Err(_) => Err(StoreError::Timeout(timeout)),
+    }
+}
+
+/// Sorts Redis failures by whether waiting could help: network trouble and a server that is
+/// loading, failing over or read-only are transient; refused credentials, missing permissions
+/// and script errors are not.
+fn store_error(e: RedisError, timeout: Duration) -> StoreError {
+    if e.is_timeout() {
+        return StoreError::Timeout(timeout);
+    }
+    match e.kind() {
+        ErrorKind::Io | ErrorKind::ClusterConnectionNotFound => {
+            StoreError::Unreachable(e.to_string())
+        }
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading
+            | ServerErrorKind::TryAgain
+            | ServerErrorKind::ClusterDown
+            | ServerErrorKind::MasterDown
+            | ServerErrorKind::ReadOnly,
+        ) => StoreError::Unreachable(e.to_string()),
+        ErrorKind::Parse | ErrorKind::UnexpectedReturnType => StoreError::Protocol(e.to_string()),
+        _ => StoreError::Server(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_bad_url_is_not_transient() {
+        let err = RedisStore::connect("http://nope", RedisOptions::default())
+            .await
+            .err()
+            .expect("a non-redis URL must be refused");
+        assert!(!err.is_transient(), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_transient() {
+        // Port 1 on loopback: nothing listens there unprivileged, so the connect is refused.
+        let err = RedisStore::connect(
+            "redis://127.0.0.1:1",
+            RedisOptions {
+                timeout: Duration::from_millis(500),
+                pool_size: 1,
+            },
+        )
+        .await
+        .err()
+        .expect("nothing listens on port 1");
+        assert!(err.is_transient(), "{err:?}");
+    }
+}

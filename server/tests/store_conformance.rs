@@ -1,0 +1,629 @@
+//! The behaviour every counter store must have, run against each backend: the memory store and
+//! a real `redis-server`.
+//!
+//! Each case is written once, generic over [`Fixture`], and instantiated per backend by
+//! `conformance!`. Every test gets a fresh store; the Redis tests share one server per test binary
+//! and keep apart through a per-test key prefix. Backend-specific behaviour (expiry, TTLs,
+//! authentication, outages) follows in its own modules.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use sluice_server::clock::ManualClock;
+use sluice_server::storage::keys::counter_key;
+use sluice_server::storage::memory::MemoryStore;
+use sluice_server::storage::redis::{RedisOptions, RedisStore};
+use sluice_server::storage::{Admission, Batch, Hit, Outcome, Role, Store, StoreError};
+use sluice_tests::redis::{Auth, RedisServer};
+
+/// A fresh store plus what the generic cases need to inspect it.
+trait Fixture {
+    type S: Store;
+    fn store(&self) -> &Arc<Self::S>;
+    /// A counter key unique to this test.
+    fn key(&self, name: &str) -> Vec<u8>;
+    /// How many counters this test has stored (live or not yet reclaimed).
+    async fn stored(&self) -> usize;
+}
+
+struct Memory {
+    store: Arc<MemoryStore>,
+    clock: Arc<ManualClock>,
+}
+
+impl Memory {
+    fn new() -> Self {
+        let clock = Arc::new(ManualClock::new(Duration::from_secs(1_700_000_000)));
+        Self {
+            store: Arc::new(MemoryStore::new(10_000, clock.clone())),
+            clock,
+        }
+    }
+}
+
+impl Fixture for Memory {
+    type S = MemoryStore;
+    fn store(&self) -> &Arc<MemoryStore> {
+        &self.store
+    }
+    fn key(&self, name: &str) -> Vec<u8> {
+        counter_key(b"", "conformance", [("k", name)], 60, 1_700_000_000)
+    }
+    async fn stored(&self) -> usize {
+        self.store.len()
+    }
+}
+
+/// One server for every Redis test of this binary; it stops when the binary exits.
+fn shared_server() -> &'static RedisServer {
+    static SERVER: OnceLock<RedisServer> = OnceLock::new();
+    SERVER.get_or_init(RedisServer::start)
+}
+
+struct Redis {
+    store: Arc<RedisStore>,
+    prefix: String,
+    raw: redis::aio::MultiplexedConnection,
+}
+
+impl Redis {
+    async fn new(test: &str) -> Self {
+        Self::on(shared_server(), test).await
+    }
+
+    async fn on(server: &RedisServer, test: &str) -> Self {
+        let store = RedisStore::connect(&server.url(), options())
+            .await
+            .expect("connect the store");
+        Self {
+            store: Arc::new(store),
+            prefix: format!("{test}:"),
+            raw: raw_connection(&server.url()).await,
+        }
+    }
+
+    async fn ttl_ms(&self, key: &[u8]) -> i64 {
+        redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut self.raw.clone())
+            .await
+            .expect("PTTL")
+    }
+}
+
+impl Fixture for Redis {
+    type S = RedisStore;
+    fn store(&self) -> &Arc<RedisStore> {
+        &self.store
+    }
+    fn key(&self, name: &str) -> Vec<u8> {
+        counter_key(
+            self.prefix.as_bytes(),
+            "conformance",
+            [("k", name)],
+            60,
+            1_700_000_000,
+        )
+    }
+    async fn stored(&self) -> usize {
+        let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.prefix))
+            .query_async(&mut self.raw.clone())
+            .await
+            .expect("KEYS");
+        keys.len()
+    }
+}
+
+fn options() -> RedisOptions {
+    RedisOptions {
+        timeout: Duration::from_secs(2),
+        pool_size: 2,
+    }
+}
+
+async fn raw_connection(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("raw redis connection")
+}
+
+fn hit(key: &[u8], limit: u64, delta: i64, role: Role) -> Hit {
+    Hit {
+        key: key.to_vec(),
+        ttl_secs: 60,
+        limit,
+        delta,
+        role,
+    }
+}
+
+fn enforce(key: &[u8], limit: u64, delta: i64) -> Hit {
+    hit(key, limit, delta, Role::Enforce)
+}
+
+async fn apply<S: Store>(store: &S, admission: Admission, hits: Vec<Hit>) -> Outcome {
+    store
+        .apply(&Batch { hits, admission })
+        .await
+        .expect("the store answers")
+}
+
+async fn strict<S: Store>(store: &S, hits: Vec<Hit>) -> Outcome {
+    apply(store, Admission::AllOrNothing, hits).await
+}
+
+/// The counter's value, read with a look-only hit.
+async fn value<S: Store>(store: &S, key: &[u8]) -> u64 {
+    strict(store, vec![enforce(key, u64::MAX, 0)]).await.before[0]
+}
+
+fn outcome(before: &[u64], charged: bool) -> Outcome {
+    Outcome {
+        before: before.to_vec(),
+        charged,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cases.
+
+async fn first_hit_counts_from_zero<F: Fixture>(f: F) {
+    let (s, k) = (f.store(), f.key("k"));
+    assert_eq!(
+        strict(&**s, vec![enforce(&k, 10, 1)]).await,
+        outcome(&[0], true)
+    );
+    assert_eq!(
+        strict(&**s, vec![enforce(&k, 10, 4)]).await,
+        outcome(&[1], true)
+    );
+    assert_eq!(value(&**s, &k).await, 5);
+    assert_eq!(f.stored().await, 1);
+}
+
+async fn limit_reached_exactly_then_rejected<F: Fixture>(f: F) {
+    let (s, k) = (f.store(), f.key("k"));
+    for i in 0..3 {
+        assert_eq!(
+            strict(&**s, vec![enforce(&k, 3, 1)]).await,
+            outcome(&[i], true)
+        );
+    }
+    assert_eq!(
+        strict(&**s, vec![enforce(&k, 3, 1)]).await,
+        outcome(&[3], false)
+    );
+    assert_eq!(value(&**s, &k).await, 3, "a rejected hit is not charged");
+
+    // A large addend is judged on the counter after it, like the reference.
+    let k2 = f.key("k2");
+    assert_eq!(
+        strict(&**s, vec![enforce(&k2, 4, 5)]).await,
+        outcome(&[0], false)
+    );
+    assert_eq!(
+        strict(&**s, vec![enforce(&k2, 4, 4)]).await,
+        outcome(&[0], true)
+    );
+}
+
+async fn all_or_nothing<F: Fixture>(f: F) {
+    let (s, a, b, c) = (f.store(), f.key("a"), f.key("b"), f.key("c"));
+    strict(&**s, vec![enforce(&b, 1, 1)]).await;
+    strict(&**s, vec![enforce(&c, 10, 2)]).await;
+    let out = strict(
+        &**s,
+        vec![
+            enforce(&a, 10, 1),
+            enforce(&b, 1, 1),
+            hit(&c, 10, 1, Role::Shadow),
+        ],
+    )
+    .await;
+    assert_eq!(out, outcome(&[0, 1, 2], false));
+    assert_eq!(value(&**s, &a).await, 0);
+    assert_eq!(value(&**s, &b).await, 1);
+    assert_eq!(value(&**s, &c).await, 2);
+    assert_eq!(f.stored().await, 2, "the rejected batch created nothing");
+}
+
+async fn charge_all_charges_rejected_requests<F: Fixture>(f: F) {
+    let (s, a, b) = (f.store(), f.key("a"), f.key("b"));
+    strict(&**s, vec![enforce(&b, 1, 1)]).await;
+    let out = apply(
+        &**s,
+        Admission::ChargeAll,
+        vec![enforce(&a, 10, 1), enforce(&b, 1, 1)],
+    )
+    .await;
+    assert_eq!(out.before, [0, 1]);
+    assert!(out.charged);
+    assert_eq!(value(&**s, &a).await, 1);
+    assert_eq!(value(&**s, &b).await, 2);
+}
+
+async fn shadow_never_rejects_but_counts<F: Fixture>(f: F) {
+    let (s, k) = (f.store(), f.key("k"));
+    for i in 0..3 {
+        let out = strict(&**s, vec![hit(&k, 1, 1, Role::Shadow)]).await;
+        assert_eq!(out, outcome(&[i], true));
+    }
+    assert_eq!(value(&**s, &k).await, 3);
+}
+
+async fn quota_rejects_only_when_every_quota_hit_is_over<F: Fixture>(f: F) {
+    let (s, q1, q2, e) = (f.store(), f.key("q1"), f.key("q2"), f.key("e"));
+    let quota = |k: &[u8], limit| hit(k, limit, 1, Role::Quota);
+    // q1 is full; q2 has room: admitted, and both are charged.
+    strict(&**s, vec![quota(&q1, 1)]).await;
+    let out = strict(&**s, vec![quota(&q1, 1), quota(&q2, 1)]).await;
+    assert_eq!(out, outcome(&[1, 0], true));
+    // Now both are over: rejected.
+    let out = strict(&**s, vec![quota(&q1, 1), quota(&q2, 1)]).await;
+    assert_eq!(out, outcome(&[2, 1], false));
+    // A lone quota hit over its limit is "every quota hit over".
+    assert!(!strict(&**s, vec![quota(&q1, 1)]).await.charged);
+    // An enforced hit over still rejects, whatever the quota hits say.
+    strict(&**s, vec![enforce(&e, 1, 1)]).await;
+    let out = strict(&**s, vec![quota(&f.key("fresh"), 5), enforce(&e, 1, 1)]).await;
+    assert_eq!(out, outcome(&[0, 1], false));
+    assert_eq!(value(&**s, &e).await, 1);
+}
+
+async fn zero_delta_looks_without_charging<F: Fixture>(f: F) {
+    let (s, k) = (f.store(), f.key("k"));
+    assert_eq!(
+        strict(&**s, vec![enforce(&k, 5, 0)]).await,
+        outcome(&[0], true)
+    );
+    assert_eq!(f.stored().await, 0, "a look creates no counter");
+    strict(&**s, vec![enforce(&k, 2, 2)]).await;
+    // At the limit, a look is not over (after = before is not > limit).
+    assert_eq!(
+        strict(&**s, vec![enforce(&k, 2, 0)]).await,
+        outcome(&[2], true)
+    );
+    assert_eq!(value(&**s, &k).await, 2);
+}
+
+async fn refund_floors_at_zero_and_creates_nothing<F: Fixture>(f: F) {
+    let (s, k, absent) = (f.store(), f.key("k"), f.key("absent"));
+    let out = strict(&**s, vec![enforce(&absent, 5, -3)]).await;
+    assert_eq!(out, outcome(&[0], true));
+    assert_eq!(f.stored().await, 0, "a refund creates no counter");
+
+    strict(&**s, vec![enforce(&k, 10, 5)]).await;
+    assert_eq!(
+        strict(&**s, vec![enforce(&k, 10, -2)]).await,
+        outcome(&[5], true)
+    );
+    assert_eq!(value(&**s, &k).await, 3);
+    // A refund never rejects, even on a counter over its limit.
+    assert_eq!(
+        strict(&**s, vec![enforce(&k, 1, -10)]).await,
+        outcome(&[3], true)
+    );
+    assert_eq!(value(&**s, &k).await, 0);
+    assert_eq!(f.stored().await, 1, "the floored counter keeps its window");
+    // Refunded room can be used again.
+    assert_eq!(
+        strict(&**s, vec![enforce(&k, 1, 1)]).await,
+        outcome(&[0], true)
+    );
+}
+
+async fn duplicate_keys_apply_in_batch_order<F: Fixture>(f: F) {
+    let s = f.store();
+    let k = f.key("k");
+    let out = strict(&**s, vec![enforce(&k, 5, 1), enforce(&k, 5, 2)]).await;
+    assert_eq!(out, outcome(&[0, 1], true));
+    assert_eq!(value(&**s, &k).await, 3);
+
+    // The second hit sees the first one and is over: the whole batch is refused.
+    let tight = f.key("tight");
+    let out = strict(&**s, vec![enforce(&tight, 1, 1), enforce(&tight, 1, 1)]).await;
+    assert_eq!(out, outcome(&[0, 1], false));
+    assert_eq!(value(&**s, &tight).await, 0);
+    assert_eq!(f.stored().await, 1);
+
+    // Under charge-all both land.
+    let out = apply(
+        &**s,
+        Admission::ChargeAll,
+        vec![enforce(&tight, 1, 1), enforce(&tight, 1, 1)],
+    )
+    .await;
+    assert_eq!(out, outcome(&[0, 1], true));
+    assert_eq!(value(&**s, &tight).await, 2);
+
+    // A refund after a charge of the same key, and a look between them.
+    let mixed = f.key("mixed");
+    let out = strict(
+        &**s,
+        vec![
+            enforce(&mixed, 10, 4),
+            enforce(&mixed, 10, 0),
+            enforce(&mixed, 10, -6),
+            enforce(&mixed, 10, 2),
+        ],
+    )
+    .await;
+    assert_eq!(out, outcome(&[0, 4, 4, 0], true));
+    assert_eq!(value(&**s, &mixed).await, 2);
+}
+
+async fn an_empty_batch_is_admitted<F: Fixture>(f: F) {
+    assert_eq!(strict(&**f.store(), Vec::new()).await, outcome(&[], true));
+}
+
+async fn concurrent_requests_never_overshoot<F: Fixture>(f: F) {
+    const TASKS: u64 = 64;
+    const REQUESTS: u64 = 20;
+    const LIMIT: u64 = 300;
+    let key = f.key("hot");
+    let other = f.key("other");
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let store = Arc::clone(f.store());
+            let (key, other) = (key.clone(), other.clone());
+            tokio::spawn(async move {
+                let mut admitted = 0u64;
+                for _ in 0..REQUESTS {
+                    let out = strict(
+                        &*store,
+                        vec![enforce(&other, u64::MAX, 1), enforce(&key, LIMIT, 1)],
+                    )
+                    .await;
+                    admitted += u64::from(out.charged);
+                }
+                admitted
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for task in tasks {
+        admitted += task.await.expect("task");
+    }
+    assert_eq!(admitted, LIMIT);
+    assert_eq!(value(&**f.store(), &key).await, LIMIT);
+    assert_eq!(
+        value(&**f.store(), &other).await,
+        LIMIT,
+        "the rejected requests charged nothing elsewhere"
+    );
+}
+
+/// Instantiates every generic case for both backends.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod memory_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case(super::Memory::new()).await;
+                }
+            )*
+        }
+        mod redis_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case(super::Redis::new(stringify!($case)).await).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    first_hit_counts_from_zero,
+    limit_reached_exactly_then_rejected,
+    all_or_nothing,
+    charge_all_charges_rejected_requests,
+    shadow_never_rejects_but_counts,
+    quota_rejects_only_when_every_quota_hit_is_over,
+    zero_delta_looks_without_charging,
+    refund_floors_at_zero_and_creates_nothing,
+    duplicate_keys_apply_in_batch_order,
+    an_empty_batch_is_admitted,
+    concurrent_requests_never_overshoot,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Memory only.
+
+#[tokio::test]
+async fn memory_counters_expire_with_their_window() {
+    let f = Memory::new();
+    let (s, k) = (&*f.store, f.key("k"));
+    let mut h = enforce(&k, 2, 2);
+    h.ttl_secs = 30;
+    strict(s, vec![h.clone()]).await;
+    assert!(!strict(s, vec![h.clone()]).await.charged);
+
+    f.clock.advance(Duration::from_secs(29));
+    assert_eq!(value(s, &k).await, 2, "still inside the window");
+    f.clock.advance(Duration::from_secs(1));
+    assert_eq!(value(s, &k).await, 0, "gone at the window's end");
+    f.store.sweep();
+    assert!(f.store.is_empty());
+    assert_eq!(strict(s, vec![h]).await, outcome(&[0], true));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis only.
+
+#[tokio::test]
+async fn redis_expiry_is_set_once_at_creation() {
+    let f = Redis::new("redis_expiry").await;
+    let (s, k) = (&*f.store, f.key("k"));
+    let mut h = enforce(&k, 100, 1);
+    h.ttl_secs = 90;
+    strict(s, vec![h.clone()]).await;
+    let ttl = f.ttl_ms(&k).await;
+    assert!(ttl > 0 && ttl <= 90_000, "PTTL {ttl}");
+
+    // Pretend most of the window has passed; later hits must not push the expiry back.
+    let _: () = redis::cmd("EXPIRE")
+        .arg(&k)
+        .arg(20)
+        .query_async(&mut f.raw.clone())
+        .await
+        .expect("EXPIRE");
+    strict(s, vec![h.clone()]).await;
+    strict(s, vec![enforce(&k, 100, -5)]).await;
+    strict(s, vec![h.clone()]).await;
+    let ttl = f.ttl_ms(&k).await;
+    assert!(ttl > 0 && ttl <= 20_000, "PTTL {ttl} after more hits");
+    assert_eq!(value(s, &k).await, 1);
+}
+
+#[tokio::test]
+async fn redis_expired_counters_read_as_absent() {
+    let f = Redis::new("redis_expired").await;
+    let (s, k) = (&*f.store, f.key("k"));
+    strict(s, vec![enforce(&k, 1, 1)]).await;
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(&k)
+        .arg(1)
+        .query_async(&mut f.raw.clone())
+        .await
+        .expect("PEXPIRE");
+    // Bounded wait for Redis's millisecond clock to pass the expiry.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while value(s, &k).await != 0 {
+        assert!(Instant::now() < deadline, "the counter never expired");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let out = strict(s, vec![enforce(&k, 1, 1)]).await;
+    assert_eq!(out, outcome(&[0], true));
+    let ttl = f.ttl_ms(&k).await;
+    assert!(
+        ttl > 0 && ttl <= 60_000,
+        "a new window gets a new expiry: {ttl}"
+    );
+}
+
+#[tokio::test]
+async fn redis_reloads_a_flushed_script() {
+    let f = Redis::new("redis_noscript").await;
+    let k = f.key("k");
+    strict(&*f.store, vec![enforce(&k, 5, 1)]).await;
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut f.raw.clone())
+        .await
+        .expect("SCRIPT FLUSH");
+    let out = strict(&*f.store, vec![enforce(&k, 5, 1)]).await;
+    assert_eq!(out, outcome(&[1], true));
+}
+
+#[tokio::test]
+async fn redis_ping() {
+    let f = Redis::new("redis_ping").await;
+    f.store.ping().await.expect("PING");
+}
+
+fn refused(err: &StoreError) -> bool {
+    matches!(err, StoreError::Server(_) | StoreError::Unreachable(_))
+}
+
+#[tokio::test]
+async fn redis_password_auth() {
+    let server = RedisServer::start_with(Auth::Password("s3cret".into()));
+    let f = Redis::on(&server, "auth").await;
+    let k = f.key("k");
+    assert_eq!(strict(&*f.store, vec![enforce(&k, 1, 1)]).await.before, [0]);
+
+    let err = RedisStore::connect(&server.url_without_auth(), options())
+        .await
+        .err()
+        .expect("no password must be refused");
+    assert!(refused(&err), "{err:?}");
+    let wrong = format!("redis://:wrong@127.0.0.1:{}", server.port());
+    let err = RedisStore::connect(&wrong, options())
+        .await
+        .err()
+        .expect("a wrong password must be refused");
+    assert!(refused(&err), "{err:?}");
+}
+
+#[tokio::test]
+async fn redis_acl_user_auth() {
+    let server = RedisServer::start_with(Auth::User {
+        name: "sluice".into(),
+        password: "pw".into(),
+    });
+    let f = Redis::on(&server, "acl").await;
+    let k = f.key("k");
+    assert_eq!(strict(&*f.store, vec![enforce(&k, 1, 1)]).await.before, [0]);
+    let wrong = format!("redis://sluice:nope@127.0.0.1:{}", server.port());
+    let err = RedisStore::connect(&wrong, options())
+        .await
+        .err()
+        .expect("a wrong password must be refused");
+    assert!(refused(&err), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_is_a_bounded_transient_error() {
+    let mut server = RedisServer::start();
+    let timeout = Duration::from_millis(500);
+    let store = RedisStore::connect(
+        &server.url(),
+        RedisOptions {
+            timeout,
+            pool_size: 2,
+        },
+    )
+    .await
+    .expect("connect");
+    let k = b"outage:k".to_vec();
+    strict(&store, vec![enforce(&k, 5, 1)]).await;
+    server.stop();
+
+    // Every connection of the pool, more than once: the first call finds the socket closed, the
+    // next ones find the reconnect failing.
+    for _ in 0..5 {
+        let started = Instant::now();
+        let err = store
+            .apply(&Batch {
+                hits: vec![enforce(&k, 5, 1)],
+                admission: Admission::AllOrNothing,
+            })
+            .await
+            .expect_err("Redis is down");
+        assert!(err.is_transient(), "{err:?}");
+        assert!(
+            started.elapsed() < timeout + Duration::from_millis(500),
+            "took {:?}",
+            started.elapsed()
+        );
+        let err = store.ping().await.expect_err("Redis is down");
+        assert!(err.is_transient(), "{err:?}");
+    }
+
+    // Back up (empty): the store reconnects on its own within a few calls.
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let out = loop {
+        match store
+            .apply(&Batch {
+                hits: vec![enforce(&k, 5, 1)],
+                admission: Admission::AllOrNothing,
+            })
+            .await
+        {
+            Ok(out) => break out,
+            Err(err) => {
+                assert!(err.is_transient(), "{err:?}");
+                assert!(Instant::now() < deadline, "no recovery: {err:?}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    assert_eq!(out, outcome(&[0], true));
+}

@@ -1,0 +1,5 @@
+//! Shared helpers for the end-to-end tests.
+
+pub mod redis;
+pub mod rls;
+pub mod sluice;

@@ -1,0 +1,203 @@
+//! Runs the real `sluice` binary on loopback port 0 and hands back its addresses.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+use tonic::transport::Channel;
+
+/// Path of the `sluice` binary built in this workspace's target directory (`cargo test
+/// --workspace` builds it, because the server package has integration tests).
+pub fn sluice_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SLUICE_BIN") {
+        return PathBuf::from(p);
+    }
+    // Test executables live in target/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile> directory");
+    let bin = profile_dir.join("sluice");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p sluice-server` (the README's test command does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A `sluice` process with its rule file in a temporary directory.
+pub struct Sluice {
+    child: Child,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub config_dir: tempfile::TempDir,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+pub struct SluiceBuilder {
+    files: Vec<(String, String)>,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+}
+
+impl SluiceBuilder {
+    /// Start with one rule file, `rules.yaml`.
+    pub fn new(yaml: &str) -> Self {
+        Self {
+            files: vec![("rules.yaml".into(), yaml.into())],
+            args: Vec::new(),
+            envs: Vec::new(),
+        }
+    }
+
+    pub fn file(mut self, name: &str, yaml: &str) -> Self {
+        self.files.push((name.into(), yaml.into()));
+        self
+    }
+
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.envs.push((k.into(), v.into()));
+        self
+    }
+
+    /// Use the Redis store at `url`.
+    pub fn redis(self, url: &str) -> Self {
+        self.arg("--backend")
+            .arg("redis")
+            .arg("--redis-url")
+            .arg(url)
+    }
+
+    pub fn start(self) -> Sluice {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (name, yaml) in &self.files {
+            std::fs::write(dir.path().join(name), yaml).expect("write rules");
+        }
+        let mut cmd = Command::new(sluice_bin());
+        cmd.arg("--config")
+            .arg(dir.path())
+            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(["--log-format", "json", "--log-level", "info"])
+            .args(&self.args)
+            .env_clear()
+            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn sluice");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        {
+            let logs = Arc::clone(&logs);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if line.contains("sluice listening") {
+                        let _ = tx.send(line.clone());
+                    }
+                    logs.lock().expect("log lock").push(line);
+                }
+            });
+        }
+        let line = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "sluice did not start within 30 s; its log:\n{}",
+                    logs.lock().expect("log lock").join("\n")
+                );
+            }
+        };
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+        let field = |name: &str| -> SocketAddr {
+            v["fields"][name]
+                .as_str()
+                .unwrap_or_else(|| panic!("no {name} in {line}"))
+                .parse()
+                .expect("socket address")
+        };
+        Sluice {
+            grpc_addr: field("grpc"),
+            http_addr: field("http"),
+            child,
+            config_dir: dir,
+            logs,
+        }
+    }
+}
+
+impl Sluice {
+    pub fn builder(yaml: &str) -> SluiceBuilder {
+        SluiceBuilder::new(yaml)
+    }
+
+    pub async fn grpc(&self) -> RateLimitServiceClient<Channel> {
+        RateLimitServiceClient::connect(format!("http://{}", self.grpc_addr))
+            .await
+            .expect("connect gRPC")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http_addr)
+    }
+
+    /// Log lines so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("log lock").clone()
+    }
+
+    /// Wait (bounded) until a log line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.logs().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn write_rules(&self, name: &str, yaml: &str) {
+        // Write then rename, as editors and ConfigMap updates do, so the watcher never reads a
+        // half-written file.
+        let tmp = self.config_dir.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, yaml).expect("write rules");
+        std::fs::rename(&tmp, self.config_dir.path().join(name)).expect("rename rules");
+    }
+
+    /// Send SIGTERM and wait (bounded) for the exit.
+    pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

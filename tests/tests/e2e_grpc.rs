@@ -1,0 +1,455 @@
+//! End-to-end: the real `sluice` binary over gRPC, on the memory store and on a real redis-server.
+
+use std::time::Duration;
+
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::RateLimitOverride;
+use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitResponse;
+use envoy_types::pb::google::protobuf::UInt64Value;
+use sluice_tests::redis::RedisServer;
+use sluice_tests::rls::{OK, OVER_LIMIT, descriptor, request};
+use sluice_tests::sluice::Sluice;
+use tonic::Code;
+
+const RULES: &str = r#"
+domain: edge
+descriptors:
+  - key: app_id
+    rate_limit:
+      unit: hour
+      requests_per_unit: 3
+  - key: team
+    rate_limit:
+      unit: hour
+      requests_per_unit: 5
+    descriptors:
+      - key: app_id
+        rate_limit:
+          name: team-app
+          unit: hour
+          requests_per_unit: 2
+  - key: internal
+    rate_limit:
+      unlimited: true
+  - key: open
+"#;
+
+fn statuses(r: &RateLimitResponse) -> Vec<(i32, u32)> {
+    r.statuses
+        .iter()
+        .map(|s| (s.code, s.limit_remaining))
+        .collect()
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Memory,
+    Redis,
+}
+
+/// Start a server on `backend`, keeping the Redis process alive alongside it.
+fn start(backend: Backend, extra: &[&str]) -> (Sluice, Option<RedisServer>) {
+    let mut b = Sluice::builder(RULES);
+    for a in extra {
+        b = b.arg(a);
+    }
+    match backend {
+        Backend::Memory => (b.start(), None),
+        Backend::Redis => {
+            let redis = RedisServer::start();
+            (b.redis(&redis.url()).start(), Some(redis))
+        }
+    }
+}
+
+async fn limit_then_reject(backend: Backend) {
+    let (sluice, _redis) = start(backend, &[]);
+    let mut client = sluice.grpc().await;
+    for remaining in [2u32, 1, 0] {
+        let r = client
+            .should_rate_limit(request("edge", vec![descriptor(&[("app_id", "a1")])]))
+            .await
+            .expect("check")
+            .into_inner();
+        assert_eq!(r.overall_code, OK);
+        assert_eq!(statuses(&r), vec![(OK, remaining)]);
+        let s = &r.statuses[0];
+        let limit = s.current_limit.as_ref().expect("current_limit filled");
+        assert_eq!((limit.requests_per_unit, limit.unit), (3, 3 /* HOUR */));
+        let reset = s.duration_until_reset.as_ref().expect("reset filled");
+        assert!((1..=3600).contains(&reset.seconds), "{reset:?}");
+    }
+    let r = client
+        .should_rate_limit(request("edge", vec![descriptor(&[("app_id", "a1")])]))
+        .await
+        .expect("check")
+        .into_inner();
+    assert_eq!(r.overall_code, OVER_LIMIT);
+    assert_eq!(statuses(&r), vec![(OVER_LIMIT, 0)]);
+    // Another app has its own counter.
+    let r = client
+        .should_rate_limit(request("edge", vec![descriptor(&[("app_id", "a2")])]))
+        .await
+        .expect("check")
+        .into_inner();
+    assert_eq!(statuses(&r), vec![(OK, 2)]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limit_then_reject_memory() {
+    limit_then_reject(Backend::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limit_then_reject_redis() {
+    limit_then_reject(Backend::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn statuses_follow_request_order_and_kinds() {
+    let (sluice, _r) = start(Backend::Memory, &[]);
+    let mut client = sluice.grpc().await;
+    let r = client
+        .should_rate_limit(request(
+            "edge",
+            vec![
+                descriptor(&[("internal", "x")]),
+                descriptor(&[("open", "x")]),
+                descriptor(&[("nomatch", "x")]),
+                descriptor(&[("team", "t1"), ("app_id", "a1")]),
+            ],
+        ))
+        .await
+        .expect("check")
+        .into_inner();
+    assert_eq!(r.overall_code, OK);
+    assert_eq!(r.statuses.len(), 4);
+    // Unlimited: OK, remaining u32::MAX, no current_limit.
+    assert_eq!(statuses(&r)[0], (OK, u32::MAX));
+    assert!(r.statuses[0].current_limit.is_none());
+    // A node without rate_limit, and no match at all: OK with no limit.
+    assert_eq!(statuses(&r)[1], (OK, 0));
+    assert!(r.statuses[1].current_limit.is_none());
+    assert_eq!(statuses(&r)[2], (OK, 0));
+    // The nested rule, with its name.
+    assert_eq!(statuses(&r)[3], (OK, 1));
+    assert_eq!(
+        r.statuses[3]
+            .current_limit
+            .as_ref()
+            .map(|l| l.name.as_str()),
+        Some("team-app")
+    );
+    // An unknown domain is not an error.
+    let r = client
+        .should_rate_limit(request("nope", vec![descriptor(&[("app_id", "a")])]))
+        .await
+        .expect("check")
+        .into_inner();
+    assert_eq!(statuses(&r), vec![(OK, 0)]);
+}
+
+/// Default all-or-nothing: the request that is rejected by the team-app rule charges nothing, so
+/// the per-app counter keeps its quota. With --charge-rejected, the reference's behaviour, it
+/// does not.
+async fn rejected_request_charges(backend: Backend, charge_rejected: bool) -> u32 {
+    let extra: &[&str] = if charge_rejected {
+        &["--charge-rejected"]
+    } else {
+        &[]
+    };
+    let (sluice, _redis) = start(backend, extra);
+    let mut client = sluice.grpc().await;
+    let both = || {
+        request(
+            "edge",
+            vec![
+                descriptor(&[("app_id", "shared")]),
+                descriptor(&[("team", "t9"), ("app_id", "shared")]),
+            ],
+        )
+    };
+    for _ in 0..2 {
+        let r = client
+            .should_rate_limit(both())
+            .await
+            .expect("check")
+            .into_inner();
+        assert_eq!(r.overall_code, OK);
+    }
+    let r = client
+        .should_rate_limit(both())
+        .await
+        .expect("check")
+        .into_inner();
+    assert_eq!(r.overall_code, OVER_LIMIT);
+    assert_eq!(r.statuses[1].code, OVER_LIMIT);
+    // Look at the per-app counter without consuming.
+    let mut look = descriptor(&[("app_id", "shared")]);
+    look.hits_addend = Some(UInt64Value { value: 0 });
+    let r = client
+        .should_rate_limit(request("edge", vec![look]))
+        .await
+        .expect("check")
+        .into_inner();
+    r.statuses[0].limit_remaining
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn all_or_nothing_and_charge_rejected_memory() {
+    assert_eq!(rejected_request_charges(Backend::Memory, false).await, 1);
+    assert_eq!(rejected_request_charges(Backend::Memory, true).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn all_or_nothing_and_charge_rejected_redis() {
+    assert_eq!(rejected_request_charges(Backend::Redis, false).await, 1);
+    assert_eq!(rejected_request_charges(Backend::Redis, true).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hits_addend_override_and_refund() {
+    let (sluice, _r) = start(Backend::Memory, &[]);
+    let mut client = sluice.grpc().await;
+    // Request-level hits_addend.
+    let mut req = request("edge", vec![descriptor(&[("app_id", "h")])]);
+    req.hits_addend = 2;
+    let r = client
+        .should_rate_limit(req)
+        .await
+        .expect("check")
+        .into_inner();
+    assert_eq!(statuses(&r), vec![(OK, 1)]);
+    // A refund gives one back.
+    let mut refund = descriptor(&[("app_id", "h")]);
+    refund.hits_addend = Some(UInt64Value { value: 1 });
+    refund.is_negative_hits = true;
+    let r = client
+        .should_rate_limit(request("edge", vec![refund]))
+        .await
+        .expect("check")
+        .into_inner();
+    assert_eq!(statuses(&r), vec![(OK, 2)]);
+    // A limit override from Envoy's route config wins over the rule.
+    let mut overridden = descriptor(&[("app_id", "o")]);
+    overridden.limit = Some(RateLimitOverride {
+        requests_per_unit: 1,
+        unit: 1, // SECOND
+    });
+    let r = client
+        .should_rate_limit(request("edge", vec![overridden.clone()]))
+        .await
+        .expect("check")
+        .into_inner();
+    assert_eq!(statuses(&r), vec![(OK, 0)]);
+    let limit = r.statuses[0].current_limit.as_ref().expect("limit");
+    assert_eq!((limit.requests_per_unit, limit.unit), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_are_invalid_argument() {
+    let (sluice, _r) = start(
+        Backend::Memory,
+        &["--max-descriptors", "2", "--max-request-bytes", "256"],
+    );
+    let mut client = sluice.grpc().await;
+    let cases = vec![
+        (
+            "empty domain",
+            request("", vec![descriptor(&[("app_id", "a")])]),
+        ),
+        ("no descriptors", request("edge", vec![])),
+        ("empty key", request("edge", vec![descriptor(&[("", "a")])])),
+        (
+            "too many descriptors",
+            request("edge", vec![descriptor(&[("a", "1")]); 3]),
+        ),
+        (
+            "too many bytes",
+            request("edge", vec![descriptor(&[("app_id", &"x".repeat(300))])]),
+        ),
+        (
+            // Far past tonic's own decoding cap: still INVALID_ARGUMENT, never OUT_OF_RANGE.
+            "huge message",
+            request(
+                "edge",
+                vec![descriptor(&[("app_id", &"x".repeat(2 << 20))])],
+            ),
+        ),
+    ];
+    for (name, req) in cases {
+        let err = client.should_rate_limit(req).await.expect_err(name);
+        assert_eq!(err.code(), Code::InvalidArgument, "{name}: {err:?}");
+        assert!(!err.message().is_empty(), "{name}");
+    }
+    let mut bad_unit = descriptor(&[("app_id", "a")]);
+    bad_unit.limit = Some(RateLimitOverride {
+        requests_per_unit: 1,
+        unit: 99,
+    });
+    let err = client
+        .should_rate_limit(request("edge", vec![bad_unit]))
+        .await
+        .expect_err("bad unit");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    // The server is still fine.
+    let r = client
+        .should_rate_limit(request("edge", vec![descriptor(&[("app_id", "a")])]))
+        .await
+        .expect("check")
+        .into_inner();
+    assert_eq!(r.overall_code, OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn store_outage_is_unavailable() {
+    let redis = RedisServer::start();
+    let sluice = Sluice::builder(RULES)
+        .redis(&redis.url())
+        .arg("--redis-timeout-ms")
+        .arg("500")
+        .start();
+    let mut client = sluice.grpc().await;
+    let ok = client
+        .should_rate_limit(request("edge", vec![descriptor(&[("app_id", "a")])]))
+        .await
+        .expect("check");
+    assert_eq!(ok.into_inner().overall_code, OK);
+    drop(redis);
+    let err = client
+        .should_rate_limit(request("edge", vec![descriptor(&[("app_id", "a")])]))
+        .await
+        .expect_err("redis is gone");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let health = reqwest::get(sluice.url("/healthcheck")).await.expect("GET");
+    assert_eq!(health.status(), 500);
+    // A descriptor without a limit needs no store: still answered.
+    let r = client
+        .should_rate_limit(request("edge", vec![descriptor(&[("open", "x")])]))
+        .await
+        .expect("no store needed")
+        .into_inner();
+    assert_eq!(r.overall_code, OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_health_reports_serving() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let (sluice, _r) = start(Backend::Memory, &[]);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", sluice.grpc_addr))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = HealthClient::new(channel);
+    for service in ["ratelimit", ""] {
+        let r = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health")
+            .into_inner();
+        assert_eq!(r.status, 1, "SERVING for {service:?}");
+    }
+}
+
+/// Many clients on one key: exactly the limit is admitted, on both stores.
+async fn exact_under_concurrency(backend: Backend) {
+    const LIMIT: usize = 50;
+    let yaml = format!(
+        "domain: edge\ndescriptors:\n  - key: hot\n    rate_limit:\n      unit: hour\n      requests_per_unit: {LIMIT}\n"
+    );
+    let redis = matches!(backend, Backend::Redis).then(RedisServer::start);
+    let mut b = Sluice::builder(&yaml);
+    if let Some(r) = &redis {
+        b = b.redis(&r.url());
+    }
+    let sluice = b.start();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let mut client = sluice.grpc().await;
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0usize;
+            for _ in 0..10 {
+                let r = client
+                    .should_rate_limit(request("edge", vec![descriptor(&[("hot", "k")])]))
+                    .await
+                    .expect("check")
+                    .into_inner();
+                if r.overall_code == OK {
+                    ok += 1;
+                }
+            }
+            ok
+        }));
+    }
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += t.await.expect("task");
+    }
+    assert_eq!(admitted, LIMIT, "160 requests against a limit of {LIMIT}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exact_under_concurrency_memory() {
+    exact_under_concurrency(Backend::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exact_under_concurrency_redis() {
+    exact_under_concurrency(Backend::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn response_headers_when_enabled() {
+    let (sluice, _r) = start(Backend::Memory, &["--response-headers"]);
+    let mut client = sluice.grpc().await;
+    let mut last = None;
+    for _ in 0..4 {
+        last = Some(
+            client
+                .should_rate_limit(request("edge", vec![descriptor(&[("app_id", "hdr")])]))
+                .await
+                .expect("check")
+                .into_inner(),
+        );
+    }
+    let r = last.expect("responses");
+    assert_eq!(r.overall_code, OVER_LIMIT);
+    let header = |name: &str| {
+        r.response_headers_to_add
+            .iter()
+            .find(|h| h.key == name)
+            .map(|h| h.value.clone())
+    };
+    assert_eq!(header("RateLimit-Limit").as_deref(), Some("3"));
+    assert_eq!(header("RateLimit-Remaining").as_deref(), Some("0"));
+    let reset: u64 = header("RateLimit-Reset")
+        .expect("reset")
+        .parse()
+        .expect("int");
+    assert!((1..=3600).contains(&reset));
+    let retry: u64 = header("Retry-After").expect("retry").parse().expect("int");
+    assert_eq!(retry, reset);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_and_exits_cleanly() {
+    let (mut sluice, _r) = start(Backend::Memory, &[]);
+    let mut client = sluice.grpc().await;
+    client
+        .should_rate_limit(request("edge", vec![descriptor(&[("app_id", "a")])]))
+        .await
+        .expect("check");
+    let status = sluice
+        .terminate(Duration::from_secs(20))
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        sluice
+            .logs()
+            .iter()
+            .any(|l| l.contains("shut down gracefully"))
+    );
+}
