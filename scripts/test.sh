@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Every check CI runs: formatting, lints, and the whole test suite (unit, store conformance on
+# memory and a real redis-server, end-to-end against the real binary). Installs what it needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+if ((${#need_apt[@]})); then
+    echo "installing: ${need_apt[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+# The tests start their own redis-server processes on free loopback ports; a packaged service
+# running on 6379 is not used.
+
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+
+# The independent conformance client: Envoy's protos from PyPI over grpcio.
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
+    -r tests/conformance/requirements.txt
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --all-targets --locked
+python3 -m unittest discover -s tests/conformance -v
