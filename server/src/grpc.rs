@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 
 use crate::config::Unit;
 use crate::limiter::{
-    CheckError, CheckRequest, Code, Decision, Descriptor, Entry, LimitOverride, RateLimiter,
+    CheckError, CheckRequest, Code, Decision, Descriptor, LimitOverride, RateLimiter,
 };
 use crate::metrics::RequestLabels;
 use crate::storage::Store;
@@ -120,32 +120,24 @@ fn from_proto(request: RateLimitRequest) -> Result<CheckRequest, Status> {
 }
 
 fn descriptor_from_proto(index: usize, d: RateLimitDescriptor) -> Result<Descriptor, Status> {
-    let limit = match d.limit {
-        None => None,
-        Some(o) => Some(LimitOverride {
-            requests_per_unit: o.requests_per_unit,
-            unit: Unit::from_override_unit(o.unit).ok_or_else(|| {
-                Status::invalid_argument(format!(
-                    "descriptor {index} limit override has unit {}, which is not SECOND, MINUTE, \
-                     HOUR, DAY, MONTH or YEAR",
-                    o.unit
-                ))
-            })?,
-        }),
-    };
-    Ok(Descriptor {
-        entries: d
-            .entries
-            .into_iter()
-            .map(|e| Entry {
-                key: e.key,
-                value: e.value,
-            })
-            .collect(),
+    let limit = d
+        .limit
+        .map(|o| {
+            LimitOverride::new(
+                index,
+                o.requests_per_unit,
+                Unit::from_override_unit(o.unit),
+                o.unit,
+            )
+        })
+        .transpose()
+        .map_err(Status::invalid_argument)?;
+    Ok(Descriptor::from_parts(
+        d.entries.into_iter().map(|e| (e.key, e.value)),
         limit,
-        hits_addend: d.hits_addend.map(|v| v.value),
-        negative_hits: d.is_negative_hits,
-    })
+        d.hits_addend.map(|v| v.value),
+        d.is_negative_hits,
+    ))
 }
 
 fn code_to_proto(code: Code) -> i32 {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::config::Unit;
 use crate::limiter::{
-    CheckError, CheckRequest, Code, Decision, Descriptor, Entry, LimitOverride, RateLimiter,
+    CheckError, CheckRequest, Code, Decision, Descriptor, LimitOverride, RateLimiter,
 };
 use crate::metrics::RequestLabels;
 use crate::storage::Store;
@@ -202,34 +202,24 @@ impl JsonRequest {
             .into_iter()
             .enumerate()
             .map(|(i, d)| {
-                let limit = match d.limit {
-                    None => None,
-                    Some(o) => Some(LimitOverride {
-                        requests_per_unit: u32::try_from(o.requests_per_unit).map_err(|_| {
-                            format!("descriptor {i} limit requests_per_unit does not fit in uint32")
-                        })?,
-                        unit: override_unit(&o.unit).ok_or_else(|| {
-                            format!(
-                                "descriptor {i} limit has unit {}, which is not SECOND, MINUTE, \
-                                 HOUR, DAY, MONTH or YEAR",
-                                o.unit
-                            )
-                        })?,
-                    }),
-                };
-                Ok(Descriptor {
-                    entries: d
-                        .entries
-                        .into_iter()
-                        .map(|e| Entry {
-                            key: e.key,
-                            value: e.value,
-                        })
-                        .collect(),
+                let limit = d
+                    .limit
+                    .map(|o| {
+                        let requests_per_unit =
+                            u32::try_from(o.requests_per_unit).map_err(|_| {
+                                format!(
+                                    "descriptor {i} limit requests_per_unit does not fit in uint32"
+                                )
+                            })?;
+                        LimitOverride::new(i, requests_per_unit, override_unit(&o.unit), &o.unit)
+                    })
+                    .transpose()?;
+                Ok(Descriptor::from_parts(
+                    d.entries.into_iter().map(|e| (e.key, e.value)),
                     limit,
-                    hits_addend: d.hits_addend,
-                    negative_hits: d.is_negative_hits,
-                })
+                    d.hits_addend,
+                    d.is_negative_hits,
+                ))
             })
             .collect::<Result<Vec<_>, String>>()?;
         Ok(CheckRequest {

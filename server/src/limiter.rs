@@ -43,6 +43,48 @@ pub struct Descriptor {
     pub negative_hits: bool,
 }
 
+impl Descriptor {
+    /// A descriptor from its wire parts, shared by the gRPC and JSON adapters.
+    pub fn from_parts(
+        entries: impl IntoIterator<Item = (String, String)>,
+        limit: Option<LimitOverride>,
+        hits_addend: Option<u64>,
+        negative_hits: bool,
+    ) -> Self {
+        Self {
+            entries: entries
+                .into_iter()
+                .map(|(key, value)| Entry { key, value })
+                .collect(),
+            limit,
+            hits_addend,
+            negative_hits,
+        }
+    }
+}
+
+impl LimitOverride {
+    /// An override whose unit is `envoy.type.v3.RateLimitUnit` (which has no WEEK); the error
+    /// names descriptor `index` and the unit as received.
+    pub fn new(
+        index: usize,
+        requests_per_unit: u32,
+        unit: Option<Unit>,
+        received: impl std::fmt::Display,
+    ) -> Result<Self, String> {
+        match unit {
+            Some(unit) => Ok(Self {
+                requests_per_unit,
+                unit,
+            }),
+            None => Err(format!(
+                "descriptor {index} limit override has unit {received}, which is not SECOND, \
+                 MINUTE, HOUR, DAY, MONTH or YEAR"
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckRequest {
     pub domain: String,

@@ -168,14 +168,7 @@ impl Sluice {
             .map_err(|e| StartupError::Serve(e.to_string()))?;
         let ready = Arc::new(AtomicBool::new(true));
         let (health, health_service) = tonic_health::server::health_reporter();
-        // The reference registers its health under the name `ratelimit`; also answer the
-        // whole-server name "".
-        health
-            .set_service_status("ratelimit", tonic_health::ServingStatus::Serving)
-            .await;
-        health
-            .set_service_status("", tonic_health::ServingStatus::Serving)
-            .await;
+        set_health(&health, tonic_health::ServingStatus::Serving).await;
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let grpc_stop = wait_for(stop_rx.clone());
@@ -211,12 +204,7 @@ impl Sluice {
 
         tracing::info!(grace = ?self.settings.shutdown_grace, "shutting down: draining in-flight calls");
         ready.store(false, Ordering::Release);
-        health
-            .set_service_status("ratelimit", tonic_health::ServingStatus::NotServing)
-            .await;
-        health
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
+        set_health(&health, tonic_health::ServingStatus::NotServing).await;
         let _ = stop_tx.send(true);
         let drained = tokio::time::timeout(self.settings.shutdown_grace, async {
             let _ = (&mut grpc).await;
@@ -259,6 +247,17 @@ fn watch_rules(settings: &Settings, target: Target) -> Result<config::WatchHandl
         }
     })
     .map_err(|source| StartupError::Watch { path, source })
+}
+
+/// The reference registers its health under the name `ratelimit`; Sluice also answers for the
+/// whole server (`""`), which is what most probes ask.
+async fn set_health(
+    health: &tonic_health::server::HealthReporter,
+    status: tonic_health::ServingStatus,
+) {
+    for service in ["ratelimit", ""] {
+        health.set_service_status(service, status).await;
+    }
 }
 
 async fn wait_for(mut stop: tokio::sync::watch::Receiver<bool>) {
