@@ -152,6 +152,14 @@ impl Metrics {
         }
     }
 
+    /// Add metrics that are read at scrape time (a store's own statistics).
+    pub fn register_collector(
+        &mut self,
+        collector: Box<dyn prometheus_client::collector::Collector>,
+    ) {
+        self.registry.register_collector(collector);
+    }
+
     pub fn config_loaded(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.config_loads

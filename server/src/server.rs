@@ -88,7 +88,7 @@ impl Sluice {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
-        let metrics = Arc::new(Metrics::new());
+        let mut metrics = Metrics::new();
         let opts = LoadOptions {
             merge_domains: settings.merge_domains,
         };
@@ -116,6 +116,7 @@ impl Sluice {
             Backend::Memory => {
                 let store = Arc::new(MemoryStore::new(settings.max_counters, Arc::clone(&clock)));
                 store.spawn_sweeper(std::time::Duration::from_secs(10));
+                metrics.register_collector(Box::new(store.metrics()));
                 AnyStore::Memory(store)
             }
             Backend::Redis => {
@@ -145,7 +146,13 @@ impl Sluice {
             response_headers: settings.response_headers.clone(),
             bounds: settings.bounds,
         };
-        let limiter = Arc::new(RateLimiter::new(rules, store, clock, metrics, options));
+        let limiter = Arc::new(RateLimiter::new(
+            rules,
+            store,
+            clock,
+            Arc::new(metrics),
+            options,
+        ));
         let _ = target.set(Arc::clone(&limiter));
         Ok(Self {
             limiter,

@@ -65,7 +65,7 @@ pub struct ServeArgs {
     /// Counter store [default: memory].
     #[arg(long, env = "SLUICE_BACKEND")]
     pub backend: Option<Backend>,
-    /// Redis URL, e.g. redis://user:password@127.0.0.1:6379/0 (rediss:// for TLS).
+    /// Redis URL, e.g. redis://user:password@127.0.0.1:6379/0.
     #[arg(long, env = "SLUICE_REDIS_URL")]
     pub redis_url: Option<String>,
     /// Redis connections, each multiplexing concurrent requests [default: 4].
@@ -238,6 +238,13 @@ impl Settings {
             Some(u) => Some(u),
             None => get("REDIS_URL").map(|u| reference_redis_url(&u, get("REDIS_AUTH"), &get)),
         };
+        if redis_url.as_deref().is_some_and(|u| u.starts_with("rediss://")) {
+            return Err(SettingsError::Invalid(
+                "TLS to Redis (rediss:// or REDIS_TLS) is not supported yet; use redis:// over a \
+                 trusted network or a TLS sidecar"
+                    .into(),
+            ));
+        }
         if backend == Backend::Redis && redis_url.is_none() {
             return Err(SettingsError::Invalid(
                 "the redis backend needs --redis-url (or SLUICE_REDIS_URL / REDIS_URL)".into(),
@@ -527,6 +534,9 @@ mod tests {
         assert!(err.to_string().contains("BACKEND_TYPE"), "{err}");
         let err = resolve(&["--config", "a", "--backend", "redis"], &[]).expect_err("invalid");
         assert!(err.to_string().contains("--redis-url"), "{err}");
+        let err = resolve(&["--config", "a"], &[("REDIS_URL", "r:6379"), ("REDIS_TLS", "true")])
+            .expect_err("no TLS yet");
+        assert!(err.to_string().contains("TLS"), "{err}");
         let err = resolve(&[], &[]).expect_err("no config");
         assert!(err.to_string().contains("--config"), "{err}");
     }

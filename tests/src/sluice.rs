@@ -201,3 +201,35 @@ impl Drop for Sluice {
         let _ = self.child.wait();
     }
 }
+
+/// Run `sluice` with `args` until it exits by itself (bounded by `within`; killed after that) and
+/// return its exit status and stderr.
+pub fn run_to_exit(args: &[&str], within: Duration) -> (Option<ExitStatus>, String) {
+    let mut child = Command::new(sluice_bin())
+        .args(args)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sluice");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut out);
+        out
+    });
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (status, reader.join().unwrap_or_default())
+}

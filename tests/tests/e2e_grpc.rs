@@ -453,3 +453,40 @@ async fn sigterm_drains_and_exits_cleanly() {
             .any(|l| l.contains("shut down gracefully"))
     );
 }
+
+/// A fleet: two instances on one Redis enforce one limit between them.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_share_one_limit_through_redis() {
+    const LIMIT: usize = 40;
+    let yaml = format!(
+        "domain: edge\ndescriptors:\n  - key: fleet\n    rate_limit:\n      unit: hour\n      requests_per_unit: {LIMIT}\n"
+    );
+    let redis = RedisServer::start();
+    let a = Sluice::builder(&yaml).redis(&redis.url()).start();
+    let b = Sluice::builder(&yaml).redis(&redis.url()).start();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let mut client = if i % 2 == 0 {
+            a.grpc().await
+        } else {
+            b.grpc().await
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0usize;
+            for _ in 0..10 {
+                let r = client
+                    .should_rate_limit(request("edge", vec![descriptor(&[("fleet", "k")])]))
+                    .await
+                    .expect("check")
+                    .into_inner();
+                ok += usize::from(r.overall_code == OK);
+            }
+            ok
+        }));
+    }
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += t.await.expect("task");
+    }
+    assert_eq!(admitted, LIMIT, "160 requests over two instances");
+}

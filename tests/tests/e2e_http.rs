@@ -4,7 +4,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sluice_tests::sluice::{Sluice, sluice_bin};
+use sluice_tests::sluice::{Sluice, run_to_exit, sluice_bin};
 
 const RULES: &str = "domain: edge
 descriptors:
@@ -116,6 +116,8 @@ async fn health_config_and_metrics_endpoints() {
         "sluice_rule_within_limit_total{rule=\"edge.app_id\"} 2",
         "sluice_requests_total{transport=\"http\",result=\"over_limit\"} 1",
         "sluice_config_loads_total{result=\"ok\"} 1",
+        "sluice_memory_store_evictions_total 0",
+        "sluice_memory_store_counters 1",
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
@@ -231,4 +233,60 @@ fn example_config_is_valid() {
         .output()
         .expect("run");
     assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn startup_refuses_an_invalid_rule_set_with_its_position() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let bad = dir.path().join("rules.yaml");
+    std::fs::write(
+        &bad,
+        "domain: edge\ndescriptors:\n  - key: app_id\n    requests_per_unit: 5\n",
+    )
+    .expect("write");
+    let config = dir.path().to_str().expect("utf-8 path");
+    let (status, stderr) = run_to_exit(
+        &[
+            "--config",
+            config,
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ],
+        Duration::from_secs(20),
+    );
+    let status = status.expect("exits by itself");
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:4:", bad.display())),
+        "names file and line: {stderr}"
+    );
+}
+
+#[test]
+fn startup_reports_an_unreachable_redis() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("rules.yaml"), RULES).expect("write");
+    let url = format!("redis://127.0.0.1:{}", sluice_tests::redis::free_port());
+    let (status, stderr) = run_to_exit(
+        &[
+            "--config",
+            dir.path().to_str().expect("utf-8 path"),
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--backend",
+            "redis",
+            "--redis-url",
+            &url,
+            "--redis-timeout-ms",
+            "500",
+        ],
+        Duration::from_secs(20),
+    );
+    let status = status.expect("exits by itself");
+    assert!(!status.success());
+    assert!(stderr.contains("cannot open the counter store"), "{stderr}");
 }

@@ -30,6 +30,10 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::{Mutex, MutexGuard};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 
 use super::{Admission, Batch, Hit, Outcome, Store, StoreError, rejects};
 use crate::clock::Clock;
@@ -273,6 +277,42 @@ impl Counters {
                 self.by_key.remove(&key);
             }
         }
+    }
+}
+
+/// Scrape-time metrics of a memory store: how many counters it holds and how many live ones it
+/// had to evict at its bound (a non-zero rate means `--max-counters` is too small).
+pub struct MemoryStoreMetrics(Arc<MemoryStore>);
+
+impl std::fmt::Debug for MemoryStoreMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemoryStoreMetrics")
+    }
+}
+
+impl MemoryStore {
+    pub fn metrics(self: &Arc<Self>) -> MemoryStoreMetrics {
+        MemoryStoreMetrics(Arc::clone(self))
+    }
+}
+
+impl Collector for MemoryStoreMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let evictions = ConstCounter::new(self.0.evictions());
+        evictions.encode(encoder.encode_descriptor(
+            "memory_store_evictions",
+            "Live counters evicted because the memory store was at its bound",
+            None,
+            evictions.metric_type(),
+        )?)?;
+        let counters = ConstGauge::new(self.0.len() as i64);
+        counters.encode(encoder.encode_descriptor(
+            "memory_store_counters",
+            "Counters held by the memory store, expired ones not yet swept included",
+            None,
+            counters.metric_type(),
+        )?)?;
+        Ok(())
     }
 }
 
