@@ -149,9 +149,35 @@ if [[ $ready != 1 ]]; then
 fi
 echo "run.sh: sluice ($backend) ready, gRPC 127.0.0.1:$grpc_port, HTTP 127.0.0.1:$http_port" >&2
 
+# CPU time (user + system, in clock ticks) the server has used so far. On a 2-core machine the
+# load generator competes with the server, so throughput alone says little; server CPU per
+# request compares builds fairly.
+cpu_ticks() {
+    local stat
+    read -r stat <"/proc/$1/stat"
+    stat=${stat##*) }
+    # After the command name: state is field 3, utime field 14, stime field 15.
+    set -- $stat
+    echo $((${12} + ${13}))
+}
+ticks_per_s=$(getconf CLK_TCK)
+cpu_before=$(cpu_ticks "$sluice_pid")
+
 # In the background and waited for, so a Ctrl-C or TERM reaches the trap at once instead of
 # after the run: bash defers traps while a foreground child runs.
-"$bin_dir/sluice-load" --target "http://127.0.0.1:$grpc_port" "$@" &
+"$bin_dir/sluice-load" --target "http://127.0.0.1:$grpc_port" "$@" >"$work/load.json" &
 load_pid=$!
 pids=("$load_pid" "${pids[@]}")
 wait "$load_pid"
+cpu_after=$(cpu_ticks "$sluice_pid")
+
+# Add the server's CPU to the JSON line. It covers the warm-up too: compare with --warmup 0.
+python3 - "$work/load.json" "$((cpu_after - cpu_before))" "$ticks_per_s" <<'PY'
+import json, sys
+result = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+cpu_s = int(sys.argv[2]) / int(sys.argv[3])
+result["server_cpu_s"] = round(cpu_s, 2)
+total = result["requests"]
+result["server_cpu_us_per_request"] = round(cpu_s * 1e6 / total, 1) if total else None
+print(json.dumps(result, sort_keys=True))
+PY

@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, ConfigErrors, LoadOptions};
@@ -185,12 +186,21 @@ impl Sluice {
             .layer(tower::util::MapResponseLayer::new(out_of_range_is_invalid))
             .add_service(health_service)
             .add_service(RlsService::new(Arc::clone(&self.limiter)).into_server())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), grpc_stop);
+            .serve_with_incoming_shutdown(
+                // Answers are a few hundred bytes: Nagle would hold them for a delayed ACK.
+                TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
+                grpc_stop,
+            );
         let app = router(Arc::new(HttpState {
             limiter: Arc::clone(&self.limiter),
             ready: Arc::clone(&ready),
         }));
-        let http = axum::serve(listeners.http, app).with_graceful_shutdown(http_stop);
+        let http_listener = listeners.http.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY on an HTTP connection");
+            }
+        });
+        let http = axum::serve(http_listener, app).with_graceful_shutdown(http_stop);
 
         let mut grpc = tokio::spawn(grpc);
         let mut http = tokio::spawn(async move { http.await });

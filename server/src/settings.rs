@@ -238,7 +238,10 @@ impl Settings {
             Some(u) => Some(u),
             None => get("REDIS_URL").map(|u| reference_redis_url(&u, get("REDIS_AUTH"), &get)),
         };
-        if redis_url.as_deref().is_some_and(|u| u.starts_with("rediss://")) {
+        if redis_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("rediss://"))
+        {
             return Err(SettingsError::Invalid(
                 "TLS to Redis (rediss:// or REDIS_TLS) is not supported yet; use redis:// over a \
                  trusted network or a TLS sidecar"
@@ -534,8 +537,11 @@ mod tests {
         assert!(err.to_string().contains("BACKEND_TYPE"), "{err}");
         let err = resolve(&["--config", "a", "--backend", "redis"], &[]).expect_err("invalid");
         assert!(err.to_string().contains("--redis-url"), "{err}");
-        let err = resolve(&["--config", "a"], &[("REDIS_URL", "r:6379"), ("REDIS_TLS", "true")])
-            .expect_err("no TLS yet");
+        let err = resolve(
+            &["--config", "a"],
+            &[("REDIS_URL", "r:6379"), ("REDIS_TLS", "true")],
+        )
+        .expect_err("no TLS yet");
         assert!(err.to_string().contains("TLS"), "{err}");
         let err = resolve(&[], &[]).expect_err("no config");
         assert!(err.to_string().contains("--config"), "{err}");
