@@ -236,3 +236,21 @@ fn binary_installed() -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+impl RedisServer {
+    /// Every key in the server, sorted, read with `redis-cli --scan` (Debian's redis-server
+    /// package brings `redis-cli`). Only for servers without authentication.
+    pub fn keys(&self) -> Vec<String> {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "--scan"])
+            .output()
+            .expect("run redis-cli");
+        assert!(out.status.success(), "redis-cli failed: {out:?}");
+        let mut keys: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        keys.sort();
+        keys
+    }
+}

@@ -490,3 +490,29 @@ async fn two_instances_share_one_limit_through_redis() {
     }
     assert_eq!(admitted, LIMIT, "160 requests over two instances");
 }
+
+/// Counter keys carry the configured prefix and encode every part with its length, so values with
+/// the reference's `_` separator in them cannot collide.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_keys_are_prefixed_and_collision_free() {
+    let yaml = "domain: edge\ndescriptors:\n  - key: a\n    rate_limit: {unit: hour, requests_per_unit: 1}\n  - key: a_b\n    rate_limit: {unit: hour, requests_per_unit: 1}\n";
+    let redis = RedisServer::start();
+    let sluice = Sluice::builder(yaml)
+        .redis(&redis.url())
+        .arg("--key-prefix")
+        .arg("tenant-a:")
+        .start();
+    let mut client = sluice.grpc().await;
+    // The reference keys both as `edge_a_b_c_<window>`: one counter for two clients.
+    for entries in [[("a", "b_c")], [("a_b", "c")]] {
+        let r = client
+            .should_rate_limit(request("edge", vec![descriptor(&entries)]))
+            .await
+            .expect("check")
+            .into_inner();
+        assert_eq!(statuses(&r), vec![(OK, 0)], "{entries:?}");
+    }
+    let keys = redis.keys();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.iter().all(|k| k.starts_with("tenant-a:")), "{keys:?}");
+}
