@@ -238,18 +238,21 @@ fn binary_installed() -> bool {
 }
 
 impl RedisServer {
-    /// Every key in the server, sorted, read with `redis-cli --scan` (Debian's redis-server
-    /// package brings `redis-cli`). Only for servers without authentication.
-    pub fn keys(&self) -> Vec<String> {
+    /// Run `redis-cli` against this server (Debian's redis-server package brings it) and return
+    /// its standard output. Only for servers without authentication.
+    pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "--scan"])
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
             .output()
             .expect("run redis-cli");
-        assert!(out.status.success(), "redis-cli failed: {out:?}");
-        let mut keys: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect();
+        assert!(out.status.success(), "redis-cli {args:?} failed: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Every key in the server, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.cli(&["--scan"]).lines().map(str::to_string).collect();
         keys.sort();
         keys
     }

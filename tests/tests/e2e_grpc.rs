@@ -516,3 +516,54 @@ async fn redis_keys_are_prefixed_and_collision_free() {
     assert_eq!(keys.len(), 2, "{keys:?}");
     assert!(keys.iter().all(|k| k.starts_with("tenant-a:")), "{keys:?}");
 }
+
+/// A check in flight when SIGTERM arrives is answered before the process exits. Redis holds the
+/// check (CLIENT PAUSE) until the signal has been sent, so "in flight" is observed, not hoped for.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_in_flight_checks_finish() {
+    let redis = RedisServer::start();
+    let mut sluice = Sluice::builder(RULES)
+        .redis(&redis.url())
+        .arg("--redis-timeout-ms")
+        .arg("10000")
+        .start();
+    let mut client = sluice.grpc().await;
+    let warm = client
+        .should_rate_limit(request("edge", vec![descriptor(&[("app_id", "drain")])]))
+        .await
+        .expect("check");
+    assert_eq!(warm.into_inner().overall_code, OK);
+
+    redis.cli(&["CLIENT", "PAUSE", "1500", "WRITE"]);
+    let in_flight = tokio::spawn(async move {
+        client
+            .should_rate_limit(request("edge", vec![descriptor(&[("app_id", "drain")])]))
+            .await
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !redis
+        .cli(&["INFO", "clients"])
+        .contains("blocked_clients:1")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the check never reached Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let status = tokio::task::block_in_place(|| sluice.terminate(Duration::from_secs(20)))
+        .expect("exits after SIGTERM");
+    let answer = in_flight
+        .await
+        .expect("task")
+        .expect("answered, not cut off");
+    assert_eq!(answer.into_inner().statuses[0].limit_remaining, 1);
+    assert!(status.success(), "{status:?}");
+    assert!(
+        sluice
+            .logs()
+            .iter()
+            .any(|l| l.contains("shut down gracefully"))
+    );
+}
