@@ -73,6 +73,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
 }
 
 fn init_tracing(settings: &Settings) {
+    // Validated in `Settings::resolve`.
     let filter = tracing_subscriber::EnvFilter::try_new(&settings.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

@@ -363,13 +363,27 @@ impl Settings {
             max_counters: args.max_counters.unwrap_or(1_000_000).max(1),
             bounds,
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs.unwrap_or(10)),
-            log_level: args
-                .log_level
-                .or_else(|| get("LOG_LEVEL").map(|l| l.to_ascii_lowercase()))
-                .unwrap_or_else(|| "info".into()),
+            log_level: log_level(args.log_level, get("LOG_LEVEL"))?,
             log_format,
         })
     }
+}
+
+/// The flag is a `tracing` filter; the reference's `LOG_LEVEL` is a logrus level name, any case.
+fn log_level(flag: Option<String>, reference: Option<String>) -> Result<String, SettingsError> {
+    let level = match (flag, reference) {
+        (Some(f), _) => f,
+        (None, Some(r)) => match r.to_ascii_lowercase().as_str() {
+            "warning" => "warn".into(),
+            "fatal" | "panic" => "error".into(),
+            other => other.into(),
+        },
+        (None, None) => "info".into(),
+    };
+    tracing_subscriber::EnvFilter::try_new(&level).map_err(|e| {
+        SettingsError::Invalid(format!("log level {level:?} is not a valid filter: {e}"))
+    })?;
+    Ok(level)
 }
 
 /// Go's `strconv.ParseBool`, which the reference uses for its boolean variables.
@@ -543,6 +557,10 @@ mod tests {
         )
         .expect_err("no TLS yet");
         assert!(err.to_string().contains("TLS"), "{err}");
+        let err = resolve(&["--config", "a", "--log-level", "loud=="], &[]).expect_err("filter");
+        assert!(err.to_string().contains("log level"), "{err}");
+        let s = resolve(&["--config", "a"], &[("LOG_LEVEL", "WARNING")]).expect("logrus name");
+        assert_eq!(s.log_level, "warn");
         let err = resolve(&[], &[]).expect_err("no config");
         assert!(err.to_string().contains("--config"), "{err}");
     }
