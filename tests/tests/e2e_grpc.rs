@@ -354,6 +354,37 @@ async fn grpc_health_reports_serving() {
     }
 }
 
+/// Send `per_client` checks of `(key, "k")` from each of `clients` connections at once, spread
+/// over `servers` in turn, and count the admitted ones.
+async fn admitted_in_parallel(
+    servers: &[&Sluice],
+    key: &'static str,
+    clients: usize,
+    per_client: usize,
+) -> usize {
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        let mut client = servers[i % servers.len()].grpc().await;
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0usize;
+            for _ in 0..per_client {
+                let r = client
+                    .should_rate_limit(request("edge", vec![descriptor(&[(key, "k")])]))
+                    .await
+                    .expect("check")
+                    .into_inner();
+                ok += usize::from(r.overall_code == OK);
+            }
+            ok
+        }));
+    }
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += t.await.expect("task");
+    }
+    admitted
+}
+
 /// Many clients on one key: exactly the limit is admitted, on both stores.
 async fn exact_under_concurrency(backend: Backend) {
     const LIMIT: usize = 50;
@@ -366,28 +397,7 @@ async fn exact_under_concurrency(backend: Backend) {
         b = b.redis(&r.url());
     }
     let sluice = b.start();
-    let mut tasks = Vec::new();
-    for _ in 0..16 {
-        let mut client = sluice.grpc().await;
-        tasks.push(tokio::spawn(async move {
-            let mut ok = 0usize;
-            for _ in 0..10 {
-                let r = client
-                    .should_rate_limit(request("edge", vec![descriptor(&[("hot", "k")])]))
-                    .await
-                    .expect("check")
-                    .into_inner();
-                if r.overall_code == OK {
-                    ok += 1;
-                }
-            }
-            ok
-        }));
-    }
-    let mut admitted = 0;
-    for t in tasks {
-        admitted += t.await.expect("task");
-    }
+    let admitted = admitted_in_parallel(&[&sluice], "hot", 16, 10).await;
     assert_eq!(admitted, LIMIT, "160 requests against a limit of {LIMIT}");
 }
 
@@ -464,30 +474,7 @@ async fn two_instances_share_one_limit_through_redis() {
     let redis = RedisServer::start();
     let a = Sluice::builder(&yaml).redis(&redis.url()).start();
     let b = Sluice::builder(&yaml).redis(&redis.url()).start();
-    let mut tasks = Vec::new();
-    for i in 0..16 {
-        let mut client = if i % 2 == 0 {
-            a.grpc().await
-        } else {
-            b.grpc().await
-        };
-        tasks.push(tokio::spawn(async move {
-            let mut ok = 0usize;
-            for _ in 0..10 {
-                let r = client
-                    .should_rate_limit(request("edge", vec![descriptor(&[("fleet", "k")])]))
-                    .await
-                    .expect("check")
-                    .into_inner();
-                ok += usize::from(r.overall_code == OK);
-            }
-            ok
-        }));
-    }
-    let mut admitted = 0;
-    for t in tasks {
-        admitted += t.await.expect("task");
-    }
+    let admitted = admitted_in_parallel(&[&a, &b], "fleet", 16, 10).await;
     assert_eq!(admitted, LIMIT, "160 requests over two instances");
 }
 
