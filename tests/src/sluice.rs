@@ -184,14 +184,7 @@ impl Sluice {
     pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        wait_for_exit(&mut self.child, within)
     }
 }
 
@@ -219,17 +212,22 @@ pub fn run_to_exit(args: &[&str], within: Duration) -> (Option<ExitStatus>, Stri
         let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut out);
         out
     });
+    let status = wait_for_exit(&mut child, within);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    (status, reader.join().unwrap_or_default())
+}
+
+/// The exit status of `child` once it exits, or `None` if it is still running after `within`.
+fn wait_for_exit(child: &mut Child, within: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + within;
-    let status = loop {
+    while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
+            return Some(status);
         }
         std::thread::sleep(Duration::from_millis(10));
-    };
-    (status, reader.join().unwrap_or_default())
+    }
+    None
 }
