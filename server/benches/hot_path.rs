@@ -1,5 +1,6 @@
 //! Criterion benches for the per-request hot path: descriptor matching, counter-key encoding,
-//! the memory store's batch apply, and a whole `RateLimiter::check` on the memory store.
+//! each algorithm's step, the memory store's batch apply, and a whole `RateLimiter::check` on the
+//! memory store, per algorithm.
 //!
 //! Run: `cargo bench -p sluice-server --bench hot_path`. Inputs come from a fixed-seed generator
 //! so runs are comparable.
@@ -9,12 +10,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use sluice_server::algorithm::{self, Algorithm, Period, Policy, State};
 use sluice_server::clock::{ManualClock, SystemClock};
 use sluice_server::config::parse_str;
 use sluice_server::limiter::{CheckRequest, Descriptor, Entry, LimiterOptions, RateLimiter};
 use sluice_server::metrics::Metrics;
+use sluice_server::storage::keys::KeySchema;
 use sluice_server::storage::memory::MemoryStore;
-use sluice_server::storage::{Admission, Batch, Hit, Role, keys};
+use sluice_server::storage::{Admission, Batch, Hit, Role};
+
+const ALGORITHMS: [Algorithm; 3] = [
+    Algorithm::FixedWindow,
+    Algorithm::SlidingWindow,
+    Algorithm::TokenBucket,
+];
+
+/// A limit that the benches never reach.
+fn roomy(algorithm: Algorithm) -> Policy {
+    Policy {
+        algorithm,
+        period: Period::Seconds(60),
+        limit: u64::MAX / 4,
+        burst: u64::MAX / 4,
+    }
+}
 
 /// xorshift64*: deterministic, dependency-free.
 struct Rng(u64);
@@ -29,8 +48,15 @@ impl Rng {
 }
 
 /// A config like a platform team's: per-app default, per-team nesting, some exact overrides and
-/// a few wildcard paths.
-fn rules_yaml(exact_apps: usize) -> String {
+/// a few wildcard paths, every limit using `algorithm`.
+fn rules_yaml(exact_apps: usize, algorithm: Algorithm) -> String {
+    rules_yaml_fixed(exact_apps).replace(
+        "requests_per_unit:",
+        &format!("algorithm: {}, requests_per_unit:", algorithm.as_str()),
+    )
+}
+
+fn rules_yaml_fixed(exact_apps: usize) -> String {
     let mut y = String::from(
         "domain: edge\ndescriptors:\n  - key: app_id\n    rate_limit: {unit: minute, requests_per_unit: 1000000}\n",
     );
@@ -86,7 +112,7 @@ fn requests(n: usize, keys: u64, descriptors: usize) -> Vec<CheckRequest> {
 fn matching(c: &mut Criterion) {
     let mut g = c.benchmark_group("match");
     for exact in [10usize, 1000] {
-        let rules = parse_str("bench.yaml", &rules_yaml(exact)).expect("valid rules");
+        let rules = parse_str("bench.yaml", &rules_yaml_fixed(exact)).expect("valid rules");
         let reqs = requests(1024, 10_000, 3);
         g.bench_with_input(BenchmarkId::new("3_descriptors", exact), &exact, |b, _| {
             let mut i = 0;
@@ -106,45 +132,70 @@ fn matching(c: &mut Criterion) {
 }
 
 fn key_encoding(c: &mut Criterion) {
+    let schema = KeySchema::new("prefix:", None);
+    let policy = roomy(Algorithm::FixedWindow);
     c.bench_function("counter_key/2_entries", |b| {
         b.iter(|| {
-            keys::counter_key(
-                black_box(b"prefix:"),
+            schema.counter_key(
                 black_box("edge"),
                 [("team", "team-7"), ("app_id", "app-12345")],
-                60,
-                1_700_000_040,
+                &policy,
             )
         });
     });
 }
 
-fn memory_store(c: &mut Criterion) {
-    let clock = Arc::new(ManualClock::new(Duration::from_secs(1_700_000_000)));
-    let store = MemoryStore::new(1_000_000, clock);
-    let mut rng = Rng(42);
-    let batches: Vec<Batch> = (0..4096)
-        .map(|_| Batch {
-            hits: (0..3)
-                .map(|j| Hit {
-                    key: format!("k{j}:{}", rng.next() % 10_000).into_bytes(),
-                    ttl_secs: 60,
-                    limit: u64::MAX / 2,
-                    delta: 1,
-                    role: Role::Enforce,
-                })
-                .collect(),
-            admission: Admission::AllOrNothing,
-        })
-        .collect();
-    c.bench_function("memory_store/apply_3_hits", |b| {
-        let mut i = 0;
-        b.iter(|| {
-            let batch = &batches[i % batches.len()];
-            i += 1;
-            black_box(store.apply_now(batch))
+/// One hit on a counter that already holds some state, a microsecond later each time.
+fn steps(c: &mut Criterion) {
+    let mut g = c.benchmark_group("step");
+    for algorithm in ALGORITHMS {
+        let policy = roomy(algorithm);
+        let mut now = 1_700_000_000_000_000u64;
+        let mut state = State::Empty;
+        for _ in 0..50 {
+            now += 1_700_000;
+            state = algorithm::step(&policy, &state, now, 1).next;
+        }
+        g.bench_function(algorithm.as_str(), |b| {
+            b.iter(|| {
+                now += 1;
+                black_box(algorithm::step(&policy, black_box(&state), now, 1))
+            });
         });
-    });
+    }
+    g.finish();
+}
+
+fn memory_store(c: &mut Criterion) {
+    let mut g = c.benchmark_group("memory_store/apply_3_hits");
+    for algorithm in ALGORITHMS {
+        let clock = Arc::new(ManualClock::new(Duration::from_secs(1_700_000_000)));
+        let store = MemoryStore::new(1_000_000, clock.clone());
+        let mut rng = Rng(42);
+        let batches: Vec<Batch> = (0..4096)
+            .map(|_| Batch {
+                hits: (0..3)
+                    .map(|j| Hit {
+                        key: format!("k{j}:{}", rng.next() % 10_000).into_bytes(),
+                        policy: roomy(algorithm),
+                        delta: 1,
+                        role: Role::Enforce,
+                    })
+                    .collect(),
+                admission: Admission::AllOrNothing,
+            })
+            .collect();
+        g.bench_function(algorithm.as_str(), |b| {
+            let mut i = 0;
+            b.iter(|| {
+                let batch = &batches[i % batches.len()];
+                i += 1;
+                clock.advance(Duration::from_micros(3));
+                black_box(store.apply_now(batch))
+            });
+        });
+    }
+    g.finish();
 }
 
 fn check(c: &mut Criterion) {
@@ -152,17 +203,20 @@ fn check(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let mut g = c.benchmark_group("check_memory");
-    for descriptors in [1usize, 3] {
+    for (algorithm, descriptors) in ALGORITHMS
+        .into_iter()
+        .map(|a| (a, 1usize))
+        .chain([(Algorithm::FixedWindow, 3)])
+    {
         let limiter = RateLimiter::new(
-            parse_str("bench.yaml", &rules_yaml(100)).expect("valid rules"),
+            parse_str("bench.yaml", &rules_yaml(100, algorithm)).expect("valid rules"),
             Arc::new(MemoryStore::new(1_000_000, Arc::new(SystemClock))),
-            Arc::new(SystemClock),
             Arc::new(Metrics::new()),
             LimiterOptions::default(),
         );
         let reqs = requests(4096, 10_000, descriptors);
         g.bench_with_input(
-            BenchmarkId::new("descriptors", descriptors),
+            BenchmarkId::new(algorithm.as_str(), format!("{descriptors}_descriptors")),
             &descriptors,
             |b, _| {
                 let mut i = 0;
@@ -177,5 +231,5 @@ fn check(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, matching, key_encoding, memory_store, check);
+criterion_group!(benches, matching, key_encoding, steps, memory_store, check);
 criterion_main!(benches);

@@ -150,7 +150,7 @@ pub fn metric_key<'e>(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::config::{Limit, Unit, parse_str};
+    use crate::config::{Limit, RateLimit, Unit, parse_str};
 
     const RULES: &str = r#"
 domain: test
@@ -197,11 +197,9 @@ descriptors:
 "#;
 
     fn limit_of(rules: &RuleSet, entries: &[(&str, &str)]) -> Option<u32> {
-        rules.lookup("test", entries).map(|rule| match rule.limit {
-            Limit::PerUnit {
-                requests_per_unit, ..
-            } => requests_per_unit,
-            Limit::Unlimited => u32::MAX,
+        rules.lookup("test", entries).map(|rule| match &rule.limit {
+            Limit::Limited(limits) => limits[0].requests_per_unit as u32,
+            Limit::Unlimited { .. } => u32::MAX,
         })
     }
 
@@ -314,20 +312,14 @@ descriptors:
     fn rule_details() {
         let rules = parse_str("rules.yaml", RULES).unwrap();
         let heavy = rules.lookup("test", &[("heavy", "x")]).unwrap();
-        assert_eq!(heavy.name.as_deref(), Some("heavy"));
+        assert_eq!(heavy.limit.limits()[0].name.as_deref(), Some("heavy"));
         assert_eq!(heavy.replaces, ["light"]);
         assert_eq!(&*heavy.stat_key, "test.heavy");
         let nested = rules
             .lookup("test", &[("user", "alice"), ("op", "read")])
             .unwrap();
         assert_eq!(&*nested.stat_key, "test.user_alice.op_read");
-        assert_eq!(
-            nested.limit,
-            Limit::PerUnit {
-                requests_per_unit: 7,
-                unit: Unit::Minute
-            }
-        );
+        assert_eq!(nested.limit.limits(), [RateLimit::fixed(7, Unit::Minute)]);
         assert_eq!(nested.levels.len(), 2);
         assert_eq!(nested.levels[0].value.as_deref(), Some("alice"));
         let wild = rules.lookup("test", &[("path", "/api/v1")]).unwrap();

@@ -149,6 +149,12 @@ fn code_to_proto(code: Code) -> i32 {
 
 fn to_proto(decision: Decision) -> RateLimitResponse {
     RateLimitResponse {
+        // Envoy answers a rejected request with this body; its `content-type` is among the
+        // headers.
+        raw_body: decision
+            .rejection
+            .map(|r| r.body().into_bytes())
+            .unwrap_or_default(),
         overall_code: code_to_proto(decision.overall),
         statuses: decision
             .statuses

@@ -13,6 +13,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::config::Unit;
+use crate::limiter::headers::PROBLEM_CONTENT_TYPE;
 use crate::limiter::{
     CheckError, CheckRequest, Code, Decision, Descriptor, LimitOverride, RateLimiter,
 };
@@ -76,19 +77,53 @@ async fn json_check<S: Store>(State(state): State<Arc<HttpState<S>>>, body: Body
     };
     match state.limiter.check(&request).await {
         Ok(decision) => {
-            let status = match decision.overall {
-                Code::Ok => {
-                    count("ok");
-                    StatusCode::OK
+            let json = JsonResponse::from(&decision);
+            let (status, body, content_type) = match &decision.rejection {
+                None => {
+                    count(match decision.overall {
+                        Code::Ok => "ok",
+                        Code::OverLimit => "over_limit",
+                    });
+                    let status = match decision.overall {
+                        Code::Ok => StatusCode::OK,
+                        Code::OverLimit => StatusCode::TOO_MANY_REQUESTS,
+                    };
+                    (status, serde_json::to_value(&json), "application/json")
                 }
-                Code::OverLimit => {
+                Some(rejection) => {
                     count("over_limit");
-                    StatusCode::TOO_MANY_REQUESTS
+                    // The problem document, with the reference's proto3-JSON fields as extension
+                    // members, so clients of either shape read it. The status is the rule's.
+                    let status = StatusCode::from_u16(rejection.status)
+                        .unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+                    let body = serde_json::to_value(&json).map(|v| {
+                        let mut doc = rejection.problem.clone();
+                        if let serde_json::Value::Object(fields) = v {
+                            doc.extend(fields);
+                        }
+                        serde_json::Value::Object(doc)
+                    });
+                    (status, body, PROBLEM_CONTENT_TYPE)
                 }
             };
-            let mut response = (status, axum::Json(JsonResponse::from(&decision))).into_response();
-            // Proxies in front (NGINX auth_request) copy these to the client.
+            let body = match body {
+                Ok(b) => b.to_string(),
+                Err(e) => {
+                    count("error");
+                    return error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("cannot encode the answer: {e}"),
+                    );
+                }
+            };
+            let mut response =
+                (status, [(header::CONTENT_TYPE, content_type)], body).into_response();
+            // Proxies in front (NGINX auth_request) copy these to the client. The content type
+            // is already set for this body.
             for (k, v) in &decision.response_headers {
+                if k.eq_ignore_ascii_case("content-type") {
+                    continue;
+                }
                 if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
                     response.headers_mut().append(k, v);
                 }

@@ -17,8 +17,9 @@ use crate::http::{HttpState, router};
 use crate::limiter::{LimiterOptions, RateLimiter};
 use crate::metrics::Metrics;
 use crate::settings::{Backend, Settings};
+use crate::storage::keys::{KeySchema, ValueHasher};
 use crate::storage::memory::MemoryStore;
-use crate::storage::redis::{RedisOptions, RedisStore};
+use crate::storage::redis::{RedisClock, RedisOptions, RedisStore};
 use crate::storage::{Admission, AnyStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +28,11 @@ pub enum StartupError {
     Config {
         path: std::path::PathBuf,
         errors: ConfigErrors,
+    },
+    #[error("cannot use {path} as the value-hashing secret: {reason}")]
+    HashKey {
+        path: std::path::PathBuf,
+        reason: String,
     },
     #[error("cannot open the counter store: {0}")]
     Store(#[from] StoreError),
@@ -113,6 +119,21 @@ impl Sluice {
                 });
             }
         };
+        let hasher = match &settings.hash_values_key_file {
+            None => None,
+            Some(path) => {
+                let secret = std::fs::read(path).map_err(|e| StartupError::HashKey {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                let hasher =
+                    ValueHasher::from_secret(&secret).map_err(|reason| StartupError::HashKey {
+                        path: path.clone(),
+                        reason,
+                    })?;
+                Some(hasher)
+            }
+        };
         let store = match settings.backend {
             Backend::Memory => {
                 let store = Arc::new(MemoryStore::new(settings.max_counters, Arc::clone(&clock)));
@@ -128,6 +149,7 @@ impl Sluice {
                         RedisOptions {
                             timeout: settings.redis_timeout,
                             pool_size: settings.redis_pool_size,
+                            clock: RedisClock::Redis,
                         },
                     )
                     .await?,
@@ -140,20 +162,14 @@ impl Sluice {
             } else {
                 Admission::AllOrNothing
             },
-            key_prefix: settings.key_prefix.clone().into_bytes(),
+            keys: KeySchema::new(settings.key_prefix.clone(), hasher),
             near_limit_ratio: settings.near_limit_ratio,
             global_shadow_mode: settings.shadow_mode,
             global_quota_mode: settings.quota_mode,
-            response_headers: settings.response_headers.clone(),
+            header_style: settings.header_style.clone(),
             bounds: settings.bounds,
         };
-        let limiter = Arc::new(RateLimiter::new(
-            rules,
-            store,
-            clock,
-            Arc::new(metrics),
-            options,
-        ));
+        let limiter = Arc::new(RateLimiter::new(rules, store, Arc::new(metrics), options));
         let _ = target.set(Arc::clone(&limiter));
         Ok(Self {
             limiter,

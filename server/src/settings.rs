@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::limiter::{HeaderNames, RequestBounds};
+use crate::limiter::{HeaderNames, HeaderStyle, RequestBounds};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -96,15 +96,22 @@ pub struct ServeArgs {
     /// Hits past floor(limit × ratio) count as near the limit [default: 0.8].
     #[arg(long, env = "SLUICE_NEAR_LIMIT_RATIO")]
     pub near_limit_ratio: Option<f64>,
-    /// Add RateLimit-Limit/Remaining/Reset (and Retry-After when over) to responses.
-    #[arg(long, env = "SLUICE_RESPONSE_HEADERS", num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
-    pub response_headers: Option<bool>,
+    /// Rate-limit headers on answers: off, ratelimit (RateLimit-Limit/Remaining/Reset),
+    /// x-ratelimit (Envoy's draft-03 X-RateLimit-*) or ietf (RateLimit-Policy and RateLimit)
+    /// [default: off; the flag alone means ratelimit]. Retry-After is sent on every over-limit
+    /// answer whatever the style.
+    #[arg(long, env = "SLUICE_RESPONSE_HEADERS", num_args = 0..=1, default_missing_value = "ratelimit")]
+    pub response_headers: Option<String>,
     #[arg(long, env = "SLUICE_HEADER_LIMIT")]
     pub header_limit: Option<String>,
     #[arg(long, env = "SLUICE_HEADER_REMAINING")]
     pub header_remaining: Option<String>,
     #[arg(long, env = "SLUICE_HEADER_RESET")]
     pub header_reset: Option<String>,
+    /// A file holding a secret (at least 16 bytes): descriptor values then reach the counter
+    /// store only as keyed hashes, never as the API keys or user ids they are.
+    #[arg(long, env = "SLUICE_HASH_VALUES_KEY_FILE")]
+    pub hash_values_key_file: Option<PathBuf>,
     /// Most live counters the memory store keeps [default: 1000000].
     #[arg(long, env = "SLUICE_MAX_COUNTERS")]
     pub max_counters: Option<usize>,
@@ -145,7 +152,8 @@ pub struct Settings {
     pub watch: bool,
     pub key_prefix: String,
     pub near_limit_ratio: f64,
-    pub response_headers: Option<HeaderNames>,
+    pub header_style: HeaderStyle,
+    pub hash_values_key_file: Option<PathBuf>,
     pub max_counters: usize,
     pub bounds: RequestBounds,
     pub shutdown_grace: Duration,
@@ -271,27 +279,45 @@ impl Settings {
             )));
         }
 
-        let headers_on = match args.response_headers {
-            Some(b) => b,
-            None => parse_env("LIMIT_RESPONSE_HEADERS_ENABLED")?.unwrap_or(false),
-        };
-        let response_headers = headers_on.then(|| {
-            let d = HeaderNames::default();
-            HeaderNames {
-                limit: args
-                    .header_limit
-                    .or_else(|| get("LIMIT_LIMIT_HEADER"))
-                    .unwrap_or(d.limit),
-                remaining: args
-                    .header_remaining
-                    .or_else(|| get("LIMIT_REMAINING_HEADER"))
-                    .unwrap_or(d.remaining),
-                reset: args
-                    .header_reset
-                    .or_else(|| get("LIMIT_RESET_HEADER"))
-                    .unwrap_or(d.reset),
+        let style = match args.response_headers {
+            Some(style) => Some(("--response-headers", style)),
+            None => {
+                get("LIMIT_RESPONSE_HEADERS_ENABLED").map(|v| ("LIMIT_RESPONSE_HEADERS_ENABLED", v))
             }
-        });
+        };
+        let header_style = match style {
+            None => HeaderStyle::Off,
+            Some((name, style)) => match style.to_ascii_lowercase().as_str() {
+                "off" | "false" | "0" | "no" => HeaderStyle::Off,
+                "ratelimit" | "true" | "1" | "yes" => {
+                    let d = HeaderNames::default();
+                    HeaderStyle::RateLimit(HeaderNames {
+                        limit: args
+                            .header_limit
+                            .or_else(|| get("LIMIT_LIMIT_HEADER"))
+                            .unwrap_or(d.limit),
+                        remaining: args
+                            .header_remaining
+                            .or_else(|| get("LIMIT_REMAINING_HEADER"))
+                            .unwrap_or(d.remaining),
+                        reset: args
+                            .header_reset
+                            .or_else(|| get("LIMIT_RESET_HEADER"))
+                            .unwrap_or(d.reset),
+                    })
+                }
+                "x-ratelimit" => HeaderStyle::XRateLimit,
+                "ietf" => HeaderStyle::Ietf,
+                _ => {
+                    return Err(SettingsError::Env {
+                        name,
+                        value: style,
+                        reason: "expected off, ratelimit, x-ratelimit or ietf (or true/false)"
+                            .into(),
+                    });
+                }
+            },
+        };
 
         let bounds = RequestBounds {
             max_descriptors: args
@@ -359,7 +385,8 @@ impl Settings {
                 .or_else(|| get("CACHE_KEY_PREFIX"))
                 .unwrap_or_default(),
             near_limit_ratio,
-            response_headers,
+            header_style,
+            hash_values_key_file: args.hash_values_key_file,
             max_counters: args.max_counters.unwrap_or(1_000_000).max(1),
             bounds,
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs.unwrap_or(10)),
@@ -470,7 +497,8 @@ mod tests {
         assert!(!s.charge_rejected);
         assert!(s.watch);
         assert_eq!(s.near_limit_ratio, 0.8);
-        assert_eq!(s.response_headers, None);
+        assert_eq!(s.header_style, HeaderStyle::Off);
+        assert_eq!(s.hash_values_key_file, None);
     }
 
     #[test]
@@ -513,7 +541,9 @@ mod tests {
         assert!(s.quota_mode);
         assert_eq!(s.key_prefix, "rl:");
         assert_eq!(s.near_limit_ratio, 0.9);
-        let headers = s.response_headers.expect("headers on");
+        let HeaderStyle::RateLimit(headers) = s.header_style else {
+            panic!("headers on: {:?}", s.header_style);
+        };
         assert_eq!(headers.remaining, "X-Left");
         assert_eq!(headers.limit, "RateLimit-Limit");
         assert_eq!(s.log_level, "debug");
@@ -537,6 +567,34 @@ mod tests {
         assert_eq!(s.config, PathBuf::from("a.yaml"));
         assert_eq!(s.grpc_addr, "127.0.0.1:1".parse().expect("addr"));
         assert!(s.charge_rejected);
+    }
+
+    #[test]
+    fn header_styles() {
+        for (flag, want) in [
+            ("--response-headers=off", HeaderStyle::Off),
+            (
+                "--response-headers",
+                HeaderStyle::RateLimit(HeaderNames::default()),
+            ),
+            (
+                "--response-headers=true",
+                HeaderStyle::RateLimit(HeaderNames::default()),
+            ),
+            ("--response-headers=x-ratelimit", HeaderStyle::XRateLimit),
+            ("--response-headers=IETF", HeaderStyle::Ietf),
+        ] {
+            let s = resolve(&["--config", "a", flag], &[]).expect("valid");
+            assert_eq!(s.header_style, want, "{flag}");
+        }
+        let err = resolve(&["--config", "a", "--response-headers=fancy"], &[]).expect_err("bad");
+        assert!(err.to_string().contains("x-ratelimit"), "{err}");
+        let s = resolve(
+            &["--config", "a", "--hash-values-key-file", "/run/secret"],
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(s.hash_values_key_file, Some(PathBuf::from("/run/secret")));
     }
 
     #[test]

@@ -1,8 +1,12 @@
-//! The Redis script against the memory store: the same random batches (repeated keys, refunds,
-//! looks, every role and admission) must produce the same outcomes from both. This is what keeps
-//! the Lua mirror of `storage::rejects` and of the batch-order rule honest.
+//! The Redis script against the memory store: the same random batches (every algorithm, fixed and
+//! calendar windows, repeated keys, refunds, looks, every role and admission, time moving between
+//! batches) must produce the same outcomes from both. This is what keeps the Lua mirror of
+//! `algorithm::step` and of `storage::rejects` honest, down to the token bucket's floating-point
+//! arithmetic.
 //!
-//! Time does not move here (one window, long TTLs); expiry is covered by the conformance suite.
+//! Both stores read one manual clock: the Redis store pins the script's time to it
+//! (`RedisClock::Pinned`), so Redis's own `TIME` does not enter. Expiry is covered by the
+//! conformance suite.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -10,15 +14,18 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
+use sluice_server::algorithm::calendar::CalendarUnit;
+use sluice_server::algorithm::{Algorithm, Period, Policy};
 use sluice_server::clock::ManualClock;
 use sluice_server::storage::memory::MemoryStore;
-use sluice_server::storage::redis::{RedisOptions, RedisStore};
+use sluice_server::storage::redis::{RedisClock, RedisOptions, RedisStore};
 use sluice_server::storage::{Admission, Batch, Hit, Role, Store};
 use sluice_tests::redis::RedisServer;
 
 struct Shared {
     runtime: tokio::runtime::Runtime,
     redis: RedisStore,
+    clock: Arc<ManualClock>,
     _server: RedisServer,
 }
 
@@ -31,18 +38,21 @@ fn shared() -> &'static Shared {
             .enable_all()
             .build()
             .expect("tokio runtime");
+        let clock = Arc::new(ManualClock::new(Duration::ZERO));
         let redis = runtime
             .block_on(RedisStore::connect(
                 &server.url(),
                 RedisOptions {
                     timeout: Duration::from_secs(2),
                     pool_size: 1,
+                    clock: RedisClock::Pinned(clock.clone()),
                 },
             ))
             .expect("connect");
         Shared {
             runtime,
             redis,
+            clock,
             _server: server,
         }
     })
@@ -56,11 +66,51 @@ fn admission() -> impl Strategy<Value = Admission> {
     prop_oneof![Just(Admission::AllOrNothing), Just(Admission::ChargeAll)]
 }
 
-/// `(key index, limit, delta, role)`: three keys, so batches often repeat one.
-fn batch() -> impl Strategy<Value = (Admission, Vec<(u8, u64, i64, Role)>)> {
+/// Limits small enough to be reached, windows from a second to a calendar month, and token
+/// buckets whose refill interval is rarely a whole number of microseconds.
+fn policy() -> impl Strategy<Value = Policy> {
+    let algorithm = prop_oneof![
+        Just(Algorithm::FixedWindow),
+        Just(Algorithm::SlidingWindow),
+        Just(Algorithm::TokenBucket),
+    ];
+    let period = prop_oneof![
+        3 => prop_oneof![Just(1u64), Just(3), Just(7), Just(60)].prop_map(Period::Seconds),
+        1 => prop_oneof![
+            Just(CalendarUnit::Day),
+            Just(CalendarUnit::Week),
+            Just(CalendarUnit::Month),
+        ]
+        .prop_map(|u| Period::Calendar(u, 1)),
+    ];
+    (algorithm, period, 0u64..7, 1u64..8).prop_map(|(algorithm, period, limit, burst)| {
+        // Calendar windows are fixed windows only, as the config enforces.
+        let algorithm = match period {
+            Period::Calendar(..) => Algorithm::FixedWindow,
+            _ => algorithm,
+        };
+        Policy {
+            algorithm,
+            period,
+            limit,
+            burst: if algorithm == Algorithm::TokenBucket {
+                burst
+            } else {
+                limit
+            },
+        }
+    })
+}
+
+/// `(key index, delta, role)` per hit: three counters, so batches often repeat one.
+type RawBatch = (Admission, u64, Vec<(u8, i64, Role)>);
+
+fn batch() -> impl Strategy<Value = RawBatch> {
     (
         admission(),
-        prop::collection::vec((0u8..3, 0u64..6, -3i64..=4, role()), 0..5),
+        // Time passing before the batch: often none, sometimes across windows.
+        prop_oneof![2 => Just(0u64), 2 => 0u64..2_000_000, 1 => 0u64..90_000_000],
+        prop::collection::vec((0u8..3, -3i64..=4, role()), 0..5),
     )
 }
 
@@ -74,23 +124,25 @@ proptest! {
     })]
 
     #[test]
-    fn redis_matches_memory(batches in prop::collection::vec(batch(), 1..25)) {
+    fn redis_matches_memory(
+        policies in prop::collection::vec(policy(), 3),
+        start in 1_700_000_000_000_000u64..1_800_000_000_000_000,
+        batches in prop::collection::vec(batch(), 1..25),
+    ) {
         static CASE: AtomicU64 = AtomicU64::new(0);
         let case = CASE.fetch_add(1, Ordering::Relaxed);
         let shared = shared();
-        let memory = MemoryStore::new(
-            1_000,
-            Arc::new(ManualClock::new(Duration::from_secs(1_700_000_000))),
-        );
-        for (admission, hits) in batches {
+        shared.clock.set(Duration::from_micros(start));
+        let memory = MemoryStore::new(1_000, shared.clock.clone());
+        for (admission, advance, hits) in batches {
+            shared.clock.advance(Duration::from_micros(advance));
             let batch = Batch {
                 admission,
                 hits: hits
                     .into_iter()
-                    .map(|(k, limit, delta, role)| Hit {
+                    .map(|(k, delta, role)| Hit {
                         key: format!("diff:{case}:{k}").into_bytes(),
-                        ttl_secs: 600,
-                        limit,
+                        policy: policies[usize::from(k)],
                         delta,
                         role,
                     })

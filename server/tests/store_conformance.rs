@@ -9,8 +9,10 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use sluice_server::algorithm::calendar::CalendarUnit;
+use sluice_server::algorithm::{Algorithm, MICROS_PER_SEC, Period, Policy};
 use sluice_server::clock::ManualClock;
-use sluice_server::storage::keys::counter_key;
+use sluice_server::storage::keys::KeySchema;
 use sluice_server::storage::memory::MemoryStore;
 use sluice_server::storage::redis::{RedisOptions, RedisStore};
 use sluice_server::storage::{Admission, Batch, Hit, Outcome, Role, Store, StoreError};
@@ -33,7 +35,8 @@ struct Memory {
 
 impl Memory {
     fn new() -> Self {
-        let clock = Arc::new(ManualClock::new(Duration::from_secs(1_700_000_000)));
+        // A round minute, so a window of 60 s or a divisor of it starts now.
+        let clock = Arc::new(ManualClock::new(Duration::from_secs(1_700_000_040)));
         Self {
             store: Arc::new(MemoryStore::new(10_000, clock.clone())),
             clock,
@@ -47,7 +50,7 @@ impl Fixture for Memory {
         &self.store
     }
     fn key(&self, name: &str) -> Vec<u8> {
-        counter_key(b"", "conformance", [("k", name)], 60, 1_700_000_000)
+        KeySchema::default().counter_key("conformance", [("k", name)], &fixed(60, 0))
     }
     async fn stored(&self) -> usize {
         self.store.len()
@@ -97,12 +100,10 @@ impl Fixture for Redis {
         &self.store
     }
     fn key(&self, name: &str) -> Vec<u8> {
-        counter_key(
-            self.prefix.as_bytes(),
+        KeySchema::new(self.prefix.as_str(), None).counter_key(
             "conformance",
             [("k", name)],
-            60,
-            1_700_000_000,
+            &fixed(60, 0),
         )
     }
     async fn stored(&self) -> usize {
@@ -119,6 +120,7 @@ fn options() -> RedisOptions {
     RedisOptions {
         timeout: Duration::from_secs(2),
         pool_size: 2,
+        ..Default::default()
     }
 }
 
@@ -130,28 +132,56 @@ async fn raw_connection(url: &str) -> redis::aio::MultiplexedConnection {
         .expect("raw redis connection")
 }
 
-fn hit(key: &[u8], limit: u64, delta: i64, role: Role) -> Hit {
+fn fixed(secs: u64, limit: u64) -> Policy {
+    Policy {
+        algorithm: Algorithm::FixedWindow,
+        period: Period::Seconds(secs),
+        limit,
+        burst: limit,
+    }
+}
+
+fn with(key: &[u8], policy: Policy, delta: i64, role: Role) -> Hit {
     Hit {
         key: key.to_vec(),
-        ttl_secs: 60,
-        limit,
+        policy,
         delta,
         role,
     }
+}
+
+/// A hit on a one-minute fixed window.
+fn hit(key: &[u8], limit: u64, delta: i64, role: Role) -> Hit {
+    with(key, fixed(60, limit), delta, role)
 }
 
 fn enforce(key: &[u8], limit: u64, delta: i64) -> Hit {
     hit(key, limit, delta, Role::Enforce)
 }
 
-async fn apply<S: Store>(store: &S, admission: Admission, hits: Vec<Hit>) -> Outcome {
+async fn apply_full<S: Store>(store: &S, admission: Admission, hits: Vec<Hit>) -> Outcome {
     store
         .apply(&Batch { hits, admission })
         .await
         .expect("the store answers")
 }
 
-async fn strict<S: Store>(store: &S, hits: Vec<Hit>) -> Outcome {
+/// What most cases compare: each hit's count before the request, and whether it was charged.
+#[derive(Debug, PartialEq, Eq)]
+struct Seen {
+    before: Vec<u64>,
+    charged: bool,
+}
+
+async fn apply<S: Store>(store: &S, admission: Admission, hits: Vec<Hit>) -> Seen {
+    let out = apply_full(store, admission, hits).await;
+    Seen {
+        before: out.readings.iter().map(|r| r.used_before).collect(),
+        charged: out.charged,
+    }
+}
+
+async fn strict<S: Store>(store: &S, hits: Vec<Hit>) -> Seen {
     apply(store, Admission::AllOrNothing, hits).await
 }
 
@@ -160,8 +190,8 @@ async fn value<S: Store>(store: &S, key: &[u8]) -> u64 {
     strict(store, vec![enforce(key, u64::MAX, 0)]).await.before[0]
 }
 
-fn outcome(before: &[u64], charged: bool) -> Outcome {
-    Outcome {
+fn outcome(before: &[u64], charged: bool) -> Seen {
+    Seen {
         before: before.to_vec(),
         charged,
     }
@@ -396,6 +426,105 @@ async fn concurrent_requests_never_overshoot<F: Fixture>(f: F) {
     );
 }
 
+async fn token_bucket_burst_then_exact_refill<F: Fixture>(f: F) {
+    let (s, k) = (f.store(), f.key("bucket"));
+    // 2 per second (500 ms a token), bursts of 3.
+    let bucket = Policy {
+        algorithm: Algorithm::TokenBucket,
+        period: Period::Seconds(1),
+        limit: 2,
+        burst: 3,
+    };
+    let take = |delta| with(&k, bucket, delta, Role::Enforce);
+    let out = apply_full(&**s, Admission::AllOrNothing, vec![take(3)]).await;
+    assert!(out.charged);
+    assert_eq!(out.readings[0].remaining(true), 0);
+    let out = apply_full(&**s, Admission::AllOrNothing, vec![take(1)]).await;
+    if !out.charged {
+        // Redis's clock moves: unless 500 ms passed, the wait is at most one token's refill.
+        let wait = out.readings[0].wait;
+        assert!(wait > 0 && wait <= 500_000, "wait {wait} µs");
+        assert!(out.readings[0].over);
+    }
+    // A refund gives tokens back, never more than a full bucket.
+    let out = apply_full(&**s, Admission::AllOrNothing, vec![take(-10)]).await;
+    assert!(out.charged);
+    assert_eq!(out.readings[0].remaining(true), 3);
+    assert_eq!(f.stored().await, 0, "a full bucket needs no counter");
+}
+
+async fn sliding_window_rejects_within_the_window<F: Fixture>(f: F) {
+    let (s, k) = (f.store(), f.key("sliding"));
+    let sliding = Policy {
+        algorithm: Algorithm::SlidingWindow,
+        period: Period::Seconds(600),
+        limit: 3,
+        burst: 3,
+    };
+    let take = |delta| with(&k, sliding, delta, Role::Enforce);
+    assert!(strict(&**s, vec![take(2)]).await.charged);
+    assert!(strict(&**s, vec![take(1)]).await.charged);
+    let out = apply_full(&**s, Admission::AllOrNothing, vec![take(1)]).await;
+    assert!(!out.charged);
+    // The hits leave at the earliest one window after their 30 s sub-window began.
+    let wait = out.readings[0].wait;
+    assert!(
+        wait > 570 * MICROS_PER_SEC && wait <= 630 * MICROS_PER_SEC,
+        "wait {wait} µs"
+    );
+    let out = apply_full(&**s, Admission::AllOrNothing, vec![take(-1)]).await;
+    assert_eq!(out.readings[0].used_after, 2);
+    assert!(strict(&**s, vec![take(1)]).await.charged);
+    assert_eq!(f.stored().await, 1);
+}
+
+async fn every_algorithm_in_one_all_or_nothing_batch<F: Fixture>(f: F) {
+    let s = f.store();
+    let (a, b, c) = (f.key("fixed"), f.key("sliding"), f.key("bucket"));
+    let sliding = Policy {
+        algorithm: Algorithm::SlidingWindow,
+        ..fixed(3600, 5)
+    };
+    let bucket = Policy {
+        algorithm: Algorithm::TokenBucket,
+        ..fixed(3600, 1)
+    };
+    let batch = |delta_c| {
+        vec![
+            with(&a, fixed(3600, 5), 1, Role::Enforce),
+            with(&b, sliding, 1, Role::Enforce),
+            with(&c, bucket, delta_c, Role::Enforce),
+        ]
+    };
+    assert!(strict(&**s, batch(1)).await.charged);
+    // The bucket (1 per hour) is empty: the whole request is refused, and the fixed and sliding
+    // windows keep their counts.
+    let seen = strict(&**s, batch(1)).await;
+    assert_eq!(seen, outcome(&[1, 1, 1], false));
+    // Looking at the bucket does not need a token: admitted, and the others are charged.
+    let seen = strict(&**s, batch(0)).await;
+    assert_eq!(seen, outcome(&[1, 1, 1], true));
+    let look = strict(&**s, vec![with(&a, fixed(3600, 5), 0, Role::Enforce)]).await;
+    assert_eq!(look.before, [2]);
+}
+
+async fn calendar_month_quota_counts_costs<F: Fixture>(f: F) {
+    let (s, k) = (f.store(), f.key("storage"));
+    let month = Policy {
+        period: Period::Calendar(CalendarUnit::Month, 1),
+        ..fixed(0, 10_737_418_240)
+    };
+    let take = |delta| with(&k, month, delta, Role::Enforce);
+    let out = apply_full(&**s, Admission::AllOrNothing, vec![take(10_000_000_000)]).await;
+    assert!(out.charged);
+    assert_eq!(out.readings[0].remaining(true), 737_418_240);
+    // Until the first of next month: never more than 31 days.
+    assert!(out.readings[0].reset <= 31 * 86_400 * MICROS_PER_SEC);
+    let out = apply_full(&**s, Admission::AllOrNothing, vec![take(1_000_000_000)]).await;
+    assert!(!out.charged);
+    assert_eq!(out.readings[0].wait, out.readings[0].reset);
+}
+
 /// Instantiates every generic case for both backends.
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -430,6 +559,10 @@ conformance!(
     duplicate_keys_apply_in_batch_order,
     an_empty_batch_is_admitted,
     concurrent_requests_never_overshoot,
+    token_bucket_burst_then_exact_refill,
+    sliding_window_rejects_within_the_window,
+    every_algorithm_in_one_all_or_nothing_batch,
+    calendar_month_quota_counts_costs,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -439,8 +572,7 @@ conformance!(
 async fn memory_counters_expire_with_their_window() {
     let f = Memory::new();
     let (s, k) = (&*f.store, f.key("k"));
-    let mut h = enforce(&k, 2, 2);
-    h.ttl_secs = 30;
+    let h = with(&k, fixed(30, 2), 2, Role::Enforce);
     strict(s, vec![h.clone()]).await;
     assert!(!strict(s, vec![h.clone()]).await.charged);
 
@@ -456,29 +588,46 @@ async fn memory_counters_expire_with_their_window() {
 // ---------------------------------------------------------------------------------------------
 // Redis only.
 
+/// Each state's TTL is when it stops carrying information: the window's end, the bucket's refill,
+/// the newest sub-window leaving. Later hits in the same window keep the window's end.
 #[tokio::test]
-async fn redis_expiry_is_set_once_at_creation() {
+async fn redis_expiry_follows_the_state() {
     let f = Redis::new("redis_expiry").await;
-    let (s, k) = (&*f.store, f.key("k"));
-    let mut h = enforce(&k, 100, 1);
-    h.ttl_secs = 90;
-    strict(s, vec![h.clone()]).await;
-    let ttl = f.ttl_ms(&k).await;
-    assert!(ttl > 0 && ttl <= 90_000, "PTTL {ttl}");
+    let s = &*f.store;
+    let within = |ttl: i64, low: i64, high: i64| {
+        assert!(
+            ttl >= low && ttl <= high,
+            "PTTL {ttl} not in [{low}, {high}]"
+        );
+    };
 
-    // Pretend most of the window has passed; later hits must not push the expiry back.
-    let _: () = redis::cmd("EXPIRE")
-        .arg(&k)
-        .arg(20)
-        .query_async(&mut f.raw.clone())
-        .await
-        .expect("EXPIRE");
+    let k = f.key("fixed");
+    let h = with(&k, fixed(90, 100), 1, Role::Enforce);
     strict(s, vec![h.clone()]).await;
-    strict(s, vec![enforce(&k, 100, -5)]).await;
+    within(f.ttl_ms(&k).await, 1, 90_000);
+    let first = f.ttl_ms(&k).await;
     strict(s, vec![h.clone()]).await;
-    let ttl = f.ttl_ms(&k).await;
-    assert!(ttl > 0 && ttl <= 20_000, "PTTL {ttl} after more hits");
-    assert_eq!(value(s, &k).await, 1);
+    strict(s, vec![with(&k, fixed(90, 100), -1, Role::Enforce)]).await;
+    // The same window end, give or take the milliseconds between the calls.
+    within(f.ttl_ms(&k).await, first - 1_000, first);
+
+    let k = f.key("bucket");
+    let bucket = Policy {
+        algorithm: Algorithm::TokenBucket,
+        ..fixed(100, 10)
+    };
+    strict(s, vec![with(&k, bucket, 3, Role::Enforce)]).await;
+    // Three tokens at 10 s each: full again in 30 s.
+    within(f.ttl_ms(&k).await, 29_000, 30_000);
+
+    let k = f.key("sliding");
+    let sliding = Policy {
+        algorithm: Algorithm::SlidingWindow,
+        ..fixed(20, 10)
+    };
+    strict(s, vec![with(&k, sliding, 1, Role::Enforce)]).await;
+    // The current one-second sub-window stops counting 20 s after it ends.
+    within(f.ttl_ms(&k).await, 20_000, 21_000);
 }
 
 #[tokio::test]
@@ -503,8 +652,38 @@ async fn redis_expired_counters_read_as_absent() {
     let ttl = f.ttl_ms(&k).await;
     assert!(
         ttl > 0 && ttl <= 60_000,
-        "a new window gets a new expiry: {ttl}"
+        "a new counter gets the window's expiry: {ttl}"
     );
+}
+
+/// The stored shapes are what `scripts.rs` documents, so operators can read them.
+#[tokio::test]
+async fn redis_stored_states_are_readable() {
+    let f = Redis::new("redis_shapes").await;
+    let s = &*f.store;
+    let k = f.key("fixed");
+    strict(s, vec![with(&k, fixed(60, 10), 4, Role::Enforce)]).await;
+    let (start, count): (u64, u64) = redis::cmd("HMGET")
+        .arg(&k)
+        .arg("w")
+        .arg("n")
+        .query_async(&mut f.raw.clone())
+        .await
+        .expect("HMGET");
+    assert_eq!(count, 4);
+    assert_eq!(start % 60, 0, "the window start, aligned to the epoch");
+    let k = f.key("bucket");
+    let bucket = Policy {
+        algorithm: Algorithm::TokenBucket,
+        ..fixed(60, 10)
+    };
+    strict(s, vec![with(&k, bucket, 1, Role::Enforce)]).await;
+    let tat: u64 = redis::cmd("GET")
+        .arg(&k)
+        .query_async(&mut f.raw.clone())
+        .await
+        .expect("GET");
+    assert!(tat > 1_700_000_000 * MICROS_PER_SEC, "a TAT in µs: {tat}");
 }
 
 #[tokio::test]
@@ -577,6 +756,7 @@ async fn redis_outage_is_a_bounded_transient_error() {
         RedisOptions {
             timeout,
             pool_size: 2,
+            ..Default::default()
         },
     )
     .await
@@ -610,13 +790,7 @@ async fn redis_outage_is_a_bounded_transient_error() {
     server.restart();
     let deadline = Instant::now() + Duration::from_secs(5);
     let out = loop {
-        match store
-            .apply(&Batch {
-                hits: vec![enforce(&k, 5, 1)],
-                admission: Admission::AllOrNothing,
-            })
-            .await
-        {
+        match apply_try(&store, vec![enforce(&k, 5, 1)]).await {
             Ok(out) => break out,
             Err(err) => {
                 assert!(err.is_transient(), "{err:?}");
@@ -626,4 +800,17 @@ async fn redis_outage_is_a_bounded_transient_error() {
         }
     };
     assert_eq!(out, outcome(&[0], true));
+}
+
+async fn apply_try<S: Store>(store: &S, hits: Vec<Hit>) -> Result<Seen, StoreError> {
+    let out = store
+        .apply(&Batch {
+            hits,
+            admission: Admission::AllOrNothing,
+        })
+        .await?;
+    Ok(Seen {
+        before: out.readings.iter().map(|r| r.used_before).collect(),
+        charged: out.charged,
+    })
 }

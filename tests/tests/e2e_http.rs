@@ -38,6 +38,9 @@ async fn json_endpoint_speaks_the_reference_shape() {
         .expect("duration string")
         .to_string();
     assert!(reset.ends_with('s'), "{reset}");
+    // The header is the duration in whole seconds, rounded up.
+    let reset_secs: f64 = reset.trim_end_matches('s').parse().expect("seconds");
+    let reset_header = (reset_secs.ceil() as u64).to_string();
     assert_eq!(
         body,
         json!({
@@ -51,7 +54,7 @@ async fn json_endpoint_speaks_the_reference_shape() {
             "responseHeadersToAdd": [
                 {"key": "RateLimit-Limit", "value": "2"},
                 {"key": "RateLimit-Remaining", "value": "1"},
-                {"key": "RateLimit-Reset", "value": reset.trim_end_matches('s')},
+                {"key": "RateLimit-Reset", "value": reset_header},
             ],
         })
     );

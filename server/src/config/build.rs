@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::error::{ConfigError, Position};
-use super::model::{Level, Limit, Node, Rule, RuleSet};
+use super::model::{Algorithm, Kind, Level, Limit, Node, RateLimit, Rule, RuleSet};
 use super::parse::{Problem, RawDescriptor, RawFile};
 use super::yaml::Mark;
 
@@ -202,7 +202,6 @@ impl Walk<'_> {
                     domain: self.domain.clone(),
                     levels: self.levels.clone(),
                     limit: rl.limit,
-                    name: rl.name,
                     replaces: rl.replaces,
                     // Per node, not inherited: the reference reads these from the descriptor
                     // that carries the `rate_limit`.
@@ -233,20 +232,25 @@ impl Walk<'_> {
     }
 }
 
-/// One line per rule, sorted by stats name: `name: limit[, flags]`.
+/// One line per rule, sorted by stats name: `name: limit[; limit...][, flags]`, each limit as
+/// `N per [multiplier ]UNIT` followed by whatever differs from a plain fixed window.
 fn dump_rule(out: &mut String, rule: &Rule) {
     let _ = write!(out, "{}: ", rule.stat_key);
-    match rule.limit {
-        Limit::Unlimited => out.push_str("unlimited"),
-        Limit::PerUnit {
-            requests_per_unit,
-            unit,
-        } => {
-            let _ = write!(out, "{requests_per_unit} per {}", unit.as_str());
+    match &rule.limit {
+        Limit::Unlimited { name } => {
+            out.push_str("unlimited");
+            if let Some(name) = name {
+                let _ = write!(out, " name={name}");
+            }
         }
-    }
-    if let Some(name) = &rule.name {
-        let _ = write!(out, ", name={name}");
+        Limit::Limited(limits) => {
+            for (i, l) in limits.iter().enumerate() {
+                if i > 0 {
+                    out.push_str("; ");
+                }
+                dump_limit(out, l);
+            }
+        }
     }
     if !rule.replaces.is_empty() {
         let _ = write!(out, ", replaces=[{}]", rule.replaces.join(", "));
@@ -269,4 +273,30 @@ fn dump_rule(out: &mut String, rule: &Rule) {
         }
     }
     out.push('\n');
+}
+
+fn dump_limit(out: &mut String, l: &RateLimit) {
+    let _ = write!(out, "{} per ", l.requests_per_unit);
+    if l.unit_multiplier != 1 {
+        let _ = write!(out, "{} ", l.unit_multiplier);
+    }
+    out.push_str(l.unit.as_str());
+    if l.calendar {
+        out.push_str(" calendar");
+    }
+    if l.algorithm != Algorithm::FixedWindow {
+        let _ = write!(out, " {}", l.algorithm.as_str());
+    }
+    if l.algorithm == Algorithm::TokenBucket {
+        let _ = write!(out, " burst={}", l.burst);
+    }
+    if l.kind != Kind::for_window(l.window_secs()) {
+        let _ = write!(out, " kind={}", l.kind.as_str());
+    }
+    if l.over_limit_status != 429 {
+        let _ = write!(out, " status={}", l.over_limit_status);
+    }
+    if let Some(name) = &l.name {
+        let _ = write!(out, " name={name}");
+    }
 }

@@ -11,7 +11,18 @@
 //!     value: "/api/*"          # `*` matches any run of characters, anywhere in the value
 //!     share_threshold: true    # every matching path shares one counter
 //!     rate_limit: { unit: minute, requests_per_unit: 600, name: api, replaces: [{ name: x }] }
+//!   - key: team_id                   # Sluice's additions, all optional
+//!     rate_limits:                   # several limits, all must pass
+//!       - { unit: second, requests_per_unit: 10, algorithm: token_bucket, burst: 20 }
+//!       - { unit: day, requests_per_unit: 10000, kind: quota, over_limit_status: 402 }
+//!   - key: app_id
+//!     rate_limit: { unit: minute, unit_multiplier: 5, requests_per_unit: 100, algorithm: sliding_window }
+//!   - key: storage_bytes
+//!     rate_limit: { unit: month, calendar: true, requests_per_unit: 10737418240 }
 //! ```
+//!
+//! A file without Sluice's additions decides exactly as the reference does (`config/limit.rs` reads
+//! them).
 //!
 //! Loading is stricter than the reference in one way: each mapping has its own field list, so a
 //! field in the wrong place (`requests_per_unit` on a descriptor, `shadow_mode` inside
@@ -22,6 +33,7 @@
 
 mod build;
 mod error;
+mod limit;
 mod model;
 mod parse;
 mod watch;

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::algorithm::calendar::CalendarUnit;
+pub use crate::algorithm::{Algorithm, Period, Policy};
+
 /// A window length, as Envoy names it. MONTH and YEAR are fixed 30- and 365-day windows, as in
 /// envoyproxy/ratelimit, so counters line up with the reference service's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -90,13 +93,122 @@ impl Unit {
     }
 }
 
+/// Whether hitting a limit is a short throttle (retry soon) or a spent quota (retry after a
+/// reset, or pay): clients and the problem document tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Throttle,
+    Quota,
+}
+
+impl Kind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::Throttle => "throttle",
+            Kind::Quota => "quota",
+        }
+    }
+
+    /// The default for a window: a throttle below one day, a quota from one day up.
+    pub fn for_window(secs: u64) -> Kind {
+        if secs < 86_400 {
+            Kind::Throttle
+        } else {
+            Kind::Quota
+        }
+    }
+}
+
+/// One limit: a `rate_limit`, or one entry of `rate_limits`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Reported as `current_limit.name`, used as the policy name in headers and problem
+    /// documents, and the name `replaces` refers to.
+    pub name: Option<String>,
+    pub requests_per_unit: u64,
+    pub unit: Unit,
+    /// The window is `unit_multiplier` units (≥ 1).
+    pub unit_multiplier: u32,
+    pub algorithm: Algorithm,
+    /// Token bucket capacity; `requests_per_unit` unless configured.
+    pub burst: u64,
+    /// Day, week, month and year windows follow the UTC calendar.
+    pub calendar: bool,
+    pub kind: Kind,
+    /// The HTTP status a proxy building its own reply should use (429 unless configured).
+    pub over_limit_status: u16,
+}
+
+impl RateLimit {
+    /// A plain fixed window, as the reference service knows them.
+    pub fn fixed(requests_per_unit: u64, unit: Unit) -> Self {
+        RateLimit {
+            name: None,
+            requests_per_unit,
+            unit,
+            unit_multiplier: 1,
+            algorithm: Algorithm::FixedWindow,
+            burst: requests_per_unit,
+            calendar: false,
+            kind: Kind::for_window(unit.seconds()),
+            over_limit_status: 429,
+        }
+    }
+
+    /// The window as the stores see it.
+    pub fn period(&self) -> Period {
+        match (self.calendar, self.unit) {
+            (true, Unit::Day) => Period::Calendar(CalendarUnit::Day, self.unit_multiplier),
+            (true, Unit::Week) => Period::Calendar(CalendarUnit::Week, self.unit_multiplier),
+            (true, Unit::Month) => Period::Calendar(CalendarUnit::Month, self.unit_multiplier),
+            (true, Unit::Year) => Period::Calendar(CalendarUnit::Year, self.unit_multiplier),
+            _ => Period::Seconds(self.unit.seconds() * u64::from(self.unit_multiplier)),
+        }
+    }
+
+    pub fn policy(&self) -> Policy {
+        Policy {
+            algorithm: self.algorithm,
+            period: self.period(),
+            limit: self.requests_per_unit,
+            burst: self.burst,
+        }
+    }
+
+    /// The nominal window length in seconds.
+    pub fn window_secs(&self) -> u64 {
+        self.period().nominal_secs()
+    }
+
+    /// The window in words: `minute`, `5 minutes`, `calendar month`, `3 calendar months`.
+    pub fn describe_window(&self) -> String {
+        let unit = self.unit.as_str().to_ascii_lowercase();
+        let calendar = if self.calendar { "calendar " } else { "" };
+        match self.unit_multiplier {
+            1 => format!("{calendar}{unit}"),
+            n => format!("{n} {calendar}{unit}s"),
+        }
+    }
+}
+
 /// What a rule allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Limit {
-    /// `unlimited: true`: always OK, never counted.
-    Unlimited,
-    /// `requests_per_unit` per fixed `unit` window.
-    PerUnit { requests_per_unit: u32, unit: Unit },
+    /// `unlimited: true`: always OK, never counted. A name lets another rule's `replaces` drop it
+    /// (the descriptor then reports no limit instead of an unlimited one, as the reference does).
+    Unlimited { name: Option<String> },
+    /// One or more limits; a request must fit every one of them.
+    Limited(Box<[RateLimit]>),
+}
+
+impl Limit {
+    /// The limits to count (none for an unlimited rule).
+    pub fn limits(&self) -> &[RateLimit] {
+        match self {
+            Limit::Unlimited { .. } => &[],
+            Limit::Limited(l) => l,
+        }
+    }
 }
 
 /// One level of the path from a domain to a rule, as written in the config.
@@ -120,7 +232,8 @@ pub struct Rule {
     /// keys and metric names can be derived from it without looking at the tree again.
     pub levels: Vec<Level>,
     pub limit: Limit,
-    pub name: Option<String>,
+    /// Names of rules (limits) that this rule's match drops from the same request: the union of
+    /// every `replaces` of its limits, unlimited ones included.
     pub replaces: Vec<String>,
     pub shadow_mode: bool,
     pub quota_mode: bool,

@@ -7,7 +7,7 @@
 //! right place is accepted, including YAML 1.1 booleans (`yes`, `on`) and merge keys (`<<`),
 //! because its parser (Go's yaml.v2) reads them.
 
-use super::model::{Limit, Unit};
+use super::limit::RawLimits;
 use super::yaml::{self, Kind, Mark, Yaml};
 
 /// A value with the position of its first character.
@@ -29,20 +29,14 @@ pub(super) struct RawDescriptor {
     pub key: Spanned<String>,
     /// `None` for a bare key; an empty `value` counts as none, as in the reference.
     pub value: Option<String>,
-    pub rate_limit: Option<RawRateLimit>,
+    /// From `rate_limit` or `rate_limits`; `None` when absent or invalid (already reported).
+    pub rate_limit: Option<RawLimits>,
     pub descriptors: Vec<RawDescriptor>,
     pub shadow_mode: bool,
     pub quota_mode: bool,
     pub detailed_metric: bool,
     pub value_to_metric: bool,
     pub share_threshold: bool,
-}
-
-#[derive(Debug)]
-pub(super) struct RawRateLimit {
-    pub limit: Limit,
-    pub name: Option<String>,
-    pub replaces: Vec<String>,
 }
 
 /// A problem at a position of the file being read.
@@ -54,7 +48,7 @@ pub(super) enum Problem {
 
 /// The mappings of the format, each with its own fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Place {
+pub(super) enum Place {
     Top,
     Descriptor,
     RateLimit,
@@ -66,6 +60,7 @@ const DESCRIPTOR_FIELDS: &[&str] = &[
     "key",
     "value",
     "rate_limit",
+    "rate_limits",
     "descriptors",
     "shadow_mode",
     "quota_mode",
@@ -74,7 +69,19 @@ const DESCRIPTOR_FIELDS: &[&str] = &[
     "share_threshold",
     "metadata",
 ];
-const RATE_LIMIT_FIELDS: &[&str] = &["unit", "requests_per_unit", "unlimited", "name", "replaces"];
+const RATE_LIMIT_FIELDS: &[&str] = &[
+    "unit",
+    "requests_per_unit",
+    "unlimited",
+    "name",
+    "replaces",
+    "unit_multiplier",
+    "algorithm",
+    "burst",
+    "calendar",
+    "kind",
+    "over_limit_status",
+];
 const REPLACES_FIELDS: &[&str] = &["name"];
 
 impl Place {
@@ -111,13 +118,13 @@ impl Place {
 }
 
 /// The fields of one mapping, looked up by name.
-struct Fields<'y> {
-    at: Mark,
+pub(super) struct Fields<'y> {
+    pub at: Mark,
     entries: Vec<(&'y str, &'y Yaml)>,
 }
 
 impl<'y> Fields<'y> {
-    fn get(&self, name: &str) -> Option<&'y Yaml> {
+    pub fn get(&self, name: &str) -> Option<&'y Yaml> {
         self.entries
             .iter()
             .find(|(k, _)| *k == name)
@@ -148,17 +155,17 @@ pub(super) fn read(text: &str) -> (Option<RawFile>, Vec<Problem>) {
     (file, reader.problems)
 }
 
-struct Reader {
+pub(super) struct Reader {
     problems: Vec<Problem>,
 }
 
 impl Reader {
-    fn invalid(&mut self, at: Mark, reason: impl Into<String>) {
+    pub(super) fn invalid(&mut self, at: Mark, reason: impl Into<String>) {
         self.problems.push(Problem::Invalid(at, reason.into()));
     }
 
     /// Checks the field names of a mapping: unknown, misplaced, duplicate or non-scalar keys.
-    fn fields<'y>(&mut self, map: &'y Yaml, place: Place) -> Fields<'y> {
+    pub(super) fn fields<'y>(&mut self, map: &'y Yaml, place: Place) -> Fields<'y> {
         let Kind::Map(pairs) = &map.kind else {
             return Fields {
                 at: map.at,
@@ -323,7 +330,19 @@ impl Reader {
             );
         }
 
-        let rate_limit = f.get("rate_limit").and_then(|r| self.rate_limit(r));
+        let rate_limit = match (f.get("rate_limit"), f.get("rate_limits")) {
+            (Some(_), Some(list)) => {
+                self.invalid(
+                    list.at,
+                    "`rate_limit` and `rate_limits` cannot both be set on one descriptor: put \
+                     every limit in `rate_limits`",
+                );
+                None
+            }
+            (Some(one), None) => self.rate_limit(one),
+            (None, Some(list)) => self.rate_limits(list),
+            (None, None) => None,
+        };
         let descriptors = self.descriptor_list(f.get("descriptors"));
 
         Some(RawDescriptor {
@@ -339,121 +358,9 @@ impl Reader {
         })
     }
 
-    fn rate_limit(&mut self, y: &Yaml) -> Option<RawRateLimit> {
-        if !matches!(y.kind, Kind::Map(_)) {
-            self.invalid(
-                y.at,
-                format!(
-                    "`rate_limit` must be a mapping with `unit` and `requests_per_unit` \
-                     (or `unlimited: true`), found {}",
-                    y.describe()
-                ),
-            );
-            return None;
-        }
-        let f = self.fields(y, Place::RateLimit);
-        let unlimited = self.flag(&f, "unlimited");
-        // A missing `requests_per_unit` is 0, as in the reference: every request is over limit.
-        let requests_per_unit = match f.get("requests_per_unit") {
-            None => Some(0),
-            Some(n) => self.count(n),
-        };
-        let unit = f.get("unit").and_then(|u| {
-            let text = self.string(u, "unit")?;
-            Some((text, u.at))
-        });
-        let name = f.get("name").and_then(|n| self.string(n, "name"));
-        let name = name.filter(|n| !n.is_empty());
-        let replaces = self.replaces(f.get("replaces"), name.as_deref());
-
-        let limit = if unlimited {
-            if let Some((_, at)) = unit {
-                self.invalid(at, "`unit` must not be set together with `unlimited: true`");
-            }
-            Some(Limit::Unlimited)
-        } else {
-            match unit {
-                None => {
-                    self.invalid(f.at, "`rate_limit` needs a `unit` (or `unlimited: true`)");
-                    None
-                }
-                Some((text, at)) => match Unit::parse(&text) {
-                    Some(unit) => requests_per_unit.map(|requests_per_unit| Limit::PerUnit {
-                        requests_per_unit,
-                        unit,
-                    }),
-                    None => {
-                        self.invalid(
-                            at,
-                            format!(
-                                "unknown unit '{text}'; expected one of: second, minute, hour, \
-                                 day, week, month, year"
-                            ),
-                        );
-                        None
-                    }
-                },
-            }
-        };
-        Some(RawRateLimit {
-            limit: limit?,
-            name,
-            replaces,
-        })
-    }
-
-    fn replaces(&mut self, y: Option<&Yaml>, own_name: Option<&str>) -> Vec<String> {
-        let Some(y) = y else {
-            return Vec::new();
-        };
-        if y.is_null() {
-            return Vec::new();
-        }
-        let Kind::Seq(items) = &y.kind else {
-            self.invalid(
-                y.at,
-                format!(
-                    "`replaces` must be a list of `name:` entries, found {}",
-                    y.describe()
-                ),
-            );
-            return Vec::new();
-        };
-        let mut names = Vec::with_capacity(items.len());
-        for item in items {
-            if !matches!(item.kind, Kind::Map(_)) {
-                self.invalid(
-                    item.at,
-                    format!(
-                        "each `replaces` entry must be a mapping with a `name`, found {}",
-                        item.describe()
-                    ),
-                );
-                continue;
-            }
-            let f = self.fields(item, Place::Replaces);
-            let name = f.get("name").and_then(|n| self.string(n, "name"));
-            match name {
-                Some(n) if !n.is_empty() => {
-                    if Some(n.as_str()) == own_name {
-                        let at = f.get("name").map_or(f.at, |y| y.at);
-                        self.invalid(at, format!("rule '{n}' cannot replace itself"));
-                    } else {
-                        names.push(n);
-                    }
-                }
-                _ => {
-                    let at = f.get("name").map_or(f.at, |y| y.at);
-                    self.invalid(at, "a `replaces` entry needs a non-empty `name`");
-                }
-            }
-        }
-        names
-    }
-
     /// A string field. Any scalar is read by its text, as yaml.v2 does for a string target, so
     /// `value: 200` is the string "200". Null reads as absent.
-    fn string(&mut self, y: &Yaml, field: &str) -> Option<String> {
+    pub(super) fn string(&mut self, y: &Yaml, field: &str) -> Option<String> {
         match &y.kind {
             _ if y.is_null() => None,
             Kind::Scalar { text, .. } => Some(text.clone()),
@@ -468,7 +375,7 @@ impl Reader {
     }
 
     /// A boolean field; absent or null is false. Unquoted YAML 1.1 spellings are accepted.
-    fn flag(&mut self, f: &Fields<'_>, field: &str) -> bool {
+    pub(super) fn flag(&mut self, f: &Fields<'_>, field: &str) -> bool {
         let Some(y) = f.get(field) else {
             return false;
         };
@@ -495,105 +402,13 @@ impl Reader {
         );
         false
     }
-
-    /// `requests_per_unit`: an unquoted non-negative integer that fits in 32 bits.
-    fn count(&mut self, y: &Yaml) -> Option<u32> {
-        let field = "requests_per_unit";
-        let text = match &y.kind {
-            Kind::Scalar { text, plain: true } if !y.is_null() => text.as_str(),
-            Kind::Scalar { text, plain: false } => {
-                self.invalid(
-                    y.at,
-                    format!("`{field}` must be an integer, found the quoted string \"{text}\""),
-                );
-                return None;
-            }
-            _ => {
-                self.invalid(
-                    y.at,
-                    format!("`{field}` must be an integer, found {}", y.describe()),
-                );
-                return None;
-            }
-        };
-        match parse_count(text) {
-            Ok(n) => Some(n),
-            Err(why) => {
-                self.invalid(y.at, format!("`{field}` {why}, found '{text}'"));
-                None
-            }
-        }
-    }
-}
-
-/// Integers as yaml.v2 reads them for an unsigned target: decimal with optional `+` and `_`
-/// separators, or `0x`/`0o`/`0b` prefixed. A leading `0` means octal to yaml.v2 (`010` is 8), which
-/// no one writing a limit means, so it is refused rather than silently read either way.
-fn parse_count(text: &str) -> Result<u32, &'static str> {
-    let body = text.strip_prefix('+').unwrap_or(text);
-    if let Some(magnitude) = body.strip_prefix('-') {
-        let digits =
-            !magnitude.is_empty() && magnitude.chars().all(|c| c.is_ascii_digit() || c == '_');
-        return Err(if digits {
-            "must not be negative"
-        } else {
-            "must be an integer"
-        });
-    }
-    let (digits, radix) = if let Some(d) = body.strip_prefix("0x") {
-        (d, 16)
-    } else if let Some(d) = body.strip_prefix("0o") {
-        (d, 8)
-    } else if let Some(d) = body.strip_prefix("0b") {
-        (d, 2)
-    } else {
-        if body.len() > 1 && body.starts_with('0') && body.chars().all(|c| c.is_ascii_digit()) {
-            return Err("must not have a leading zero (YAML 1.1 would read it as octal)");
-        }
-        (body, 10)
-    };
-    let cleaned: String = digits.chars().filter(|&c| c != '_').collect();
-    if cleaned.is_empty() || !cleaned.chars().all(|c| c.is_digit(radix)) {
-        return Err("must be an integer");
-    }
-    u64::from_str_radix(&cleaned, radix)
-        .ok()
-        .and_then(|n| u32::try_from(n).ok())
-        .ok_or("must be at most 4294967295")
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn counts() {
-        let cases: &[(&str, Result<u32, &str>)] = &[
-            ("0", Ok(0)),
-            ("10", Ok(10)),
-            ("+7", Ok(7)),
-            ("1_000", Ok(1000)),
-            ("0x10", Ok(16)),
-            ("0o10", Ok(8)),
-            ("0b101", Ok(5)),
-            ("4294967295", Ok(u32::MAX)),
-            ("4294967296", Err("must be at most 4294967295")),
-            ("99999999999999999999999", Err("must be at most 4294967295")),
-            ("-1", Err("must not be negative")),
-            ("1.5", Err("must be an integer")),
-            ("1e3", Err("must be an integer")),
-            ("ten", Err("must be an integer")),
-            ("-", Err("must be an integer")),
-            (
-                "010",
-                Err("must not have a leading zero (YAML 1.1 would read it as octal)"),
-            ),
-        ];
-        for (text, want) in cases {
-            assert_eq!(parse_count(text), *want, "{text}");
-        }
-    }
+    use crate::config::model::{Limit, RateLimit, Unit};
 
     #[test]
     fn reads_a_full_descriptor() {
@@ -608,13 +423,9 @@ mod tests {
         assert_eq!(d.value.as_deref(), Some("200"));
         assert!(d.shadow_mode);
         let rl = d.rate_limit.as_ref().unwrap();
-        assert_eq!(
-            rl.limit,
-            Limit::PerUnit {
-                requests_per_unit: 5,
-                unit: Unit::Minute
-            }
-        );
+        let mut want = RateLimit::fixed(5, Unit::Minute);
+        want.name = Some("a".into());
+        assert_eq!(rl.limit, Limit::Limited(Box::new([want])));
         assert_eq!(rl.replaces, ["b"]);
     }
 }

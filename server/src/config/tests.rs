@@ -125,7 +125,12 @@ descriptors:
         .lookup("d", &[("parent", "p"), ("child", "c1")])
         .unwrap();
     assert!(!child.shadow_mode && !child.quota_mode && !child.detailed_metric);
-    assert_eq!(child.limit, Limit::Unlimited);
+    assert_eq!(
+        child.limit,
+        Limit::Unlimited {
+            name: Some("child".into())
+        }
+    );
     assert_eq!(&*child.stat_key, "d.parent.child_c*");
     assert_eq!(
         child.levels,
@@ -148,7 +153,7 @@ descriptors:
     assert_eq!(
         rules.dump,
         "d.parent: 3 per HOUR, shadow_mode, quota_mode, detailed_metric\n\
-         d.parent.child_c*: unlimited, name=child, share_threshold, value_to_metric\n"
+         d.parent.child_c*: unlimited name=child, share_threshold, value_to_metric\n"
     );
 }
 
@@ -179,26 +184,15 @@ descriptors:
     .unwrap();
     let r = rules.lookup("42", &[("status", "200")]).unwrap();
     assert!(r.shadow_mode);
-    assert_eq!(
-        r.limit,
-        Limit::PerUnit {
-            requests_per_unit: 1000,
-            unit: Unit::Second
-        }
-    );
+    assert_eq!(r.limit.limits(), [RateLimit::fixed(1000, Unit::Second)]);
     let z = rules.lookup("42", &[("zero", "anything")]).unwrap();
-    assert_eq!(
-        z.limit,
-        Limit::PerUnit {
-            requests_per_unit: 0,
-            unit: Unit::Week
-        }
-    );
+    assert_eq!(z.limit.limits(), [RateLimit::fixed(0, Unit::Week)]);
     let again = rules.lookup("42", &[("again", "x")]).unwrap();
-    assert_eq!(again.limit, r.limit);
-    assert_eq!(again.name.as_deref(), Some("again"));
+    let mut named = RateLimit::fixed(1000, Unit::Second);
+    named.name = Some("again".into());
+    assert_eq!(again.limit.limits(), [named]);
     let free = rules.lookup("42", &[("free", "x")]).unwrap();
-    assert_eq!(free.limit, Limit::Unlimited);
+    assert_eq!(free.limit, Limit::Unlimited { name: None });
 }
 
 #[test]

@@ -1,61 +1,149 @@
 //! The counter key schema, shared by every backend.
 //!
-//! A counter is identified by its domain, the descriptor entries that selected the rule, the
-//! window length and the window start:
+//! A counter is identified by its domain, the descriptor entries that selected the rule, and the
+//! limit's algorithm and window:
 //!
 //! ```text
-//! <prefix>sl:<len>:<domain>|<len>:<key>|<len>:<value>|...|<window_secs>@<window_start>
-//! e.g.    sl:6:orders|7:user_id|5:alice|60@1700000040
+//! <prefix>sl:<len>:<domain>|<len>:<key>|<len>:<value>|...|<policy>
+//! e.g.    sl:6:orders|7:user_id|5:alice|f60
 //! ```
+//!
+//! `<policy>` is the algorithm's letter (`f` fixed window, `s` sliding window, `t` token bucket)
+//! followed by the window: seconds (`f60`, `t1`), or a calendar unit and count (`fcM1` for one
+//! calendar month, `fcW2` for two ISO weeks).
 //!
 //! Why this shape:
 //! - **No collisions.** envoyproxy/ratelimit joins parts with `_` without escaping, so the entries
 //!   `(a_b, c)` and `(a, b_c)` share one counter. Here every variable part carries its byte length,
 //!   so the key decodes unambiguously left to right and distinct inputs give distinct keys
 //!   (for one prefix; the prefix is a deployment constant, not decoded).
-//! - **Window in the key.** A new window is a new key, so a counter never has to be reset and
-//!   expiry only reclaims memory; a late expiry cannot leak counts into the next window. The
-//!   window length is included too, so two rules with different units never share a counter.
+//! - **One key per counter, for its whole life.** The window start is inside the stored state,
+//!   not the key (see [`crate::algorithm::State`]), so every key a request touches is known before
+//!   the store reads the clock, and a Redis script can declare all of them. The algorithm and
+//!   window are in the key, so two limits of one descriptor never share a counter, and a rule that
+//!   changes algorithm starts fresh instead of misreading the old state. The limit value is not in
+//!   the key: raising a limit keeps the counts, as in the reference.
 //! - **Readable.** Plain text with separators, so `redis-cli --scan --pattern '*sl:6:orders|*'`
 //!   finds a domain's counters. Values are raw bytes: descriptor values containing `|` or `:` stay
 //!   unambiguous thanks to the lengths.
-//!
-//! Redis Cluster would need every key of one request in one hash slot (a `{tag}`); that is not
-//! part of this schema yet.
+//! - **Optionally private.** With a [`ValueHasher`], descriptor values (API keys, user ids) reach
+//!   the store only as keyed hashes: `h` and 32 hex digits of a keyed BLAKE3 hash. Domains and
+//!   keys come from the config and stay readable.
 
-/// Encodes the key of one counter. `parts` are the descriptor entries as `(key, value)` pairs,
-/// in descriptor order (a `share_threshold` rule passes its pattern instead of the value).
-pub fn counter_key<'a>(
-    prefix: &[u8],
-    domain: &str,
-    parts: impl IntoIterator<Item = (&'a str, &'a str)>,
-    window_secs: u64,
-    window_start: u64,
-) -> Vec<u8> {
-    let parts = parts.into_iter();
-    // A guess that avoids regrowth for typical keys: fixed parts exactly, entries at ~32 bytes
-    // each, numbers at their widest.
-    let estimate = prefix.len()
-        + "sl:".len()
-        + field_len(domain.len())
-        + parts.size_hint().0 * 32
-        + 2 * MAX_DECIMAL_DIGITS
-        + 2;
-    let mut key = Vec::with_capacity(estimate);
-    key.extend_from_slice(prefix);
-    key.extend_from_slice(b"sl:");
-    push_field(&mut key, domain.as_bytes());
-    for (k, v) in parts {
-        key.push(b'|');
-        push_field(&mut key, k.as_bytes());
-        key.push(b'|');
-        push_field(&mut key, v.as_bytes());
+use crate::algorithm::{Algorithm, Period, Policy};
+
+/// Builds counter keys for one deployment: a prefix and, optionally, value hashing.
+#[derive(Clone, Default)]
+pub struct KeySchema {
+    prefix: Vec<u8>,
+    hasher: Option<ValueHasher>,
+}
+
+impl std::fmt::Debug for KeySchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySchema")
+            .field("prefix", &String::from_utf8_lossy(&self.prefix))
+            .field("hash_values", &self.hasher.is_some())
+            .finish()
     }
-    key.push(b'|');
-    push_decimal(&mut key, window_secs);
-    key.push(b'@');
-    push_decimal(&mut key, window_start);
-    key
+}
+
+impl KeySchema {
+    pub fn new(prefix: impl Into<Vec<u8>>, hasher: Option<ValueHasher>) -> Self {
+        Self {
+            prefix: prefix.into(),
+            hasher,
+        }
+    }
+
+    /// The key of one counter. `parts` are the descriptor entries as `(key, value)` pairs, in
+    /// descriptor order (a `share_threshold` rule passes its pattern instead of the value).
+    pub fn counter_key<'a>(
+        &self,
+        domain: &str,
+        parts: impl IntoIterator<Item = (&'a str, &'a str)>,
+        policy: &Policy,
+    ) -> Vec<u8> {
+        let parts = parts.into_iter();
+        // A guess that avoids regrowth for typical keys: fixed parts exactly, entries at ~32 bytes
+        // each, the policy at its widest.
+        let estimate = self.prefix.len()
+            + "sl:".len()
+            + field_len(domain.len())
+            + parts.size_hint().0 * 32
+            + MAX_POLICY_LEN;
+        let mut key = Vec::with_capacity(estimate);
+        key.extend_from_slice(&self.prefix);
+        key.extend_from_slice(b"sl:");
+        push_field(&mut key, domain.as_bytes());
+        for (k, v) in parts {
+            key.push(b'|');
+            push_field(&mut key, k.as_bytes());
+            key.push(b'|');
+            match &self.hasher {
+                None => push_field(&mut key, v.as_bytes()),
+                Some(h) => push_field(&mut key, &h.hash(v.as_bytes())),
+            }
+        }
+        key.push(b'|');
+        push_policy(&mut key, policy);
+        key
+    }
+}
+
+/// Keyed hashing of descriptor values: BLAKE3 in keyed mode, so without the secret no one can
+/// test a guessed value against a stored key.
+#[derive(Clone)]
+pub struct ValueHasher {
+    key: [u8; 32],
+}
+
+impl ValueHasher {
+    /// A hasher keyed from secret material (a file's bytes): at least 16 bytes, because the
+    /// secret is all that stands between a copy of the store and the values it hides.
+    pub fn from_secret(secret: &[u8]) -> Result<Self, String> {
+        let secret = secret.trim_ascii();
+        if secret.len() < 16 {
+            return Err(format!(
+                "the value-hashing secret has {} bytes; at least 16 are needed",
+                secret.len()
+            ));
+        }
+        Ok(Self {
+            key: blake3::derive_key("sluice 2026-11 descriptor value hashing", secret),
+        })
+    }
+
+    /// `h` and the first 16 bytes of the keyed hash in hex: 33 bytes whatever the value's length.
+    fn hash(&self, value: &[u8]) -> [u8; 33] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let digest = blake3::keyed_hash(&self.key, value);
+        let mut out = [b'h'; 33];
+        for (i, b) in digest.as_bytes().iter().take(16).enumerate() {
+            out[1 + 2 * i] = HEX[usize::from(b >> 4)];
+            out[2 + 2 * i] = HEX[usize::from(b & 0xf)];
+        }
+        out
+    }
+}
+
+/// `f` + `c` + unit letter + a u32, or a letter and a u64 in decimal.
+const MAX_POLICY_LEN: usize = 3 + MAX_DECIMAL_DIGITS;
+
+fn push_policy(key: &mut Vec<u8>, policy: &Policy) {
+    key.push(match policy.algorithm {
+        Algorithm::FixedWindow => b'f',
+        Algorithm::SlidingWindow => b's',
+        Algorithm::TokenBucket => b't',
+    });
+    match policy.period {
+        Period::Seconds(s) => push_decimal(key, s),
+        Period::Calendar(unit, count) => {
+            key.push(b'c');
+            key.push(unit.code() as u8);
+            push_decimal(key, u64::from(count));
+        }
+    }
 }
 
 const MAX_DECIMAL_DIGITS: usize = 20;
@@ -98,21 +186,47 @@ fn push_decimal(key: &mut Vec<u8>, mut n: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::algorithm::calendar::CalendarUnit;
     use proptest::prelude::*;
 
+    fn fixed(secs: u64) -> Policy {
+        Policy {
+            algorithm: Algorithm::FixedWindow,
+            period: Period::Seconds(secs),
+            limit: 10,
+            burst: 10,
+        }
+    }
+
     fn key(parts: &[(&str, &str)]) -> Vec<u8> {
-        counter_key(b"", "d", parts.iter().copied(), 60, 120)
+        KeySchema::default().counter_key("d", parts.iter().copied(), &fixed(60))
     }
 
     #[test]
     fn readable_layout() {
-        let k = counter_key(b"app:", "orders", [("user_id", "alice")], 60, 1_700_000_040);
-        assert_eq!(k, b"app:sl:6:orders|7:user_id|5:alice|60@1700000040");
+        let k =
+            KeySchema::new("app:", None).counter_key("orders", [("user_id", "alice")], &fixed(60));
+        assert_eq!(k, b"app:sl:6:orders|7:user_id|5:alice|f60");
+        let month = Policy {
+            period: Period::Calendar(CalendarUnit::Month, 1),
+            ..fixed(0)
+        };
+        let k = KeySchema::default().counter_key("d", [("k", "v")], &month);
+        assert_eq!(k, b"sl:1:d|1:k|1:v|fcM1");
+        let bucket = Policy {
+            algorithm: Algorithm::TokenBucket,
+            ..fixed(1)
+        };
+        assert!(
+            KeySchema::default()
+                .counter_key("d", [], &bucket)
+                .ends_with(b"|t1")
+        );
     }
 
     #[test]
     fn no_entries() {
-        assert_eq!(key(&[]), b"sl:1:d|60@120");
+        assert_eq!(key(&[]), b"sl:1:d|f60");
     }
 
     #[test]
@@ -124,39 +238,82 @@ mod tests {
     }
 
     #[test]
-    fn window_length_and_start_are_part_of_the_key() {
-        let base = counter_key(b"", "d", [("k", "v")], 60, 0);
-        assert_ne!(base, counter_key(b"", "d", [("k", "v")], 3600, 0));
-        assert_ne!(base, counter_key(b"", "d", [("k", "v")], 60, 60));
+    fn algorithm_and_window_are_part_of_the_key() {
+        let schema = KeySchema::default();
+        let base = schema.counter_key("d", [("k", "v")], &fixed(60));
+        assert_ne!(base, schema.counter_key("d", [("k", "v")], &fixed(3600)));
+        for algorithm in [Algorithm::SlidingWindow, Algorithm::TokenBucket] {
+            let p = Policy {
+                algorithm,
+                ..fixed(60)
+            };
+            assert_ne!(base, schema.counter_key("d", [("k", "v")], &p));
+        }
+        let calendar_day = Policy {
+            period: Period::Calendar(CalendarUnit::Day, 1),
+            ..fixed(0)
+        };
         assert_ne!(
-            counter_key(b"", "d", [("k", "v")], 6, 10),
-            counter_key(b"", "d", [("k", "v")], 61, 0)
+            schema.counter_key("d", [("k", "v")], &fixed(86_400)),
+            schema.counter_key("d", [("k", "v")], &calendar_day)
         );
+        // The limit is not: raising it keeps the counts.
+        let raised = Policy {
+            limit: 99,
+            ..fixed(60)
+        };
+        assert_eq!(base, schema.counter_key("d", [("k", "v")], &raised));
+    }
+
+    #[test]
+    fn hashed_values_hide_the_value_and_keep_keys_distinct() {
+        let h = ValueHasher::from_secret(b"0123456789abcdef-secret\n").unwrap();
+        let schema = KeySchema::new("p:", Some(h.clone()));
+        let k = schema.counter_key("d", [("api_key", "sk-live-1234")], &fixed(60));
+        let text = String::from_utf8(k.clone()).unwrap();
+        assert!(!text.contains("sk-live-1234"), "{text}");
+        assert!(text.starts_with("p:sl:1:d|7:api_key|33:h"), "{text}");
+        assert_eq!(
+            k,
+            schema.counter_key("d", [("api_key", "sk-live-1234")], &fixed(60))
+        );
+        assert_ne!(
+            k,
+            schema.counter_key("d", [("api_key", "sk-live-1235")], &fixed(60))
+        );
+        // Another secret, other keys.
+        let other = KeySchema::new(
+            "p:",
+            Some(ValueHasher::from_secret(b"another secret of 16+").unwrap()),
+        );
+        assert_ne!(
+            k,
+            other.counter_key("d", [("api_key", "sk-live-1234")], &fixed(60))
+        );
+        assert!(ValueHasher::from_secret(b" short \n").is_err());
     }
 
     #[test]
     fn extreme_numbers() {
-        let k = counter_key(b"", "", [], u64::MAX, 0);
-        assert_eq!(k, b"sl:0:|18446744073709551615@0");
+        let k = KeySchema::default().counter_key("", [], &fixed(u64::MAX));
+        assert_eq!(k, b"sl:0:|f18446744073709551615");
         assert_eq!(decimal_digits(u64::MAX), MAX_DECIMAL_DIGITS);
     }
 
     #[test]
     fn estimate_covers_typical_keys() {
-        let k = counter_key(
-            b"sluice:",
+        let k = KeySchema::new("sluice:", None).counter_key(
             "production-domain",
             [("remote_address", "10.0.0.1"), ("path", "/api/v1/x")],
-            86_400,
-            1_700_000_000,
+            &fixed(86_400),
         );
         // No regrowth: the capacity is still the estimate.
-        let estimate = 7 + 3 + field_len(17) + 2 * 32 + 2 * MAX_DECIMAL_DIGITS + 2;
+        let estimate = 7 + 3 + field_len(17) + 2 * 32 + MAX_POLICY_LEN;
         assert!(k.len() <= estimate);
         assert_eq!(k.capacity(), estimate);
     }
 
-    type Input = (String, Vec<(String, String)>, u64, u64);
+    type Input = (String, Vec<(String, String)>, u64, u8);
 
     fn input() -> impl Strategy<Value = Input> {
         // A tiny alphabet made of the separators makes near-collisions likely.
@@ -165,17 +322,23 @@ mod tests {
             text,
             prop::collection::vec((text, text), 0..3),
             prop_oneof![Just(1u64), Just(60), 0..200u64],
-            prop_oneof![Just(0u64), 0..200u64],
+            0u8..3,
         )
     }
 
-    fn encode((domain, parts, window, start): &Input) -> Vec<u8> {
-        counter_key(
-            b"p:",
+    fn encode((domain, parts, window, alg): &Input) -> Vec<u8> {
+        let algorithm = [
+            Algorithm::FixedWindow,
+            Algorithm::SlidingWindow,
+            Algorithm::TokenBucket,
+        ][usize::from(*alg)];
+        KeySchema::new("p:", None).counter_key(
             domain,
             parts.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            *window,
-            *start,
+            &Policy {
+                algorithm,
+                ..fixed(*window)
+            },
         )
     }
 

@@ -7,11 +7,13 @@
 //! batch atomic, and the fixed order is what keeps two batches from deadlocking. Locks are never
 //! held across an `.await`.
 //!
-//! **Expiry.** A counter lives `ttl_secs` from its creation, rounded to whole seconds like the
-//! window it belongs to. An expired counter reads as absent at once; its memory is reclaimed when
-//! a write lands on its key, when its shard needs room, or by [`MemoryStore::sweep`] (run
-//! periodically by [`MemoryStore::spawn_sweeper`]). Each shard keeps its counters ordered by
-//! expiry as well, so reclaiming costs only the expired counters, never a scan of the shard.
+//! **Expiry.** A counter expires when its state stops carrying information
+//! ([`algorithm::expires_at`]: the end of a fixed window, a token bucket's refill time, ...). An
+//! expired counter reads as absent at once; its memory is reclaimed when a write lands on its key,
+//! when its shard needs room, or by [`MemoryStore::sweep`] (run periodically by
+//! [`MemoryStore::spawn_sweeper`]). Each shard keeps its counters ordered by expiry as well, so
+//! reclaiming costs only the expired counters, never a scan of the shard. Expiry only reclaims
+//! memory: the algorithms never read a stale window or an old sub-window as current.
 //!
 //! **Bounded memory.** At most `max_counters` counters are kept, split evenly over the shards
 //! (shard bounds differ by at most one and add up to `max_counters`). When a new counter must be
@@ -35,7 +37,8 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
-use super::{Admission, Batch, Hit, Outcome, Store, StoreError, rejects};
+use super::{Admission, Batch, Outcome, Store, StoreError, rejects};
+use crate::algorithm::{self, Micros, State};
 use crate::clock::Clock;
 
 /// The most shards a store uses; a batch's shards fit in one `u64` bit set.
@@ -64,11 +67,11 @@ struct Counters {
     by_expiry: BTreeSet<(u64, Arc<[u8]>)>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Counter {
-    value: u64,
-    /// Seconds since the epoch at which the counter reads as absent.
-    expires_at: u64,
+    state: State,
+    /// Microseconds since the epoch at which the counter reads as absent.
+    expires_at: Micros,
 }
 
 impl MemoryStore {
@@ -155,40 +158,49 @@ impl MemoryStore {
             guards[i] = Some(self.shards[i].counters.lock());
             rest &= rest - 1;
         }
-        let mut before = Vec::with_capacity(hits.len());
+        let mut steps: Vec<algorithm::Step> = Vec::with_capacity(hits.len());
         for (i, hit) in hits.iter().enumerate() {
             // A key seen earlier in the batch sees that hit applied: hits apply in order.
-            let b = match hits[..i].iter().rposition(|h| h.key == hit.key) {
-                Some(j) => hits[j].after(before[j]),
+            let step = match hits[..i].iter().rposition(|h| h.key == hit.key) {
+                Some(j) => algorithm::step(&hit.policy, &steps[j].next, now, hit.delta),
                 // Every touched shard is locked, so the guard is always there.
-                None => guards[self.shard_of(&hit.key)]
-                    .as_ref()
-                    .map_or(0, |g| g.live_value(&hit.key, now)),
+                None => {
+                    let guard = guards[self.shard_of(&hit.key)].as_ref();
+                    match guard.and_then(|g| g.live(&hit.key, now)) {
+                        Some(state) => algorithm::step(&hit.policy, state, now, hit.delta),
+                        None => algorithm::step(&hit.policy, &State::Empty, now, hit.delta),
+                    }
+                }
             };
-            before.push(b);
+            steps.push(step);
         }
+        let readings: Vec<_> = steps.iter().map(|s| s.reading).collect();
 
         let charged = match batch.admission {
             Admission::ChargeAll => true,
-            Admission::AllOrNothing => !rejects(hits, &before),
+            Admission::AllOrNothing => !rejects(hits, &readings),
         };
         if charged {
-            for hit in hits {
+            for (hit, step) in hits.iter().zip(steps) {
+                if hit.delta == 0 {
+                    continue;
+                }
                 let s = self.shard_of(&hit.key);
+                let expires_at = algorithm::expires_at(&hit.policy, &step.next);
                 if let Some(g) = guards[s].as_mut()
-                    && g.apply(hit, now, self.shards[s].bound)
+                    && g.store(&hit.key, step.next, expires_at, now, self.shards[s].bound)
                 {
                     self.evictions.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
-        Outcome { before, charged }
+        Outcome { readings, charged }
     }
 }
 
 impl MemoryStore {
-    fn now(&self) -> u64 {
-        self.clock.now().as_secs()
+    fn now(&self) -> Micros {
+        self.clock.now().as_micros() as Micros
     }
 
     fn shard_of(&self, key: &[u8]) -> usize {
@@ -197,62 +209,50 @@ impl MemoryStore {
 }
 
 impl Counters {
-    fn live_value(&self, key: &[u8], now: u64) -> u64 {
+    fn live(&self, key: &[u8], now: Micros) -> Option<&State> {
         match self.by_key.get(key) {
-            Some(c) if c.expires_at > now => c.value,
-            _ => 0,
+            Some(c) if c.expires_at > now => Some(&c.state),
+            _ => None,
         }
     }
 
-    /// Applies one hit that the batch decided to charge. Returns whether a live counter was
-    /// evicted to make room.
-    fn apply(&mut self, hit: &Hit, now: u64, bound: usize) -> bool {
-        let expires_at = now.saturating_add(hit.ttl_secs.max(1));
-        if hit.delta == 0 {
-            return false;
-        }
-        if let Some(counter) = self.by_key.get_mut(&hit.key[..]) {
-            if counter.expires_at > now {
-                counter.value = hit.after(counter.value);
-                return false;
-            }
-            if hit.delta < 0 {
-                // A refund never revives a counter.
-                return false;
-            }
-            // Expired but not reclaimed yet: restart it in place with a new expiry.
-            let old = std::mem::replace(
-                counter,
-                Counter {
-                    value: hit.after(0),
-                    expires_at,
-                },
-            );
-            if let Some((key, _)) = self.by_key.get_key_value(&hit.key[..]) {
-                let key = Arc::clone(key);
-                self.by_expiry.remove(&(old.expires_at, Arc::clone(&key)));
-                self.by_expiry.insert((expires_at, key));
+    /// Stores a charged hit's new state, or removes the counter when the state is empty or
+    /// already expired. Returns whether a live counter was evicted to make room.
+    fn store(
+        &mut self,
+        key: &[u8],
+        state: State,
+        expires_at: Option<Micros>,
+        now: Micros,
+        bound: usize,
+    ) -> bool {
+        let Some(expires_at) = expires_at.filter(|&at| at > now) else {
+            if let Some((key, old)) = self.by_key.remove_entry(key) {
+                self.by_expiry.remove(&(old.expires_at, key));
             }
             return false;
-        }
-        if hit.delta < 0 {
+        };
+        if let Some((shared, old)) = self.by_key.get_key_value(key) {
+            if old.expires_at != expires_at {
+                let shared = Arc::clone(shared);
+                self.by_expiry
+                    .remove(&(old.expires_at, Arc::clone(&shared)));
+                self.by_expiry.insert((expires_at, shared));
+            }
+            if let Some(counter) = self.by_key.get_mut(key) {
+                *counter = Counter { state, expires_at };
+            }
             return false;
         }
         let evicted = self.make_room(now, bound);
-        let key: Arc<[u8]> = Arc::from(&hit.key[..]);
+        let key: Arc<[u8]> = Arc::from(key);
         self.by_expiry.insert((expires_at, Arc::clone(&key)));
-        self.by_key.insert(
-            key,
-            Counter {
-                value: hit.after(0),
-                expires_at,
-            },
-        );
+        self.by_key.insert(key, Counter { state, expires_at });
         evicted
     }
 
     /// Frees a place for one more counter: expired counters first, then the soonest to expire.
-    fn make_room(&mut self, now: u64, bound: usize) -> bool {
+    fn make_room(&mut self, now: Micros, bound: usize) -> bool {
         if self.by_key.len() < bound {
             return false;
         }
@@ -268,7 +268,7 @@ impl Counters {
         evicted
     }
 
-    fn drop_expired(&mut self, now: u64) {
+    fn drop_expired(&mut self, now: Micros) {
         while let Some((expires_at, _)) = self.by_expiry.first() {
             if *expires_at > now {
                 break;
@@ -329,14 +329,24 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::algorithm::{Algorithm, Period, Policy};
     use crate::clock::ManualClock;
-    use crate::storage::Role;
+    use crate::storage::{Hit, Role};
 
-    fn hit(key: &str, ttl_secs: u64, delta: i64) -> Hit {
+    /// A start time that is a multiple of every window used here, so a window of `w` seconds
+    /// started now ends exactly `w` seconds later.
+    const T0: Duration = Duration::from_secs(25_200_000);
+
+    /// A fixed-window hit on `key` whose window (and so whose counter's life) is `window` seconds.
+    fn hit(key: &str, window: u64, delta: i64) -> Hit {
         Hit {
             key: key.as_bytes().to_vec(),
-            ttl_secs,
-            limit: 100,
+            policy: Policy {
+                algorithm: Algorithm::FixedWindow,
+                period: Period::Seconds(window),
+                limit: 100,
+                burst: 100,
+            },
             delta,
             role: Role::Enforce,
         }
@@ -349,12 +359,12 @@ mod tests {
         })
     }
 
-    fn value(store: &MemoryStore, key: &str) -> u64 {
-        one(store, hit(key, 60, 0)).before[0]
+    fn value(store: &MemoryStore, key: &str, window: u64) -> u64 {
+        one(store, hit(key, window, 0)).readings[0].used_before
     }
 
     fn store(max: usize) -> (MemoryStore, Arc<ManualClock>) {
-        let clock = Arc::new(ManualClock::new(Duration::from_secs(1_000)));
+        let clock = Arc::new(ManualClock::new(T0));
         (MemoryStore::new(max, clock.clone()), clock)
     }
 
@@ -388,7 +398,7 @@ mod tests {
         assert_eq!(s.evictions(), 1, "the single slot was taken");
 
         // With two slots in one shard the soonest expiry goes, not the oldest or newest.
-        let clock = Arc::new(ManualClock::new(Duration::from_secs(1_000)));
+        let clock = Arc::new(ManualClock::new(T0));
         let s = MemoryStore {
             shards: vec![Shard {
                 bound: 2,
@@ -403,9 +413,9 @@ mod tests {
         one(&s, hit("soon", 10, 2));
         one(&s, hit("new", 300, 1));
         assert_eq!(s.evictions(), 1);
-        assert_eq!(value(&s, "late"), 3);
-        assert_eq!(value(&s, "soon"), 0);
-        assert_eq!(value(&s, "new"), 1);
+        assert_eq!(value(&s, "late", 600), 3);
+        assert_eq!(value(&s, "soon", 10), 0);
+        assert_eq!(value(&s, "new", 300), 1);
     }
 
     #[test]
@@ -443,13 +453,13 @@ mod tests {
         let (s, clock) = store(100);
         one(&s, hit("k", 10, 5));
         clock.advance(Duration::from_secs(10));
-        assert_eq!(value(&s, "k"), 0, "expired reads as absent");
+        assert_eq!(value(&s, "k", 10), 0, "expired reads as absent");
         assert_eq!(s.len(), 1, "not reclaimed by a read");
         one(&s, hit("k", 10, 2));
-        assert_eq!(value(&s, "k"), 2);
+        assert_eq!(value(&s, "k", 10), 2);
         clock.advance(Duration::from_secs(9));
         s.sweep();
-        assert_eq!(value(&s, "k"), 2, "the new expiry is what counts");
+        assert_eq!(value(&s, "k", 10), 2, "the new expiry is what counts");
         clock.advance(Duration::from_secs(1));
         s.sweep();
         assert!(s.is_empty());
@@ -461,9 +471,27 @@ mod tests {
         one(&s, hit("k", 10, 5));
         clock.advance(Duration::from_secs(10));
         one(&s, hit("k", 10, -1));
-        assert_eq!(value(&s, "k"), 0);
+        assert_eq!(value(&s, "k", 10), 0);
         s.sweep();
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_token_bucket_refund_to_full_removes_the_counter() {
+        let (s, _) = store(100);
+        let bucket = |delta| Hit {
+            policy: Policy {
+                algorithm: Algorithm::TokenBucket,
+                period: Period::Seconds(60),
+                limit: 60,
+                burst: 60,
+            },
+            ..hit("b", 60, delta)
+        };
+        one(&s, bucket(5));
+        assert_eq!(s.len(), 1);
+        one(&s, bucket(-5));
+        assert!(s.is_empty(), "a full bucket needs no counter");
     }
 
     #[test]

@@ -1,9 +1,15 @@
 //! Counter storage: one call per request, carrying every counter the request touches.
 //!
-//! The limiter turns a request into a [`Batch`] of [`Hit`]s (one per limited descriptor, each with
-//! its own window and limit) and a store applies the whole batch atomically, so concurrent
-//! requests never overshoot a limit and, by default, a rejected request consumes nothing anywhere.
-//! Stores never see descriptors: keys arrive already encoded by [`keys`].
+//! The limiter turns a request into a [`Batch`] of [`Hit`]s (one per limit of each limited
+//! descriptor, each with its algorithm, window and limit as a [`Policy`]) and a store applies the
+//! whole batch atomically, so concurrent requests never overshoot a limit and, by default, a
+//! rejected request consumes nothing anywhere. Stores never see descriptors: keys arrive already
+//! encoded by [`keys`].
+//!
+//! What a hit does to its counter is [`crate::algorithm::step`], the same pure function in every
+//! backend (the Redis script mirrors it). A store's own job is atomicity and the clock: it reads
+//! each counter once, steps the hits in batch order (a key repeated in the batch sees the earlier
+//! hits applied), decides with [`rejects`], and writes the new states only if the batch is charged.
 //!
 //! Backends: [`memory`] (sharded, embedded default) and [`redis`] (one Lua script per request).
 //! Both must pass the conformance suite in `server/tests/store_conformance.rs`.
@@ -13,6 +19,8 @@ pub mod memory;
 pub mod redis;
 
 use std::future::Future;
+
+use crate::algorithm::{Policy, Reading};
 
 /// How a hit takes part in the admission decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,14 +46,12 @@ pub enum Admission {
 /// One counter touched by a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hit {
-    /// The encoded counter key (see [`keys::counter_key`]); includes the window start, so a new
-    /// window is a new key.
+    /// The encoded counter key (see [`keys::KeySchema::counter_key`]).
     pub key: Vec<u8>,
-    /// Seconds until the window ends (≥ 1): how long the counter must live.
-    pub ttl_secs: u64,
-    pub limit: u64,
+    /// How the counter counts: algorithm, window, limit, burst.
+    pub policy: Policy,
     /// Positive to consume, 0 to look without consuming, negative to refund
-    /// (`is_negative_hits`). A refund never goes below zero and never rejects.
+    /// (`is_negative_hits`). A refund never goes below empty and never rejects.
     pub delta: i64,
     pub role: Role,
 }
@@ -60,37 +66,16 @@ pub struct Batch {
 /// What the store saw and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
-    /// Each hit's counter before this request, in batch order.
-    pub before: Vec<u64>,
-    /// Whether the deltas were applied. Always true under [`Admission::ChargeAll`].
+    /// Each hit's reading, in batch order.
+    pub readings: Vec<Reading>,
+    /// Whether the new states were written. Always true under [`Admission::ChargeAll`].
     pub charged: bool,
-}
-
-impl Hit {
-    /// The counter after applying this hit to `before` (refunds floor at zero).
-    pub fn after(&self, before: u64) -> u64 {
-        if self.delta >= 0 {
-            before.saturating_add(self.delta as u64)
-        } else {
-            before.saturating_sub(self.delta.unsigned_abs())
-        }
-    }
-
-    /// Over the limit once this hit is applied, with the reference's test `after > limit`. A refund
-    /// is never over.
-    pub fn is_over(&self, before: u64) -> bool {
-        self.delta >= 0 && self.after(before) > self.limit
-    }
 }
 
 /// The admission rule every backend applies (the Redis Lua script mirrors it): rejected when an
 /// enforced hit is over, or when the request has quota hits and all of them are over.
-pub fn rejects(hits: &[Hit], before: &[u64]) -> bool {
-    decide(
-        hits.iter()
-            .zip(before)
-            .map(|(h, &b)| (h.role, h.is_over(b))),
-    )
+pub fn rejects(hits: &[Hit], readings: &[Reading]) -> bool {
+    decide(hits.iter().zip(readings).map(|(h, r)| (h.role, r.over)))
 }
 
 /// [`rejects`] over `(role, over the limit)` pairs, for callers that judge hits under other roles

@@ -24,6 +24,8 @@ use redis::{
 };
 
 use super::{Batch, Outcome, Store, StoreError};
+use crate::algorithm::{self, MAX_UNITS, Reading};
+use crate::clock::Clock;
 
 /// How to talk to Redis.
 #[derive(Debug, Clone)]
@@ -33,6 +35,27 @@ pub struct RedisOptions {
     pub timeout: Duration,
     /// Multiplexed connections used in turn (at least one).
     pub pool_size: usize,
+    /// Whose time decides windows and buckets.
+    pub clock: RedisClock,
+}
+
+/// The clock the script decides with (see [`scripts`] for why Redis's own is the default).
+#[derive(Clone, Default)]
+pub enum RedisClock {
+    /// Redis `TIME`: one clock for every replica.
+    #[default]
+    Redis,
+    /// A caller's clock, for tests that move time by hand. Keys then get no expiry.
+    Pinned(std::sync::Arc<dyn Clock>),
+}
+
+impl std::fmt::Debug for RedisClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RedisClock::Redis => "Redis",
+            RedisClock::Pinned(_) => "Pinned",
+        })
+    }
 }
 
 impl Default for RedisOptions {
@@ -40,6 +63,7 @@ impl Default for RedisOptions {
         Self {
             timeout: Duration::from_secs(1),
             pool_size: 4,
+            clock: RedisClock::Redis,
         }
     }
 }
@@ -50,6 +74,7 @@ pub struct RedisStore {
     next: AtomicUsize,
     timeout: Duration,
     script: Script,
+    clock: RedisClock,
 }
 
 impl RedisStore {
@@ -98,6 +123,7 @@ impl RedisStore {
             next: AtomicUsize::new(0),
             timeout,
             script,
+            clock: opts.clock,
         })
     }
 
@@ -113,39 +139,59 @@ impl Store for RedisStore {
         let hits = &batch.hits;
         if hits.is_empty() {
             return Ok(Outcome {
-                before: Vec::new(),
+                readings: Vec::new(),
                 charged: true,
             });
         }
         let mut call = self.script.prepare_invoke();
         call.arg(scripts::admission_arg(batch.admission));
+        match &self.clock {
+            RedisClock::Redis => call.arg(""),
+            RedisClock::Pinned(clock) => call.arg(clock.now().as_micros() as u64),
+        };
         for hit in hits {
+            let p = &hit.policy;
             call.key(&hit.key[..])
-                .arg(hit.delta)
-                .arg(hit.limit)
-                .arg(hit.ttl_secs.max(1))
+                .arg(scripts::algorithm_arg(p.algorithm))
+                .arg(scripts::period_arg(p.period))
+                .arg(p.limit.min(MAX_UNITS))
+                .arg(p.burst.min(MAX_UNITS))
+                .arg(algorithm::clamp_delta(hit.delta))
                 .arg(scripts::role_arg(hit.role));
         }
         let mut conn = self.connection();
         let reply: Vec<i64> = bounded(self.timeout, call.invoke_async(&mut conn)).await?;
 
-        let Some((&charged, before)) = reply.split_first() else {
+        let Some((&charged, values)) = reply.split_first() else {
             return Err(StoreError::Protocol("empty script reply".into()));
         };
-        if before.len() != hits.len() {
+        if values.len() != hits.len() * 5 {
             return Err(StoreError::Protocol(format!(
-                "script returned {} counters for {} hits",
-                before.len(),
+                "script returned {} values for {} hits",
+                values.len(),
                 hits.len()
             )));
         }
-        let before = before
+        let unsigned = |v: i64| {
+            u64::try_from(v)
+                .map_err(|_| StoreError::Protocol("negative number in script reply".into()))
+        };
+        let readings = hits
             .iter()
-            .map(|&b| u64::try_from(b))
-            .collect::<Result<Vec<u64>, _>>()
-            .map_err(|_| StoreError::Protocol("negative counter in script reply".into()))?;
+            .zip(values.chunks_exact(5))
+            .map(|(hit, v)| {
+                Ok(Reading {
+                    used_before: unsigned(v[0])?,
+                    used_after: unsigned(v[1])?,
+                    capacity: hit.policy.capacity(),
+                    over: v[2] != 0,
+                    wait: unsigned(v[3])?,
+                    reset: unsigned(v[4])?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(Outcome {
-            before,
+            readings,
             charged: charged != 0,
         })
     }
@@ -215,6 +261,7 @@ mod tests {
             RedisOptions {
                 timeout: Duration::from_millis(500),
                 pool_size: 1,
+                ..Default::default()
             },
         )
         .await

@@ -1,41 +1,314 @@
--- Sluice: apply one request's batch of counter hits atomically. See scripts.rs for the contract.
+-- Sluice: apply one request's batch of hits atomically. See scripts.rs for the contract; every
+-- function here mirrors its namesake in src/algorithm/, operation for operation.
 local charge_all = ARGV[1] == 'C'
-local n = #KEYS
+local SEC = 1000000
+local SUB = 20
+local DAY = 86400
 
--- Pass 1: read each counter once and decide. A key repeated in the batch sees the earlier hit
--- applied (hits apply in batch order), exactly like storage::rejects over the memory store.
-local before = {}
-local seen = {}
-local exists = {}
+-- The clock: Redis TIME, unless the caller pinned the time (tests). Pinned time also skips
+-- expiry, which only reclaims memory and follows Redis's own clock.
+local now, expire = tonumber(ARGV[2]), false
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * SEC + tonumber(t[2])
+  expire = true
+end
+
+-- Integer division of non-negative integer-valued numbers, exact in doubles.
+local function idiv(a, b)
+  return (a - math.fmod(a, b)) / b
+end
+
+-- Calendar arithmetic (algorithm/calendar.rs).
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local mp = m > 2 and m - 3 or m + 9
+  local doy = math.floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+
+local function civil_from_days(z)
+  z = z + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return y, m
+end
+
+local NOMINAL = { D = DAY, W = 7 * DAY, M = 30 * DAY, Y = 365 * DAY }
+
+-- A period is seconds ('60') or a calendar unit and count ('M1').
+local function parse_period(text)
+  local n = tonumber(text)
+  if n then return { secs = n } end
+  return { unit = string.sub(text, 1, 1), count = tonumber(string.sub(text, 2)) }
+end
+
+local function nominal_secs(p)
+  if p.secs then return p.secs end
+  return NOMINAL[p.unit] * p.count
+end
+
+local function floor_multiple(x, n)
+  return x - (x % n)
+end
+
+local function month_start(index)
+  return days_from_civil(1970 + math.floor(index / 12), index % 12 + 1, 1)
+end
+
+-- The fixed window containing now_s: start and end in seconds.
+local function window_at(p, now_s)
+  if p.secs then
+    local start = now_s - math.fmod(now_s, p.secs)
+    return start, start + p.secs
+  end
+  local n = p.count
+  local day = idiv(now_s, DAY)
+  local s, e
+  if p.unit == 'D' then
+    s = floor_multiple(day, n); e = s + n
+  elseif p.unit == 'W' then
+    local w = floor_multiple(math.floor((day + 3) / 7), n)
+    s = w * 7 - 3; e = (w + n) * 7 - 3
+  elseif p.unit == 'M' then
+    local y, m = civil_from_days(day)
+    local i = floor_multiple((y - 1970) * 12 + m - 1, n)
+    s = month_start(i); e = month_start(i + n)
+  else
+    local y = civil_from_days(day)
+    local i = floor_multiple(y - 1970, n)
+    s = days_from_civil(1970 + i, 1, 1); e = days_from_civil(1970 + i + n, 1, 1)
+  end
+  return s * DAY, e * DAY
+end
+
+local function reading(used_before, used_after, over, wait, reset)
+  return { used_before, used_after, over and 1 or 0, wait, reset }
+end
+
+-- Each step returns a reading, the next state and whether that state differs from the stored one.
+
+-- Fixed window; state { start, count } (algorithm/mod.rs `fixed`).
+local function fixed(h, st, delta)
+  local start, stop = window_at(h.period, idiv(now, SEC))
+  local until_end = stop * SEC - now
+  local before = 0
+  if st and st[1] == start then before = st[2] end
+  local over, after = false, 0
+  if delta >= 0 then
+    after = before + delta
+    over = after > h.limit
+  else
+    after = math.max(before + delta, 0)
+  end
+  local r = reading(before, after, over, over and until_end or 0, until_end)
+  if delta == 0 or (delta < 0 and before == 0) then return r, st, false end
+  return r, { start, after }, true
+end
+
+-- Sliding window; state: sorted list of { index, count } (algorithm/sliding.rs).
+local function sliding(h, st, delta)
+  local width = nominal_secs(h.period) * SEC / SUB
+  local current = idiv(now, width)
+  local oldest = math.max(current - SUB, 0)
+  local live, used_before = {}, 0
+  for _, b in ipairs(st or {}) do
+    if b[1] >= oldest then
+      live[#live + 1] = { b[1], b[2] }
+      used_before = used_before + b[2]
+    end
+  end
+  local function leaves_at(i) return (i + SUB + 1) * width end
+  local function reset_of(list)
+    if #list == 0 then return 0 end
+    return math.max(leaves_at(list[#list][1]) - now, 0)
+  end
+  if delta >= 0 then
+    local used_after = used_before + delta
+    local over = used_after > h.limit
+    local wait = 0
+    if over then
+      local excess, freed, found = used_after - h.limit, 0, false
+      for _, b in ipairs(live) do
+        freed = freed + b[2]
+        if freed >= excess then
+          wait = math.max(leaves_at(b[1]) - now, 0); found = true
+          break
+        end
+      end
+      if not found then
+        local newest = current
+        if #live > 0 then newest = math.max(live[#live][1], current) end
+        wait = math.max(leaves_at(newest) - now, 0)
+      end
+    end
+    if delta == 0 then
+      return reading(used_before, used_after, over, wait, reset_of(live)), st, false
+    end
+    local merged = false
+    for _, b in ipairs(live) do
+      if b[1] == current then b[2] = b[2] + delta; merged = true end
+    end
+    if not merged then
+      local at = #live + 1
+      for k, b in ipairs(live) do
+        if b[1] > current then at = k; break end
+      end
+      table.insert(live, at, { current, delta })
+    end
+    return reading(used_before, used_after, over, wait, reset_of(live)), live, true
+  end
+  if #live == 0 then return reading(0, 0, false, 0, 0), st, false end
+  local left = -delta
+  for k = #live, 1, -1 do
+    local take = math.min(left, live[k][2])
+    live[k][2] = live[k][2] - take
+    left = left - take
+  end
+  local kept, used_after = {}, 0
+  for _, b in ipairs(live) do
+    if b[2] > 0 then kept[#kept + 1] = b; used_after = used_after + b[2] end
+  end
+  return reading(used_before, used_after, false, 0, reset_of(kept)), kept, true
+end
+
+-- Token bucket as GCRA; state: the TAT in microseconds (algorithm/gcra.rs). It works on the
+-- debt (how long until the bucket is full), combining doubles in the same order as in Rust, so
+-- both produce the same bits.
+local function gcra(h, st, delta)
+  local period = nominal_secs(h.period) * SEC
+  local burst = h.burst
+  local debt = 0
+  if st and st > now then debt = st - now end
+  if h.limit == 0 then
+    local over = delta > 0
+    return reading(burst, burst, over, over and period or 0, 0), st, false
+  end
+  local t = period / h.limit
+  local tau = burst * t
+  local function fits(d, k) return d + k * t <= tau end
+  local function tokens(d)
+    local k = math.floor((tau - d) / t)
+    if k <= 0 then k = 0 elseif k > burst then k = burst end
+    if k < burst and fits(d, k + 1) then
+      k = k + 1
+    elseif k > 0 and not fits(d, k) then
+      k = k - 1
+    end
+    return k
+  end
+  local used_before = burst - tokens(debt)
+  if delta >= 0 then
+    local need = debt + delta * t
+    if need > tau then
+      return reading(used_before, used_before, true, math.ceil(need - tau), debt), st, false
+    end
+    if delta == 0 then
+      return reading(used_before, used_before, false, 0, debt), st, false
+    end
+    local new_debt = math.ceil(need)
+    return reading(used_before, burst - tokens(new_debt), false, 0, new_debt), now + new_debt, true
+  end
+  if not st then return reading(used_before, used_before, false, 0, 0), st, false end
+  local back = debt - (-delta) * t
+  if back <= 0 then return reading(used_before, 0, false, 0, 0), nil, true end
+  local new_debt = math.ceil(back)
+  return reading(used_before, burst - tokens(new_debt), false, 0, new_debt), now + new_debt, true
+end
+
+local STEP = { F = fixed, S = sliding, T = gcra }
+
+-- Reading a counter's stored state, per algorithm.
+local function load(key, alg)
+  if alg == 'F' then
+    local v = redis.call('HMGET', key, 'w', 'n')
+    if v[1] then return { tonumber(v[1]), tonumber(v[2]) } end
+    return nil
+  elseif alg == 'S' then
+    local flat = redis.call('HGETALL', key)
+    if #flat == 0 then return nil end
+    local list = {}
+    for k = 1, #flat, 2 do list[#list + 1] = { tonumber(flat[k]), tonumber(flat[k + 1]) } end
+    table.sort(list, function(a, b) return a[1] < b[1] end)
+    return list
+  end
+  local v = redis.call('GET', key)
+  if v then return tonumber(v) end
+  return nil
+end
+
+-- When a state stops carrying information (algorithm::expires_at), in microseconds.
+local function expires_at(h, st)
+  if h.alg == 'F' then
+    local _, stop = window_at(h.period, st[1])
+    return stop * SEC
+  elseif h.alg == 'S' then
+    local width = nominal_secs(h.period) * SEC / SUB
+    return (st[#st][1] + SUB + 1) * width
+  end
+  return st
+end
+
+-- Numbers go to Redis as exact decimal strings, never in Lua's %.14g.
+local function int(x) return string.format('%.0f', x) end
+
+local function store(key, h, st)
+  local empty = st == nil or (h.alg == 'S' and #st == 0)
+  local at = (not empty) and expires_at(h, st) or 0
+  if empty or (expire and at <= now) then
+    redis.call('DEL', key)
+    return
+  end
+  if h.alg == 'F' then
+    redis.call('HSET', key, 'w', int(st[1]), 'n', int(st[2]))
+  elseif h.alg == 'S' then
+    redis.call('DEL', key)
+    local args = {}
+    for _, b in ipairs(st) do args[#args + 1] = int(b[1]); args[#args + 1] = int(b[2]) end
+    redis.call('HSET', key, unpack(args))
+  else
+    redis.call('SET', key, int(st))
+  end
+  if expire then
+    redis.call('PEXPIRE', key, int(math.ceil((at - now) / 1000)))
+  end
+end
+
+-- Pass 1: read each key once, step every hit in batch order (a repeated key sees the earlier
+-- hits applied) and decide, exactly like storage::rejects.
+local n = #KEYS
+local hits, states, loaded, reply = {}, {}, {}, {}
 local enforce_over, any_quota, all_quota_over = false, false, true
 for i = 1, n do
   local key = KEYS[i]
-  local at = 2 + (i - 1) * 4
-  local delta = tonumber(ARGV[at])
-  local limit = tonumber(ARGV[at + 1])
-  local role = ARGV[at + 3]
-  local b = seen[key]
-  if b == nil then
-    local stored = redis.call('GET', key)
-    if stored then
-      exists[key] = true
-      b = tonumber(stored)
-    else
-      b = 0
-    end
+  local at = 3 + (i - 1) * 6
+  local h = {
+    alg = ARGV[at], period = parse_period(ARGV[at + 1]), limit = tonumber(ARGV[at + 2]),
+    burst = tonumber(ARGV[at + 3]), delta = tonumber(ARGV[at + 4]), role = ARGV[at + 5],
+  }
+  hits[i] = h
+  if not loaded[key] then
+    states[key] = load(key, h.alg)
+    loaded[key] = true
   end
-  before[i] = b
-  local after
-  if delta >= 0 then
-    after = b + delta
-  else
-    after = math.max(b + delta, 0)
-  end
-  seen[key] = after
-  local over = delta >= 0 and after > limit
-  if role == 'E' then
+  local r, next_state, changed = STEP[h.alg](h, states[key], h.delta)
+  h.next, h.changed = next_state, changed
+  states[key] = next_state
+  reply[i] = r
+  local over = r[3] == 1
+  if h.role == 'E' then
     enforce_over = enforce_over or over
-  elseif role == 'Q' then
+  elseif h.role == 'Q' then
     any_quota = true
     all_quota_over = all_quota_over and over
   end
@@ -43,34 +316,19 @@ end
 
 local charged = charge_all or not (enforce_over or (any_quota and all_quota_over))
 
--- Pass 2: write, in batch order. Deltas go over as the caller's decimal strings, never as Lua
--- numbers, which Redis would format with 14 significant digits.
+-- Pass 2: write each changed key's final state once.
 if charged then
+  local final = {}
   for i = 1, n do
-    local key = KEYS[i]
-    local at = 2 + (i - 1) * 4
-    local delta = tonumber(ARGV[at])
-    if delta > 0 then
-      if exists[key] then
-        redis.call('INCRBY', key, ARGV[at])
-      else
-        -- Created here, so the expiry is set here and only here: later hits never extend it.
-        redis.call('SET', key, ARGV[at], 'EX', ARGV[at + 2])
-        exists[key] = true
-      end
-    elseif delta < 0 and exists[key] then
-      -- A refund floors at zero and keeps the window's expiry; it never creates a key.
-      if -delta <= before[i] then
-        redis.call('INCRBY', key, ARGV[at])
-      else
-        redis.call('SET', key, '0', 'KEEPTTL')
-      end
-    end
+    if hits[i].changed then final[KEYS[i]] = i end
+  end
+  for key, i in pairs(final) do
+    store(key, hits[i], states[key])
   end
 end
 
-local reply = { charged and 1 or 0 }
+local out = { charged and 1 or 0 }
 for i = 1, n do
-  reply[i + 1] = before[i]
+  for k = 1, 5 do out[#out + 1] = reply[i][k] end
 end
-return reply
+return out

@@ -1,0 +1,449 @@
+//! `rate_limit` (one limit, or `unlimited: true`) and `rate_limits` (several limits that must all
+//! pass), each field checked where it stands.
+//!
+//! A file without the fields beyond the reference's (`unit_multiplier`, `algorithm`, `burst`,
+//! `calendar`, `kind`, `over_limit_status`, `rate_limits`) reads exactly as the reference reads it.
+
+use super::model::{Algorithm, Kind, Limit, RateLimit, Unit};
+use super::parse::{Fields, Place, Reader};
+use super::yaml::{Kind as YamlKind, Mark, Yaml};
+use crate::algorithm::MAX_UNITS;
+
+/// A descriptor's limits and the rule names its match drops from the request.
+#[derive(Debug)]
+pub(super) struct RawLimits {
+    pub limit: Limit,
+    pub replaces: Vec<String>,
+}
+
+/// The longest window: its end in microseconds since the epoch must stay exact in Lua's doubles.
+const MAX_WINDOW_SECS: u64 = u32::MAX as u64;
+
+/// Fields that only make sense on a counted limit.
+const LIMIT_ONLY: &[&str] = &[
+    "unit_multiplier",
+    "algorithm",
+    "burst",
+    "calendar",
+    "kind",
+    "over_limit_status",
+];
+
+impl Reader {
+    /// `rate_limit: {...}`.
+    pub(super) fn rate_limit(&mut self, y: &Yaml) -> Option<RawLimits> {
+        if !matches!(y.kind, YamlKind::Map(_)) {
+            self.invalid(
+                y.at,
+                format!(
+                    "`rate_limit` must be a mapping with `unit` and `requests_per_unit` \
+                     (or `unlimited: true`), found {}",
+                    y.describe()
+                ),
+            );
+            return None;
+        }
+        let f = self.fields(y, Place::RateLimit);
+        let name = self.name(&f);
+        let replaces = self.replaces(f.get("replaces"), name.as_deref());
+        if self.flag(&f, "unlimited") {
+            for field in std::iter::once(&"unit").chain(LIMIT_ONLY) {
+                if let Some(v) = f.get(field) {
+                    self.invalid(
+                        v.at,
+                        format!("`{field}` must not be set together with `unlimited: true`"),
+                    );
+                }
+            }
+            return Some(RawLimits {
+                limit: Limit::Unlimited { name },
+                replaces,
+            });
+        }
+        let limit = self.one_limit(&f, name)?;
+        Some(RawLimits {
+            limit: Limit::Limited(Box::new([limit])),
+            replaces,
+        })
+    }
+
+    /// `rate_limits: [{...}, ...]`: at least one limit, no two sharing a counter.
+    pub(super) fn rate_limits(&mut self, y: &Yaml) -> Option<RawLimits> {
+        let YamlKind::Seq(items) = &y.kind else {
+            self.invalid(
+                y.at,
+                format!(
+                    "`rate_limits` must be a list of limits (mappings with `unit` and \
+                     `requests_per_unit`), found {}",
+                    y.describe()
+                ),
+            );
+            return None;
+        };
+        if items.is_empty() {
+            self.invalid(y.at, "`rate_limits` must hold at least one limit");
+            return None;
+        }
+        let mut limits: Vec<(RateLimit, Mark)> = Vec::with_capacity(items.len());
+        let mut replaces = Vec::new();
+        let mut complete = true;
+        for item in items {
+            if !matches!(item.kind, YamlKind::Map(_)) {
+                self.invalid(
+                    item.at,
+                    format!(
+                        "each entry of `rate_limits` must be a mapping with `unit` and \
+                         `requests_per_unit`, found {}",
+                        item.describe()
+                    ),
+                );
+                complete = false;
+                continue;
+            }
+            let f = self.fields(item, Place::RateLimit);
+            if let Some(u) = f.get("unlimited") {
+                self.invalid(
+                    u.at,
+                    "`unlimited` cannot be one of several limits: an unlimited descriptor is \
+                     `rate_limit: {unlimited: true}`",
+                );
+                complete = false;
+                continue;
+            }
+            let name = self.name(&f);
+            replaces.extend(self.replaces(f.get("replaces"), name.as_deref()));
+            let Some(limit) = self.one_limit(&f, name) else {
+                complete = false;
+                continue;
+            };
+            if let Some((_, first)) = limits
+                .iter()
+                .find(|(l, _)| l.algorithm == limit.algorithm && l.period() == limit.period())
+            {
+                self.invalid(
+                    item.at,
+                    format!(
+                        "this limit has the same window ({}) and algorithm ({}) as the limit at \
+                         line {}, column {}: they would share one counter",
+                        limit.describe_window(),
+                        limit.algorithm.as_str(),
+                        first.line,
+                        first.column
+                    ),
+                );
+                complete = false;
+                continue;
+            }
+            limits.push((limit, item.at));
+        }
+        complete.then(|| RawLimits {
+            limit: Limit::Limited(limits.into_iter().map(|(l, _)| l).collect()),
+            replaces,
+        })
+    }
+
+    fn name(&mut self, f: &Fields<'_>) -> Option<String> {
+        f.get("name")
+            .and_then(|n| self.string(n, "name"))
+            .filter(|n| !n.is_empty())
+    }
+
+    /// The fields of one counted limit.
+    fn one_limit(&mut self, f: &Fields<'_>, name: Option<String>) -> Option<RateLimit> {
+        // A missing `requests_per_unit` is 0, as in the reference: every request is over limit.
+        let requests_per_unit = match f.get("requests_per_unit") {
+            None => Some(0),
+            Some(n) => self.integer(n, "requests_per_unit", 0, MAX_UNITS),
+        };
+        let unit = match f.get("unit") {
+            None => {
+                self.invalid(f.at, "`rate_limit` needs a `unit` (or `unlimited: true`)");
+                None
+            }
+            Some(u) => {
+                let text = self.string(u, "unit")?;
+                let unit = Unit::parse(&text);
+                if unit.is_none() {
+                    self.invalid(
+                        u.at,
+                        format!(
+                            "unknown unit '{text}'; expected one of: second, minute, hour, day, \
+                             week, month, year"
+                        ),
+                    );
+                }
+                unit
+            }
+        };
+        let unit_multiplier = match f.get("unit_multiplier") {
+            None => Some(1),
+            Some(m) => self
+                .integer(m, "unit_multiplier", 1, u64::from(u32::MAX))
+                .map(|m| m as u32),
+        };
+        let algorithm = match f.get("algorithm") {
+            None => Some(Algorithm::FixedWindow),
+            Some(a) => self.choice(
+                a,
+                "algorithm",
+                &[
+                    ("fixed_window", Algorithm::FixedWindow),
+                    ("sliding_window", Algorithm::SlidingWindow),
+                    ("token_bucket", Algorithm::TokenBucket),
+                ],
+            ),
+        };
+        let burst = match f.get("burst") {
+            None => None,
+            Some(b) => {
+                if algorithm.is_some_and(|a| a != Algorithm::TokenBucket) {
+                    self.invalid(b.at, "`burst` applies only to `algorithm: token_bucket`");
+                }
+                Some(self.integer(b, "burst", 1, MAX_UNITS))
+            }
+        };
+        let calendar = self.flag(f, "calendar");
+        if calendar {
+            let at = f.get("calendar").map_or(f.at, |y| y.at);
+            if let Some(u @ (Unit::Second | Unit::Minute | Unit::Hour)) = unit {
+                self.invalid(
+                    at,
+                    format!(
+                        "`calendar` applies to day, week, month and year windows; a {} window \
+                         has no calendar boundary to follow",
+                        u.as_str().to_ascii_lowercase()
+                    ),
+                );
+            } else if algorithm.is_some_and(|a| a != Algorithm::FixedWindow) {
+                self.invalid(
+                    at,
+                    "`calendar` windows are fixed windows: sliding windows and token buckets \
+                     have no boundary to align",
+                );
+            }
+        }
+        let kind = match f.get("kind") {
+            None => None,
+            Some(k) => Some(self.choice(
+                k,
+                "kind",
+                &[("throttle", Kind::Throttle), ("quota", Kind::Quota)],
+            )?),
+        };
+        let over_limit_status = match f.get("over_limit_status") {
+            None => Some(429),
+            Some(s) => self
+                .integer(s, "over_limit_status", 400, 599)
+                .map(|s| s as u16),
+        };
+
+        let (requests_per_unit, unit, unit_multiplier) =
+            (requests_per_unit?, unit?, unit_multiplier?);
+        let window = unit.seconds() * u64::from(unit_multiplier);
+        if window > MAX_WINDOW_SECS {
+            let at = f.get("unit_multiplier").map_or(f.at, |y| y.at);
+            self.invalid(
+                at,
+                format!(
+                    "a window of {unit_multiplier} {}s is {window} seconds; at most \
+                     {MAX_WINDOW_SECS} seconds (136 years) are supported",
+                    unit.as_str().to_ascii_lowercase()
+                ),
+            );
+            return None;
+        }
+        let burst = match burst {
+            None => requests_per_unit,
+            Some(b) => b?,
+        };
+        Some(RateLimit {
+            name,
+            requests_per_unit,
+            unit,
+            unit_multiplier,
+            algorithm: algorithm?,
+            burst,
+            calendar,
+            kind: kind.unwrap_or(Kind::for_window(window)),
+            over_limit_status: over_limit_status?,
+        })
+    }
+
+    /// `replaces: [{name: ...}, ...]`.
+    fn replaces(&mut self, y: Option<&Yaml>, own_name: Option<&str>) -> Vec<String> {
+        let Some(y) = y else {
+            return Vec::new();
+        };
+        if y.is_null() {
+            return Vec::new();
+        }
+        let YamlKind::Seq(items) = &y.kind else {
+            self.invalid(
+                y.at,
+                format!(
+                    "`replaces` must be a list of `name:` entries, found {}",
+                    y.describe()
+                ),
+            );
+            return Vec::new();
+        };
+        let mut names = Vec::with_capacity(items.len());
+        for item in items {
+            if !matches!(item.kind, YamlKind::Map(_)) {
+                self.invalid(
+                    item.at,
+                    format!(
+                        "each `replaces` entry must be a mapping with a `name`, found {}",
+                        item.describe()
+                    ),
+                );
+                continue;
+            }
+            let f = self.fields(item, Place::Replaces);
+            let name = f.get("name").and_then(|n| self.string(n, "name"));
+            let at = f.get("name").map_or(f.at, |y| y.at);
+            match name {
+                Some(n) if !n.is_empty() => {
+                    if Some(n.as_str()) == own_name {
+                        self.invalid(at, format!("rule '{n}' cannot replace itself"));
+                    } else {
+                        names.push(n);
+                    }
+                }
+                _ => self.invalid(at, "a `replaces` entry needs a non-empty `name`"),
+            }
+        }
+        names
+    }
+
+    /// One of a fixed set of lower-case names.
+    fn choice<T: Copy>(&mut self, y: &Yaml, field: &str, options: &[(&str, T)]) -> Option<T> {
+        let text = self.string(y, field)?;
+        match options.iter().find(|(name, _)| *name == text) {
+            Some(&(_, v)) => Some(v),
+            None => {
+                let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+                self.invalid(
+                    y.at,
+                    format!(
+                        "unknown {field} '{text}'; expected one of: {}",
+                        names.join(", ")
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// An unquoted integer in `min..=max`.
+    pub(super) fn integer(&mut self, y: &Yaml, field: &str, min: u64, max: u64) -> Option<u64> {
+        let text = match &y.kind {
+            YamlKind::Scalar { text, plain: true } if !y.is_null() => text.as_str(),
+            YamlKind::Scalar { text, plain: false } => {
+                self.invalid(
+                    y.at,
+                    format!("`{field}` must be an integer, found the quoted string \"{text}\""),
+                );
+                return None;
+            }
+            _ => {
+                self.invalid(
+                    y.at,
+                    format!("`{field}` must be an integer, found {}", y.describe()),
+                );
+                return None;
+            }
+        };
+        match parse_integer(text, min, max) {
+            Ok(n) => Some(n),
+            Err(why) => {
+                self.invalid(y.at, format!("`{field}` {why}, found '{text}'"));
+                None
+            }
+        }
+    }
+}
+
+/// Integers as yaml.v2 reads them for an unsigned target: decimal with optional `+` and `_`
+/// separators, or `0x`/`0o`/`0b` prefixed. A leading `0` means octal to yaml.v2 (`010` is 8), which
+/// no one writing a limit means, so it is refused rather than silently read either way.
+pub(super) fn parse_integer(text: &str, min: u64, max: u64) -> Result<u64, String> {
+    let body = text.strip_prefix('+').unwrap_or(text);
+    if let Some(magnitude) = body.strip_prefix('-') {
+        let digits =
+            !magnitude.is_empty() && magnitude.chars().all(|c| c.is_ascii_digit() || c == '_');
+        return Err(if digits {
+            "must not be negative".into()
+        } else {
+            "must be an integer".into()
+        });
+    }
+    let (digits, radix) = if let Some(d) = body.strip_prefix("0x") {
+        (d, 16)
+    } else if let Some(d) = body.strip_prefix("0o") {
+        (d, 8)
+    } else if let Some(d) = body.strip_prefix("0b") {
+        (d, 2)
+    } else {
+        if body.len() > 1 && body.starts_with('0') && body.chars().all(|c| c.is_ascii_digit()) {
+            return Err("must not have a leading zero (YAML 1.1 would read it as octal)".into());
+        }
+        (body, 10)
+    };
+    let cleaned: String = digits.chars().filter(|&c| c != '_').collect();
+    if cleaned.is_empty() || !cleaned.chars().all(|c| c.is_digit(radix)) {
+        return Err("must be an integer".into());
+    }
+    match u64::from_str_radix(&cleaned, radix) {
+        Ok(n) if n > max => Err(format!("must be at most {max}")),
+        Err(_) => Err(format!("must be at most {max}")),
+        Ok(n) if n < min => Err(format!("must be at least {min}")),
+        Ok(n) => Ok(n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers() {
+        let max = MAX_UNITS;
+        let cases: &[(&str, Result<u64, &str>)] = &[
+            ("0", Ok(0)),
+            ("10", Ok(10)),
+            ("+7", Ok(7)),
+            ("1_000", Ok(1000)),
+            ("0x10", Ok(16)),
+            ("0o10", Ok(8)),
+            ("0b101", Ok(5)),
+            ("10737418240", Ok(10_737_418_240)),
+            ("9007199254740991", Ok(MAX_UNITS)),
+            ("9007199254740992", Err("must be at most 9007199254740991")),
+            (
+                "99999999999999999999999",
+                Err("must be at most 9007199254740991"),
+            ),
+            ("-1", Err("must not be negative")),
+            ("1.5", Err("must be an integer")),
+            ("1e3", Err("must be an integer")),
+            ("ten", Err("must be an integer")),
+            ("-", Err("must be an integer")),
+            (
+                "010",
+                Err("must not have a leading zero (YAML 1.1 would read it as octal)"),
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(
+                parse_integer(text, 0, max),
+                want.map_err(String::from),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            parse_integer("0", 1, 9),
+            Err("must be at least 1".to_string())
+        );
+    }
+}

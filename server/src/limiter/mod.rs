@@ -1,0 +1,230 @@
+//! The transport-free core: `RateLimiter::check` turns a request into one store batch and the
+//! store's answer into per-descriptor statuses.
+//!
+//! Steps, in order:
+//! 1. [`request`]: validate the request's shape and bounds.
+//! 2. `plan`: match each descriptor against the live rule set (`descriptor`); drop unlimited and
+//!    `replaces`-ed limits; build one store hit per remaining limit (counter key, policy, delta,
+//!    role). A descriptor whose rule has several limits (`rate_limits`) gets one hit per limit.
+//! 3. Apply every hit in one atomic store call (`storage`): all-or-nothing across every limit of
+//!    every descriptor by default.
+//! 4. [`decision`]: each descriptor's status from its most constraining limit; the overall code;
+//!    for a rejected request, the rejecting limit's [`problem`] document; [`headers`] in the
+//!    configured style; per-rule `stats`.
+
+pub mod decision;
+pub mod headers;
+mod plan;
+pub mod problem;
+pub mod request;
+mod stats;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+
+pub use decision::{Code, CurrentLimit, Decision, DescriptorStatus, Rejection};
+pub use headers::{HeaderNames, HeaderStyle};
+pub use request::{CheckError, CheckRequest, Descriptor, Entry, LimitOverride, RequestBounds};
+
+use crate::config::{Rule, RuleSet};
+use crate::metrics::{KindLabels, Metrics};
+use crate::storage::keys::KeySchema;
+use crate::storage::{Admission, Batch, Role, Store};
+use decision::Checked;
+
+#[derive(Debug, Clone)]
+pub struct LimiterOptions {
+    pub admission: Admission,
+    /// Counter keys: prefix and optional value hashing.
+    pub keys: KeySchema,
+    /// `NEAR_LIMIT_RATIO`: hits past `floor(limit × ratio)` count as near the limit.
+    pub near_limit_ratio: f64,
+    /// `SHADOW_MODE`: decide and count as usual, but always answer OK.
+    pub global_shadow_mode: bool,
+    /// `QUOTA_MODE`: every rule behaves as if it had `quota_mode: true`.
+    pub global_quota_mode: bool,
+    /// Which rate-limit headers answers carry.
+    pub header_style: HeaderStyle,
+    pub bounds: RequestBounds,
+}
+
+impl Default for LimiterOptions {
+    fn default() -> Self {
+        Self {
+            admission: Admission::AllOrNothing,
+            keys: KeySchema::default(),
+            near_limit_ratio: 0.8,
+            global_shadow_mode: false,
+            global_quota_mode: false,
+            header_style: HeaderStyle::Off,
+            bounds: RequestBounds::default(),
+        }
+    }
+}
+
+pub struct RateLimiter<S> {
+    rules: ArcSwap<RuleSet>,
+    store: S,
+    metrics: Arc<Metrics>,
+    options: LimiterOptions,
+}
+
+impl<S: Store> RateLimiter<S> {
+    pub fn new(rules: RuleSet, store: S, metrics: Arc<Metrics>, options: LimiterOptions) -> Self {
+        metrics.config_rules.set(plan::count_rules(&rules) as i64);
+        Self {
+            rules: ArcSwap::from_pointee(rules),
+            store,
+            metrics,
+            options,
+        }
+    }
+
+    /// Swap in a new rule set. Requests in flight finish on the set they started with.
+    pub fn replace_rules(&self, rules: RuleSet) {
+        self.metrics
+            .config_rules
+            .set(plan::count_rules(&rules) as i64);
+        self.rules.store(Arc::new(rules));
+    }
+
+    pub fn rules(&self) -> Arc<RuleSet> {
+        self.rules.load_full()
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn options(&self) -> &LimiterOptions {
+        &self.options
+    }
+
+    /// Decide a request.
+    pub async fn check(&self, request: &CheckRequest) -> Result<Decision, CheckError> {
+        let started = Instant::now();
+        let result = self.decide(request).await;
+        self.metrics
+            .request_duration
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(CheckError::Store(e)) = &result {
+            self.metrics
+                .store_errors
+                .get_or_create(&KindLabels { kind: e.kind() })
+                .inc();
+        }
+        result
+    }
+
+    async fn decide(&self, request: &CheckRequest) -> Result<Decision, CheckError> {
+        request::validate(request, &self.options.bounds)?;
+        let rules = self.rules.load();
+        let mut statuses = vec![DescriptorStatus::no_limit(); request.descriptors.len()];
+        let limited = plan::limits_to_check(&rules, request, &mut statuses);
+        drop(rules);
+        if limited.is_empty() {
+            return Ok(Decision {
+                overall: Code::Ok,
+                statuses,
+                response_headers: Vec::new(),
+                rejection: None,
+            });
+        }
+
+        let hits = limited
+            .iter()
+            .map(|l| {
+                // Under global shadow mode the store sees only shadow hits, so it never rejects;
+                // the answer below still reports what would have been rejected.
+                let role = if self.options.global_shadow_mode {
+                    Role::Shadow
+                } else {
+                    self.role(&l.rule)
+                };
+                plan::hit(&self.options.keys, request, l, role)
+            })
+            .collect();
+        let batch = Batch {
+            hits,
+            admission: self.options.admission,
+        };
+        let outcome = self.store.apply(&batch).await?;
+        let checked: Vec<Checked<'_>> = limited
+            .iter()
+            .zip(&outcome.readings)
+            .map(|(l, &reading)| Checked {
+                limited: l,
+                reading,
+                role: self.role(&l.rule),
+                charged: outcome.charged,
+            })
+            .collect();
+
+        let would_reject = crate::storage::decide(checked.iter().map(|c| (c.role, c.reading.over)));
+        let tightest = decision::fill_statuses(&checked, &mut statuses);
+        for (i, t) in tightest.iter().enumerate() {
+            if let Some(t) = *t {
+                stats::record(
+                    &self.metrics,
+                    self.options.near_limit_ratio,
+                    request,
+                    &checked[t],
+                    batch.hits[t].delta,
+                );
+            }
+            debug_assert!(t.is_none_or(|t| checked[t].limited.index == i));
+        }
+
+        let overall = if would_reject && !self.options.global_shadow_mode {
+            Code::OverLimit
+        } else {
+            if would_reject {
+                self.metrics.global_shadow_mode.inc();
+            }
+            Code::Ok
+        };
+        let rejection = match overall {
+            Code::OverLimit => decision::rejecting(&checked).map(|by| {
+                let violated: Vec<&Checked<'_>> = checked
+                    .iter()
+                    .filter(|c| c.reading.over && c.role != Role::Shadow)
+                    .collect();
+                problem::rejection(request, by, &violated)
+            }),
+            Code::Ok => None,
+        };
+        let response_headers = headers::response_headers(
+            &self.options.header_style,
+            &checked,
+            &statuses,
+            &tightest,
+            overall,
+        );
+        Ok(Decision {
+            overall,
+            statuses,
+            response_headers,
+            rejection,
+        })
+    }
+
+    fn role(&self, rule: &Rule) -> Role {
+        if rule.shadow_mode {
+            Role::Shadow
+        } else if rule.quota_mode || self.options.global_quota_mode {
+            Role::Quota
+        } else {
+            Role::Enforce
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

@@ -1,0 +1,152 @@
+//! What a check asks, transport-free, and the bounds a request must stay within.
+
+use crate::config::Unit;
+use crate::storage::StoreError;
+
+/// One descriptor entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub key: String,
+    pub value: String,
+}
+
+/// A descriptor's `limit` override (`RateLimitOverride`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitOverride {
+    pub requests_per_unit: u32,
+    pub unit: Unit,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Descriptor {
+    pub entries: Vec<Entry>,
+    pub limit: Option<LimitOverride>,
+    /// Per-descriptor `hits_addend`; when present it wins over the request's, and 0 means
+    /// "check without consuming".
+    pub hits_addend: Option<u64>,
+    /// `is_negative_hits`: give the hits back instead of consuming them.
+    pub negative_hits: bool,
+}
+
+impl Descriptor {
+    /// A descriptor from its wire parts, shared by the gRPC and JSON adapters.
+    pub fn from_parts(
+        entries: impl IntoIterator<Item = (String, String)>,
+        limit: Option<LimitOverride>,
+        hits_addend: Option<u64>,
+        negative_hits: bool,
+    ) -> Self {
+        Self {
+            entries: entries
+                .into_iter()
+                .map(|(key, value)| Entry { key, value })
+                .collect(),
+            limit,
+            hits_addend,
+            negative_hits,
+        }
+    }
+}
+
+impl LimitOverride {
+    /// An override whose unit is `envoy.type.v3.RateLimitUnit` (which has no WEEK); the error
+    /// names descriptor `index` and the unit as received.
+    pub fn new(
+        index: usize,
+        requests_per_unit: u32,
+        unit: Option<Unit>,
+        received: impl std::fmt::Display,
+    ) -> Result<Self, String> {
+        match unit {
+            Some(unit) => Ok(Self {
+                requests_per_unit,
+                unit,
+            }),
+            None => Err(format!(
+                "descriptor {index} limit override has unit {received}, which is not SECOND, \
+                 MINUTE, HOUR, DAY, MONTH or YEAR"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckRequest {
+    pub domain: String,
+    pub descriptors: Vec<Descriptor>,
+    /// Request-level `hits_addend`; 0 means 1, as in Envoy.
+    pub hits_addend: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// The request is malformed or over a size bound: the caller's fault, `INVALID_ARGUMENT`.
+    #[error("{0}")]
+    Invalid(String),
+    /// The counters could not be read or written: `UNAVAILABLE`.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Bounds on what one request may carry. Envoy sends a handful of short descriptors; anything far
+/// past these is a bug or an attack, and each entry becomes part of a counter key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestBounds {
+    pub max_descriptors: usize,
+    pub max_entries: usize,
+    /// Domain, keys and values together.
+    pub max_bytes: usize,
+}
+
+impl Default for RequestBounds {
+    fn default() -> Self {
+        Self {
+            max_descriptors: 64,
+            max_entries: 32,
+            max_bytes: 16 * 1024,
+        }
+    }
+}
+
+pub(super) fn validate(request: &CheckRequest, bounds: &RequestBounds) -> Result<(), CheckError> {
+    let invalid = |msg: String| Err(CheckError::Invalid(msg));
+    if request.domain.is_empty() {
+        return invalid("domain must not be empty".into());
+    }
+    if request.descriptors.is_empty() {
+        return invalid("request has no descriptors".into());
+    }
+    if request.descriptors.len() > bounds.max_descriptors {
+        return invalid(format!(
+            "request has {} descriptors; at most {} are accepted",
+            request.descriptors.len(),
+            bounds.max_descriptors
+        ));
+    }
+    let mut bytes = request.domain.len();
+    for (i, d) in request.descriptors.iter().enumerate() {
+        if d.entries.is_empty() {
+            return invalid(format!("descriptor {i} has no entries"));
+        }
+        if d.entries.len() > bounds.max_entries {
+            return invalid(format!(
+                "descriptor {i} has {} entries; at most {} are accepted",
+                d.entries.len(),
+                bounds.max_entries
+            ));
+        }
+        for (j, e) in d.entries.iter().enumerate() {
+            if e.key.is_empty() {
+                return invalid(format!("descriptor {i} entry {j} has an empty key"));
+            }
+            bytes += e.key.len() + e.value.len();
+        }
+    }
+    if bytes > bounds.max_bytes {
+        return invalid(format!(
+            "request carries {bytes} bytes of domain, keys and values; at most {} are accepted",
+            bounds.max_bytes
+        ));
+    }
+    Ok(())
+}
