@@ -1,0 +1,131 @@
+//! The command line: `sluice [FLAGS]` to serve, `sluice check-config PATH` to validate. Every
+//! serve flag is optional, so [`super::Settings::resolve`] can tell "not given" from a default and
+//! fall back to the reference service's variable names.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Envoy-compatible external rate-limit service"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a rule file or directory and exit: 0 when valid, 1 with every error otherwise.
+    CheckConfig {
+        /// A YAML file, or a directory of them.
+        path: PathBuf,
+        /// Merge domains defined in more than one file instead of rejecting them.
+        #[arg(long)]
+        merge_domains: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Flags of the server. Every field is optional so [`Settings::resolve`] can tell "not given"
+/// from a default and fall back to the reference service's variable names.
+#[derive(Debug, Default, clap::Args)]
+pub struct ServeArgs {
+    /// Rule file or directory of `*.yaml` / `*.yml` files.
+    #[arg(long, env = "SLUICE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// gRPC listen address [default: 0.0.0.0:8081].
+    #[arg(long, env = "SLUICE_GRPC_ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// HTTP listen address (`/json`, `/healthcheck`, `/rlconfig`, `/metrics`) [default: 0.0.0.0:8080].
+    #[arg(long, env = "SLUICE_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Counter store [default: memory].
+    #[arg(long, env = "SLUICE_BACKEND")]
+    pub backend: Option<Backend>,
+    /// Redis URL, e.g. redis://user:password@127.0.0.1:6379/0.
+    #[arg(long, env = "SLUICE_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Redis connections, each multiplexing concurrent requests [default: 4].
+    #[arg(long, env = "SLUICE_REDIS_POOL_SIZE")]
+    pub redis_pool_size: Option<usize>,
+    /// Give up on a Redis call after this many milliseconds [default: 1000].
+    #[arg(long, env = "SLUICE_REDIS_TIMEOUT_MS")]
+    pub redis_timeout_ms: Option<u64>,
+    /// Charge every limited descriptor even when the request is rejected (the reference's
+    /// behaviour). By default a rejected request is charged nowhere.
+    #[arg(long, env = "SLUICE_CHARGE_REJECTED", num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub charge_rejected: Option<bool>,
+    /// Merge a domain defined in several files instead of rejecting the config.
+    #[arg(long, env = "SLUICE_MERGE_DOMAINS", num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub merge_domains: Option<bool>,
+    /// Decide and count as usual but always answer OK.
+    #[arg(long, env = "SLUICE_SHADOW_MODE", num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub shadow_mode: Option<bool>,
+    /// Treat every rule as `quota_mode`: reject only when all of a request's limits are over.
+    #[arg(long, env = "SLUICE_QUOTA_MODE", num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub quota_mode: Option<bool>,
+    /// Reload rules when the config path changes [default: true].
+    #[arg(long, env = "SLUICE_WATCH", num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub watch: Option<bool>,
+    /// Prefix for every counter key.
+    #[arg(long, env = "SLUICE_KEY_PREFIX")]
+    pub key_prefix: Option<String>,
+    /// Hits past floor(limit × ratio) count as near the limit [default: 0.8].
+    #[arg(long, env = "SLUICE_NEAR_LIMIT_RATIO")]
+    pub near_limit_ratio: Option<f64>,
+    /// Rate-limit headers on answers: off, ratelimit (RateLimit-Limit/Remaining/Reset),
+    /// x-ratelimit (Envoy's draft-03 X-RateLimit-*) or ietf (RateLimit-Policy and RateLimit)
+    /// [default: off; the flag alone means ratelimit]. Retry-After is sent on every over-limit
+    /// answer whatever the style.
+    #[arg(long, env = "SLUICE_RESPONSE_HEADERS", num_args = 0..=1, default_missing_value = "ratelimit")]
+    pub response_headers: Option<String>,
+    #[arg(long, env = "SLUICE_HEADER_LIMIT")]
+    pub header_limit: Option<String>,
+    #[arg(long, env = "SLUICE_HEADER_REMAINING")]
+    pub header_remaining: Option<String>,
+    #[arg(long, env = "SLUICE_HEADER_RESET")]
+    pub header_reset: Option<String>,
+    /// A file holding a secret (at least 16 bytes): descriptor values then reach the counter
+    /// store only as keyed hashes, never as the API keys or user ids they are.
+    #[arg(long, env = "SLUICE_HASH_VALUES_KEY_FILE")]
+    pub hash_values_key_file: Option<PathBuf>,
+    /// Most live counters the memory store keeps [default: 1000000].
+    #[arg(long, env = "SLUICE_MAX_COUNTERS")]
+    pub max_counters: Option<usize>,
+    /// Most descriptors in one request [default: 64].
+    #[arg(long, env = "SLUICE_MAX_DESCRIPTORS")]
+    pub max_descriptors: Option<usize>,
+    /// Most entries in one descriptor [default: 32].
+    #[arg(long, env = "SLUICE_MAX_ENTRIES")]
+    pub max_entries: Option<usize>,
+    /// Most bytes of domain, keys and values in one request [default: 16384].
+    #[arg(long, env = "SLUICE_MAX_REQUEST_BYTES")]
+    pub max_request_bytes: Option<usize>,
+    /// Seconds to finish in-flight calls after SIGTERM/SIGINT [default: 10].
+    #[arg(long, env = "SLUICE_SHUTDOWN_GRACE_SECS")]
+    pub shutdown_grace_secs: Option<u64>,
+    /// Log filter, e.g. info or sluice_server=debug [default: info].
+    #[arg(long, env = "SLUICE_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format [default: text].
+    #[arg(long, env = "SLUICE_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}

@@ -1,0 +1,284 @@
+//! Process settings: flags, `SLUICE_*` environment variables, and the environment names of
+//! envoyproxy/ratelimit, read once at start-up.
+//!
+//! Precedence for each setting: the flag, then its `SLUICE_*` variable (clap reads both), then the
+//! reference service's variable, then the default. `docs/settings.md` has the full table.
+//!
+//! [`args`] declares the flags, `resolve` (here) applies the precedence, and [`reference`] reads
+//! the reference's environment names.
+
+pub mod args;
+mod reference;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use args::{Backend, Cli, Command, LogFormat, ServeArgs};
+use reference::{host_port, log_level, parse_bool, reference_redis_url};
+
+use crate::limiter::{HeaderNames, HeaderStyle, RequestBounds};
+
+/// Resolved settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub config: PathBuf,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub backend: Backend,
+    pub redis_url: Option<String>,
+    pub redis_pool_size: usize,
+    pub redis_timeout: Duration,
+    pub charge_rejected: bool,
+    pub merge_domains: bool,
+    pub shadow_mode: bool,
+    pub quota_mode: bool,
+    pub watch: bool,
+    pub key_prefix: String,
+    pub near_limit_ratio: f64,
+    pub header_style: HeaderStyle,
+    pub hash_values_key_file: Option<PathBuf>,
+    pub max_counters: usize,
+    pub bounds: RequestBounds,
+    pub shutdown_grace: Duration,
+    pub log_level: String,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SettingsError {
+    #[error("{name}={value:?}: {reason}")]
+    Env {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Resolve flags against the environment (`env` looks a variable up; tests pass a map).
+    pub fn resolve(
+        args: ServeArgs,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, SettingsError> {
+        let get = |name: &'static str| env(name).filter(|v| !v.is_empty());
+        let parse_env = |name: &'static str| -> Result<Option<bool>, SettingsError> {
+            get(name).map(|v| parse_bool(name, &v)).transpose()
+        };
+        let parse_num = |name: &'static str| -> Result<Option<u64>, SettingsError> {
+            get(name)
+                .map(|v| {
+                    v.parse::<u64>().map_err(|_| SettingsError::Env {
+                        name,
+                        value: v.clone(),
+                        reason: "not a whole number".into(),
+                    })
+                })
+                .transpose()
+        };
+
+        let config = match args.config {
+            Some(p) => p,
+            None => {
+                // The reference reads RUNTIME_ROOT/RUNTIME_SUBDIRECTORY/RUNTIME_APPDIRECTORY.
+                let root = get("RUNTIME_ROOT");
+                let sub = get("RUNTIME_SUBDIRECTORY");
+                if root.is_none() && sub.is_none() {
+                    return Err(SettingsError::Invalid(
+                        "no rule set given: pass --config PATH (or SLUICE_CONFIG, or the \
+                         reference's RUNTIME_ROOT/RUNTIME_SUBDIRECTORY)"
+                            .into(),
+                    ));
+                }
+                let mut p =
+                    PathBuf::from(root.unwrap_or_else(|| "/srv/runtime_data/current".into()));
+                if let Some(sub) = sub {
+                    p.push(sub);
+                }
+                p.push(get("RUNTIME_APPDIRECTORY").unwrap_or_else(|| "config".into()));
+                p
+            }
+        };
+
+        let grpc_addr = match args.grpc_addr {
+            Some(a) => a,
+            None => host_port(&get, "GRPC_HOST", "GRPC_PORT", 8081)?,
+        };
+        let http_addr = match args.http_addr {
+            Some(a) => a,
+            None => host_port(&get, "HOST", "PORT", 8080)?,
+        };
+
+        let backend = match args.backend {
+            Some(b) => b,
+            None => match get("BACKEND_TYPE").as_deref() {
+                None | Some("memory") => Backend::Memory,
+                Some("redis") => Backend::Redis,
+                Some(other) => {
+                    return Err(SettingsError::Env {
+                        name: "BACKEND_TYPE",
+                        value: other.into(),
+                        reason: "Sluice supports `redis` and `memory`".into(),
+                    });
+                }
+            },
+        };
+
+        let redis_url = match args.redis_url {
+            Some(u) => Some(u),
+            None => get("REDIS_URL").map(|u| reference_redis_url(&u, get("REDIS_AUTH"), &get)),
+        };
+        if redis_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("rediss://"))
+        {
+            return Err(SettingsError::Invalid(
+                "TLS to Redis (rediss:// or REDIS_TLS) is not supported yet; use redis:// over a \
+                 trusted network or a TLS sidecar"
+                    .into(),
+            ));
+        }
+        if backend == Backend::Redis && redis_url.is_none() {
+            return Err(SettingsError::Invalid(
+                "the redis backend needs --redis-url (or SLUICE_REDIS_URL / REDIS_URL)".into(),
+            ));
+        }
+
+        let near_limit_ratio = match args.near_limit_ratio {
+            Some(r) => r,
+            None => match get("NEAR_LIMIT_RATIO") {
+                Some(v) => v.parse::<f64>().map_err(|_| SettingsError::Env {
+                    name: "NEAR_LIMIT_RATIO",
+                    value: v.clone(),
+                    reason: "not a number".into(),
+                })?,
+                None => 0.8,
+            },
+        };
+        if !(0.0..=1.0).contains(&near_limit_ratio) {
+            return Err(SettingsError::Invalid(format!(
+                "near-limit ratio {near_limit_ratio} is not between 0 and 1"
+            )));
+        }
+
+        let style = match args.response_headers {
+            Some(style) => Some(("--response-headers", style)),
+            None => {
+                get("LIMIT_RESPONSE_HEADERS_ENABLED").map(|v| ("LIMIT_RESPONSE_HEADERS_ENABLED", v))
+            }
+        };
+        let header_style = match style {
+            None => HeaderStyle::Off,
+            Some((name, style)) => match style.to_ascii_lowercase().as_str() {
+                "off" | "false" | "0" | "no" => HeaderStyle::Off,
+                "ratelimit" | "true" | "1" | "yes" => {
+                    let d = HeaderNames::default();
+                    HeaderStyle::RateLimit(HeaderNames {
+                        limit: args
+                            .header_limit
+                            .or_else(|| get("LIMIT_LIMIT_HEADER"))
+                            .unwrap_or(d.limit),
+                        remaining: args
+                            .header_remaining
+                            .or_else(|| get("LIMIT_REMAINING_HEADER"))
+                            .unwrap_or(d.remaining),
+                        reset: args
+                            .header_reset
+                            .or_else(|| get("LIMIT_RESET_HEADER"))
+                            .unwrap_or(d.reset),
+                    })
+                }
+                "x-ratelimit" => HeaderStyle::XRateLimit,
+                "ietf" => HeaderStyle::Ietf,
+                _ => {
+                    return Err(SettingsError::Env {
+                        name,
+                        value: style,
+                        reason: "expected off, ratelimit, x-ratelimit or ietf (or true/false)"
+                            .into(),
+                    });
+                }
+            },
+        };
+
+        let bounds = RequestBounds {
+            max_descriptors: args
+                .max_descriptors
+                .unwrap_or(RequestBounds::default().max_descriptors),
+            max_entries: args
+                .max_entries
+                .unwrap_or(RequestBounds::default().max_entries),
+            max_bytes: args
+                .max_request_bytes
+                .unwrap_or(RequestBounds::default().max_bytes),
+        };
+        if bounds.max_descriptors == 0 || bounds.max_entries == 0 || bounds.max_bytes == 0 {
+            return Err(SettingsError::Invalid(
+                "request bounds must be at least 1".into(),
+            ));
+        }
+
+        let log_format = match args.log_format {
+            Some(f) => f,
+            None => match get("LOG_FORMAT").map(|v| v.to_ascii_lowercase()).as_deref() {
+                None | Some("text") => LogFormat::Text,
+                Some("json") => LogFormat::Json,
+                Some(other) => {
+                    return Err(SettingsError::Env {
+                        name: "LOG_FORMAT",
+                        value: other.into(),
+                        reason: "expected text or json".into(),
+                    });
+                }
+            },
+        };
+
+        Ok(Settings {
+            config,
+            grpc_addr,
+            http_addr,
+            backend,
+            redis_url,
+            redis_pool_size: match args.redis_pool_size {
+                Some(n) => n,
+                None => parse_num("REDIS_POOL_SIZE")?.map_or(4, |n| n as usize),
+            }
+            .clamp(1, 64),
+            redis_timeout: Duration::from_millis(args.redis_timeout_ms.unwrap_or(1000).max(1)),
+            charge_rejected: args.charge_rejected.unwrap_or(false),
+            merge_domains: match args.merge_domains {
+                Some(b) => b,
+                None => parse_env("MERGE_DOMAIN_CONFIG")?.unwrap_or(false),
+            },
+            shadow_mode: match args.shadow_mode {
+                Some(b) => b,
+                None => parse_env("SHADOW_MODE")?.unwrap_or(false),
+            },
+            quota_mode: match args.quota_mode {
+                Some(b) => b,
+                None => parse_env("QUOTA_MODE")?.unwrap_or(false),
+            },
+            watch: match args.watch {
+                Some(b) => b,
+                None => parse_env("RUNTIME_WATCH_ROOT")?.unwrap_or(true),
+            },
+            key_prefix: args
+                .key_prefix
+                .or_else(|| get("CACHE_KEY_PREFIX"))
+                .unwrap_or_default(),
+            near_limit_ratio,
+            header_style,
+            hash_values_key_file: args.hash_values_key_file,
+            max_counters: args.max_counters.unwrap_or(1_000_000).max(1),
+            bounds,
+            shutdown_grace: Duration::from_secs(args.shutdown_grace_secs.unwrap_or(10)),
+            log_level: log_level(args.log_level, get("LOG_LEVEL"))?,
+            log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,148 @@
+use super::*;
+use clap::Parser;
+use std::collections::HashMap;
+
+fn resolve(args: &[&str], env: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+    let mut argv = vec!["sluice"];
+    argv.extend_from_slice(args);
+    let cli = Cli::try_parse_from(argv).expect("flags parse");
+    let env: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Settings::resolve(cli.serve, |k| env.get(k).cloned())
+}
+
+#[test]
+fn defaults() {
+    let s = resolve(&["--config", "rules.yaml"], &[]).expect("valid");
+    assert_eq!(s.grpc_addr, "0.0.0.0:8081".parse().expect("addr"));
+    assert_eq!(s.http_addr, "0.0.0.0:8080".parse().expect("addr"));
+    assert_eq!(s.backend, Backend::Memory);
+    assert!(!s.charge_rejected);
+    assert!(s.watch);
+    assert_eq!(s.near_limit_ratio, 0.8);
+    assert_eq!(s.header_style, HeaderStyle::Off);
+    assert_eq!(s.hash_values_key_file, None);
+}
+
+#[test]
+fn reference_environment_names() {
+    let s = resolve(
+        &[],
+        &[
+            ("RUNTIME_ROOT", "/data"),
+            ("RUNTIME_SUBDIRECTORY", "ratelimit"),
+            ("GRPC_HOST", "127.0.0.1"),
+            ("GRPC_PORT", "9081"),
+            ("HOST", "::1"),
+            ("PORT", "9080"),
+            ("BACKEND_TYPE", "redis"),
+            ("REDIS_URL", "127.0.0.1:6379"),
+            ("REDIS_AUTH", "user:secret"),
+            ("MERGE_DOMAIN_CONFIG", "true"),
+            ("SHADOW_MODE", "1"),
+            ("QUOTA_MODE", "true"),
+            ("CACHE_KEY_PREFIX", "rl:"),
+            ("NEAR_LIMIT_RATIO", "0.9"),
+            ("LIMIT_RESPONSE_HEADERS_ENABLED", "true"),
+            ("LIMIT_REMAINING_HEADER", "X-Left"),
+            ("LOG_LEVEL", "DEBUG"),
+            ("LOG_FORMAT", "json"),
+            ("REDIS_POOL_SIZE", "8"),
+        ],
+    )
+    .expect("valid");
+    assert_eq!(s.config, PathBuf::from("/data/ratelimit/config"));
+    assert_eq!(s.grpc_addr, "127.0.0.1:9081".parse().expect("addr"));
+    assert_eq!(s.http_addr, "[::1]:9080".parse().expect("addr"));
+    assert_eq!(s.backend, Backend::Redis);
+    assert_eq!(
+        s.redis_url.as_deref(),
+        Some("redis://user:secret@127.0.0.1:6379")
+    );
+    assert!(s.merge_domains);
+    assert!(s.shadow_mode);
+    assert!(s.quota_mode);
+    assert_eq!(s.key_prefix, "rl:");
+    assert_eq!(s.near_limit_ratio, 0.9);
+    let HeaderStyle::RateLimit(headers) = s.header_style else {
+        panic!("headers on: {:?}", s.header_style);
+    };
+    assert_eq!(headers.remaining, "X-Left");
+    assert_eq!(headers.limit, "RateLimit-Limit");
+    assert_eq!(s.log_level, "debug");
+    assert_eq!(s.log_format, LogFormat::Json);
+    assert_eq!(s.redis_pool_size, 8);
+}
+
+#[test]
+fn flags_win_over_reference_names() {
+    let s = resolve(
+        &[
+            "--config",
+            "a.yaml",
+            "--grpc-addr",
+            "127.0.0.1:1",
+            "--charge-rejected",
+        ],
+        &[("GRPC_PORT", "9081"), ("RUNTIME_ROOT", "/x")],
+    )
+    .expect("valid");
+    assert_eq!(s.config, PathBuf::from("a.yaml"));
+    assert_eq!(s.grpc_addr, "127.0.0.1:1".parse().expect("addr"));
+    assert!(s.charge_rejected);
+}
+
+#[test]
+fn header_styles() {
+    for (flag, want) in [
+        ("--response-headers=off", HeaderStyle::Off),
+        (
+            "--response-headers",
+            HeaderStyle::RateLimit(HeaderNames::default()),
+        ),
+        (
+            "--response-headers=true",
+            HeaderStyle::RateLimit(HeaderNames::default()),
+        ),
+        ("--response-headers=x-ratelimit", HeaderStyle::XRateLimit),
+        ("--response-headers=IETF", HeaderStyle::Ietf),
+    ] {
+        let s = resolve(&["--config", "a", flag], &[]).expect("valid");
+        assert_eq!(s.header_style, want, "{flag}");
+    }
+    let err = resolve(&["--config", "a", "--response-headers=fancy"], &[]).expect_err("bad");
+    assert!(err.to_string().contains("x-ratelimit"), "{err}");
+    let s = resolve(
+        &["--config", "a", "--hash-values-key-file", "/run/secret"],
+        &[],
+    )
+    .expect("valid");
+    assert_eq!(s.hash_values_key_file, Some(PathBuf::from("/run/secret")));
+}
+
+#[test]
+fn bad_values_are_named() {
+    let err = resolve(&["--config", "a"], &[("SHADOW_MODE", "yes")]).expect_err("invalid");
+    assert_eq!(
+        err.to_string(),
+        "SHADOW_MODE=\"yes\": expected true or false"
+    );
+    let err = resolve(&["--config", "a"], &[("BACKEND_TYPE", "memcache")]).expect_err("invalid");
+    assert!(err.to_string().contains("BACKEND_TYPE"), "{err}");
+    let err = resolve(&["--config", "a", "--backend", "redis"], &[]).expect_err("invalid");
+    assert!(err.to_string().contains("--redis-url"), "{err}");
+    let err = resolve(
+        &["--config", "a"],
+        &[("REDIS_URL", "r:6379"), ("REDIS_TLS", "true")],
+    )
+    .expect_err("no TLS yet");
+    assert!(err.to_string().contains("TLS"), "{err}");
+    let err = resolve(&["--config", "a", "--log-level", "loud=="], &[]).expect_err("filter");
+    assert!(err.to_string().contains("log level"), "{err}");
+    let s = resolve(&["--config", "a"], &[("LOG_LEVEL", "WARNING")]).expect("logrus name");
+    assert_eq!(s.log_level, "warn");
+    let err = resolve(&[], &[]).expect_err("no config");
+    assert!(err.to_string().contains("--config"), "{err}");
+}
