@@ -37,7 +37,8 @@ descriptors:
       over_limit_status: 402
   - key: team_id
     rate_limits:
-      - {unit: second, requests_per_unit: 10, algorithm: token_bucket, burst: 20}
+      # One token every six minutes: nothing refills while the test runs.
+      - {unit: hour, requests_per_unit: 10, algorithm: token_bucket, burst: 20}
       - {unit: day, requests_per_unit: 4}
   - key: lim_a
     rate_limit: {name: lim_a, unit: hour, requests_per_unit: 5}
@@ -286,12 +287,12 @@ async fn several_limits_on_one_key(backend: Backend) {
     assert_eq!(
         header(&r, "RateLimit-Policy"),
         Some(
-            "\"edge.team_id/1s-token_bucket\";q=10;w=1;sluice-burst=20, \"edge.team_id/86400s\";q=4;w=86400"
+            "\"edge.team_id/3600s-token_bucket\";q=10;w=3600;sluice-burst=20, \"edge.team_id/86400s\";q=4;w=86400"
         )
     );
     let current = header(&r, "RateLimit").expect("RateLimit");
     assert!(
-        current.starts_with("\"edge.team_id/1s-token_bucket\";r=16;t="),
+        current.starts_with("\"edge.team_id/3600s-token_bucket\";r=16;t="),
         "the bucket still holds 16 tokens: the rejected request took none: {current}"
     );
 }
