@@ -64,7 +64,11 @@ EOF
 chmod +x "$wrapper"
 SLUICE_BIN=$wrapper start_sluice "$config" "$backend" "$redis_port"
 
-load=("$bin_dir/sluice-load" --target "http://127.0.0.1:$sluice_grpc_port"
+port=$sluice_grpc_port
+for arg in "$@"; do
+    [[ $arg == json ]] && port=$sluice_http_port
+done
+load=("$bin_dir/sluice-load" --target "http://127.0.0.1:$port"
     --shape generic --domain bench --connections 1 --in-flight 8 --warmup 0 --duration 120)
 "${load[@]}" --max-requests 2000 "$@" >/dev/null 2>&1
 callgrind_control --zero "$sluice_pid" >/dev/null

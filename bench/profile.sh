@@ -48,7 +48,11 @@ fi
 redis_port=
 [[ $backend == redis ]] && start_redis redis_port
 start_sluice "$config" "$backend" "$redis_port"
-load=("$bin_dir/sluice-load" --target "http://127.0.0.1:$sluice_grpc_port"
+port=$sluice_grpc_port
+for arg in "$@"; do
+    [[ $arg == json ]] && port=$sluice_http_port
+done
+load=("$bin_dir/sluice-load" --target "http://127.0.0.1:$port"
     --shape generic --domain bench --warmup 1 --duration 10 --server-pid "$sluice_pid")
 [[ -n $redis_port ]] && load+=(--redis "127.0.0.1:$redis_port")
 "${load[@]}" "$@" >"$out/load.json" 2>"$work/load.err" &
