@@ -20,21 +20,21 @@ use crate::config::Unit;
 use crate::limiter::{
     CheckError, CheckRequest, Code, Decision, Descriptor, LimitOverride, RateLimiter,
 };
-use crate::metrics::RequestLabels;
+use crate::metrics::RequestCounters;
 use crate::storage::Store;
 
 /// The service implementation handed to tonic.
 pub struct RlsService<S> {
     limiter: Arc<RateLimiter<S>>,
-}
-
-impl<S> RlsService<S> {
-    pub fn new(limiter: Arc<RateLimiter<S>>) -> Self {
-        Self { limiter }
-    }
+    counters: RequestCounters,
 }
 
 impl<S: Store> RlsService<S> {
+    pub fn new(limiter: Arc<RateLimiter<S>>) -> Self {
+        let counters = limiter.metrics().request_counters("grpc");
+        Self { limiter, counters }
+    }
+
     /// The tonic server for this service. The transport's own message cap sits well above the
     /// configured request bound, so an oversized request is normally refused by our check with
     /// `INVALID_ARGUMENT` rather than by tonic's decoder.
@@ -52,40 +52,33 @@ impl<S: Store> RateLimitService for RlsService<S> {
     ) -> Result<Response<RateLimitResponse>, Status> {
         let request = request.into_inner();
         let bound = self.limiter.options().bounds.max_bytes;
-        let metrics = self.limiter.metrics();
-        let count = |result: &'static str| {
-            metrics
-                .requests
-                .get_or_create(&RequestLabels {
-                    transport: "grpc",
-                    result,
-                })
-                .inc();
-        };
+        let counters = &self.counters;
         // Entries are bounded by the limiter; this bounds everything else a message can carry.
         let size = request.encoded_len();
         if size > bound * 2 {
-            count("invalid");
+            counters.invalid.inc();
             return Err(Status::invalid_argument(format!(
                 "request is {size} bytes; at most {} are accepted",
                 bound * 2
             )));
         }
-        let check = from_proto(request).inspect_err(|_| count("invalid"))?;
+        let check = from_proto(request).inspect_err(|_| {
+            counters.invalid.inc();
+        })?;
         match self.limiter.check(&check).await {
             Ok(decision) => {
-                count(match decision.overall {
-                    Code::Ok => "ok",
-                    Code::OverLimit => "over_limit",
-                });
+                match decision.overall {
+                    Code::Ok => counters.ok.inc(),
+                    Code::OverLimit => counters.over_limit.inc(),
+                };
                 Ok(Response::new(to_proto(decision)))
             }
             Err(e) => {
                 let status = to_status(&e);
-                count(match e {
-                    CheckError::Invalid(_) => "invalid",
-                    CheckError::Store(_) => "error",
-                });
+                match e {
+                    CheckError::Invalid(_) => counters.invalid.inc(),
+                    CheckError::Store(_) => counters.error.inc(),
+                };
                 Err(status)
             }
         }

@@ -17,7 +17,7 @@ use crate::limiter::headers::PROBLEM_CONTENT_TYPE;
 use crate::limiter::{
     CheckError, CheckRequest, Code, Decision, Descriptor, LimitOverride, RateLimiter,
 };
-use crate::metrics::RequestLabels;
+use crate::metrics::RequestCounters;
 use crate::storage::Store;
 
 /// What the HTTP handlers share.
@@ -25,6 +25,18 @@ pub struct HttpState<S> {
     pub limiter: Arc<RateLimiter<S>>,
     /// False once shutdown starts, so load balancers stop sending before the listener closes.
     pub ready: Arc<AtomicBool>,
+    counters: RequestCounters,
+}
+
+impl<S: Store> HttpState<S> {
+    pub fn new(limiter: Arc<RateLimiter<S>>, ready: Arc<AtomicBool>) -> Self {
+        let counters = limiter.metrics().request_counters("http");
+        Self {
+            limiter,
+            ready,
+            counters,
+        }
+    }
 }
 
 pub fn router<S: Store>(state: Arc<HttpState<S>>) -> Router {
@@ -37,21 +49,12 @@ pub fn router<S: Store>(state: Arc<HttpState<S>>) -> Router {
 }
 
 async fn json_check<S: Store>(State(state): State<Arc<HttpState<S>>>, body: Body) -> Response {
-    let metrics = state.limiter.metrics();
-    let count = |result: &'static str| {
-        metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                transport: "http",
-                result,
-            })
-            .inc();
-    };
+    let counters = &state.counters;
     let cap = state.limiter.options().bounds.max_bytes * 4;
     let body: Bytes = match axum::body::to_bytes(body, cap).await {
         Ok(b) => b,
         Err(_) => {
-            count("invalid");
+            counters.invalid.inc();
             return error(
                 StatusCode::BAD_REQUEST,
                 format!("request body is larger than {cap} bytes or could not be read"),
@@ -61,7 +64,7 @@ async fn json_check<S: Store>(State(state): State<Arc<HttpState<S>>>, body: Body
     let request: JsonRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            count("invalid");
+            counters.invalid.inc();
             return error(
                 StatusCode::BAD_REQUEST,
                 format!("invalid request JSON: {e}"),
@@ -71,7 +74,7 @@ async fn json_check<S: Store>(State(state): State<Arc<HttpState<S>>>, body: Body
     let request = match request.into_check() {
         Ok(r) => r,
         Err(msg) => {
-            count("invalid");
+            counters.invalid.inc();
             return error(StatusCode::BAD_REQUEST, msg);
         }
     };
@@ -80,18 +83,20 @@ async fn json_check<S: Store>(State(state): State<Arc<HttpState<S>>>, body: Body
             let json = JsonResponse::from(&decision);
             let (status, body, content_type) = match &decision.rejection {
                 None => {
-                    count(match decision.overall {
-                        Code::Ok => "ok",
-                        Code::OverLimit => "over_limit",
-                    });
                     let status = match decision.overall {
-                        Code::Ok => StatusCode::OK,
-                        Code::OverLimit => StatusCode::TOO_MANY_REQUESTS,
+                        Code::Ok => {
+                            counters.ok.inc();
+                            StatusCode::OK
+                        }
+                        Code::OverLimit => {
+                            counters.over_limit.inc();
+                            StatusCode::TOO_MANY_REQUESTS
+                        }
                     };
                     (status, serde_json::to_value(&json), "application/json")
                 }
                 Some(rejection) => {
-                    count("over_limit");
+                    counters.over_limit.inc();
                     // The problem document, with the reference's proto3-JSON fields as extension
                     // members, so clients of either shape read it. The status is the rule's.
                     let status = StatusCode::from_u16(rejection.status)
@@ -109,7 +114,7 @@ async fn json_check<S: Store>(State(state): State<Arc<HttpState<S>>>, body: Body
             let body = match body {
                 Ok(b) => b.to_string(),
                 Err(e) => {
-                    count("error");
+                    counters.error.inc();
                     return error(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         format!("cannot encode the answer: {e}"),
@@ -131,11 +136,11 @@ async fn json_check<S: Store>(State(state): State<Arc<HttpState<S>>>, body: Body
             response
         }
         Err(CheckError::Invalid(msg)) => {
-            count("invalid");
+            counters.invalid.inc();
             error(StatusCode::BAD_REQUEST, msg)
         }
         Err(e @ CheckError::Store(_)) => {
-            count("error");
+            counters.error.inc();
             let status = crate::grpc::to_status(&e);
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -45,6 +45,17 @@ pub struct RequestLabels {
     pub result: &'static str,
 }
 
+/// The `sluice_requests` series of one transport, looked up once when the adapter starts: a
+/// labelled lookup on every check hashes the label set and takes the family's lock. Creating
+/// them up front also makes every result's series exist (at 0) before its first check.
+#[derive(Debug, Clone)]
+pub struct RequestCounters {
+    pub ok: Counter,
+    pub over_limit: Counter,
+    pub invalid: Counter,
+    pub error: Counter,
+}
+
 /// Per-rule counts, all in hits (a request with `hits_addend: 5` adds 5).
 #[derive(Debug, Default)]
 pub struct RuleStats {
@@ -158,6 +169,21 @@ impl Metrics {
         collector: Box<dyn prometheus_client::collector::Collector>,
     ) {
         self.registry.register_collector(collector);
+    }
+
+    /// The request counters of `transport` (`grpc` or `http`).
+    pub fn request_counters(&self, transport: &'static str) -> RequestCounters {
+        let counter = |result| {
+            self.requests
+                .get_or_create(&RequestLabels { transport, result })
+                .clone()
+        };
+        RequestCounters {
+            ok: counter("ok"),
+            over_limit: counter("over_limit"),
+            invalid: counter("invalid"),
+            error: counter("error"),
+        }
     }
 
     pub fn config_loaded(&self, ok: bool) {

@@ -207,10 +207,10 @@ impl Sluice {
                 TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
                 grpc_stop,
             );
-        let app = router(Arc::new(HttpState {
-            limiter: Arc::clone(&self.limiter),
-            ready: Arc::clone(&ready),
-        }));
+        let app = router(Arc::new(HttpState::new(
+            Arc::clone(&self.limiter),
+            Arc::clone(&ready),
+        )));
         let http_listener = listeners.http.tap_io(|tcp| {
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY on an HTTP connection");
