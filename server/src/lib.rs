@@ -20,7 +20,8 @@
 //!    constraining limit), the overall code, rate-limit headers in the configured style, the
 //!    RFC 9457 problem document of a rejection, and [`metrics`]; the adapter encodes the answer.
 //!
-//! [`settings`] reads flags and environment once; [`server`] binds, serves and drains.
+//! [`settings`] reads flags and environment once; [`server`] binds, serves and drains, with
+//! [`transport`] serving HTTP/2 for the gRPC listener.
 
 pub mod algorithm;
 pub mod clock;
@@ -33,3 +34,4 @@ pub mod metrics;
 pub mod server;
 pub mod settings;
 pub mod storage;
+pub mod transport;

@@ -8,7 +8,6 @@ use std::sync::{Arc, OnceLock};
 
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, ConfigErrors, LoadOptions};
@@ -21,6 +20,7 @@ use crate::storage::keys::{KeySchema, ValueHasher};
 use crate::storage::memory::MemoryStore;
 use crate::storage::redis::{RedisClock, RedisOptions, RedisStore};
 use crate::storage::{Admission, AnyStore, StoreError};
+use crate::transport;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -198,15 +198,14 @@ impl Sluice {
         let grpc_stop = wait_for(stop_rx.clone());
         let http_stop = wait_for(stop_rx);
 
-        let grpc = tonic::transport::Server::builder()
-            .layer(tower::util::MapResponseLayer::new(out_of_range_is_invalid))
-            .add_service(health_service)
-            .add_service(RlsService::new(Arc::clone(&self.limiter)).into_server())
-            .serve_with_incoming_shutdown(
-                // Answers are a few hundred bytes: Nagle would hold them for a delayed ACK.
-                TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
-                grpc_stop,
-            );
+        let grpc = transport::serve(
+            listeners.grpc,
+            transport::Routes::new(
+                RlsService::new(Arc::clone(&self.limiter)).into_server(),
+                health_service,
+            ),
+            grpc_stop,
+        );
         let app = router(Arc::new(HttpState::new(
             Arc::clone(&self.limiter),
             Arc::clone(&ready),
@@ -218,7 +217,10 @@ impl Sluice {
         });
         let http = axum::serve(http_listener, app).with_graceful_shutdown(http_stop);
 
-        let mut grpc = tokio::spawn(grpc);
+        let mut grpc = tokio::spawn(async move {
+            grpc.await;
+            Ok::<(), std::convert::Infallible>(())
+        });
         let mut http = tokio::spawn(async move { http.await });
         tracing::info!(
             grpc = %grpc_addr,
@@ -295,23 +297,6 @@ async fn set_health(
 
 async fn wait_for(mut stop: tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
-}
-
-/// tonic refuses a message over its decoding cap with OUT_OF_RANGE before our handler runs;
-/// Sluice's contract is INVALID_ARGUMENT for every oversized request, and the handler itself
-/// never returns OUT_OF_RANGE, so rewriting that one code is exact.
-fn out_of_range_is_invalid<B>(mut response: http::Response<B>) -> http::Response<B> {
-    const OUT_OF_RANGE: &[u8] = b"11";
-    if response
-        .headers()
-        .get("grpc-status")
-        .is_some_and(|v| v.as_bytes() == OUT_OF_RANGE)
-    {
-        response
-            .headers_mut()
-            .insert("grpc-status", http::HeaderValue::from_static("3"));
-    }
-    response
 }
 
 /// Resolves on SIGTERM or SIGINT.
