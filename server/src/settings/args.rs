@@ -128,4 +128,7 @@ pub struct ServeArgs {
     /// Log format [default: text].
     #[arg(long, env = "SLUICE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Runtime worker threads [default: one per CPU].
+    #[arg(long, env = "SLUICE_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
 }

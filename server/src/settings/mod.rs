@@ -43,6 +43,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     pub log_level: String,
     pub log_format: LogFormat,
+    /// `None`: one per CPU, the runtime's default.
+    pub worker_threads: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -276,6 +278,14 @@ impl Settings {
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs.unwrap_or(10)),
             log_level: log_level(args.log_level, get("LOG_LEVEL"))?,
             log_format,
+            worker_threads: match args.worker_threads {
+                Some(0) => {
+                    return Err(SettingsError::Invalid(
+                        "--worker-threads must be at least 1".into(),
+                    ));
+                }
+                n => n,
+            },
         })
     }
 }

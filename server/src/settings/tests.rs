@@ -24,6 +24,15 @@ fn defaults() {
     assert_eq!(s.near_limit_ratio, 0.8);
     assert_eq!(s.header_style, HeaderStyle::Off);
     assert_eq!(s.hash_values_key_file, None);
+    assert_eq!(s.worker_threads, None);
+}
+
+#[test]
+fn worker_threads_are_at_least_one() {
+    let s = resolve(&["--config", "a", "--worker-threads", "3"], &[]).expect("valid");
+    assert_eq!(s.worker_threads, Some(3));
+    let err = resolve(&["--config", "a", "--worker-threads", "0"], &[]).expect_err("zero");
+    assert!(err.to_string().contains("--worker-threads"), "{err}");
 }
 
 #[test]
