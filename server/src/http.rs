@@ -1,22 +1,24 @@
-//! The HTTP adapter: `POST /json` (the reference's proto3-JSON check, for NGINX `auth_request` and
-//! other proxies), `GET /healthcheck`, `GET /rlconfig` and `GET /metrics`.
+//! The HTTP adapter: `POST /json` (the reference's proto3-JSON check), `/auth/{domain}` (a check
+//! built from the request's headers, for NGINX `auth_request` and other proxies that ask over
+//! HTTP), `GET /healthcheck`, `GET /rlconfig` and `GET /metrics`.
+//!
+//! [`json`] owns the proto3-JSON wire types, [`auth`] the header mapping and the answer NGINX can
+//! act on, [`body`] the bounded reading of request bodies (413 with a reason when too large).
+
+mod auth;
+mod body;
+mod json;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use serde::{Deserialize, Deserializer, Serialize};
+use axum::routing::{any, get, post};
 
-use crate::config::Unit;
-use crate::limiter::headers::PROBLEM_CONTENT_TYPE;
-use crate::limiter::{
-    CheckError, CheckRequest, Code, Decision, Descriptor, LimitOverride, RateLimiter,
-};
+use crate::limiter::RateLimiter;
 use crate::metrics::RequestCounters;
 use crate::storage::Store;
 
@@ -26,6 +28,8 @@ pub struct HttpState<S> {
     /// False once shutdown starts, so load balancers stop sending before the listener closes.
     pub ready: Arc<AtomicBool>,
     counters: RequestCounters,
+    /// What `/auth/{domain}` answers an over-limit request with: 403 or 401.
+    auth_over_limit_status: u16,
 }
 
 impl<S: Store> HttpState<S> {
@@ -35,123 +39,43 @@ impl<S: Store> HttpState<S> {
             limiter,
             ready,
             counters,
+            auth_over_limit_status: 403,
         }
+    }
+
+    /// 403 (the default) or 401: the refusals NGINX's `auth_request` passes on.
+    pub fn with_auth_over_limit_status(mut self, status: u16) -> Self {
+        self.auth_over_limit_status = status;
+        self
     }
 }
 
 pub fn router<S: Store>(state: Arc<HttpState<S>>) -> Router {
     Router::new()
-        .route("/json", post(json_check::<S>))
+        .route("/json", post(json::check::<S>))
+        // Any method: `auth_request` subrequests keep the client's method.
+        .route("/auth/{domain}", any(auth::check::<S>))
         .route("/healthcheck", get(healthcheck::<S>))
         .route("/rlconfig", get(rlconfig::<S>))
         .route("/metrics", get(metrics::<S>))
         .with_state(state)
 }
 
-async fn json_check<S: Store>(State(state): State<Arc<HttpState<S>>>, body: Body) -> Response {
-    let counters = &state.counters;
-    let cap = state.limiter.options().bounds.max_bytes * 4;
-    let body: Bytes = match axum::body::to_bytes(body, cap).await {
-        Ok(b) => b,
-        Err(_) => {
-            counters.invalid.inc();
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("request body is larger than {cap} bytes or could not be read"),
-            );
-        }
-    };
-    let request: JsonRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            counters.invalid.inc();
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("invalid request JSON: {e}"),
-            );
-        }
-    };
-    let request = match request.into_check() {
-        Ok(r) => r,
-        Err(msg) => {
-            counters.invalid.inc();
-            return error(StatusCode::BAD_REQUEST, msg);
-        }
-    };
-    match state.limiter.check(&request).await {
-        Ok(decision) => {
-            let json = JsonResponse::from(&decision);
-            let (status, body, content_type) = match &decision.rejection {
-                None => {
-                    let status = match decision.overall {
-                        Code::Ok => {
-                            counters.ok.inc();
-                            StatusCode::OK
-                        }
-                        Code::OverLimit => {
-                            counters.over_limit.inc();
-                            StatusCode::TOO_MANY_REQUESTS
-                        }
-                    };
-                    (status, serde_json::to_value(&json), "application/json")
-                }
-                Some(rejection) => {
-                    counters.over_limit.inc();
-                    // The problem document, with the reference's proto3-JSON fields as extension
-                    // members, so clients of either shape read it. The status is the rule's.
-                    let status = StatusCode::from_u16(rejection.status)
-                        .unwrap_or(StatusCode::TOO_MANY_REQUESTS);
-                    let body = serde_json::to_value(&json).map(|v| {
-                        let mut doc = rejection.problem.clone();
-                        if let serde_json::Value::Object(fields) = v {
-                            doc.extend(fields);
-                        }
-                        serde_json::Value::Object(doc)
-                    });
-                    (status, body, PROBLEM_CONTENT_TYPE)
-                }
-            };
-            let body = match body {
-                Ok(b) => b.to_string(),
-                Err(e) => {
-                    counters.error.inc();
-                    return error(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("cannot encode the answer: {e}"),
-                    );
-                }
-            };
-            let mut response =
-                (status, [(header::CONTENT_TYPE, content_type)], body).into_response();
-            // Proxies in front (NGINX auth_request) copy these to the client. The content type
-            // is already set for this body.
-            for (k, v) in &decision.response_headers {
-                if k.eq_ignore_ascii_case("content-type") {
-                    continue;
-                }
-                if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
-                    response.headers_mut().append(k, v);
-                }
-            }
-            response
-        }
-        Err(CheckError::Invalid(msg)) => {
-            counters.invalid.inc();
-            error(StatusCode::BAD_REQUEST, msg)
-        }
-        Err(e @ CheckError::Store(_)) => {
-            counters.error.inc();
-            let status = crate::grpc::to_status(&e);
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                status.message().to_string(),
-            )
-        }
-    }
-}
-
 fn error(status: StatusCode, message: String) -> Response {
     (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// Adds a decision's headers for the client (rate-limit headers, `Retry-After`). The content type
+/// is the response's own.
+fn add_headers(response: &mut Response, headers: &[(String, String)]) {
+    for (k, v) in headers {
+        if k.eq_ignore_ascii_case("content-type") {
+            continue;
+        }
+        if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
+            response.headers_mut().append(k, v);
+        }
+    }
 }
 
 async fn healthcheck<S: Store>(State(state): State<Arc<HttpState<S>>>) -> Response {
@@ -186,199 +110,4 @@ async fn metrics<S: Store>(State(state): State<Arc<HttpState<S>>>) -> Response {
         state.limiter.metrics().encode(),
     )
         .into_response()
-}
-
-// Proto3 JSON: parsers accept the proto field name and its lowerCamelCase form; 64-bit integers
-// may arrive as strings; enums as names or numbers.
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JsonRequest {
-    #[serde(default)]
-    domain: String,
-    #[serde(default)]
-    descriptors: Vec<JsonDescriptor>,
-    #[serde(default, alias = "hitsAddend", deserialize_with = "uint")]
-    hits_addend: u64,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JsonDescriptor {
-    #[serde(default)]
-    entries: Vec<JsonEntry>,
-    #[serde(default)]
-    limit: Option<JsonOverride>,
-    #[serde(default, alias = "hitsAddend", deserialize_with = "opt_uint")]
-    hits_addend: Option<u64>,
-    #[serde(default, alias = "isNegativeHits")]
-    is_negative_hits: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JsonEntry {
-    #[serde(default)]
-    key: String,
-    #[serde(default)]
-    value: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JsonOverride {
-    #[serde(default, alias = "requestsPerUnit", deserialize_with = "uint")]
-    requests_per_unit: u64,
-    #[serde(default)]
-    unit: serde_json::Value,
-}
-
-impl JsonRequest {
-    fn into_check(self) -> Result<CheckRequest, String> {
-        let hits_addend = u32::try_from(self.hits_addend)
-            .map_err(|_| format!("hits_addend {} does not fit in uint32", self.hits_addend))?;
-        let descriptors = self
-            .descriptors
-            .into_iter()
-            .enumerate()
-            .map(|(i, d)| {
-                let limit = d
-                    .limit
-                    .map(|o| {
-                        let requests_per_unit =
-                            u32::try_from(o.requests_per_unit).map_err(|_| {
-                                format!(
-                                    "descriptor {i} limit requests_per_unit does not fit in uint32"
-                                )
-                            })?;
-                        LimitOverride::new(i, requests_per_unit, override_unit(&o.unit), &o.unit)
-                    })
-                    .transpose()?;
-                Ok(Descriptor::from_parts(
-                    d.entries.into_iter().map(|e| (e.key, e.value)),
-                    limit,
-                    d.hits_addend,
-                    d.is_negative_hits,
-                ))
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        Ok(CheckRequest {
-            domain: self.domain,
-            descriptors,
-            hits_addend,
-        })
-    }
-}
-
-fn override_unit(v: &serde_json::Value) -> Option<Unit> {
-    match v {
-        serde_json::Value::Number(n) => Unit::from_override_unit(i32::try_from(n.as_i64()?).ok()?),
-        serde_json::Value::String(s) if !s.eq_ignore_ascii_case("week") => Unit::parse(s),
-        _ => None,
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum NumOrString {
-    Num(u64),
-    Str(String),
-}
-
-fn uint<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    match NumOrString::deserialize(d)? {
-        NumOrString::Num(n) => Ok(n),
-        NumOrString::Str(s) => s
-            .parse()
-            .map_err(|_| serde::de::Error::custom(format!("{s:?} is not an unsigned integer"))),
-    }
-}
-
-fn opt_uint<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    uint(d).map(Some)
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct JsonResponse {
-    overall_code: &'static str,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    statuses: Vec<JsonStatus>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    response_headers_to_add: Vec<JsonHeader>,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct JsonStatus {
-    code: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    current_limit: Option<JsonLimit>,
-    #[serde(skip_serializing_if = "is_zero")]
-    limit_remaining: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    duration_until_reset: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct JsonLimit {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<String>,
-    requests_per_unit: u32,
-    unit: &'static str,
-}
-
-#[derive(Debug, Serialize)]
-struct JsonHeader {
-    key: String,
-    value: String,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
-
-fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::OverLimit => "OVER_LIMIT",
-    }
-}
-
-impl From<&Decision> for JsonResponse {
-    fn from(d: &Decision) -> Self {
-        JsonResponse {
-            overall_code: code_name(d.overall),
-            statuses: d
-                .statuses
-                .iter()
-                .map(|s| JsonStatus {
-                    code: code_name(s.code),
-                    current_limit: s.current_limit.as_ref().map(|l| JsonLimit {
-                        name: l.name.clone(),
-                        requests_per_unit: l.requests_per_unit,
-                        unit: l.unit.as_str(),
-                    }),
-                    limit_remaining: s.limit_remaining,
-                    // proto3 JSON writes a Duration as seconds with an `s` suffix.
-                    duration_until_reset: s.duration_until_reset.map(|d| {
-                        if d.subsec_nanos() == 0 {
-                            format!("{}s", d.as_secs())
-                        } else {
-                            format!("{:.9}s", d.as_secs_f64())
-                        }
-                    }),
-                })
-                .collect(),
-            response_headers_to_add: d
-                .response_headers
-                .iter()
-                .map(|(key, value)| JsonHeader {
-                    key: key.clone(),
-                    value: value.clone(),
-                })
-                .collect(),
-        }
-    }
 }

@@ -206,10 +206,10 @@ impl Sluice {
             ),
             grpc_stop,
         );
-        let app = router(Arc::new(HttpState::new(
-            Arc::clone(&self.limiter),
-            Arc::clone(&ready),
-        )));
+        let app = router(Arc::new(
+            HttpState::new(Arc::clone(&self.limiter), Arc::clone(&ready))
+                .with_auth_over_limit_status(self.settings.auth_over_limit_status),
+        ));
         let http_listener = listeners.http.tap_io(|tcp| {
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY on an HTTP connection");

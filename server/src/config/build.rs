@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::error::{ConfigError, Position};
-use super::model::{Algorithm, Kind, Level, Limit, Node, RateLimit, Rule, RuleSet};
+use super::model::{
+    Algorithm, EntrySource, HttpDescriptor, Kind, Level, Limit, Node, RateLimit, Rule, RuleSet,
+};
 use super::parse::{Problem, RawDescriptor, RawFile};
 use super::yaml::Mark;
 
@@ -28,6 +30,8 @@ struct Domain {
     /// Descriptor path (the reference's `key` / `key_value` segments) → where it was defined and
     /// its key and value.
     seen: HashMap<Vec<String>, Seen>,
+    /// The domain's `http_descriptors` and where they were given.
+    http: Option<(Position, Vec<HttpDescriptor>)>,
 }
 
 pub(super) struct Builder {
@@ -104,7 +108,23 @@ impl Builder {
                 root: Node::default(),
                 first: at,
                 seen: HashMap::new(),
+                http: None,
             });
+        if let Some(http) = file.http_descriptors {
+            let at = position(path, http.at);
+            match &entry.http {
+                // Merged files would otherwise have to agree on one header mapping silently.
+                Some((first, _)) => self.errors.push(ConfigError::Invalid {
+                    reason: format!(
+                        "`http_descriptors` for domain '{}' are already given at {first}: give \
+                         them in one file of the domain",
+                        entry.name
+                    ),
+                    at,
+                }),
+                None => entry.http = Some((at, http.value)),
+            }
+        }
         let mut walk = Walk {
             path,
             domain: entry.name.clone(),
@@ -127,12 +147,22 @@ impl Builder {
         for rule in &rules {
             dump_rule(&mut dump, rule);
         }
+        let mut http_descriptors = HashMap::new();
+        let mut domains = HashMap::new();
+        for (name, d) in self.domains {
+            if let Some((_, http)) = d.http {
+                http_descriptors.insert(name.clone(), http);
+            }
+            domains.insert(name, d.root);
+        }
+        let mut names: Vec<&String> = http_descriptors.keys().collect();
+        names.sort();
+        for name in names {
+            dump_http(&mut dump, name, &http_descriptors[name]);
+        }
         Ok(RuleSet {
-            domains: self
-                .domains
-                .into_iter()
-                .map(|(name, d)| (name, d.root))
-                .collect(),
+            domains,
+            http_descriptors,
             sources: self.sources,
             dump,
         })
@@ -270,6 +300,31 @@ fn dump_rule(out: &mut String, rule: &Rule) {
     ] {
         if set {
             let _ = write!(out, ", {flag}");
+        }
+    }
+    out.push('\n');
+}
+
+/// `domain http_descriptors: [key=header:name, key2=value] +hits:name; ...`
+fn dump_http(out: &mut String, domain: &str, descriptors: &[HttpDescriptor]) {
+    let _ = write!(out, "{domain} http_descriptors: ");
+    for (i, d) in descriptors.iter().enumerate() {
+        if i > 0 {
+            out.push_str("; ");
+        }
+        out.push('[');
+        for (j, e) in d.entries.iter().enumerate() {
+            if j > 0 {
+                out.push_str(", ");
+            }
+            let _ = match &e.source {
+                EntrySource::Header(h) => write!(out, "{}=header:{h}", e.key),
+                EntrySource::Value(v) => write!(out, "{}={v}", e.key),
+            };
+        }
+        out.push(']');
+        if let Some(h) = &d.hits_addend_header {
+            let _ = write!(out, " hits_addend=header:{h}");
         }
     }
     out.push('\n');

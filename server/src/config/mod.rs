@@ -33,6 +33,7 @@
 
 mod build;
 mod error;
+mod http_descriptors;
 mod limit;
 mod model;
 mod parse;

@@ -255,10 +255,38 @@ pub struct Node {
     pub default: HashMap<String, Node>,
 }
 
+/// Where one entry of an HTTP descriptor takes its value from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntrySource {
+    /// A request header (name in lower case). When it is missing or empty, the whole
+    /// descriptor is left out, as Envoy leaves out a descriptor whose action finds no header.
+    Header(String),
+    /// A constant, like Envoy's `generic_key`.
+    Value(String),
+}
+
+/// One entry of an HTTP descriptor: the descriptor key and where its value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpEntry {
+    pub key: String,
+    pub source: EntrySource,
+}
+
+/// One descriptor that `/auth/{domain}` builds from a request's headers (`http_descriptors`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpDescriptor {
+    pub entries: Vec<HttpEntry>,
+    /// A header holding the descriptor's `hits_addend` (an upload's size, a token count);
+    /// absent or empty means the request's cost of 1.
+    pub hits_addend_header: Option<String>,
+}
+
 /// All domains of one load, immutable once built.
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
     pub domains: HashMap<String, Node>,
+    /// Per domain, how HTTP requests become descriptors (the `http_descriptors` of its file).
+    pub http_descriptors: HashMap<String, Vec<HttpDescriptor>>,
     /// The files the rules came from, for `/rlconfig` and logs.
     pub sources: Vec<PathBuf>,
     /// The loaded YAML re-serialised per domain, for `/rlconfig`.

@@ -8,6 +8,7 @@
 //! because its parser (Go's yaml.v2) reads them.
 
 use super::limit::RawLimits;
+use super::model::HttpDescriptor;
 use super::yaml::{self, Kind, Mark, Yaml};
 
 /// A value with the position of its first character.
@@ -22,6 +23,8 @@ pub(super) struct RawFile {
     /// `None` when missing or invalid (already reported).
     pub domain: Option<Spanned<String>>,
     pub descriptors: Vec<RawDescriptor>,
+    /// `http_descriptors`, when given and valid.
+    pub http_descriptors: Option<Spanned<Vec<HttpDescriptor>>>,
 }
 
 #[derive(Debug)]
@@ -53,9 +56,11 @@ pub(super) enum Place {
     Descriptor,
     RateLimit,
     Replaces,
+    HttpDescriptor,
+    HttpEntry,
 }
 
-const TOP_FIELDS: &[&str] = &["domain", "descriptors"];
+const TOP_FIELDS: &[&str] = &["domain", "descriptors", "http_descriptors"];
 const DESCRIPTOR_FIELDS: &[&str] = &[
     "key",
     "value",
@@ -83,6 +88,8 @@ const RATE_LIMIT_FIELDS: &[&str] = &[
     "over_limit_status",
 ];
 const REPLACES_FIELDS: &[&str] = &["name"];
+const HTTP_DESCRIPTOR_FIELDS: &[&str] = &["entries", "hits_addend_header"];
+const HTTP_ENTRY_FIELDS: &[&str] = &["key", "header", "value"];
 
 impl Place {
     fn fields(self) -> &'static [&'static str] {
@@ -91,6 +98,8 @@ impl Place {
             Place::Descriptor => DESCRIPTOR_FIELDS,
             Place::RateLimit => RATE_LIMIT_FIELDS,
             Place::Replaces => REPLACES_FIELDS,
+            Place::HttpDescriptor => HTTP_DESCRIPTOR_FIELDS,
+            Place::HttpEntry => HTTP_ENTRY_FIELDS,
         }
     }
 
@@ -100,11 +109,18 @@ impl Place {
             Place::Descriptor => "in a descriptor",
             Place::RateLimit => "in `rate_limit`",
             Place::Replaces => "in a `replaces` entry",
+            Place::HttpDescriptor => "in an entry of `http_descriptors`",
+            Place::HttpEntry => "in an HTTP descriptor's entry",
         }
     }
 
     /// Where a field that is not allowed here does belong, if anywhere.
     fn home_of(self, field: &str) -> Option<&'static str> {
+        // HTTP descriptors share `key` and `value` with rule descriptors: only point there from
+        // rule descriptors, where a stray `header` is the likely mistake.
+        if matches!(self, Place::HttpDescriptor | Place::HttpEntry) {
+            return None;
+        }
         if self != Place::RateLimit && RATE_LIMIT_FIELDS.contains(&field) {
             Some("inside a descriptor's `rate_limit`")
         } else if self != Place::Descriptor && DESCRIPTOR_FIELDS.contains(&field) {
@@ -249,9 +265,13 @@ impl Reader {
             },
         };
         let descriptors = self.descriptor_list(fields.get("descriptors"));
+        let http_descriptors = fields
+            .get("http_descriptors")
+            .and_then(|y| self.http_descriptors(y));
         Some(RawFile {
             domain,
             descriptors,
+            http_descriptors,
         })
     }
 

@@ -122,6 +122,10 @@ pub struct ServeArgs {
     /// Seconds to finish in-flight calls after SIGTERM/SIGINT [default: 10].
     #[arg(long, env = "SLUICE_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
+    /// Status `/auth/{domain}` answers an over-limit request with: 403 or 401, the only
+    /// refusals NGINX's `auth_request` passes on [default: 403].
+    #[arg(long, env = "SLUICE_AUTH_OVER_LIMIT_STATUS")]
+    pub auth_over_limit_status: Option<u16>,
     /// Log filter, e.g. info or sluice_server=debug [default: info].
     #[arg(long, env = "SLUICE_LOG_LEVEL")]
     pub log_level: Option<String>,

@@ -41,6 +41,8 @@ pub struct Settings {
     pub max_counters: usize,
     pub bounds: RequestBounds,
     pub shutdown_grace: Duration,
+    /// What `/auth/{domain}` answers an over-limit request with (401 or 403).
+    pub auth_over_limit_status: u16,
     pub log_level: String,
     pub log_format: LogFormat,
     /// `None`: one per CPU, the runtime's default.
@@ -222,6 +224,14 @@ impl Settings {
             ));
         }
 
+        let auth_over_limit_status = args.auth_over_limit_status.unwrap_or(403);
+        if !matches!(auth_over_limit_status, 401 | 403) {
+            return Err(SettingsError::Invalid(format!(
+                "--auth-over-limit-status {auth_over_limit_status}: NGINX's auth_request passes \
+                 on only 401 and 403"
+            )));
+        }
+
         let log_format = match args.log_format {
             Some(f) => f,
             None => match get("LOG_FORMAT").map(|v| v.to_ascii_lowercase()).as_deref() {
@@ -276,6 +286,7 @@ impl Settings {
             max_counters: args.max_counters.unwrap_or(1_000_000).max(1),
             bounds,
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs.unwrap_or(10)),
+            auth_over_limit_status,
             log_level: log_level(args.log_level, get("LOG_LEVEL"))?,
             log_format,
             worker_threads: match args.worker_threads {

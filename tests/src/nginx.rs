@@ -1,0 +1,211 @@
+//! A real `nginx` (Debian's package, with `libnginx-mod-http-lua` for the OpenResty-style
+//! example) on a free loopback port, and a small upstream app for it to protect.
+//!
+//! The example configurations are run as shipped, with three exact substitutions: the
+//! addresses of Sluice, of the app and of the listener. Each must occur exactly once, so an
+//! example that drifts from what the tests expect fails here rather than in a reader's hands.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::redis::free_port;
+
+/// The addresses the examples name, replaced in tests.
+pub const EXAMPLE_SLUICE: &str = "server 127.0.0.1:8080;";
+pub const EXAMPLE_APP: &str = "server 127.0.0.1:5678;";
+pub const EXAMPLE_LISTEN: &str = "listen 127.0.0.1:8000;";
+
+pub struct Nginx {
+    child: Child,
+    pub addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+/// Replaces `from` with `to` in `text`, insisting it occurs exactly once.
+pub fn substitute(text: &str, from: &str, to: &str) -> String {
+    assert_eq!(
+        text.matches(from).count(),
+        1,
+        "expected exactly one {from:?} in the configuration"
+    );
+    text.replace(from, to)
+}
+
+impl Nginx {
+    /// Runs `conf` (an example with Sluice's and the app's addresses filled in) with the prefix
+    /// in a temporary directory.
+    pub fn start(conf: &str) -> Nginx {
+        let mut last_error = String::new();
+        // Another process may take the probed port before nginx binds it: retry a few times.
+        for _ in 0..5 {
+            let port = free_port();
+            let conf = substitute(conf, EXAMPLE_LISTEN, &format!("listen 127.0.0.1:{port};"));
+            let dir = tempfile::tempdir().expect("temp dir");
+            for sub in ["logs", "temp"] {
+                std::fs::create_dir(dir.path().join(sub)).expect("mkdir");
+            }
+            let conf_path = dir.path().join("nginx.conf");
+            std::fs::write(&conf_path, conf).expect("write nginx.conf");
+            let child = Command::new(nginx_bin())
+                .arg("-p")
+                .arg(dir.path())
+                .arg("-c")
+                .arg(&conf_path)
+                .args(["-g", "daemon off;"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn nginx");
+            let mut nginx = Nginx {
+                child,
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                dir,
+            };
+            match nginx.wait_ready() {
+                Ok(()) => return nginx,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("nginx did not start: {last_error}");
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let mut stderr = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = e.read_to_string(&mut stderr);
+                }
+                return Err(format!(
+                    "exited with {status}: {stderr}{}",
+                    self.error_log()
+                ));
+            }
+            if TcpStream::connect(self.addr).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!("not listening after 10 s{}", self.error_log()))
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// nginx's error log so far, for failure messages.
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("logs/error.log"))
+            .map(|l| format!("\nerror.log:\n{l}"))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nginx_bin() -> &'static Path {
+    for p in ["/usr/sbin/nginx", "/usr/local/sbin/nginx"] {
+        if Path::new(p).exists() {
+            return Path::new(p);
+        }
+    }
+    panic!("nginx is not installed: scripts/test.sh installs Debian's nginx package")
+}
+
+/// A tiny HTTP/1.1 app that answers every request `200 hello from upstream` and counts them.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+pub const UPSTREAM_BODY: &str = "hello from upstream\n";
+
+impl Upstream {
+    pub fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        let addr = listener.local_addr().expect("addr");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (h, s) = (Arc::clone(&hits), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let h = Arc::clone(&h);
+                        std::thread::spawn(move || serve(stream, &h));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Upstream { addr, hits, stop }
+    }
+
+    /// Requests that reached the app.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve(stream: TcpStream, hits: &AtomicUsize) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut reader = BufReader::new(match stream.try_clone() {
+        Ok(s) => s,
+        Err(_) => return,
+    });
+    let mut writer = stream;
+    loop {
+        // Headers only: the examples' requests have no body.
+        let mut length = 0usize;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let trimmed = line.trim_end();
+            if trimmed.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = trimmed.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        hits.fetch_add(1, Ordering::SeqCst);
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{UPSTREAM_BODY}",
+            UPSTREAM_BODY.len()
+        );
+        if writer.write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! End-to-end: the real `nginx` runs the shipped examples (`examples/nginx/nginx.conf` with
+//! `auth_request`, `openresty.conf` with Lua) in front of a small app, asking the real `sluice`
+//! with the examples' rules. Requests pass, then the client gets 429 with `Retry-After`, the
+//! rate-limit headers and the problem document; with Sluice gone, requests pass (fail open) or
+//! get 503 (fail closed).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice_tests::nginx::{
+    EXAMPLE_APP, EXAMPLE_SLUICE, Nginx, UPSTREAM_BODY, Upstream, substitute,
+};
+use sluice_tests::sluice::Sluice;
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/nginx")
+}
+
+fn conf(example: &str, sluice: SocketAddr, app: SocketAddr, fail_closed: bool) -> String {
+    let text = std::fs::read_to_string(examples().join(example)).expect("example config");
+    let text = substitute(&text, EXAMPLE_SLUICE, &format!("server {sluice};"));
+    let text = substitute(&text, EXAMPLE_APP, &format!("server {app};"));
+    if fail_closed {
+        substitute(&text, "default 0;", "default 1;")
+    } else {
+        text
+    }
+}
+
+fn start_sluice() -> Sluice {
+    let rules =
+        std::fs::read_to_string(examples().join("config/quotas.yaml")).expect("example rules");
+    Sluice::builder(&rules)
+        .arg("--response-headers=ietf")
+        .start()
+}
+
+fn header(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().expect("ASCII header").to_owned())
+}
+
+async fn get(client: &reqwest::Client, nginx: &Nginx, app_id: &str) -> reqwest::Response {
+    client
+        .get(nginx.url("/orders"))
+        .header("x-app-id", app_id)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET through nginx: {e}{}", nginx.error_log()))
+}
+
+async fn passes_then_limits_then_fails_open_or_closed(example: &str) {
+    let app = Upstream::start();
+    let mut sluice = start_sluice();
+    let open = Nginx::start(&conf(example, sluice.http_addr, app.addr, false));
+    let closed = Nginx::start(&conf(example, sluice.http_addr, app.addr, true));
+    let client = reqwest::Client::new();
+
+    // The example's app limit: a burst of 5, then one a minute.
+    for i in 0..5 {
+        let r = get(&client, &open, "demo").await;
+        assert_eq!(r.status(), 200, "request {i}{}", open.error_log());
+        let policy = header(&r, "ratelimit-policy").expect("RateLimit-Policy");
+        assert!(
+            policy.contains("\"per-app\";q=1;w=60;sluice-burst=5"),
+            "{policy}"
+        );
+        let state = header(&r, "ratelimit").expect("RateLimit");
+        assert!(
+            state.contains(&format!("\"per-app\";r={}", 4 - i)),
+            "{state}"
+        );
+        assert_eq!(r.text().await.expect("body"), UPSTREAM_BODY);
+    }
+    assert_eq!(app.hits(), 5);
+
+    let r = get(&client, &open, "demo").await;
+    assert_eq!(r.status(), 429, "{}", open.error_log());
+    let retry: u64 = header(&r, "retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("whole seconds");
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    assert_eq!(
+        header(&r, "content-type").as_deref(),
+        Some("application/problem+json")
+    );
+    assert!(header(&r, "ratelimit").is_some_and(|v| v.contains("\"per-app\";r=0")));
+    assert!(header(&r, "ratelimit-policy").is_some());
+    let problem: Value = r.json().await.expect("problem document");
+    assert_eq!(problem["status"], 429);
+    assert_eq!(problem["kind"], "throttle");
+    assert_eq!(problem["rule"], "per-app");
+    assert_eq!(problem["level"], "app_id");
+    assert_eq!(problem["retry_after"], retry);
+    assert_eq!(app.hits(), 5, "a rejected request reached the app");
+
+    // Another app has its own budget; the fail-closed proxy behaves the same while Sluice is up.
+    assert_eq!(get(&client, &open, "other").await.status(), 200);
+    assert_eq!(get(&client, &closed, "third").await.status(), 200);
+    assert_eq!(app.hits(), 7);
+
+    // Sluice gone: the default lets requests through, the fail-closed variant refuses them.
+    assert!(
+        sluice.terminate(Duration::from_secs(15)).is_some(),
+        "sluice did not stop"
+    );
+    let r = get(&client, &open, "demo").await;
+    assert_eq!(r.status(), 200, "fail open{}", open.error_log());
+    assert_eq!(r.text().await.expect("body"), UPSTREAM_BODY);
+    let r = get(&client, &closed, "demo").await;
+    assert_eq!(r.status(), 503, "fail closed{}", closed.error_log());
+    assert_eq!(app.hits(), 8);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_request_example() {
+    passes_then_limits_then_fails_open_or_closed("nginx.conf").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openresty_example() {
+    passes_then_limits_then_fails_open_or_closed("openresty.conf").await;
+}
