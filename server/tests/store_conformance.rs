@@ -626,8 +626,9 @@ async fn redis_expiry_follows_the_state() {
         ..fixed(20, 10)
     };
     strict(s, vec![with(&k, sliding, 1, Role::Enforce)]).await;
-    // The current one-second sub-window stops counting 20 s after it ends.
-    within(f.ttl_ms(&k).await, 20_000, 21_000);
+    // The current one-second sub-window stops counting 20 s after it ends, which is 20 to 21 s
+    // after the hit; less the milliseconds between the script and PTTL on a loaded machine.
+    within(f.ttl_ms(&k).await, 19_000, 21_000);
 }
 
 #[tokio::test]
