@@ -180,6 +180,7 @@ fn memory_store(c: &mut Criterion) {
                         policy: roomy(algorithm),
                         delta: 1,
                         role: Role::Enforce,
+                        claim: Default::default(),
                     })
                     .collect(),
                 admission: Admission::AllOrNothing,

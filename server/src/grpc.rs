@@ -12,13 +12,15 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
     RateLimitService, RateLimitServiceServer,
 };
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
-use envoy_types::pb::google::protobuf::Duration as PbDuration;
+use envoy_types::pb::google::protobuf::{
+    Duration as PbDuration, Struct as PbStruct, Value as PbValue, value::Kind as PbKind,
+};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::config::Unit;
 use crate::limiter::{
-    CheckError, CheckRequest, Code, Decision, Descriptor, LimitOverride, RateLimiter,
+    CheckError, CheckRequest, Code, Decision, Descriptor, LeaseGrant, LimitOverride, RateLimiter,
 };
 use crate::metrics::RequestCounters;
 use crate::storage::Store;
@@ -140,8 +142,29 @@ fn code_to_proto(code: Code) -> i32 {
     }
 }
 
+/// The lease a request holds, as dynamic metadata for the next filter (Envoy puts it in the rate
+/// limit filter's namespace): `lease_id` and `lease_ttl_seconds`.
+fn lease_metadata(grant: &LeaseGrant) -> PbStruct {
+    let value = |kind| PbValue { kind: Some(kind) };
+    PbStruct {
+        fields: [
+            (
+                "lease_id".to_owned(),
+                value(PbKind::StringValue(grant.id.to_string())),
+            ),
+            (
+                "lease_ttl_seconds".to_owned(),
+                value(PbKind::NumberValue(grant.ttl.as_secs() as f64)),
+            ),
+        ]
+        .into_iter()
+        .collect(),
+    }
+}
+
 fn to_proto(decision: Decision) -> RateLimitResponse {
     RateLimitResponse {
+        dynamic_metadata: decision.lease.as_ref().map(lease_metadata),
         // Envoy answers a rejected request with this body; its `content-type` is among the
         // headers.
         raw_body: decision

@@ -8,17 +8,22 @@
 //! 2. [`limiter::RateLimiter::check`] validates the request's shape and bounds.
 //! 3. Each descriptor is matched against the live rule set ([`descriptor`] over the immutable tree
 //!    built by [`config`], swapped atomically on reload). A rule holds one limit or several
-//!    (`rate_limits`), each with its algorithm, window and burst.
+//!    (`rate_limits`), each with its algorithm, window and burst, or a pool: a concurrency pool
+//!    of leases or a weighted fair-share pool; `overflow: parent` links a rule to its parent's
+//!    budget. A `sluice.lease_id` entry is taken out of the descriptor before matching
+//!    ([`limiter::lease`]).
 //! 4. Every limit of every matched descriptor becomes one [`storage::Hit`] of one
-//!    [`storage::Batch`]: a counter key ([`storage::keys`]), a [`algorithm::Policy`] and a delta.
+//!    [`storage::Batch`]: a counter key ([`storage::keys`]), a [`algorithm::Policy`], a delta and,
+//!    for pools, a [`algorithm::Claim`] (the request's lease id, or the tenant and its weight).
 //! 5. A [`storage::Store`] applies the batch atomically, stepping each counter with the pure
-//!    [`algorithm`] math (fixed window, sliding window, token bucket, calendar windows) on its own
-//!    clock: by default all-or-nothing, so a rejected request is charged nowhere
-//!    ([`storage::memory`] in process with the injected [`clock`], [`storage::redis`] with one Lua
-//!    script per request that mirrors the math on Redis's clock).
+//!    [`algorithm`] math (fixed window, sliding window, token bucket, calendar windows, leases,
+//!    fair share) on its own clock: by default all-or-nothing, so a rejected request is charged
+//!    nowhere ([`storage::Verdict`]; [`storage::memory`] in process with the injected [`clock`],
+//!    [`storage::redis`] with one Lua script per request that mirrors the math on Redis's clock).
 //! 6. The limiter turns the readings into per-descriptor statuses (each from its most
 //!    constraining limit), the overall code, rate-limit headers in the configured style, the
-//!    RFC 9457 problem document of a rejection, and [`metrics`]; the adapter encodes the answer.
+//!    lease the request now holds, the RFC 9457 problem document of a rejection, and [`metrics`];
+//!    the adapter encodes the answer (the lease also as gRPC dynamic metadata).
 //!
 //! [`settings`] reads flags and environment once; [`server`] binds, serves and drains, with
 //! [`transport`] serving HTTP/2 for the gRPC listener.

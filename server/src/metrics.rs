@@ -66,10 +66,55 @@ pub struct RuleStats {
     pub shadow_mode: Family<RuleLabels, Counter>,
 }
 
+/// Concurrency pools, per rule: lease operations and the pool's depth as last seen by this
+/// instance.
+#[derive(Debug, Default)]
+pub struct LeaseStats {
+    pub acquisitions: Family<RuleLabels, Counter>,
+    pub renewals: Family<RuleLabels, Counter>,
+    pub rejections: Family<RuleLabels, Counter>,
+    pub releases: Family<RuleLabels, Counter>,
+    pub in_use: Family<RuleLabels, Gauge>,
+    pub capacity: Family<RuleLabels, Gauge>,
+}
+
+impl LeaseStats {
+    fn register(&self, registry: &mut Registry) {
+        let counters = [
+            ("lease_acquisitions", "Leases taken", &self.acquisitions),
+            ("lease_renewals", "Leases renewed", &self.renewals),
+            (
+                "lease_rejections",
+                "Acquisitions refused because the pool was full",
+                &self.rejections,
+            ),
+            (
+                "lease_releases",
+                "Leases given back before expiring",
+                &self.releases,
+            ),
+        ];
+        for (name, help, family) in counters {
+            registry.register(name, help, family.clone());
+        }
+        registry.register(
+            "lease_pool_in_use",
+            "Leases held in a pool, as of this instance's latest operation on it",
+            self.in_use.clone(),
+        );
+        registry.register(
+            "lease_pool_capacity",
+            "Leases a pool can hold",
+            self.capacity.clone(),
+        );
+    }
+}
+
 /// Every metric Sluice exports.
 #[derive(Debug)]
 pub struct Metrics {
     pub rules: RuleStats,
+    pub leases: LeaseStats,
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: Histogram,
     pub store_errors: Family<KindLabels, Counter>,
@@ -114,6 +159,8 @@ impl Metrics {
             "Over-limit hits let through because the rule is in shadow mode",
             rules.shadow_mode.clone(),
         );
+        let leases = LeaseStats::default();
+        leases.register(&mut registry);
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",
@@ -153,6 +200,7 @@ impl Metrics {
         );
         Self {
             rules,
+            leases,
             requests,
             request_duration,
             store_errors,

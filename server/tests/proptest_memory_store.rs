@@ -126,6 +126,7 @@ fn run(steps: Vec<Step>) -> Result<Vec<Vec<(Micros, u64)>>, TestCaseError> {
                             policy: RULES[r].policy,
                             delta,
                             role: RULES[r].role,
+                            claim: Default::default(),
                         })
                         .collect(),
                 };
@@ -213,6 +214,10 @@ proptest! {
                         let refill = (span * p.limit).div_ceil(window);
                         prop_assert!(densest(admitted, span) <= p.burst + refill, "{}", rule.name);
                     }
+                }
+                // Pools have their own tests (algorithm::lease, algorithm::share).
+                Algorithm::Concurrency | Algorithm::FairShare => {
+                    prop_assert!(false, "{} is not a counter", rule.name);
                 }
             }
         }

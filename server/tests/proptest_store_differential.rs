@@ -1,8 +1,9 @@
 //! The Redis script against the memory store: the same random batches (every algorithm, fixed and
-//! calendar windows, repeated keys, refunds, looks, every role and admission, time moving between
-//! batches) must produce the same outcomes from both. This is what keeps the Lua mirror of
-//! `algorithm::step` and of `storage::rejects` honest, down to the token bucket's floating-point
-//! arithmetic.
+//! calendar windows, concurrency pools with their leases, fair-share pools with their tenants,
+//! repeated keys, refunds, looks, every role including overflow pairs, both admissions, time moving
+//! between batches) must produce the same outcomes from both. This is what keeps the Lua mirror of
+//! `algorithm::step_with` and of `storage::Verdict` honest, down to the token bucket's and the fair
+//! share's floating-point arithmetic.
 //!
 //! Both stores read one manual clock: the Redis store pins the script's time to it
 //! (`RedisClock::Pinned`), so Redis's own `TIME` does not enter. Expiry is covered by the
@@ -15,7 +16,9 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use sluice_server::algorithm::calendar::CalendarUnit;
-use sluice_server::algorithm::{Algorithm, Period, Policy};
+use sluice_server::algorithm::lease::LeaseId;
+use sluice_server::algorithm::share::Tenant;
+use sluice_server::algorithm::{Algorithm, Claim, Period, Policy};
 use sluice_server::clock::ManualClock;
 use sluice_server::storage::memory::MemoryStore;
 use sluice_server::storage::redis::{RedisClock, RedisOptions, RedisStore};
@@ -58,8 +61,27 @@ fn shared() -> &'static Shared {
     })
 }
 
+/// A role; an overflow points at a hit position that may or may not exist before it.
 fn role() -> impl Strategy<Value = Role> {
-    prop_oneof![Just(Role::Enforce), Just(Role::Shadow), Just(Role::Quota)]
+    prop_oneof![
+        4 => Just(Role::Enforce),
+        2 => Just(Role::Shadow),
+        2 => Just(Role::Quota),
+        1 => (0usize..4).prop_map(|of| Role::Overflow { of }),
+    ]
+}
+
+/// A claim, read by the pools and ignored by counters: one of a few leases or tenants (weights
+/// 0 to 3), or none.
+fn claim() -> impl Strategy<Value = Claim> {
+    prop_oneof![
+        1 => Just(Claim::None),
+        2 => (0u8..4).prop_map(|n| Claim::Lease(LeaseId([n; 16]))),
+        2 => (0u8..3, 0u32..4).prop_map(|(n, weight)| Claim::Tenant(Tenant {
+            id: vec![b'a' + n, b':', b'|'],
+            weight,
+        })),
+    ]
 }
 
 fn admission() -> impl Strategy<Value = Admission> {
@@ -73,6 +95,8 @@ fn policy() -> impl Strategy<Value = Policy> {
         Just(Algorithm::FixedWindow),
         Just(Algorithm::SlidingWindow),
         Just(Algorithm::TokenBucket),
+        Just(Algorithm::Concurrency),
+        Just(Algorithm::FairShare),
     ];
     let period = prop_oneof![
         3 => prop_oneof![Just(1u64), Just(3), Just(7), Just(60)].prop_map(Period::Seconds),
@@ -102,15 +126,15 @@ fn policy() -> impl Strategy<Value = Policy> {
     })
 }
 
-/// `(key index, delta, role)` per hit: three counters, so batches often repeat one.
-type RawBatch = (Admission, u64, Vec<(u8, i64, Role)>);
+/// `(key index, delta, role, claim)` per hit: three counters, so batches often repeat one.
+type RawBatch = (Admission, u64, Vec<(u8, i64, Role, Claim)>);
 
 fn batch() -> impl Strategy<Value = RawBatch> {
     (
         admission(),
         // Time passing before the batch: often none, sometimes across windows.
         prop_oneof![2 => Just(0u64), 2 => 0u64..2_000_000, 1 => 0u64..90_000_000],
-        prop::collection::vec((0u8..3, -3i64..=4, role()), 0..5),
+        prop::collection::vec((0u8..3, -3i64..=4, role(), claim()), 0..5),
     )
 }
 
@@ -139,12 +163,19 @@ proptest! {
             let batch = Batch {
                 admission,
                 hits: hits
-                    .into_iter()
-                    .map(|(k, delta, role)| Hit {
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (k, delta, role, claim))| Hit {
                         key: format!("diff:{case}:{k}").into_bytes(),
-                        policy: policies[usize::from(k)],
-                        delta,
-                        role,
+                        policy: policies[usize::from(*k)],
+                        delta: *delta,
+                        // An overflow belongs to an earlier hit, as the limiter builds them.
+                        role: match *role {
+                            Role::Overflow { of } if of < i => Role::Overflow { of },
+                            Role::Overflow { .. } => Role::Enforce,
+                            r => r,
+                        },
+                        claim: claim.clone(),
                     })
                     .collect(),
             };

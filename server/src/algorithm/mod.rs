@@ -14,6 +14,10 @@
 //! | [`Algorithm::FixedWindow`] | window start and count | `limit` per window; up to 2 × `limit` across a window edge |
 //! | [`Algorithm::SlidingWindow`] | up to 21 sub-window counts ([`sliding`]) | `limit` in **any** interval of one window length |
 //! | [`Algorithm::TokenBucket`] | one theoretical arrival time ([`gcra`]) | `burst` at once, then `limit` per window |
+//! | [`Algorithm::Concurrency`] | the live leases and their expiries ([`lease`]) | `limit` leases held at once, each for at most one period unless renewed |
+//! | [`Algorithm::FairShare`] | per tenant: weight, usage, arrivals ([`share`]) | `limit` per window for all tenants together, each guaranteed its weighted share |
+//!
+//! The last two need to know who a hit is for: a [`Claim`] names the lease or the tenant.
 //!
 //! **Costs.** A hit's delta is its cost (`hits_addend`): positive to consume, zero to look without
 //! consuming, negative to refund. A refund never goes below empty, never rejects and never
@@ -22,6 +26,8 @@
 
 pub mod calendar;
 pub mod gcra;
+pub mod lease;
+pub mod share;
 pub mod sliding;
 
 /// Microseconds since the Unix epoch, or a span of them.
@@ -40,6 +46,10 @@ pub enum Algorithm {
     SlidingWindow,
     /// GCRA: `burst` at once, refilled at `limit` per window.
     TokenBucket,
+    /// A pool of `limit` leases, each lasting one period unless renewed or released.
+    Concurrency,
+    /// `limit` per fixed window, shared by tenants by weight, idle capacity lent out.
+    FairShare,
 }
 
 impl Algorithm {
@@ -48,14 +58,17 @@ impl Algorithm {
             Algorithm::FixedWindow => "fixed_window",
             Algorithm::SlidingWindow => "sliding_window",
             Algorithm::TokenBucket => "token_bucket",
+            Algorithm::Concurrency => "concurrency",
+            Algorithm::FairShare => "fair_share",
         }
     }
 
     /// Whether a hit over the limit is still counted when its request is charged anyway (shadow
     /// mode, `--charge-rejected`). Counters record what arrived, as the reference does; a token
-    /// bucket never lends tokens it does not have, so an over-limit hit leaves it untouched.
+    /// bucket never lends tokens it does not have, so an over-limit hit leaves it untouched; nor
+    /// does a pool hold more leases than slots or a fair-share pool admit beyond its capacity.
     pub const fn counts_over_limit_hits(self) -> bool {
-        !matches!(self, Algorithm::TokenBucket)
+        matches!(self, Algorithm::FixedWindow | Algorithm::SlidingWindow)
     }
 }
 
@@ -126,6 +139,22 @@ pub enum State {
     Buckets(Vec<(u64, u64)>),
     /// Token bucket: the theoretical arrival time, in microseconds.
     Tat(Micros),
+    /// Concurrency pool: its leases, ordered by `(expiry, id)`.
+    Leases(Vec<lease::Lease>),
+    /// Fair-share pool: the window's usage per tenant.
+    Shares(Box<share::Shares>),
+}
+
+/// Who a hit is for, where the algorithm needs to know.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub enum Claim {
+    /// Counters that count units, not owners.
+    #[default]
+    None,
+    /// The lease a concurrency hit takes, renews or releases.
+    Lease(lease::LeaseId),
+    /// The tenant of a fair-share pool.
+    Tenant(share::Tenant),
 }
 
 /// What a hit saw and would do.
@@ -174,13 +203,48 @@ pub struct Step {
 /// stores, whether or not this hit was over. A state of another algorithm's shape (a rule changed
 /// algorithm between requests) reads as empty.
 pub fn step(policy: &Policy, state: &State, now: Micros, delta: i64) -> Step {
+    step_with(policy, state, now, delta, &Claim::None)
+}
+
+/// [`step`] for a hit that names its lease or tenant. A concurrency hit without a lease only
+/// looks (or, negative, releases the whole pool); a fair-share hit without a tenant counts for
+/// the tenant with an empty id, at weight 0.
+pub fn step_with(policy: &Policy, state: &State, now: Micros, delta: i64, claim: &Claim) -> Step {
     let delta = clamp_delta(delta);
     match policy.algorithm {
         Algorithm::FixedWindow => fixed(policy, state, now, delta),
         Algorithm::SlidingWindow => sliding::step(policy, state, now, delta),
         Algorithm::TokenBucket => gcra::step(policy, state, now, delta),
+        Algorithm::Concurrency => {
+            let id = match claim {
+                Claim::Lease(id) => Some(id),
+                _ => None,
+            };
+            lease::step(policy, state, now, delta, id)
+        }
+        Algorithm::FairShare => match claim {
+            Claim::Tenant(t) => share::step(policy, state, now, delta, t),
+            _ => share::step(policy, state, now, delta, &UNTRACKED),
+        },
     }
 }
+
+/// The state a hit leaves when its batch is rejected and not charged: unchanged, except that a
+/// fair-share pool records the arrival (refused demand is still demand).
+pub fn uncharged(policy: &Policy, state: &State, now: Micros, delta: i64, claim: &Claim) -> State {
+    match (policy.algorithm, claim) {
+        (Algorithm::FairShare, Claim::Tenant(t)) => {
+            share::arrival(policy, state, now, clamp_delta(delta), t)
+        }
+        _ => state.clone(),
+    }
+}
+
+/// The tenant of a fair-share hit that names none: guaranteed nothing.
+static UNTRACKED: share::Tenant = share::Tenant {
+    id: Vec::new(),
+    weight: 0,
+};
 
 /// When `state` stops carrying information, so a store may drop it: the end of a fixed window,
 /// the moment a sliding window's newest sub-window leaves it, a token bucket's refill time.
@@ -193,6 +257,12 @@ pub fn expires_at(policy: &Policy, state: &State) -> Option<Micros> {
         }
         State::Buckets(b) => b.last().map(|&(i, _)| sliding::leaves_at(policy, i)),
         State::Tat(t) => Some(*t),
+        // One TTL past the last expiry, so the next operation on the pool sees (and reports) the
+        // leases it reclaims.
+        State::Leases(l) => l
+            .last()
+            .map(|l| l.expires_at.saturating_add(lease::ttl(policy))),
+        State::Shares(s) => Some(share::expires_at(policy, s)),
     }
 }
 

@@ -228,6 +228,7 @@ impl Walk<'_> {
 
             let mut node = Node::default();
             if let Some(rl) = d.rate_limit {
+                let overflow = rl.overflow.and_then(|at| self.overflow_target(parent, at));
                 let rule = Arc::new(Rule {
                     domain: self.domain.clone(),
                     levels: self.levels.clone(),
@@ -239,6 +240,7 @@ impl Walk<'_> {
                     quota_mode: d.quota_mode,
                     detailed_metric: d.detailed_metric,
                     stat_key: format!("{}.{}", self.domain, self.segments.join(".")).into(),
+                    overflow,
                 });
                 self.rules.push(rule.clone());
                 node.rule = Some(rule);
@@ -259,6 +261,40 @@ impl Walk<'_> {
                 }
             }
         }
+    }
+}
+
+impl Walk<'_> {
+    /// The rule `overflow: parent` (given at `at`) draws from: the parent node's, which must be
+    /// one counted limit.
+    fn overflow_target(&mut self, parent: &Node, at: Mark) -> Option<Arc<Rule>> {
+        let at = position(self.path, at);
+        let reason = if self.levels.len() < 2 {
+            "`overflow: parent` on a top-level descriptor: it has no parent descriptor".to_owned()
+        } else {
+            match &parent.rule {
+                None => "`overflow: parent` needs a `rate_limit` on the parent descriptor, whose \
+                         budget overflow is charged to"
+                    .to_owned(),
+                Some(rule) => match rule.limit.limits() {
+                    [one]
+                        if !matches!(
+                            one.algorithm,
+                            Algorithm::Concurrency | Algorithm::FairShare
+                        ) =>
+                    {
+                        return Some(Arc::clone(rule));
+                    }
+                    _ => format!(
+                        "`overflow: parent`: the parent's limit must be a counted limit (one fixed \
+                         window, sliding window or token bucket), and {} is not",
+                        rule.stat_key
+                    ),
+                },
+            }
+        };
+        self.errors.push(ConfigError::Invalid { at, reason });
+        None
     }
 }
 
@@ -284,6 +320,9 @@ fn dump_rule(out: &mut String, rule: &Rule) {
     }
     if !rule.replaces.is_empty() {
         let _ = write!(out, ", replaces=[{}]", rule.replaces.join(", "));
+    }
+    if let Some(parent) = &rule.overflow {
+        let _ = write!(out, ", overflow={}", parent.stat_key);
     }
     for (set, flag) in [
         (rule.shadow_mode, "shadow_mode"),
@@ -330,7 +369,21 @@ fn dump_http(out: &mut String, domain: &str, descriptors: &[HttpDescriptor]) {
     out.push('\n');
 }
 
-fn dump_limit(out: &mut String, l: &RateLimit) {
+pub(super) fn dump_limit(out: &mut String, l: &RateLimit) {
+    if l.algorithm == Algorithm::Concurrency {
+        let _ = write!(
+            out,
+            "{} concurrent, lease {} s",
+            l.requests_per_unit, l.unit_multiplier
+        );
+        if l.over_limit_status != 429 {
+            let _ = write!(out, " status={}", l.over_limit_status);
+        }
+        if let Some(name) = &l.name {
+            let _ = write!(out, " name={name}");
+        }
+        return;
+    }
     let _ = write!(out, "{} per ", l.requests_per_unit);
     if l.unit_multiplier != 1 {
         let _ = write!(out, "{} ", l.unit_multiplier);
@@ -344,6 +397,19 @@ fn dump_limit(out: &mut String, l: &RateLimit) {
     }
     if l.algorithm == Algorithm::TokenBucket {
         let _ = write!(out, " burst={}", l.burst);
+    }
+    if let Some(share) = &l.share {
+        if !share.weights.is_empty() {
+            let weights: Vec<String> = share
+                .weights
+                .iter()
+                .map(|(v, w)| format!("{v}={w}"))
+                .collect();
+            let _ = write!(out, " weights=[{}]", weights.join(", "));
+        }
+        if share.default_weight != 1 {
+            let _ = write!(out, " weight={}", share.default_weight);
+        }
     }
     if l.kind != Kind::for_window(l.window_secs()) {
         let _ = write!(out, " kind={}", l.kind.as_str());

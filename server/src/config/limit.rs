@@ -14,6 +14,9 @@ use crate::algorithm::MAX_UNITS;
 pub(super) struct RawLimits {
     pub limit: Limit,
     pub replaces: Vec<String>,
+    /// Where `overflow: parent` was given, if it was (the parent is checked once the tree is
+    /// built).
+    pub overflow: Option<Mark>,
 }
 
 /// The longest window: its end in microseconds since the epoch must stay exact in Lua's doubles.
@@ -27,6 +30,12 @@ const LIMIT_ONLY: &[&str] = &[
     "calendar",
     "kind",
     "over_limit_status",
+    "concurrency",
+    "lease_ttl",
+    "capacity",
+    "weights",
+    "weight",
+    "overflow",
 ];
 
 impl Reader {
@@ -58,12 +67,15 @@ impl Reader {
             return Some(RawLimits {
                 limit: Limit::Unlimited { name },
                 replaces,
+                overflow: None,
             });
         }
+        let overflow = self.overflow(&f);
         let limit = self.one_limit(&f, name)?;
         Some(RawLimits {
             limit: Limit::Limited(Box::new([limit])),
             replaces,
+            overflow,
         })
     }
 
@@ -110,16 +122,28 @@ impl Reader {
                 complete = false;
                 continue;
             }
+            if let Some(o) = f.get("overflow") {
+                self.invalid(
+                    o.at,
+                    "`overflow` applies to a descriptor with a single `rate_limit`, not to one of \
+                     several limits",
+                );
+                complete = false;
+                continue;
+            }
             let name = self.name(&f);
             replaces.extend(self.replaces(f.get("replaces"), name.as_deref()));
             let Some(limit) = self.one_limit(&f, name) else {
                 complete = false;
                 continue;
             };
-            if let Some((_, first)) = limits
-                .iter()
-                .find(|(l, _)| l.algorithm == limit.algorithm && l.period() == limit.period())
-            {
+            // A descriptor has one concurrency pool whatever its TTL: the pool's key does not
+            // carry the TTL (`storage::keys`).
+            let shares_counter = |l: &RateLimit| {
+                l.algorithm == limit.algorithm
+                    && (l.period() == limit.period() || l.algorithm == Algorithm::Concurrency)
+            };
+            if let Some((_, first)) = limits.iter().find(|(l, _)| shares_counter(l)) {
                 self.invalid(
                     item.at,
                     format!(
@@ -139,6 +163,7 @@ impl Reader {
         complete.then(|| RawLimits {
             limit: Limit::Limited(limits.into_iter().map(|(l, _)| l).collect()),
             replaces,
+            overflow: None,
         })
     }
 
@@ -150,11 +175,19 @@ impl Reader {
 
     /// The fields of one counted limit.
     fn one_limit(&mut self, f: &Fields<'_>, name: Option<String>) -> Option<RateLimit> {
+        if f.get("concurrency").is_some() {
+            return self.concurrency_limit(f, name);
+        }
+        self.pool_only_fields(f);
+        let share = self.fair_share(f);
         // A missing `requests_per_unit` is 0, as in the reference: every request is over limit.
-        let requests_per_unit = match f.get("requests_per_unit") {
-            None => Some(0),
-            Some(n) => self.integer(n, "requests_per_unit", 0, MAX_UNITS),
+        let requests_per_unit = match (f.get("requests_per_unit"), &share) {
+            (_, Some(Some((capacity, _)))) => Some(*capacity),
+            (_, Some(None)) => None,
+            (None, None) => Some(0),
+            (Some(n), None) => self.integer(n, "requests_per_unit", 0, MAX_UNITS),
         };
+        let share = share.flatten().map(|(_, spec)| spec);
         let unit = match f.get("unit") {
             None => {
                 self.invalid(f.at, "`rate_limit` needs a `unit` (or `unlimited: true`)");
@@ -182,6 +215,7 @@ impl Reader {
                 .map(|m| m as u32),
         };
         let algorithm = match f.get("algorithm") {
+            None if share.is_some() => Some(Algorithm::FairShare),
             None => Some(Algorithm::FixedWindow),
             Some(a) => self.choice(
                 a,
@@ -266,6 +300,7 @@ impl Reader {
             calendar,
             kind: kind.unwrap_or(Kind::for_window(window)),
             over_limit_status: over_limit_status?,
+            share: share.map(std::sync::Arc::new),
         })
     }
 
@@ -317,7 +352,12 @@ impl Reader {
     }
 
     /// One of a fixed set of lower-case names.
-    fn choice<T: Copy>(&mut self, y: &Yaml, field: &str, options: &[(&str, T)]) -> Option<T> {
+    pub(super) fn choice<T: Copy>(
+        &mut self,
+        y: &Yaml,
+        field: &str,
+        options: &[(&str, T)],
+    ) -> Option<T> {
         let text = self.string(y, field)?;
         match options.iter().find(|(name, _)| *name == text) {
             Some(&(_, v)) => Some(v),

@@ -19,10 +19,19 @@
 //!     rate_limit: { unit: minute, unit_multiplier: 5, requests_per_unit: 100, algorithm: sliding_window }
 //!   - key: storage_bytes
 //!     rate_limit: { unit: month, calendar: true, requests_per_unit: 10737418240 }
+//!   - key: upload_id                 # at most 10 held at once, each lease lasting 5 minutes
+//!     rate_limit: { concurrency: 10, lease_ttl: 300 }
+//!   - key: tenant                    # 1000 per second shared by every tenant, by weight
+//!     rate_limit: { unit: second, capacity: 1000, weights: { acme: 4 }, weight: 1 }
+//!   - key: team_id
+//!     rate_limit: { unit: minute, requests_per_unit: 1000 }
+//!     descriptors:
+//!       - key: app_id                # over its own 100, an app uses its team's unused budget
+//!         rate_limit: { unit: minute, requests_per_unit: 100, overflow: parent }
 //! ```
 //!
 //! A file without Sluice's additions decides exactly as the reference does (`config/limit.rs` reads
-//! them).
+//! them; `config/pool.rs` the concurrency, fair-share and overflow fields).
 //!
 //! Loading is stricter than the reference in one way: each mapping has its own field list, so a
 //! field in the wrong place (`requests_per_unit` on a descriptor, `shadow_mode` inside
@@ -37,6 +46,7 @@ mod http_descriptors;
 mod limit;
 mod model;
 mod parse;
+mod pool;
 mod watch;
 mod yaml;
 

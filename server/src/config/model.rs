@@ -137,6 +137,32 @@ pub struct RateLimit {
     pub kind: Kind,
     /// The HTTP status a proxy building its own reply should use (429 unless configured).
     pub over_limit_status: u16,
+    /// A fair-share pool's weights (`algorithm` is then [`Algorithm::FairShare`] and
+    /// `requests_per_unit` its capacity).
+    pub share: Option<Arc<ShareSpec>>,
+}
+
+/// How a fair-share pool weighs its tenants: by the tenant's value (exact, else the first
+/// matching `*` pattern in file order), else the default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareSpec {
+    pub weights: Vec<(String, u32)>,
+    pub default_weight: u32,
+}
+
+impl ShareSpec {
+    /// The weight of the tenant with this descriptor value.
+    pub fn weight_of(&self, value: &str) -> u32 {
+        self.weights
+            .iter()
+            .find(|(v, _)| v == value)
+            .or_else(|| {
+                self.weights
+                    .iter()
+                    .find(|(p, _)| p.contains('*') && crate::descriptor::wildcard_match(p, value))
+            })
+            .map_or(self.default_weight, |&(_, w)| w)
+    }
 }
 
 impl RateLimit {
@@ -152,6 +178,18 @@ impl RateLimit {
             calendar: false,
             kind: Kind::for_window(unit.seconds()),
             over_limit_status: 429,
+            share: None,
+        }
+    }
+
+    /// A pool of `slots` leases lasting `ttl_secs` each. The lease TTL is kept as the window
+    /// (`unit_multiplier` seconds), which is what the stores read as the policy's period.
+    pub fn concurrency(slots: u64, ttl_secs: u32) -> Self {
+        RateLimit {
+            unit_multiplier: ttl_secs,
+            algorithm: Algorithm::Concurrency,
+            kind: Kind::Throttle,
+            ..RateLimit::fixed(slots, Unit::Second)
         }
     }
 
@@ -180,8 +218,12 @@ impl RateLimit {
         self.period().nominal_secs()
     }
 
-    /// The window in words: `minute`, `5 minutes`, `calendar month`, `3 calendar months`.
+    /// The window in words: `minute`, `5 minutes`, `calendar month`, `3 calendar months`; for a
+    /// concurrency pool, the lease TTL.
     pub fn describe_window(&self) -> String {
+        if self.algorithm == Algorithm::Concurrency {
+            return format!("lease of {} s", self.unit_multiplier);
+        }
         let unit = self.unit.as_str().to_ascii_lowercase();
         let calendar = if self.calendar { "calendar " } else { "" };
         match self.unit_multiplier {
@@ -240,6 +282,9 @@ pub struct Rule {
     pub detailed_metric: bool,
     /// The reference's stats key: `domain.key_value.key2` (value only where the config names one).
     pub stat_key: Arc<str>,
+    /// `overflow: parent`: the rule one level up, whose unused budget this rule's requests may
+    /// use once they are over their own limit.
+    pub overflow: Option<Arc<Rule>>,
 }
 
 /// A descriptor node of the tree. Children are kept in three tiers so that lookup follows the

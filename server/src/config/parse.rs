@@ -86,6 +86,12 @@ const RATE_LIMIT_FIELDS: &[&str] = &[
     "calendar",
     "kind",
     "over_limit_status",
+    "concurrency",
+    "lease_ttl",
+    "capacity",
+    "weights",
+    "weight",
+    "overflow",
 ];
 const REPLACES_FIELDS: &[&str] = &["name"];
 const HTTP_DESCRIPTOR_FIELDS: &[&str] = &["entries", "hits_addend_header"];

@@ -228,6 +228,9 @@ struct JsonResponse {
     statuses: Vec<JsonStatus>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     response_headers_to_add: Vec<JsonHeader>,
+    /// The lease the request holds, as gRPC's `dynamic_metadata`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dynamic_metadata: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -301,6 +304,12 @@ impl From<&Decision> for JsonResponse {
                     value: value.clone(),
                 })
                 .collect(),
+            dynamic_metadata: d.lease.as_ref().map(|g| {
+                serde_json::json!({
+                    "lease_id": g.id.to_string(),
+                    "lease_ttl_seconds": g.ttl.as_secs(),
+                })
+            }),
         }
     }
 }

@@ -79,6 +79,8 @@ pub struct Decision {
     pub response_headers: Vec<(String, String)>,
     /// Set when `overall` is OVER_LIMIT.
     pub rejection: Option<Rejection>,
+    /// The lease the request holds after the check (acquired or renewed), if any.
+    pub lease: Option<super::lease::LeaseGrant>,
 }
 
 /// One limit with what the store saw for it.

@@ -14,6 +14,7 @@
 
 pub mod decision;
 pub mod headers;
+pub mod lease;
 mod plan;
 pub mod problem;
 pub mod request;
@@ -26,12 +27,15 @@ use arc_swap::ArcSwap;
 
 pub use decision::{Code, CurrentLimit, Decision, DescriptorStatus, Rejection};
 pub use headers::{HeaderNames, HeaderStyle};
-pub use request::{CheckError, CheckRequest, Descriptor, Entry, LimitOverride, RequestBounds};
+pub use lease::{LEASE_ID_HEADER, LEASE_TTL_HEADER, LeaseGrant};
+pub use request::{
+    CheckError, CheckRequest, Descriptor, Entry, LEASE_ENTRY, LimitOverride, RequestBounds,
+};
 
 use crate::config::{Rule, RuleSet};
 use crate::metrics::{KindLabels, Metrics};
 use crate::storage::keys::KeySchema;
-use crate::storage::{Admission, Batch, Role, Store};
+use crate::storage::{Admission, Batch, Role, Store, Verdict};
 use decision::Checked;
 
 #[derive(Debug, Clone)]
@@ -134,37 +138,71 @@ impl<S: Store> RateLimiter<S> {
                 statuses,
                 response_headers: Vec::new(),
                 rejection: None,
+                lease: None,
             });
         }
 
-        let hits = limited
+        let new_lease = lease::new_lease(request, &limited)?;
+        let mut hits: Vec<_> = limited
             .iter()
             .map(|l| {
-                // Under global shadow mode the store sees only shadow hits, so it never rejects;
-                // the answer below still reports what would have been rejected.
-                let role = if self.options.global_shadow_mode {
-                    Role::Shadow
-                } else {
-                    self.role(&l.rule)
+                let role = match l.overflow_of {
+                    Some(of) => Role::Overflow { of },
+                    // Under global shadow mode the store sees only shadow hits, so it never
+                    // rejects; the answer below still reports what would have been rejected.
+                    None if self.options.global_shadow_mode => Role::Shadow,
+                    None => self.role(&l.rule),
                 };
-                plan::hit(&self.options.keys, request, l, role)
+                plan::hit(&self.options.keys, request, l, role, new_lease)
             })
             .collect();
+        plan::settle_overflow(&mut hits);
         let batch = Batch {
             hits,
             admission: self.options.admission,
         };
         let outcome = self.store.apply(&batch).await?;
-        let checked: Vec<Checked<'_>> = limited
-            .iter()
-            .zip(&outcome.readings)
-            .map(|(l, &reading)| Checked {
+        let verdict = Verdict::of(&batch.hits, &outcome.readings);
+        let grant = lease::settle(
+            &self.metrics,
+            &limited,
+            &batch.hits,
+            &outcome.readings,
+            |i| {
+                outcome.charged
+                    && batch.hits[i].delta != 0
+                    && verdict.writes(&batch.hits, &outcome.readings, batch.admission, i)
+            },
+        );
+
+        // What each descriptor reports: its own limits, except that an `overflow: parent` pair
+        // shows the parent when it rescued the request, and otherwise the rule's own limit (which
+        // then fits again once either of the two has room).
+        let mut checked: Vec<Checked<'_>> = Vec::with_capacity(limited.len());
+        let mut deltas: Vec<i64> = Vec::with_capacity(limited.len());
+        for (i, (l, &reading)) in limited.iter().zip(&outcome.readings).enumerate() {
+            let (shown, role) = match l.overflow_of {
+                Some(of) => (verdict.is_rescued(of), self.role(&limited[of].rule)),
+                None => (!verdict.is_rescued(i), self.role(&l.rule)),
+            };
+            if !shown {
+                continue;
+            }
+            let mut reading = reading;
+            if reading.over
+                && let Some(parent) = limited.iter().position(|o| o.overflow_of == Some(i))
+                && batch.hits[parent].role != Role::Shadow
+            {
+                reading.wait = reading.wait.min(outcome.readings[parent].wait);
+            }
+            checked.push(Checked {
                 limited: l,
                 reading,
-                role: self.role(&l.rule),
+                role,
                 charged: outcome.charged,
-            })
-            .collect();
+            });
+            deltas.push(batch.hits[i].delta);
+        }
 
         let would_reject = crate::storage::decide(checked.iter().map(|c| (c.role, c.reading.over)));
         let tightest = decision::fill_statuses(&checked, &mut statuses);
@@ -175,7 +213,7 @@ impl<S: Store> RateLimiter<S> {
                     self.options.near_limit_ratio,
                     request,
                     &checked[t],
-                    batch.hits[t].delta,
+                    deltas[t],
                 );
             }
             debug_assert!(t.is_none_or(|t| checked[t].limited.index == i));
@@ -199,18 +237,22 @@ impl<S: Store> RateLimiter<S> {
             }),
             Code::Ok => None,
         };
-        let response_headers = headers::response_headers(
+        let mut response_headers = headers::response_headers(
             &self.options.header_style,
             &checked,
             &statuses,
             &tightest,
             overall,
         );
+        if let Some(g) = &grant {
+            response_headers.extend(lease::headers(g));
+        }
         Ok(Decision {
             overall,
             statuses,
             response_headers,
             rejection,
+            lease: grant,
         })
     }
 
@@ -228,3 +270,7 @@ impl<S: Store> RateLimiter<S> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests_pools;

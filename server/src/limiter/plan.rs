@@ -1,11 +1,14 @@
 //! From a request to the limits it must pass: match each descriptor, apply `replaces` and
-//! `unlimited`, and turn every remaining limit into one store [`Hit`].
+//! `unlimited`, and turn every remaining limit into one store [`Hit`] (plus, for an
+//! `overflow: parent` rule, one hit on the parent's budget).
 
 use std::sync::Arc;
 
 use super::decision::DescriptorStatus;
 use super::request::{CheckRequest, Descriptor, LimitOverride};
-use crate::algorithm::MAX_UNITS;
+use crate::algorithm::lease::LeaseId;
+use crate::algorithm::share::Tenant;
+use crate::algorithm::{Algorithm, Claim, MAX_UNITS};
 use crate::config::{Level, Limit, RateLimit, Rule, RuleSet};
 use crate::descriptor::counter_value;
 use crate::storage::keys::KeySchema;
@@ -19,6 +22,9 @@ pub(super) struct Limited {
     pub rule: Arc<Rule>,
     /// Which of the rule's limits.
     pub limit: usize,
+    /// Set on the parent budget of an `overflow: parent` rule: the position, among the request's
+    /// limits, of the limit it rescues.
+    pub overflow_of: Option<usize>,
 }
 
 impl Limited {
@@ -78,7 +84,16 @@ pub(super) fn limits_to_check(
                             index: *index,
                             rule: Arc::clone(rule),
                             limit: i,
+                            overflow_of: None,
                         });
+                        if let Some(parent) = &rule.overflow {
+                            limited.push(Limited {
+                                index: *index,
+                                rule: Arc::clone(parent),
+                                limit: 0,
+                                overflow_of: Some(limited.len() - 1),
+                            });
+                        }
                     }
                 }
             }
@@ -87,23 +102,89 @@ pub(super) fn limits_to_check(
     limited
 }
 
-/// The store hit of one limit.
-pub(super) fn hit(keys: &KeySchema, request: &CheckRequest, l: &Limited, role: Role) -> Hit {
+/// The store hit of one limit. `new_lease` is the id a concurrency pool's acquire takes.
+pub(super) fn hit(
+    keys: &KeySchema,
+    request: &CheckRequest,
+    l: &Limited,
+    role: Role,
+    new_lease: Option<LeaseId>,
+) -> Hit {
     let d = &request.descriptors[l.index];
-    let policy = l.spec().policy();
+    let spec = l.spec();
+    let policy = spec.policy();
+    let levels = l.rule.levels.len();
+    let fair_share = spec.algorithm == Algorithm::FairShare;
     let parts = l
         .rule
         .levels
         .iter()
         .zip(&d.entries)
-        .map(|(level, e)| (e.key.as_str(), counter_value(level, e.value.as_str())));
+        .enumerate()
+        .map(|(k, (level, e))| {
+            // A fair-share pool is shared by the values of its last level: that level is named
+            // by its configured value (or none), and the request's value is the tenant.
+            let value = if fair_share && k + 1 == levels {
+                level.value.as_deref().unwrap_or("")
+            } else {
+                counter_value(level, e.value.as_str())
+            };
+            (e.key.as_str(), value)
+        });
+    let key = keys.counter_key(&l.rule.domain, parts, &policy);
     let default_addend = u64::from(request.hits_addend.max(1));
     let amount = d.hits_addend.unwrap_or(default_addend).min(MAX_UNITS) as i64;
+    let mut delta = if d.negative_hits { -amount } else { amount };
+    let held = d.lease.as_deref().and_then(LeaseId::parse);
+    let claim = match spec.algorithm {
+        Algorithm::Concurrency => match held.or(new_lease) {
+            Some(id) => Claim::Lease(id),
+            None => Claim::None,
+        },
+        Algorithm::FairShare => {
+            let value = d.entries.get(levels - 1).map_or("", |e| e.value.as_str());
+            Claim::Tenant(Tenant {
+                id: keys.tenant_id(value),
+                weight: spec.share.as_ref().map_or(1, |s| s.weight_of(value)),
+            })
+        }
+        _ => {
+            // A descriptor carrying a lease renews or releases it; its other limits only look.
+            if held.is_some() {
+                delta = 0;
+            }
+            Claim::None
+        }
+    };
     Hit {
-        key: keys.counter_key(&l.rule.domain, parts, &policy),
+        key,
         policy,
-        delta: if d.negative_hits { -amount } else { amount },
+        delta,
         role,
+        claim,
+    }
+}
+
+/// Makes every overflow pair of `hits` safe to charge either way: the parent's hit charges only
+/// when no other hit of the request counts the parent's counter (when one does, it already charges
+/// the request there, and the overflow only needs the parent to have room), and a rule whose own
+/// counter appears twice in the request does not overflow at all.
+pub(super) fn settle_overflow(hits: &mut [Hit]) {
+    for j in 0..hits.len() {
+        let Role::Overflow { of } = hits[j].role else {
+            continue;
+        };
+        let shared = |k: usize| {
+            hits.iter()
+                .enumerate()
+                .any(|(i, h)| i != k && i != j && h.key == hits[k].key)
+        };
+        if shared(of) {
+            hits[j].role = Role::Shadow;
+            hits[j].delta = 0;
+        } else if shared(j) {
+            hits[j].delta = 0;
+        }
     }
 }
 
@@ -144,6 +225,7 @@ fn override_rule(domain: &str, d: &Descriptor, o: LimitOverride) -> Rule {
         quota_mode: false,
         detailed_metric: false,
         stat_key: descriptor_key(domain, d).into(),
+        overflow: None,
     }
 }
 

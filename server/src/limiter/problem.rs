@@ -48,12 +48,20 @@ pub(super) fn rejection(
         Kind::Throttle => "limit",
         Kind::Quota => "quota",
     };
-    let detail = format!(
-        "{level} is over its {what} of {} per {} ({}); retry in {retry_after} s",
-        spec.requests_per_unit,
-        spec.describe_window(),
-        spec.algorithm.as_str()
-    );
+    let detail = if spec.algorithm == crate::config::Algorithm::Concurrency {
+        format!(
+            "{level} holds all {} of its concurrent leases (concurrency); one expires in \
+             {retry_after} s unless released sooner",
+            spec.requests_per_unit
+        )
+    } else {
+        format!(
+            "{level} is over its {what} of {} per {} ({}); retry in {retry_after} s",
+            spec.requests_per_unit,
+            spec.describe_window(),
+            spec.algorithm.as_str()
+        )
+    };
     let mut names: Vec<String> = Vec::with_capacity(violated.len());
     for v in violated {
         let n = v.policy_name();

@@ -26,24 +26,42 @@ pub struct Descriptor {
     pub hits_addend: Option<u64>,
     /// `is_negative_hits`: give the hits back instead of consuming them.
     pub negative_hits: bool,
+    /// The value of the descriptor's [`LEASE_ENTRY`] entry, taken out of `entries`: the lease
+    /// this descriptor renews or (with `negative_hits`) releases.
+    pub lease: Option<String>,
 }
 
+/// The descriptor entry that carries a lease id back to Sluice (to renew or release it). It is
+/// not part of matching or counter keys.
+pub const LEASE_ENTRY: &str = "sluice.lease_id";
+
 impl Descriptor {
-    /// A descriptor from its wire parts, shared by the gRPC and JSON adapters.
+    /// A descriptor from its wire parts, shared by the gRPC and JSON adapters. The first
+    /// [`LEASE_ENTRY`] entry becomes `lease`; another one stays among the entries, where
+    /// validation refuses it.
     pub fn from_parts(
         entries: impl IntoIterator<Item = (String, String)>,
         limit: Option<LimitOverride>,
         hits_addend: Option<u64>,
         negative_hits: bool,
     ) -> Self {
+        let mut lease = None;
+        let entries = entries
+            .into_iter()
+            .filter_map(|(key, value)| {
+                if key == LEASE_ENTRY && lease.is_none() {
+                    lease = Some(value);
+                    return None;
+                }
+                Some(Entry { key, value })
+            })
+            .collect();
         Self {
-            entries: entries
-                .into_iter()
-                .map(|(key, value)| Entry { key, value })
-                .collect(),
+            entries,
             limit,
             hits_addend,
             negative_hits,
+            lease,
         }
     }
 }
@@ -139,7 +157,21 @@ pub(super) fn validate(request: &CheckRequest, bounds: &RequestBounds) -> Result
             if e.key.is_empty() {
                 return invalid(format!("descriptor {i} entry {j} has an empty key"));
             }
+            if e.key == LEASE_ENTRY {
+                return invalid(format!(
+                    "descriptor {i} has more than one {LEASE_ENTRY} entry; a descriptor renews or \
+                     releases one lease"
+                ));
+            }
             bytes += e.key.len() + e.value.len();
+        }
+        if let Some(lease) = &d.lease
+            && crate::algorithm::lease::LeaseId::parse(lease).is_none()
+        {
+            return invalid(format!(
+                "descriptor {i} has a {LEASE_ENTRY} that is not a lease id (32 lower-case hex \
+                 digits, as Sluice returned it)"
+            ));
         }
     }
     if bytes > bounds.max_bytes {

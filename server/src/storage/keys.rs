@@ -8,9 +8,11 @@
 //! e.g.    sl:6:orders|7:user_id|5:alice|f60
 //! ```
 //!
-//! `<policy>` is the algorithm's letter (`f` fixed window, `s` sliding window, `t` token bucket)
-//! followed by the window: seconds (`f60`, `t1`), or a calendar unit and count (`fcM1` for one
-//! calendar month, `fcW2` for two ISO weeks).
+//! `<policy>` is the algorithm's letter (`f` fixed window, `s` sliding window, `t` token bucket,
+//! `p` fair-share pool) followed by the window: seconds (`f60`, `t1`), or a calendar unit and
+//! count (`fcM1` for one calendar month, `fcW2` for two ISO weeks). A concurrency pool is `l`
+//! alone: its period is the lease TTL, and changing the TTL must keep the leases already held, or
+//! the pool would hand out more slots than it has.
 //!
 //! Why this shape:
 //! - **No collisions.** envoyproxy/ratelimit joins parts with `_` without escaping, so the entries
@@ -91,6 +93,17 @@ impl KeySchema {
     }
 }
 
+impl KeySchema {
+    /// How a fair-share pool names a tenant: its descriptor value, or the value's keyed hash when
+    /// values are hashed (the tenant id is stored in the pool's state).
+    pub fn tenant_id(&self, value: &str) -> Vec<u8> {
+        match &self.hasher {
+            None => value.as_bytes().to_vec(),
+            Some(h) => h.hash(value.as_bytes()).to_vec(),
+        }
+    }
+}
+
 /// Keyed hashing of descriptor values: BLAKE3 in keyed mode, so without the secret no one can
 /// test a guessed value against a stored key.
 #[derive(Clone)]
@@ -135,6 +148,11 @@ fn push_policy(key: &mut Vec<u8>, policy: &Policy) {
         Algorithm::FixedWindow => b'f',
         Algorithm::SlidingWindow => b's',
         Algorithm::TokenBucket => b't',
+        Algorithm::FairShare => b'p',
+        Algorithm::Concurrency => {
+            key.push(b'l');
+            return;
+        }
     });
     match policy.period {
         Period::Seconds(s) => push_decimal(key, s),
@@ -242,7 +260,12 @@ mod tests {
         let schema = KeySchema::default();
         let base = schema.counter_key("d", [("k", "v")], &fixed(60));
         assert_ne!(base, schema.counter_key("d", [("k", "v")], &fixed(3600)));
-        for algorithm in [Algorithm::SlidingWindow, Algorithm::TokenBucket] {
+        for algorithm in [
+            Algorithm::SlidingWindow,
+            Algorithm::TokenBucket,
+            Algorithm::FairShare,
+            Algorithm::Concurrency,
+        ] {
             let p = Policy {
                 algorithm,
                 ..fixed(60)
@@ -256,6 +279,20 @@ mod tests {
         assert_ne!(
             schema.counter_key("d", [("k", "v")], &fixed(86_400)),
             schema.counter_key("d", [("k", "v")], &calendar_day)
+        );
+        // A pool's lease TTL is not: changing it keeps the leases.
+        let pool = |secs| Policy {
+            algorithm: Algorithm::Concurrency,
+            ..fixed(secs)
+        };
+        assert_eq!(
+            schema.counter_key("d", [("k", "v")], &pool(60)),
+            schema.counter_key("d", [("k", "v")], &pool(5)),
+        );
+        assert!(
+            schema
+                .counter_key("d", [("k", "v")], &pool(60))
+                .ends_with(b"|l")
         );
         // The limit is not: raising it keeps the counts.
         let raised = Policy {

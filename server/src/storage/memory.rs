@@ -37,8 +37,9 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
-use super::{Admission, Batch, Outcome, Store, StoreError, rejects};
-use crate::algorithm::{self, Micros, State};
+use super::{Batch, Outcome, Store, StoreError, Verdict};
+use crate::algorithm::lease::{self, Lease};
+use crate::algorithm::{self, Algorithm, Micros, State};
 use crate::clock::Clock;
 
 /// The most shards a store uses; a batch's shards fit in one `u64` bit set.
@@ -51,6 +52,8 @@ pub struct MemoryStore {
     shard_hasher: RandomState,
     clock: Arc<dyn Clock>,
     evictions: AtomicU64,
+    /// Expired leases removed by operations on their pools.
+    leases_reclaimed: AtomicU64,
 }
 
 struct Shard {
@@ -92,7 +95,13 @@ impl MemoryStore {
             shard_hasher: RandomState::new(),
             clock,
             evictions: AtomicU64::new(0),
+            leases_reclaimed: AtomicU64::new(0),
         }
+    }
+
+    /// Expired leases that operations on their pools have removed since the store was created.
+    pub fn leases_reclaimed(&self) -> u64 {
+        self.leases_reclaimed.load(Ordering::Relaxed)
     }
 
     /// Counters currently held, including expired ones not reclaimed yet.
@@ -162,39 +171,80 @@ impl MemoryStore {
         for (i, hit) in hits.iter().enumerate() {
             // A key seen earlier in the batch sees that hit applied: hits apply in order.
             let step = match hits[..i].iter().rposition(|h| h.key == hit.key) {
-                Some(j) => algorithm::step(&hit.policy, &steps[j].next, now, hit.delta),
+                Some(j) => {
+                    algorithm::step_with(&hit.policy, &steps[j].next, now, hit.delta, &hit.claim)
+                }
                 // Every touched shard is locked, so the guard is always there.
                 None => {
                     let guard = guards[self.shard_of(&hit.key)].as_ref();
-                    match guard.and_then(|g| g.live(&hit.key, now)) {
-                        Some(state) => algorithm::step(&hit.policy, state, now, hit.delta),
-                        None => algorithm::step(&hit.policy, &State::Empty, now, hit.delta),
-                    }
+                    let state = guard.and_then(|g| g.live(&hit.key, now));
+                    let state = state.unwrap_or(&State::Empty);
+                    algorithm::step_with(&hit.policy, state, now, hit.delta, &hit.claim)
                 }
             };
             steps.push(step);
         }
         let readings: Vec<_> = steps.iter().map(|s| s.reading).collect();
 
-        let charged = match batch.admission {
-            Admission::ChargeAll => true,
-            Admission::AllOrNothing => !rejects(hits, &readings),
-        };
+        let verdict = Verdict::of(hits, &readings);
+        let charged = verdict.charged(batch.admission);
         if charged {
-            for (hit, step) in hits.iter().zip(steps) {
-                if hit.delta == 0 {
+            for (i, (hit, step)) in hits.iter().zip(steps).enumerate() {
+                if hit.delta == 0 || !verdict.writes(hits, &readings, batch.admission, i) {
                     continue;
                 }
-                let s = self.shard_of(&hit.key);
-                let expires_at = algorithm::expires_at(&hit.policy, &step.next);
-                if let Some(g) = guards[s].as_mut()
-                    && g.store(&hit.key, step.next, expires_at, now, self.shards[s].bound)
-                {
-                    self.evictions.fetch_add(1, Ordering::Relaxed);
+                self.write(&mut guards, &hit.key, &hit.policy, step.next, now);
+            }
+        } else {
+            // Nothing is charged, but fair-share pools still learn of the demand. A key repeated
+            // in the batch reads the arrival written just before.
+            for hit in hits {
+                if hit.policy.algorithm != Algorithm::FairShare || hit.delta <= 0 {
+                    continue;
                 }
+                let guard = guards[self.shard_of(&hit.key)].as_ref();
+                let state = guard.and_then(|g| g.live(&hit.key, now));
+                let state = state.unwrap_or(&State::Empty);
+                let next = algorithm::uncharged(&hit.policy, state, now, hit.delta, &hit.claim);
+                self.write(&mut guards, &hit.key, &hit.policy, next, now);
             }
         }
         Outcome { readings, charged }
+    }
+
+    /// Stores one counter's new state under the batch's locks, counting evictions and the expired
+    /// leases the write drops.
+    fn write(
+        &self,
+        guards: &mut [Option<MutexGuard<'_, Counters>>; MAX_SHARDS],
+        key: &[u8],
+        policy: &algorithm::Policy,
+        next: State,
+        now: Micros,
+    ) {
+        let s = self.shard_of(key);
+        let Some(g) = guards[s].as_mut() else {
+            return;
+        };
+        if policy.algorithm == Algorithm::Concurrency {
+            let before = g.live(key, now).map_or(0, |st| lease::expired(st, now));
+            let dropped = before.saturating_sub(lease::expired(&next, now));
+            self.leases_reclaimed
+                .fetch_add(dropped as u64, Ordering::Relaxed);
+        }
+        let expires_at = algorithm::expires_at(policy, &next);
+        if g.store(key, next, expires_at, now, self.shards[s].bound) {
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The live leases of the pool at `key`.
+    pub fn holders_now(&self, key: &[u8]) -> Vec<Lease> {
+        let now = self.now();
+        let counters = self.shards[self.shard_of(key)].counters.lock();
+        counters
+            .live(key, now)
+            .map_or_else(Vec::new, |state| lease::live(state, now).to_vec())
     }
 }
 
@@ -305,6 +355,13 @@ impl Collector for MemoryStoreMetrics {
             None,
             evictions.metric_type(),
         )?)?;
+        let reclaimed = ConstCounter::new(self.0.leases_reclaimed());
+        reclaimed.encode(encoder.encode_descriptor(
+            "lease_expirations_reclaimed",
+            "Expired leases removed from their pools by an operation on the pool",
+            None,
+            reclaimed.metric_type(),
+        )?)?;
         let counters = ConstGauge::new(self.0.len() as i64);
         counters.encode(encoder.encode_descriptor(
             "memory_store_counters",
@@ -324,6 +381,10 @@ impl Store for MemoryStore {
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    async fn holders(&self, key: &[u8]) -> Result<Vec<Lease>, StoreError> {
+        Ok(self.holders_now(key))
+    }
 }
 
 #[cfg(test)]
@@ -331,7 +392,7 @@ mod tests {
     use super::*;
     use crate::algorithm::{Algorithm, Period, Policy};
     use crate::clock::ManualClock;
-    use crate::storage::{Hit, Role};
+    use crate::storage::{Admission, Hit, Role};
 
     /// A start time that is a multiple of every window used here, so a window of `w` seconds
     /// started now ends exactly `w` seconds later.
@@ -349,6 +410,7 @@ mod tests {
             },
             delta,
             role: Role::Enforce,
+            claim: Default::default(),
         }
     }
 
@@ -408,6 +470,7 @@ mod tests {
             shard_hasher: RandomState::new(),
             clock,
             evictions: AtomicU64::new(0),
+            leases_reclaimed: AtomicU64::new(0),
         };
         one(&s, hit("late", 600, 3));
         one(&s, hit("soon", 10, 2));

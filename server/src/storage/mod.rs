@@ -6,10 +6,14 @@
 //! rejected request consumes nothing anywhere. Stores never see descriptors: keys arrive already
 //! encoded by [`keys`].
 //!
-//! What a hit does to its counter is [`crate::algorithm::step`], the same pure function in every
-//! backend (the Redis script mirrors it). A store's own job is atomicity and the clock: it reads
-//! each counter once, steps the hits in batch order (a key repeated in the batch sees the earlier
-//! hits applied), decides with [`rejects`], and writes the new states only if the batch is charged.
+//! What a hit does to its counter is [`crate::algorithm::step_with`], the same pure function in
+//! every backend (the Redis script mirrors it). A store's own job is atomicity and the clock: it
+//! reads each counter once, steps the hits in batch order (a key repeated in the batch sees the
+//! earlier hits applied), decides with [`rejects`], and writes the new states only if the batch is
+//! charged ([`Verdict::writes`] says which: an `overflow: parent` pair charges one of its two
+//! counters).
+//! A rejected batch writes nothing, except the arrivals fair-share pools record
+//! ([`crate::algorithm::uncharged`]).
 //!
 //! Backends: [`memory`] (sharded, embedded default) and [`redis`] (one Lua script per request).
 //! Both must pass the conformance suite in `server/tests/store_conformance.rs`.
@@ -20,7 +24,8 @@ pub mod redis;
 
 use std::future::Future;
 
-use crate::algorithm::{Policy, Reading};
+use crate::algorithm::lease::Lease;
+use crate::algorithm::{Claim, Policy, Reading};
 
 /// How a hit takes part in the admission decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +36,10 @@ pub enum Role {
     Shadow,
     /// `quota_mode`: rejects only when every quota hit of the request is over.
     Quota,
+    /// The parent budget of the hit at position `of` in the batch (`overflow: parent`): when
+    /// that hit is over its own limit and this one fits, the hit counts as within its limit and
+    /// this one is charged instead of it. Never rejects by itself.
+    Overflow { of: usize },
 }
 
 /// What to charge when the request is rejected.
@@ -54,6 +63,9 @@ pub struct Hit {
     /// (`is_negative_hits`). A refund never goes below empty and never rejects.
     pub delta: i64,
     pub role: Role,
+    /// The lease or tenant the hit is for (concurrency and fair-share pools); `Claim::None` for
+    /// the other algorithms.
+    pub claim: Claim,
 }
 
 /// A request's hits and how to admit them.
@@ -73,9 +85,79 @@ pub struct Outcome {
 }
 
 /// The admission rule every backend applies (the Redis Lua script mirrors it): rejected when an
-/// enforced hit is over, or when the request has quota hits and all of them are over.
+/// enforced hit is over (and not rescued by its overflow), or when the request has quota hits and
+/// all of them are over.
 pub fn rejects(hits: &[Hit], readings: &[Reading]) -> bool {
-    decide(hits.iter().zip(readings).map(|(h, r)| (h.role, r.over)))
+    Verdict::of(hits, readings).rejected
+}
+
+/// A batch's admission decision, as every backend computes it from the hits' readings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// The request is refused ([`rejects`]).
+    pub rejected: bool,
+    /// Per hit, whether it is over its own limit but rescued by an overflow hit that fits. Empty
+    /// when the batch has no overflow hits (the common case allocates nothing).
+    pub rescued: Vec<bool>,
+}
+
+impl Verdict {
+    pub fn of(hits: &[Hit], readings: &[Reading]) -> Self {
+        let mut rescued = Vec::new();
+        for (h, r) in hits.iter().zip(readings) {
+            if let Role::Overflow { of } = h.role
+                && !r.over
+                && readings.get(of).is_some_and(|own| own.over)
+            {
+                rescued.resize(hits.len(), false);
+                rescued[of] = true;
+            }
+        }
+        let rejected = decide(
+            hits.iter()
+                .zip(readings)
+                .enumerate()
+                .map(|(i, (h, r))| (h.role, r.over && !rescued.get(i).copied().unwrap_or(false))),
+        );
+        Self { rejected, rescued }
+    }
+
+    pub fn is_rescued(&self, i: usize) -> bool {
+        self.rescued.get(i).copied().unwrap_or(false)
+    }
+
+    /// Whether the new states are written: always under charge-all, else when admitted.
+    pub fn charged(&self, admission: Admission) -> bool {
+        admission == Admission::ChargeAll || !self.rejected
+    }
+
+    /// Whether a charged batch writes hit `i`'s new state. A rescued hit leaves its own counter
+    /// as it was (its overflow pays), and an overflow hit is charged only for the hit it rescues
+    /// (under charge-all, for any hit over its own limit). A rejected request never takes a lease,
+    /// even under charge-all: no one would release it.
+    pub fn writes(
+        &self,
+        hits: &[Hit],
+        readings: &[Reading],
+        admission: Admission,
+        i: usize,
+    ) -> bool {
+        let hit = &hits[i];
+        if hit.policy.algorithm == crate::algorithm::Algorithm::Concurrency
+            && hit.delta > 0
+            && self.rejected
+        {
+            return false;
+        }
+        match hit.role {
+            Role::Overflow { of } => {
+                self.is_rescued(of)
+                    || (admission == Admission::ChargeAll
+                        && readings.get(of).is_some_and(|r| r.over))
+            }
+            _ => !self.is_rescued(i),
+        }
+    }
 }
 
 /// [`rejects`] over `(role, over the limit)` pairs, for callers that judge hits under other roles
@@ -86,7 +168,7 @@ pub fn decide(hits: impl IntoIterator<Item = (Role, bool)>) -> bool {
     for (role, over) in hits {
         match role {
             Role::Enforce if over => return true,
-            Role::Enforce | Role::Shadow => {}
+            Role::Enforce | Role::Shadow | Role::Overflow { .. } => {}
             Role::Quota => {
                 any_quota = true;
                 all_quota_over &= over;
@@ -133,6 +215,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the store answers (for `/healthcheck`).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The live leases of the concurrency pool at `key`, soonest expiry first (the admin and
+    /// lease APIs list a pool's holders with it).
+    fn holders(&self, key: &[u8]) -> impl Future<Output = Result<Vec<Lease>, StoreError>> + Send;
 }
 
 /// The configured backend, dispatched without boxing on the hot path.
@@ -155,6 +241,13 @@ impl Store for AnyStore {
             AnyStore::Redis(s) => s.ping().await,
         }
     }
+
+    async fn holders(&self, key: &[u8]) -> Result<Vec<Lease>, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.holders(key).await,
+            AnyStore::Redis(s) => s.holders(key).await,
+        }
+    }
 }
 
 impl<T: Store> Store for std::sync::Arc<T> {
@@ -164,5 +257,9 @@ impl<T: Store> Store for std::sync::Arc<T> {
 
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).ping()
+    }
+
+    fn holders(&self, key: &[u8]) -> impl Future<Output = Result<Vec<Lease>, StoreError>> + Send {
+        (**self).holders(key)
     }
 }

@@ -24,6 +24,7 @@ use redis::{
 };
 
 use super::{Batch, Outcome, Store, StoreError};
+use crate::algorithm::lease::{Lease, LeaseId};
 use crate::algorithm::{self, MAX_UNITS, Reading};
 use crate::clock::Clock;
 
@@ -74,7 +75,10 @@ pub struct RedisStore {
     next: AtomicUsize,
     timeout: Duration,
     script: Script,
+    holders: Script,
     clock: RedisClock,
+    /// Expired leases the script reclaimed (reported with each reply).
+    leases_reclaimed: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RedisStore {
@@ -123,7 +127,9 @@ impl RedisStore {
             next: AtomicUsize::new(0),
             timeout,
             script,
+            holders: scripts::holders_script(),
             clock: opts.clock,
+            leases_reclaimed: Default::default(),
         })
     }
 
@@ -157,14 +163,18 @@ impl Store for RedisStore {
                 .arg(p.limit.min(MAX_UNITS))
                 .arg(p.burst.min(MAX_UNITS))
                 .arg(algorithm::clamp_delta(hit.delta))
-                .arg(scripts::role_arg(hit.role));
+                .arg(&*scripts::role_arg(hit.role))
+                .arg(scripts::claim_arg(&hit.claim));
         }
         let mut conn = self.connection();
         let reply: Vec<i64> = bounded(self.timeout, call.invoke_async(&mut conn)).await?;
 
-        let Some((&charged, values)) = reply.split_first() else {
-            return Err(StoreError::Protocol("empty script reply".into()));
+        let [charged, reclaimed, values @ ..] = &reply[..] else {
+            return Err(StoreError::Protocol("short script reply".into()));
         };
+        let charged = *charged;
+        self.leases_reclaimed
+            .fetch_add(u64::try_from(*reclaimed).unwrap_or(0), Ordering::Relaxed);
         if values.len() != hits.len() * 5 {
             return Err(StoreError::Protocol(format!(
                 "script returned {} values for {} hits",
@@ -203,6 +213,64 @@ impl Store for RedisStore {
             redis::cmd("PING").query_async::<()>(&mut conn),
         )
         .await
+    }
+
+    async fn holders(&self, key: &[u8]) -> Result<Vec<Lease>, StoreError> {
+        let mut conn = self.connection();
+        let mut call = self.holders.prepare_invoke();
+        call.key(key);
+        match &self.clock {
+            RedisClock::Redis => call.arg(""),
+            RedisClock::Pinned(clock) => call.arg(clock.now().as_micros() as u64),
+        };
+        let flat: Vec<(String, u64)> = bounded(self.timeout, call.invoke_async(&mut conn)).await?;
+        flat.into_iter()
+            .map(|(member, score)| {
+                let id = LeaseId::parse(&member)
+                    .ok_or_else(|| StoreError::Protocol(format!("lease id {member:?}")))?;
+                Ok(Lease {
+                    expires_at: score,
+                    id,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Scrape-time metrics of a Redis store: the expired leases its scripts reclaimed.
+pub struct RedisStoreMetrics(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl std::fmt::Debug for RedisStoreMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisStoreMetrics")
+    }
+}
+
+impl RedisStore {
+    pub fn metrics(&self) -> RedisStoreMetrics {
+        RedisStoreMetrics(std::sync::Arc::clone(&self.leases_reclaimed))
+    }
+
+    /// Expired leases the script reclaimed since the store was opened.
+    pub fn leases_reclaimed(&self) -> u64 {
+        self.leases_reclaimed.load(Ordering::Relaxed)
+    }
+}
+
+impl prometheus_client::collector::Collector for RedisStoreMetrics {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result {
+        use prometheus_client::encoding::EncodeMetric;
+        let reclaimed =
+            prometheus_client::metrics::counter::ConstCounter::new(self.0.load(Ordering::Relaxed));
+        reclaimed.encode(encoder.encode_descriptor(
+            "lease_expirations_reclaimed",
+            "Expired leases removed from their pools by an operation on the pool",
+            None,
+            reclaimed.metric_type(),
+        )?)
     }
 }
 

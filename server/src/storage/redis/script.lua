@@ -14,6 +14,9 @@ if not now then
   expire = true
 end
 
+-- Numbers go to Redis as exact decimal strings, never in Lua's %.14g.
+local function int(x) return string.format('%.0f', x) end
+
 -- Integer division of non-negative integer-valued numbers, exact in doubles.
 local function idiv(a, b)
   return (a - math.fmod(a, b)) / b
@@ -226,109 +229,3 @@ local function gcra(h, st, delta)
   return reading(used_before, burst - tokens(new_debt), false, 0, new_debt), now + new_debt, true
 end
 
-local STEP = { F = fixed, S = sliding, T = gcra }
-
--- Reading a counter's stored state, per algorithm.
-local function load(key, alg)
-  if alg == 'F' then
-    local v = redis.call('HMGET', key, 'w', 'n')
-    if v[1] then return { tonumber(v[1]), tonumber(v[2]) } end
-    return nil
-  elseif alg == 'S' then
-    local flat = redis.call('HGETALL', key)
-    if #flat == 0 then return nil end
-    local list = {}
-    for k = 1, #flat, 2 do list[#list + 1] = { tonumber(flat[k]), tonumber(flat[k + 1]) } end
-    table.sort(list, function(a, b) return a[1] < b[1] end)
-    return list
-  end
-  local v = redis.call('GET', key)
-  if v then return tonumber(v) end
-  return nil
-end
-
--- When a state stops carrying information (algorithm::expires_at), in microseconds.
-local function expires_at(h, st)
-  if h.alg == 'F' then
-    local _, stop = window_at(h.period, st[1])
-    return stop * SEC
-  elseif h.alg == 'S' then
-    local width = nominal_secs(h.period) * SEC / SUB
-    return (st[#st][1] + SUB + 1) * width
-  end
-  return st
-end
-
--- Numbers go to Redis as exact decimal strings, never in Lua's %.14g.
-local function int(x) return string.format('%.0f', x) end
-
-local function store(key, h, st)
-  local empty = st == nil or (h.alg == 'S' and #st == 0)
-  local at = (not empty) and expires_at(h, st) or 0
-  if empty or (expire and at <= now) then
-    redis.call('DEL', key)
-    return
-  end
-  if h.alg == 'F' then
-    redis.call('HSET', key, 'w', int(st[1]), 'n', int(st[2]))
-  elseif h.alg == 'S' then
-    redis.call('DEL', key)
-    local args = {}
-    for _, b in ipairs(st) do args[#args + 1] = int(b[1]); args[#args + 1] = int(b[2]) end
-    redis.call('HSET', key, unpack(args))
-  else
-    redis.call('SET', key, int(st))
-  end
-  if expire then
-    redis.call('PEXPIRE', key, int(math.ceil((at - now) / 1000)))
-  end
-end
-
--- Pass 1: read each key once, step every hit in batch order (a repeated key sees the earlier
--- hits applied) and decide, exactly like storage::rejects.
-local n = #KEYS
-local hits, states, loaded, reply = {}, {}, {}, {}
-local enforce_over, any_quota, all_quota_over = false, false, true
-for i = 1, n do
-  local key = KEYS[i]
-  local at = 3 + (i - 1) * 6
-  local h = {
-    alg = ARGV[at], period = parse_period(ARGV[at + 1]), limit = tonumber(ARGV[at + 2]),
-    burst = tonumber(ARGV[at + 3]), delta = tonumber(ARGV[at + 4]), role = ARGV[at + 5],
-  }
-  hits[i] = h
-  if not loaded[key] then
-    states[key] = load(key, h.alg)
-    loaded[key] = true
-  end
-  local r, next_state, changed = STEP[h.alg](h, states[key], h.delta)
-  h.next, h.changed = next_state, changed
-  states[key] = next_state
-  reply[i] = r
-  local over = r[3] == 1
-  if h.role == 'E' then
-    enforce_over = enforce_over or over
-  elseif h.role == 'Q' then
-    any_quota = true
-    all_quota_over = all_quota_over and over
-  end
-end
-
-local charged = charge_all or not (enforce_over or (any_quota and all_quota_over))
-
--- Pass 2: write each changed key's final state once.
-if charged then
-  local final = {}
-  for i = 1, n do
-    if hits[i].changed then final[KEYS[i]] = i end
-  end
-  for key, i in pairs(final) do
-    store(key, hits[i], states[key])
-  end
-end
-
-local out = { charged and 1 or 0 }
-for i = 1, n do
-  for k = 1, 5 do out[#out + 1] = reply[i][k] end
-end
-return out

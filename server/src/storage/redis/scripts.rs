@@ -22,27 +22,36 @@
 //! **ARGV**:
 //! - `ARGV[1]`: the admission, `A` for all-or-nothing or `C` for charge-all.
 //! - `ARGV[2]`: the time in microseconds since the epoch, or empty for Redis `TIME`.
-//! - then six values per hit `i` (1-based), starting at `ARGV[3 + 6(i-1)]`: the algorithm (`F`
-//!   fixed window, `S` sliding window, `T` token bucket), the period (seconds, or a calendar unit
-//!   letter `D`/`W`/`M`/`Y` and a count), `limit`, `burst`, `delta` (signed decimal) and `role`
-//!   (`E` enforce, `S` shadow, `Q` quota).
+//! - then seven values per hit `i` (1-based), starting at `ARGV[3 + 7(i-1)]`: the algorithm (`F`
+//!   fixed window, `S` sliding window, `T` token bucket, `L` concurrency pool, `P` fair-share
+//!   pool), the period (seconds, or a calendar unit letter `D`/`W`/`M`/`Y` and a count), `limit`,
+//!   `burst`, `delta` (signed decimal), `role` (`E` enforce, `S` shadow, `Q` quota, `O` and a hit
+//!   number for the overflow of that hit) and the claim (empty, `L` and a lease id in hex, or `T`,
+//!   the tenant's weight, `:` and the tenant id).
 //!
 //! **Stored states** (mirroring [`crate::algorithm::State`]): a fixed window is a hash with `w`
 //! (window start, seconds) and `n` (count); a sliding window a hash of sub-window index → count;
-//! a token bucket a string holding its TAT in microseconds. Each write sets a TTL for when the
-//! state stops carrying information ([`crate::algorithm::expires_at`]); correctness never depends
-//! on it.
+//! a token bucket a string holding its TAT in microseconds; a concurrency pool a sorted set of
+//! lease ids scored by expiry (µs); a fair-share pool a hash with `s` (window start), `n` (units
+//! admitted) and, per tenant, `t<id>` → `weight,used,arrivals,prev`. Each write sets a TTL for
+//! when the state stops carrying information ([`crate::algorithm::expires_at`]); correctness
+//! never depends on it.
 //!
-//! **Reply**: an array of `1 + 5 × #KEYS` integers: `1` if the new states were written, else `0`,
-//! then per hit its reading: `used_before`, `used_after`, `over` (0/1), `wait` and `reset` (µs).
+//! **Reply**: an array of `2 + 5 × #KEYS` integers: `1` if the new states were written, else `0`;
+//! the expired leases the writes reclaimed; then per hit its reading: `used_before`,
+//! `used_after`, `over` (0/1), `wait` and `reset` (µs).
 //!
 //! **What it does**, mirroring the memory store rule for rule:
 //! 1. Reads each distinct key once. Steps every hit in batch order with the algorithm's function
 //!    (a repeated key sees the earlier hits applied).
-//! 2. Rejects when an enforced hit is over or when the request has quota hits and every one of
-//!    them is over ([`storage::rejects`](super::super::rejects)). Under charge-all it charges
-//!    anyway.
-//! 3. When charging, writes each changed key's final state once.
+//! 2. Rejects when an enforced hit is over (and not rescued by its overflow) or when the request
+//!    has quota hits and every one of them is over ([`storage::rejects`](super::super::rejects)).
+//!    Under charge-all it charges anyway.
+//! 3. When charging, writes each changed key's final state once ([`storage::writes`](super::super::writes)
+//!    says which hits write); when not, records fair-share arrivals.
+//!
+//! The source is three files, concatenated: `script.lua` (clock, calendar, the counter
+//! algorithms), `pools.lua` (leases and fair share) and `batch.lua` (loading, deciding, storing).
 //!
 //! Numbers travel through Lua's doubles: counts and times are exact integers up to 2^53, which
 //! [`crate::algorithm::MAX_UNITS`] and the config's window bound keep them under; the token
@@ -51,11 +60,26 @@
 
 use redis::Script;
 
-use crate::algorithm::{Algorithm, Period};
+use crate::algorithm::{Algorithm, Claim, Period};
 use crate::storage::{Admission, Role};
 
-/// The script source, kept in its own file so it reads (and lints) as Lua.
-const APPLY_SOURCE: &str = include_str!("script.lua");
+/// The script source, kept in its own files so it reads (and lints) as Lua.
+const APPLY_SOURCE: &str = concat!(
+    include_str!("script.lua"),
+    include_str!("pools.lua"),
+    include_str!("batch.lua")
+);
+
+/// Lists a pool's live leases: `KEYS[1]` the pool, `ARGV[1]` the time in µs (empty for Redis
+/// `TIME`, as for the batch script); replies member, score, member, score, ...
+const HOLDERS_SOURCE: &str = "local now = tonumber(ARGV[1]) \
+    if not now then local t = redis.call('TIME') now = tonumber(t[1]) * 1000000 + tonumber(t[2]) end \
+    return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. string.format('%.0f', now), '+inf', 'WITHSCORES')";
+
+/// The holders script.
+pub fn holders_script() -> Script {
+    Script::new(HOLDERS_SOURCE)
+}
 
 /// The batch script, with its SHA1 computed once.
 pub fn apply_script() -> Script {
@@ -76,6 +100,8 @@ pub fn algorithm_arg(algorithm: Algorithm) -> &'static str {
         Algorithm::FixedWindow => "F",
         Algorithm::SlidingWindow => "S",
         Algorithm::TokenBucket => "T",
+        Algorithm::Concurrency => "L",
+        Algorithm::FairShare => "P",
     }
 }
 
@@ -87,12 +113,27 @@ pub fn period_arg(period: Period) -> String {
     }
 }
 
-/// A hit's last argument.
-pub fn role_arg(role: Role) -> &'static str {
+/// A hit's sixth argument.
+pub fn role_arg(role: Role) -> std::borrow::Cow<'static, str> {
     match role {
-        Role::Enforce => "E",
-        Role::Shadow => "S",
-        Role::Quota => "Q",
+        Role::Enforce => "E".into(),
+        Role::Shadow => "S".into(),
+        Role::Quota => "Q".into(),
+        // 1-based, as Lua counts.
+        Role::Overflow { of } => format!("O{}", of + 1).into(),
+    }
+}
+
+/// A hit's last argument.
+pub fn claim_arg(claim: &Claim) -> Vec<u8> {
+    match claim {
+        Claim::None => Vec::new(),
+        Claim::Lease(id) => format!("L{id}").into_bytes(),
+        Claim::Tenant(t) => {
+            let mut arg = format!("T{}:", t.weight).into_bytes();
+            arg.extend_from_slice(&t.id);
+            arg
+        }
     }
 }
 
@@ -103,15 +144,42 @@ mod tests {
 
     #[test]
     fn source_matches_the_documented_argument_codes() {
-        for code in ["'C'", "'E'", "'Q'", "F = fixed", "S = sliding", "T = gcra"] {
+        for code in [
+            "'C'",
+            "'E'",
+            "'Q'",
+            "'O'",
+            "F = fixed",
+            "S = sliding",
+            "T = gcra",
+            "L = lease",
+            "P = share",
+            "kind == 'L'",
+            "kind == 'T'",
+        ] {
             assert!(APPLY_SOURCE.contains(code), "script lacks {code}");
         }
         assert_eq!(admission_arg(Admission::ChargeAll), "C");
         assert_eq!(role_arg(Role::Enforce), "E");
         assert_eq!(role_arg(Role::Quota), "Q");
+        assert_eq!(role_arg(Role::Overflow { of: 0 }), "O1");
         assert_eq!(algorithm_arg(Algorithm::TokenBucket), "T");
+        assert_eq!(algorithm_arg(Algorithm::Concurrency), "L");
+        assert_eq!(
+            claim_arg(&Claim::Tenant(crate::algorithm::share::Tenant {
+                id: b"a:b".to_vec(),
+                weight: 3
+            })),
+            b"T3:a:b"
+        );
+        assert_eq!(
+            claim_arg(&Claim::Lease(crate::algorithm::lease::LeaseId([0; 16]))),
+            format!("L{}", "0".repeat(32)).as_bytes()
+        );
+        assert!(APPLY_SOURCE.contains("MAX_TENANTS = 512"));
+        assert_eq!(crate::algorithm::share::MAX_TENANTS, 512);
         assert_eq!(period_arg(Period::Seconds(60)), "60");
         assert_eq!(period_arg(Period::Calendar(CalendarUnit::Month, 3)), "M3");
-        assert!(APPLY_SOURCE.contains("3 + (i - 1) * 6"));
+        assert!(APPLY_SOURCE.contains("3 + (i - 1) * 7"));
     }
 }
