@@ -12,6 +12,7 @@ COPY server server
 COPY wasm-filter wasm-filter
 COPY tests tests
 COPY bench bench
+COPY client client
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --locked --release -p sluice-server --bin sluice \

@@ -1,0 +1,211 @@
+//! The retry loop against scripted replies, with a manual clock that only the sleeper moves, so
+//! every wait is checked exactly and nothing really sleeps.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderMap;
+
+use super::*;
+
+/// A clock that moves only when the sleeper sleeps, recording every sleep.
+#[derive(Default)]
+struct ManualTime {
+    now: Mutex<Duration>,
+    slept: Mutex<Vec<Duration>>,
+}
+
+impl Clock for ManualTime {
+    fn now(&self) -> Duration {
+        *self.now.lock().unwrap()
+    }
+}
+
+impl Sleeper for ManualTime {
+    fn sleep(&self, d: Duration) -> Sleep<'_> {
+        *self.now.lock().unwrap() += d;
+        self.slept.lock().unwrap().push(d);
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// Always the same fraction of the allowed range.
+struct Fraction(f64);
+
+impl Jitter for Fraction {
+    fn uniform(&self, upto: Duration) -> Duration {
+        upto.mul_f64(self.0)
+    }
+}
+
+fn reply(status: u16, retry_after: Option<u64>, problem: Option<&str>) -> Reply {
+    let mut headers = HeaderMap::new();
+    if let Some(s) = retry_after {
+        headers.insert(http::header::RETRY_AFTER, s.into());
+    }
+    let body = match problem {
+        Some(p) => {
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/problem+json"),
+            );
+            Bytes::from(p.to_owned())
+        }
+        None => Bytes::new(),
+    };
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("connection refused")]
+struct Refused;
+
+fn backoff(time: &Arc<ManualTime>, jitter: f64) -> Backoff {
+    Backoff::new(RetryPolicy {
+        max_attempts: 4,
+        base: Duration::from_millis(100),
+        cap: Duration::from_millis(300),
+        max_wait: Duration::from_secs(60),
+    })
+    .with_sleeper(time.clone())
+    .with_clock(time.clone())
+    .with_jitter(Arc::new(Fraction(jitter)))
+}
+
+async fn run_script(
+    b: &Backoff,
+    script: Vec<Result<Reply, Refused>>,
+) -> Result<Answer, Failed<Refused>> {
+    let script = Mutex::new(VecDeque::from(script));
+    b.run(|| {
+        let next = script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .expect("script long enough");
+        async move { next }
+    })
+    .await
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+#[tokio::test]
+async fn waits_what_the_server_asks_plus_jitter_then_backs_off() {
+    let time = Arc::new(ManualTime::default());
+    let b = backoff(&time, 0.5);
+    let throttle = r#"{"status":429,"kind":"throttle","retry_after":2}"#;
+    let answer = run_script(
+        &b,
+        vec![
+            Ok(reply(429, Some(1), Some(throttle))),
+            Ok(reply(503, None, None)),
+            Err(Refused),
+            Ok(reply(200, None, None)),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.reply.status, 200);
+    assert_eq!(answer.attempts, 4);
+    assert_eq!(answer.stopped, None);
+    // Retry 1: the later of Retry-After (1 s) and the document's retry_after (2 s), plus half of
+    // the 100 ms back-off. Retry 2: half of 200 ms. Retry 3: half of 300 ms (capped, not 400).
+    let want = vec![ms(2050), ms(100), ms(150)];
+    assert_eq!(answer.waits, want);
+    assert_eq!(*time.slept.lock().unwrap(), want);
+    assert_eq!(time.now(), ms(2300));
+}
+
+#[tokio::test]
+async fn full_jitter_spans_zero_to_the_capped_backoff() {
+    for (fraction, want) in [(0.0, [0, 0, 0]), (1.0, [100, 200, 300])] {
+        let time = Arc::new(ManualTime::default());
+        let answer = run_script(
+            &backoff(&time, fraction),
+            (0..4).map(|_| Ok(reply(503, None, None))).collect(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(answer.attempts, 4);
+        assert_eq!(answer.stopped, Some(Stop::Attempts));
+        assert_eq!(answer.waits, want.map(ms).to_vec());
+    }
+}
+
+#[tokio::test]
+async fn never_retries_a_quota() {
+    let time = Arc::new(ManualTime::default());
+    let b = backoff(&time, 0.5);
+    let quota = r#"{"status":429,"kind":"quota","retry_after":3,"rule":"org-daily"}"#;
+    let answer = run_script(&b, vec![Ok(reply(429, Some(3), Some(quota)))])
+        .await
+        .unwrap();
+    assert_eq!(answer.attempts, 1);
+    assert_eq!(answer.stopped, Some(Stop::Quota));
+    assert_eq!(answer.problem.unwrap().rule.as_deref(), Some("org-daily"));
+    let answer = run_script(&b, vec![Ok(reply(402, Some(3), None))])
+        .await
+        .unwrap();
+    assert_eq!((answer.attempts, answer.stopped), (1, Some(Stop::Quota)));
+    assert!(time.slept.lock().unwrap().is_empty());
+    assert_eq!(time.now(), Duration::ZERO);
+}
+
+#[tokio::test]
+async fn hands_back_waits_longer_than_max_wait_and_non_retryable_statuses() {
+    let time = Arc::new(ManualTime::default());
+    let b = backoff(&time, 0.5);
+    let answer = run_script(&b, vec![Ok(reply(429, Some(3600), None))])
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.stopped,
+        Some(Stop::WaitTooLong(Duration::from_secs(3600) + ms(50)))
+    );
+    let answer = run_script(&b, vec![Ok(reply(403, None, None))])
+        .await
+        .unwrap();
+    assert_eq!(answer.stopped, Some(Stop::NotRetryable));
+    assert!(time.slept.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn transport_failures_are_retried_then_reported() {
+    let time = Arc::new(ManualTime::default());
+    let failed = run_script(&backoff(&time, 1.0), (0..4).map(|_| Err(Refused)).collect())
+        .await
+        .unwrap_err();
+    assert_eq!(failed.attempts, 4);
+    assert_eq!(failed.stop, Stop::Attempts);
+    assert_eq!(failed.waits, vec![ms(100), ms(200), ms(300)]);
+}
+
+/// Forty clients sharing one budget, every answer a 503: retries stay within what the budget
+/// allows (its initial reserve plus 10 % of requests), instead of three per request.
+#[tokio::test]
+async fn a_shared_budget_bounds_a_fleets_retries() {
+    let time = Arc::new(ManualTime::default());
+    let budget = Arc::new(RetryBudget::new(0.1, 0.0, 5.0));
+    let mut retries = 0;
+    let requests = 40;
+    for _ in 0..requests {
+        let b = backoff(&time, 0.5).with_budget(Arc::clone(&budget));
+        let answer = run_script(&b, (0..4).map(|_| Ok(reply(503, None, None))).collect())
+            .await
+            .unwrap();
+        retries += answer.attempts - 1;
+    }
+    // At most the 5 saved up plus 40 × 0.1 earned, where without a budget it would be 120. It is
+    // one less: the first request's tenth is lost to a budget that is still full.
+    assert!(retries <= 5 + 4);
+    assert_eq!(retries, 8);
+}
