@@ -9,6 +9,8 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # The NGINX examples run under the real nginx, the OpenResty-style one with Debian's Lua module.
 [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 [ -e /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need_apt+=(libnginx-mod-http-lua)
+# promtool checks and unit-tests the Prometheus rules in deploy/.
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 if ((${#need_apt[@]})); then
     echo "installing: ${need_apt[*]}"
     SUDO=""

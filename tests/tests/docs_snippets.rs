@@ -83,3 +83,62 @@ fn every_example_config_is_valid() {
         assert!(status.is_some_and(|s| s.success()), "{dir}: {stderr}");
     }
 }
+
+/// Every flag `sluice --help` lists (and its `SLUICE_*` variable) is in docs/settings.md, so the
+/// settings reference cannot fall behind the binary.
+#[test]
+fn every_setting_is_documented() {
+    let out = std::process::Command::new(sluice_tests::sluice::sluice_bin())
+        .arg("--help")
+        .output()
+        .expect("sluice --help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    let settings =
+        std::fs::read_to_string(repo_root().join("docs/settings.md")).expect("settings.md");
+    let mut flags = 0;
+    for word in help.split(|c: char| c.is_whitespace() || c == '[' || c == ']') {
+        let word = word.trim_end_matches(',');
+        let is_flag =
+            word.starts_with("--") && word.len() > 2 && !["--help", "--version"].contains(&word);
+        let is_env = word.starts_with("SLUICE_") && word.ends_with('=');
+        if is_flag {
+            assert!(
+                settings.contains(&format!("`{word}")),
+                "docs/settings.md lacks {word}"
+            );
+            flags += 1;
+        } else if is_env {
+            let name = word.trim_end_matches('=');
+            assert!(
+                settings.contains(&format!("`{name}`")),
+                "docs/settings.md lacks {name}"
+            );
+        }
+    }
+    assert!(flags >= 20, "found only {flags} flags in --help");
+}
+
+/// Every field name the rule-file parser accepts (its per-mapping field lists in
+/// server/src/config/parse.rs) has a row in docs/configuration.md.
+#[test]
+fn every_rule_field_is_documented() {
+    let parser =
+        std::fs::read_to_string(repo_root().join("server/src/config/parse.rs")).expect("parse.rs");
+    let reference = std::fs::read_to_string(repo_root().join("docs/configuration.md"))
+        .expect("configuration.md");
+    let mut fields = 0;
+    let mut rest = parser.as_str();
+    while let Some(at) = rest.find("_FIELDS: &[&str] = &[") {
+        let list = &rest[at..];
+        let end = list.find("];").expect("end of a field list");
+        for field in list[..end].split('"').skip(1).step_by(2) {
+            assert!(
+                reference.contains(&format!("| `{field}` |")),
+                "docs/configuration.md has no row for `{field}`"
+            );
+            fields += 1;
+        }
+        rest = &list[end..];
+    }
+    assert!(fields >= 30, "found only {fields} fields in parse.rs");
+}
