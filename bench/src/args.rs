@@ -33,6 +33,11 @@ pub struct Args {
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_outstanding: u64,
 
+    /// gRPC: batch the requests ready in one runtime pass into one write, as Envoy's codec
+    /// does (`false`: one write per request, as a plain tonic client).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub coalesce_writes: bool,
+
     /// gRPC: HTTP/2 connections (one tonic channel each); requests are spread over them.
     /// JSON: ignored in open loop (every outstanding request holds an HTTP/1.1 connection).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]

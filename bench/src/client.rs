@@ -16,8 +16,9 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::R
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, Endpoint, Uri};
 
+use crate::coalesce::Coalesce;
 use crate::workload::Payload;
 
 /// What happened to one request.
@@ -54,15 +55,23 @@ pub enum Client {
 
 impl Client {
     /// A gRPC client on a connection of its own, connected lazily: a missing server shows up as
-    /// counted `UNAVAILABLE` errors, not a start-up failure.
-    pub fn grpc(addr: SocketAddr, timeout: Duration) -> anyhow::Result<Self> {
+    /// counted `UNAVAILABLE` errors, not a start-up failure. With `coalesce`, requests ready in
+    /// the same runtime pass share one write, as Envoy's do (see [`Coalesce`]).
+    pub fn grpc(addr: SocketAddr, timeout: Duration, coalesce: bool) -> anyhow::Result<Self> {
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .context("building the gRPC endpoint")?
             .connect_timeout(timeout)
             .tcp_nodelay(true);
-        Ok(Client::Grpc(RateLimitServiceClient::new(
-            endpoint.connect_lazy(),
-        )))
+        let channel = if coalesce {
+            endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
+                tcp.set_nodelay(true)?;
+                Ok::<_, std::io::Error>(TokioIo::new(Coalesce::new(tcp)))
+            }))
+        } else {
+            endpoint.connect_lazy()
+        };
+        Ok(Client::Grpc(RateLimitServiceClient::new(channel)))
     }
 
     pub fn json(addr: SocketAddr) -> Self {

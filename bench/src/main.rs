@@ -8,6 +8,7 @@
 mod args;
 mod client;
 mod closed;
+mod coalesce;
 mod open;
 mod redis_info;
 mod tally;
@@ -157,6 +158,7 @@ fn report(
         "client_cpu_s": client_cpu_s.map(|s| round(s, 3)),
         "client_cpu_us_per_decision": per_decision_us(client_cpu_s),
         "connections": args.connections,
+        "coalesce_writes": args.transport == Transport::Grpc && args.coalesce_writes,
         "in_flight": if args.mode == Mode::Closed { Some(args.in_flight) } else { None },
         "domain": args.domain,
         "keys": args.keys,
@@ -179,7 +181,7 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     let addr = target::loopback_target(args.target_or_default(), default_port)?;
     let timeout = Duration::from_millis(args.timeout_ms);
     let connect = || match args.transport {
-        Transport::Grpc => Client::grpc(addr, timeout),
+        Transport::Grpc => Client::grpc(addr, timeout, args.coalesce_writes),
         Transport::Json => Ok(Client::json(addr)),
     };
 
