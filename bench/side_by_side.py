@@ -74,7 +74,7 @@ def summary(all_jsonl, peer):
         medians[side] = {}
         for name, path in FIGURES.items():
             values = [v for v in (pick(r, path) for r in mine) if v is not None]
-            medians[side][name] = statistics.median(values) if values else None
+            medians[side][name] = round(statistics.median(values), 2) if values else None
             medians[side][name + "_all"] = values
     s, p = medians["sluice"], medians[peer]
     ratios = {name: ratio(s[name], p[name]) for name in RATIOS}
