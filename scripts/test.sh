@@ -11,6 +11,8 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 [ -e /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need_apt+=(libnginx-mod-http-lua)
 # promtool checks and unit-tests the Prometheus rules in deploy/.
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+# The micro-apps README is replayed with curl, as a reader would.
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 if ((${#need_apt[@]})); then
     echo "installing: ${need_apt[*]}"
     SUDO=""
