@@ -24,6 +24,7 @@ use crate::limiter::{
 };
 use crate::metrics::RequestCounters;
 use crate::storage::Store;
+use crate::trace::{CheckSpan, HeaderCarrier};
 
 /// The service implementation handed to tonic.
 pub struct RlsService<S> {
@@ -52,6 +53,13 @@ impl<S: Store> RateLimitService for RlsService<S> {
         &self,
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
+        let span = crate::trace::enabled().then(|| {
+            CheckSpan::start(
+                "envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
+                &HeaderCarrier(request.metadata().as_ref()),
+                &request.get_ref().domain,
+            )
+        });
         let request = request.into_inner();
         let bound = self.limiter.options().bounds.max_bytes;
         let counters = &self.counters;
@@ -67,7 +75,11 @@ impl<S: Store> RateLimitService for RlsService<S> {
         let check = from_proto(request).inspect_err(|_| {
             counters.invalid.inc();
         })?;
-        match self.limiter.check(&check).await {
+        let result = self.limiter.check(&check).await;
+        if let Some(span) = span {
+            span.finish(&result);
+        }
+        match result {
             Ok(decision) => {
                 match decision.overall {
                     Code::Ok => counters.ok.inc(),

@@ -39,4 +39,5 @@ pub mod metrics;
 pub mod server;
 pub mod settings;
 pub mod storage;
+pub mod trace;
 pub mod transport;

@@ -6,6 +6,7 @@ use clap::Parser;
 use sluice_server::config::{self, LoadOptions};
 use sluice_server::server::{Listeners, Sluice, shutdown_signal};
 use sluice_server::settings::{Cli, Command, LogFormat, Settings};
+use sluice_server::trace;
 
 // Every check allocates a handful of small, short-lived buffers (protobuf messages, HTTP/2
 // frames, counter keys); glibc's allocator showed up at ~13% of CPU under load, mimalloc's
@@ -68,9 +69,19 @@ fn main() -> ExitCode {
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
+    // Inside the runtime: the exporter's gRPC channel lives on it.
+    let tracing = match &settings.otlp_endpoint {
+        Some(endpoint) => Some(trace::init(endpoint, settings.trace_sample_ratio)?),
+        None => None,
+    };
     let sluice = Sluice::open(settings.clone()).await?;
     let listeners = Listeners::bind(settings.grpc_addr, settings.http_addr).await?;
-    sluice.serve(listeners, shutdown_signal()).await?;
+    let served = sluice.serve(listeners, shutdown_signal()).await;
+    if let Some(tracing) = tracing {
+        // Flushing blocks until the exporter has sent the last spans, over this runtime.
+        let _ = tokio::task::spawn_blocking(move || tracing.shutdown()).await;
+    }
+    served?;
     Ok(())
 }
 

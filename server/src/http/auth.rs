@@ -28,6 +28,7 @@ use crate::config::{EntrySource, HttpDescriptor};
 use crate::limiter::headers::PROBLEM_CONTENT_TYPE;
 use crate::limiter::{CheckError, CheckRequest, Code, Decision, Descriptor};
 use crate::storage::Store;
+use crate::trace::{CheckSpan, HeaderCarrier};
 
 /// The rejecting rule's own status, for proxies that answer the client themselves.
 pub const STATUS_HEADER: &str = "sluice-status";
@@ -76,7 +77,13 @@ pub(super) async fn check<S: Store>(
         descriptors,
         hits_addend: 0,
     };
-    match state.limiter.check(&request).await {
+    let span = crate::trace::enabled()
+        .then(|| CheckSpan::start("/auth/{domain}", &HeaderCarrier(&headers), &request.domain));
+    let result = state.limiter.check(&request).await;
+    if let Some(span) = span {
+        span.finish(&result);
+    }
+    match result {
         Ok(decision) => {
             match decision.overall {
                 Code::Ok => counters.ok.inc(),

@@ -16,6 +16,7 @@ use crate::config::Unit;
 use crate::limiter::headers::PROBLEM_CONTENT_TYPE;
 use crate::limiter::{CheckError, CheckRequest, Code, Decision, Descriptor, LimitOverride};
 use crate::storage::Store;
+use crate::trace::{CheckSpan, HeaderCarrier};
 
 pub(super) async fn check<S: Store>(
     State(state): State<Arc<HttpState<S>>>,
@@ -48,7 +49,13 @@ pub(super) async fn check<S: Store>(
             return error(StatusCode::BAD_REQUEST, msg);
         }
     };
-    match state.limiter.check(&request).await {
+    let span = crate::trace::enabled()
+        .then(|| CheckSpan::start("POST /json", &HeaderCarrier(&headers), &request.domain));
+    let result = state.limiter.check(&request).await;
+    if let Some(span) = span {
+        span.finish(&result);
+    }
+    match result {
         Ok(decision) => {
             let json = JsonResponse::from(&decision);
             let (status, body, content_type) = match &decision.rejection {

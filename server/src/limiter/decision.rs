@@ -81,6 +81,18 @@ pub struct Decision {
     pub rejection: Option<Rejection>,
     /// The lease the request holds after the check (acquired or renewed), if any.
     pub lease: Option<super::lease::LeaseGrant>,
+    /// What a trace span records; only filled while tracing is on (`crate::trace`).
+    pub trace: Option<TraceFacts>,
+}
+
+/// The deciding limit of a check and its store round trip, for its trace span.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceFacts {
+    /// The policy name of the limit that rejected the request, or else of the one with the
+    /// fewest remaining.
+    pub rule: String,
+    pub algorithm: &'static str,
+    pub store_latency: Duration,
 }
 
 /// One limit with what the store saw for it.

@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
-pub use decision::{Code, CurrentLimit, Decision, DescriptorStatus, Rejection};
+pub use decision::{Code, CurrentLimit, Decision, DescriptorStatus, Rejection, TraceFacts};
 pub use headers::{HeaderNames, HeaderStyle};
 pub use lease::{LEASE_ID_HEADER, LEASE_TTL_HEADER, LeaseGrant};
 pub use request::{
@@ -139,6 +139,7 @@ impl<S: Store> RateLimiter<S> {
                 response_headers: Vec::new(),
                 rejection: None,
                 lease: None,
+                trace: None,
             });
         }
 
@@ -161,7 +162,10 @@ impl<S: Store> RateLimiter<S> {
             hits,
             admission: self.options.admission,
         };
+        // Timed only for a trace span: no clock read per check otherwise.
+        let store_started = crate::trace::enabled().then(Instant::now);
         let outcome = self.store.apply(&batch).await?;
+        let store_latency = store_started.map(|t| t.elapsed());
         let verdict = Verdict::of(&batch.hits, &outcome.readings);
         let grant = lease::settle(
             &self.metrics,
@@ -247,12 +251,23 @@ impl<S: Store> RateLimiter<S> {
         if let Some(g) = &grant {
             response_headers.extend(lease::headers(g));
         }
+        let trace = store_latency.map(|store_latency| {
+            let by = decision::rejecting(&checked)
+                .filter(|_| overall == Code::OverLimit)
+                .or_else(|| checked.iter().min_by_key(|c| c.remaining()));
+            TraceFacts {
+                rule: by.map(|c| c.policy_name()).unwrap_or_default(),
+                algorithm: by.map_or("", |c| c.spec().algorithm.as_str()),
+                store_latency,
+            }
+        });
         Ok(Decision {
             overall,
             statuses,
             response_headers,
             rejection,
             lease: grant,
+            trace,
         })
     }
 

@@ -126,6 +126,14 @@ pub struct ServeArgs {
     /// refusals NGINX's `auth_request` passes on [default: 403].
     #[arg(long, env = "SLUICE_AUTH_OVER_LIMIT_STATUS")]
     pub auth_over_limit_status: Option<u16>,
+    /// Export a span per check over OTLP/gRPC to this collector, e.g. http://127.0.0.1:4317
+    /// [default: off].
+    #[arg(long, env = "SLUICE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Share of checks without a sampled caller trace that are traced; a caller's own sampling
+    /// decision is always followed [default: 0.01].
+    #[arg(long, env = "SLUICE_TRACE_SAMPLE_RATIO")]
+    pub trace_sample_ratio: Option<f64>,
     /// Log filter, e.g. info or sluice_server=debug [default: info].
     #[arg(long, env = "SLUICE_LOG_LEVEL")]
     pub log_level: Option<String>,

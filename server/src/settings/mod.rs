@@ -43,6 +43,10 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// What `/auth/{domain}` answers an over-limit request with (401 or 403).
     pub auth_over_limit_status: u16,
+    /// Where to export trace spans (OTLP/gRPC); `None` turns tracing off.
+    pub otlp_endpoint: Option<String>,
+    /// Sampling ratio for checks without a sampled caller trace.
+    pub trace_sample_ratio: f64,
     pub log_level: String,
     pub log_format: LogFormat,
     /// `None`: one per CPU, the runtime's default.
@@ -232,6 +236,18 @@ impl Settings {
             )));
         }
 
+        // OpenTelemetry's own variables, as its SDKs read them, after Sluice's.
+        let otlp_endpoint = args
+            .otlp_endpoint
+            .or_else(|| get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+            .or_else(|| get("OTEL_EXPORTER_OTLP_ENDPOINT"));
+        let trace_sample_ratio = args.trace_sample_ratio.unwrap_or(0.01);
+        if !(0.0..=1.0).contains(&trace_sample_ratio) {
+            return Err(SettingsError::Invalid(format!(
+                "trace sample ratio {trace_sample_ratio} is not between 0 and 1"
+            )));
+        }
+
         let log_format = match args.log_format {
             Some(f) => f,
             None => match get("LOG_FORMAT").map(|v| v.to_ascii_lowercase()).as_deref() {
@@ -287,6 +303,8 @@ impl Settings {
             bounds,
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs.unwrap_or(10)),
             auth_over_limit_status,
+            otlp_endpoint,
+            trace_sample_ratio,
             log_level: log_level(args.log_level, get("LOG_LEVEL"))?,
             log_format,
             worker_threads: match args.worker_threads {
