@@ -460,10 +460,16 @@ fn istio_resources_point_at_the_sluice_service() {
         let text = serde_yaml::to_string(&d).expect("yaml");
         for (at, _) in text.match_indices(".svc.cluster.local") {
             let start = text[..at]
-                .rfind(|c: char| c.is_whitespace() || c == '"' || c == '/')
+                .rfind(|c: char| c.is_whitespace() || c == '"' || c == '/' || c == '|')
                 .map_or(0, |i| i + 1);
             let host = &text[start..at + ".svc.cluster.local".len()];
             assert_eq!(host, fqdn, "{file} calls {host}");
+            // Istio's own cluster name for a Service port: `outbound|PORT||FQDN`.
+            if let Some(prefix) = text[..start].strip_suffix("||")
+                && let Some(port) = prefix.rsplit('|').next()
+            {
+                assert_eq!(port.parse::<u64>().ok(), grpc["port"].as_u64(), "{file}");
+            }
             addresses += 1;
         }
         if kind == "EnvoyFilter" {

@@ -29,10 +29,13 @@ fn conf(example: &str, sluice: SocketAddr, app: SocketAddr, fail_closed: bool) -
     }
 }
 
+/// `sluice --config examples/nginx/config`: both of its rule files.
 fn start_sluice() -> Sluice {
-    let rules =
-        std::fs::read_to_string(examples().join("config/quotas.yaml")).expect("example rules");
-    Sluice::builder(&rules)
+    let read = |name: &str| {
+        std::fs::read_to_string(examples().join("config").join(name)).expect("example rules")
+    };
+    Sluice::builder(&read("quotas.yaml"))
+        .file("uploads.yaml", &read("uploads.yaml"))
         .arg("--response-headers=ietf")
         .start()
 }
@@ -124,4 +127,39 @@ async fn auth_request_example() {
 #[tokio::test(flavor = "multi_thread")]
 async fn openresty_example() {
     passes_then_limits_then_fails_open_or_closed("openresty.conf").await;
+}
+
+/// `/upload` in nginx.conf: the subrequest carries the body's size as the cost, and a spent byte
+/// quota reaches the client with the rule's own status, 402, through the `if` in `@ratelimited`.
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_are_metered_in_bytes_and_refused_with_402() {
+    let app = Upstream::start();
+    let sluice = start_sluice();
+    let nginx = Nginx::start(&conf("nginx.conf", sluice.http_addr, app.addr, false));
+    let client = reqwest::Client::new();
+    let upload = || {
+        client
+            .post(nginx.url("/upload"))
+            .header("x-app-id", "uploader")
+            .body(vec![b'x'; 600_000])
+            .send()
+    };
+
+    let r = upload().await.expect("upload");
+    assert_eq!(r.status(), 200, "{}", nginx.error_log());
+    let state = header(&r, "ratelimit").expect("RateLimit");
+    assert!(state.contains("\"upload-bytes\";r=400000;"), "{state}");
+
+    let r = upload().await.expect("upload");
+    assert_eq!(r.status(), 402, "{}", nginx.error_log());
+    assert!(header(&r, "retry-after").is_some());
+    assert_eq!(
+        header(&r, "content-type").as_deref(),
+        Some("application/problem+json")
+    );
+    let problem: Value = r.json().await.expect("problem document");
+    assert_eq!(problem["status"], 402);
+    assert_eq!(problem["kind"], "quota");
+    assert_eq!(problem["rule"], "upload-bytes");
+    assert_eq!(app.hits(), 1, "the refused upload reached the app");
 }
