@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::error::{ConfigError, Position};
-use super::model::{
-    Algorithm, EntrySource, HttpDescriptor, Kind, Level, Limit, Node, RateLimit, Rule, RuleSet,
-};
+use super::model::{Algorithm, HttpDescriptor, Kind, Level, Limit, Node, RateLimit, Rule, RuleSet};
 use super::parse::{Problem, RawDescriptor, RawFile};
 use super::yaml::Mark;
 
@@ -158,7 +156,7 @@ impl Builder {
         let mut names: Vec<&String> = http_descriptors.keys().collect();
         names.sort();
         for name in names {
-            dump_http(&mut dump, name, &http_descriptors[name]);
+            super::http_descriptors::dump(&mut dump, name, &http_descriptors[name]);
         }
         Ok(RuleSet {
             domains,
@@ -344,32 +342,7 @@ fn dump_rule(out: &mut String, rule: &Rule) {
     out.push('\n');
 }
 
-/// `domain http_descriptors: [key=header:name, key2=value] +hits:name; ...`
-fn dump_http(out: &mut String, domain: &str, descriptors: &[HttpDescriptor]) {
-    let _ = write!(out, "{domain} http_descriptors: ");
-    for (i, d) in descriptors.iter().enumerate() {
-        if i > 0 {
-            out.push_str("; ");
-        }
-        out.push('[');
-        for (j, e) in d.entries.iter().enumerate() {
-            if j > 0 {
-                out.push_str(", ");
-            }
-            let _ = match &e.source {
-                EntrySource::Header(h) => write!(out, "{}=header:{h}", e.key),
-                EntrySource::Value(v) => write!(out, "{}={v}", e.key),
-            };
-        }
-        out.push(']');
-        if let Some(h) = &d.hits_addend_header {
-            let _ = write!(out, " hits_addend=header:{h}");
-        }
-    }
-    out.push('\n');
-}
-
-pub(super) fn dump_limit(out: &mut String, l: &RateLimit) {
+fn dump_limit(out: &mut String, l: &RateLimit) {
     if l.algorithm == Algorithm::Concurrency {
         let _ = write!(
             out,

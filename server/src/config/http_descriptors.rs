@@ -13,6 +13,8 @@
 //! Header names are checked here, so a typo such as `X-App Id` is a load error with its position
 //! rather than a descriptor that silently never appears.
 
+use std::fmt::Write as _;
+
 use super::model::{EntrySource, HttpDescriptor, HttpEntry};
 use super::parse::{Fields, Place, Reader, Spanned};
 use super::yaml::{Kind, Yaml};
@@ -195,7 +197,33 @@ impl Reader {
     }
 }
 
-fn is_token_byte(b: u8) -> bool {
+/// The `/rlconfig` line of a domain's mapping:
+/// `domain http_descriptors: [key=header:name, key2=value] hits_addend=header:name; [...]`
+pub(super) fn dump(out: &mut String, domain: &str, descriptors: &[HttpDescriptor]) {
+    let _ = write!(out, "{domain} http_descriptors: ");
+    for (i, d) in descriptors.iter().enumerate() {
+        if i > 0 {
+            out.push_str("; ");
+        }
+        out.push('[');
+        for (j, e) in d.entries.iter().enumerate() {
+            if j > 0 {
+                out.push_str(", ");
+            }
+            let _ = match &e.source {
+                EntrySource::Header(h) => write!(out, "{}=header:{h}", e.key),
+                EntrySource::Value(v) => write!(out, "{}={v}", e.key),
+            };
+        }
+        out.push(']');
+        if let Some(h) = &d.hits_addend_header {
+            let _ = write!(out, " hits_addend=header:{h}");
+        }
+    }
+    out.push('\n');
+}
+
+pub(super) fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
