@@ -142,3 +142,42 @@ fn every_rule_field_is_documented() {
     }
     assert!(fields >= 30, "found only {fields} fields in parse.rs");
 }
+
+/// The NGINX configuration the docs show is made of lines of the example configurations, which
+/// the real nginx runs in tests/tests/nginx_e2e.rs: a snippet cannot drift into something untested.
+#[test]
+fn nginx_snippets_are_lines_of_the_tested_examples() {
+    let mut tested = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(repo_root().join("examples/nginx")).expect("examples/nginx") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "conf") {
+            let text = std::fs::read_to_string(&path).expect("read");
+            tested.extend(text.lines().map(|l| l.trim().to_owned()));
+        }
+    }
+    let mut checked = 0;
+    for file in markdown_files() {
+        let text = std::fs::read_to_string(&file).expect("read markdown");
+        let mut inside = false;
+        for line in text.lines() {
+            let fence = line.trim_start().starts_with("```");
+            if fence {
+                inside = !inside && line.trim_start().starts_with("```nginx");
+                continue;
+            }
+            let line = line.trim();
+            if inside && !line.is_empty() && !line.starts_with('#') {
+                assert!(
+                    tested.contains(line),
+                    "{}: `{line}` is in no example under examples/nginx",
+                    file.display()
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(
+        checked >= 30,
+        "only {checked} NGINX lines found in the docs"
+    );
+}
