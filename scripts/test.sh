@@ -13,6 +13,8 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 # The micro-apps README is replayed with curl, as a reader would.
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# Runtime overrides are tested against a real etcd too.
+command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 if ((${#need_apt[@]})); then
     echo "installing: ${need_apt[*]}"
     SUDO=""
@@ -20,8 +22,8 @@ if ((${#need_apt[@]})); then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
-# The tests start their own redis-server and nginx processes on free loopback ports; packaged
-# services (Redis on 6379, nginx on 80) are not used.
+# The tests start their own redis-server, etcd and nginx processes on free loopback ports;
+# packaged services (Redis on 6379, etcd on 2379, nginx on 80) are not used.
 
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy

@@ -3,11 +3,13 @@
 //! HTTP), `GET /healthcheck`, `GET /rlconfig` and `GET /metrics`.
 //!
 //! [`json`] owns the proto3-JSON wire types, [`auth`] the header mapping and the answer NGINX can
-//! act on, [`body`] the bounded reading of request bodies (413 with a reason when too large).
+//! act on, [`body`] the bounded reading of request bodies (413 with a reason when too large),
+//! [`leases`] the lease API. The admin API (`/admin/`) is [`crate::admin`], merged in when on.
 
 mod auth;
-mod body;
+pub(crate) mod body;
 mod json;
+pub(crate) mod leases;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +32,8 @@ pub struct HttpState<S> {
     counters: RequestCounters,
     /// What `/auth/{domain}` answers an over-limit request with: 403 or 401.
     auth_over_limit_status: u16,
+    /// The longest `wait_ms` a lease acquire may ask for.
+    lease_max_wait: std::time::Duration,
 }
 
 impl<S: Store> HttpState<S> {
@@ -40,7 +44,14 @@ impl<S: Store> HttpState<S> {
             ready,
             counters,
             auth_over_limit_status: 403,
+            lease_max_wait: std::time::Duration::from_secs(30),
         }
+    }
+
+    /// The longest a lease acquire may wait for a slot (30 s unless set).
+    pub fn with_lease_max_wait(mut self, wait: std::time::Duration) -> Self {
+        self.lease_max_wait = wait;
+        self
     }
 
     /// 403 (the default) or 401: the refusals NGINX's `auth_request` passes on.
@@ -58,10 +69,11 @@ pub fn router<S: Store>(state: Arc<HttpState<S>>) -> Router {
         .route("/healthcheck", get(healthcheck::<S>))
         .route("/rlconfig", get(rlconfig::<S>))
         .route("/metrics", get(metrics::<S>))
+        .route("/leases/{action}", post(leases::handle::<S>))
         .with_state(state)
 }
 
-fn error(status: StatusCode, message: String) -> Response {
+pub(crate) fn error(status: StatusCode, message: String) -> Response {
     (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
 }
 
@@ -94,9 +106,10 @@ async fn healthcheck<S: Store>(State(state): State<Arc<HttpState<S>>>) -> Respon
 
 async fn rlconfig<S: Store>(State(state): State<Arc<HttpState<S>>>) -> Response {
     let rules = state.limiter.rules();
+    let overrides = state.limiter.overrides();
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        rules.dump.clone(),
+        format!("{}{}", rules.dump, overrides.dump),
     )
         .into_response()
 }

@@ -28,6 +28,7 @@
 //! [`settings`] reads flags and environment once; [`server`] binds, serves and drains, with
 //! [`transport`] serving HTTP/2 for the gRPC listener.
 
+pub mod admin;
 pub mod algorithm;
 pub mod clock;
 pub mod config;
@@ -36,6 +37,7 @@ pub mod grpc;
 pub mod http;
 pub mod limiter;
 pub mod metrics;
+pub mod overrides;
 pub mod server;
 pub mod settings;
 pub mod storage;

@@ -1,4 +1,4 @@
-//! `sluice`: serve, or `sluice check-config PATH`.
+//! `sluice`: serve, `sluice check-config PATH`, or `sluice admin …` (a client of the admin API).
 
 use std::process::ExitCode;
 
@@ -16,10 +16,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = match cli.command {
+        Some(Command::Admin(args)) => return sluice_server::admin::cli::run(*args),
+        other => other,
+    };
     if let Some(Command::CheckConfig {
         path,
         merge_domains,
-    }) = cli.command
+    }) = command
     {
         return match config::load(&path, &LoadOptions { merge_domains }) {
             Ok(rules) => {

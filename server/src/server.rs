@@ -9,12 +9,14 @@ use std::sync::{Arc, OnceLock};
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
+use crate::admin::{self, AdminState, AdminTokens};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, ConfigErrors, LoadOptions};
 use crate::grpc::RlsService;
 use crate::http::{HttpState, router};
 use crate::limiter::{LimiterOptions, RateLimiter};
 use crate::metrics::Metrics;
+use crate::overrides::{self, OverrideStore};
 use crate::settings::{Backend, Settings};
 use crate::storage::keys::{KeySchema, ValueHasher};
 use crate::storage::memory::MemoryStore;
@@ -48,6 +50,13 @@ pub enum StartupError {
     },
     #[error("server failed: {0}")]
     Serve(String),
+    #[error("cannot read the admin tokens in {path}: {reason}")]
+    AdminTokens {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("cannot open the override store: {0}")]
+    Overrides(#[from] overrides::store::OverrideError),
 }
 
 /// Both listeners, bound before serving so callers (tests) can bind port 0 and read the ports.
@@ -83,6 +92,8 @@ pub struct Sluice {
     pub limiter: Arc<RateLimiter<AnyStore>>,
     settings: Settings,
     _watch: Option<config::WatchHandle>,
+    /// The admin API, when tokens are configured.
+    admin: Option<Arc<AdminState<AnyStore>>>,
 }
 
 impl Sluice {
@@ -143,16 +154,27 @@ impl Sluice {
             }
             Backend::Redis => {
                 let url = settings.redis_url.as_deref().unwrap_or_default();
-                AnyStore::Redis(
-                    RedisStore::connect(
-                        url,
-                        RedisOptions {
-                            timeout: settings.redis_timeout,
-                            pool_size: settings.redis_pool_size,
-                            clock: RedisClock::Redis,
-                        },
-                    )
-                    .await?,
+                let store = RedisStore::connect(
+                    url,
+                    RedisOptions {
+                        timeout: settings.redis_timeout,
+                        pool_size: settings.redis_pool_size,
+                        clock: RedisClock::Redis,
+                    },
+                )
+                .await?;
+                metrics.register_collector(Box::new(store.metrics()));
+                AnyStore::Redis(store)
+            }
+        };
+        let tokens = match &settings.admin.token_file {
+            None => None,
+            Some(path) => {
+                Some(
+                    AdminTokens::load(path).map_err(|reason| StartupError::AdminTokens {
+                        path: path.clone(),
+                        reason,
+                    })?,
                 )
             }
         };
@@ -169,12 +191,41 @@ impl Sluice {
             header_style: settings.header_style.clone(),
             bounds: settings.bounds,
         };
-        let limiter = Arc::new(RateLimiter::new(rules, store, Arc::new(metrics), options));
+        let mut limiter = RateLimiter::new(rules, store, Arc::new(metrics), options);
+        if tokens.is_some() {
+            limiter = limiter.with_top_consumers();
+        }
+        let limiter = Arc::new(limiter);
         let _ = target.set(Arc::clone(&limiter));
+        // Overrides apply from the first request on, and follow the shared store after that.
+        let store = Arc::new(
+            OverrideStore::open(
+                &settings.admin,
+                &settings.key_prefix,
+                settings
+                    .redis_timeout
+                    .max(std::time::Duration::from_secs(1)),
+            )
+            .await?,
+        );
+        limiter.set_overrides(store.load().await?);
+        overrides::sync::spawn(
+            Arc::clone(&store),
+            Arc::clone(&limiter),
+            settings.admin.override_poll,
+        );
+        let admin = tokens.map(|tokens| {
+            Arc::new(AdminState {
+                limiter: Arc::clone(&limiter),
+                tokens,
+                overrides: store,
+            })
+        });
         Ok(Self {
             limiter,
             settings,
             _watch: watch,
+            admin,
         })
     }
 
@@ -206,16 +257,25 @@ impl Sluice {
             ),
             grpc_stop,
         );
-        let app = router(Arc::new(
+        let mut app = router(Arc::new(
             HttpState::new(Arc::clone(&self.limiter), Arc::clone(&ready))
-                .with_auth_over_limit_status(self.settings.auth_over_limit_status),
+                .with_auth_over_limit_status(self.settings.auth_over_limit_status)
+                .with_lease_max_wait(self.settings.admin.lease_max_wait),
         ));
+        if let Some(state) = &self.admin {
+            app = app.nest("/admin", admin::router(Arc::clone(state)));
+        }
         let http_listener = listeners.http.tap_io(|tcp| {
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY on an HTTP connection");
             }
         });
-        let http = axum::serve(http_listener, app).with_graceful_shutdown(http_stop);
+        // The peer address is what the admin API logs for a refused request.
+        let http = axum::serve(
+            http_listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(http_stop);
 
         let mut grpc = tokio::spawn(async move {
             grpc.await;

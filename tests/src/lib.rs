@@ -1,5 +1,7 @@
 //! Shared helpers for the end-to-end tests.
 
+pub mod admin;
+pub mod etcd;
 pub mod nginx;
 pub mod redis;
 pub mod rls;

@@ -17,7 +17,7 @@ const DRAIN_BYTES: u64 = 64 * 1024 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(10);
 
 /// The whole body, or the answer to give when it is larger than `cap` bytes or cannot be read.
-pub(super) async fn read(headers: &HeaderMap, body: Body, cap: usize) -> Result<Bytes, Response> {
+pub(crate) async fn read(headers: &HeaderMap, body: Body, cap: usize) -> Result<Bytes, Response> {
     if let Some(declared) = content_length(headers)
         && declared > cap as u64
     {

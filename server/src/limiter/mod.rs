@@ -12,6 +12,7 @@
 //!    for a rejected request, the rejecting limit's [`problem`] document; [`headers`] in the
 //!    configured style; per-rule `stats`.
 
+pub mod admin;
 pub mod decision;
 pub mod headers;
 pub mod lease;
@@ -19,6 +20,7 @@ mod plan;
 pub mod problem;
 pub mod request;
 mod stats;
+pub mod top;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,6 +36,7 @@ pub use request::{
 
 use crate::config::{Rule, RuleSet};
 use crate::metrics::{KindLabels, Metrics};
+use crate::overrides::{Override, OverrideSet};
 use crate::storage::keys::KeySchema;
 use crate::storage::{Admission, Batch, Role, Store, Verdict};
 use decision::Checked;
@@ -73,6 +76,20 @@ pub struct RateLimiter<S> {
     store: S,
     metrics: Arc<Metrics>,
     options: LimiterOptions,
+    /// The heaviest consumers of each rule, when the admin API asks for them.
+    top: Option<top::TopConsumers>,
+    /// Runtime overrides in force, resolved against `rules`.
+    overrides: ArcSwap<OverrideSet>,
+    /// The overrides as loaded (lapsed ones dropped), kept to resolve them again when the rules
+    /// change; its lock also orders concurrent swaps of `rules` and `overrides`.
+    override_list: parking_lot::Mutex<Vec<Override>>,
+}
+
+/// Seconds since the epoch, for override expiry.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl<S: Store> RateLimiter<S> {
@@ -83,7 +100,45 @@ impl<S: Store> RateLimiter<S> {
             store,
             metrics,
             options,
+            top: None,
+            overrides: ArcSwap::from_pointee(OverrideSet::default()),
+            override_list: parking_lot::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Replaces the runtime overrides; returns whether anything changed. Lapsed ones are dropped.
+    pub fn set_overrides(&self, mut list: Vec<Override>) -> bool {
+        let now = now_secs();
+        list.retain(|o| !o.lapsed(now));
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut current = self.override_list.lock();
+        if *current == list {
+            return false;
+        }
+        let rules = self.rules.load();
+        self.overrides
+            .store(Arc::new(OverrideSet::new(list.clone(), &rules)));
+        *current = list;
+        true
+    }
+
+    /// The overrides in force.
+    pub fn overrides(&self) -> Arc<OverrideSet> {
+        self.overrides.load_full()
+    }
+
+    /// Tracks each rule's top consumers (for the admin API), at a small cost per check.
+    pub fn with_top_consumers(mut self) -> Self {
+        self.top = Some(top::TopConsumers::default());
+        self
+    }
+
+    pub fn top_consumers(&self) -> Option<&top::TopConsumers> {
+        self.top.as_ref()
+    }
+
+    fn keys(&self) -> &KeySchema {
+        &self.options.keys
     }
 
     /// Swap in a new rule set. Requests in flight finish on the set they started with.
@@ -91,6 +146,9 @@ impl<S: Store> RateLimiter<S> {
         self.metrics
             .config_rules
             .set(plan::count_rules(&rules) as i64);
+        let list = self.override_list.lock();
+        self.overrides
+            .store(Arc::new(OverrideSet::new(list.clone(), &rules)));
         self.rules.store(Arc::new(rules));
     }
 
@@ -129,9 +187,10 @@ impl<S: Store> RateLimiter<S> {
     async fn decide(&self, request: &CheckRequest) -> Result<Decision, CheckError> {
         request::validate(request, &self.options.bounds)?;
         let rules = self.rules.load();
+        let overrides = self.overrides.load();
         let mut statuses = vec![DescriptorStatus::no_limit(); request.descriptors.len()];
-        let limited = plan::limits_to_check(&rules, request, &mut statuses);
-        drop(rules);
+        let limited = plan::limits_to_check(&rules, request, &mut statuses, &overrides, now_secs());
+        drop((rules, overrides));
         if limited.is_empty() {
             return Ok(Decision {
                 overall: Code::Ok,
@@ -219,6 +278,14 @@ impl<S: Store> RateLimiter<S> {
                     &checked[t],
                     deltas[t],
                 );
+                if let Some(top) = &self.top {
+                    let entries = request.descriptors[i].entries.iter();
+                    top.record(
+                        &checked[t].limited.rule.stat_key,
+                        entries.map(|e| (e.key.as_str(), e.value.as_str())),
+                        u64::try_from(deltas[t]).unwrap_or(0),
+                    );
+                }
             }
             debug_assert!(t.is_none_or(|t| checked[t].limited.index == i));
         }

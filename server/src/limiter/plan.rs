@@ -11,6 +11,7 @@ use crate::algorithm::share::Tenant;
 use crate::algorithm::{Algorithm, Claim, MAX_UNITS};
 use crate::config::{Level, Limit, RateLimit, Rule, RuleSet};
 use crate::descriptor::counter_value;
+use crate::overrides::OverrideSet;
 use crate::storage::keys::KeySchema;
 use crate::storage::{Hit, Role};
 
@@ -40,6 +41,8 @@ pub(super) fn limits_to_check(
     rules: &RuleSet,
     request: &CheckRequest,
     statuses: &mut [DescriptorStatus],
+    overrides: &OverrideSet,
+    now_secs: u64,
 ) -> Vec<Limited> {
     if rules.domain(&request.domain).is_none() {
         return Vec::new();
@@ -55,6 +58,10 @@ pub(super) fn limits_to_check(
             entries.clear();
             entries.extend(d.entries.iter().map(|e| (e.key.as_str(), e.value.as_str())));
             match rules.lookup(&request.domain, &entries) {
+                // Runtime overrides win over the rule the descriptor matched.
+                Some(rule) if !overrides.is_empty() => {
+                    overrides.apply(&request.domain, &entries, rule, now_secs)
+                }
                 Some(rule) => Arc::clone(rule),
                 None => continue,
             }

@@ -30,6 +30,20 @@ pub enum Command {
         #[arg(long)]
         merge_domains: bool,
     },
+    /// Talk to a running Sluice's admin API: counters, resets, top consumers, leases,
+    /// runtime overrides and the audit log.
+    Admin(Box<crate::admin::cli::AdminArgs>),
+}
+
+/// Where runtime overrides live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OverrideBackend {
+    /// In this process (a single instance).
+    Memory,
+    /// In Redis, shared by every replica (pub/sub and polling).
+    Redis,
+    /// In etcd (v3 API), shared by every replica (watch and polling).
+    Etcd,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -143,4 +157,28 @@ pub struct ServeArgs {
     /// Runtime worker threads [default: one per CPU].
     #[arg(long, env = "SLUICE_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+    /// A file of bearer tokens (`name:token` per line) that turns on the admin API under
+    /// /admin/ [default: off].
+    #[arg(long, env = "SLUICE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Where runtime overrides live [default: redis with the Redis backend, else memory].
+    #[arg(long, env = "SLUICE_OVERRIDE_STORE")]
+    pub override_store: Option<OverrideBackend>,
+    /// Redis for overrides [default: --redis-url].
+    #[arg(long, env = "SLUICE_OVERRIDE_REDIS_URL")]
+    pub override_redis_url: Option<String>,
+    /// etcd endpoints for overrides, comma-separated, e.g. http://127.0.0.1:2379.
+    #[arg(long, env = "SLUICE_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// Key prefix of Sluice's data in etcd [default: /sluice].
+    #[arg(long, env = "SLUICE_ETCD_PREFIX")]
+    pub etcd_prefix: Option<String>,
+    /// How often a replica reloads overrides even without a change notification, in
+    /// milliseconds [default: 1000].
+    #[arg(long, env = "SLUICE_OVERRIDE_POLL_MS")]
+    pub override_poll_ms: Option<u64>,
+    /// The longest a lease acquire over HTTP may wait for a slot, in milliseconds
+    /// [default: 30000].
+    #[arg(long, env = "SLUICE_LEASE_MAX_WAIT_MS")]
+    pub lease_max_wait_ms: Option<u64>,
 }

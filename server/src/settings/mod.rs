@@ -7,6 +7,7 @@
 //! [`args`] declares the flags, `resolve` (here) applies the precedence, and [`reference`] reads
 //! the reference's environment names.
 
+mod admin;
 pub mod args;
 mod reference;
 
@@ -14,7 +15,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use args::{Backend, Cli, Command, LogFormat, ServeArgs};
+pub use admin::AdminSettings;
+pub use args::{Backend, Cli, Command, LogFormat, OverrideBackend, ServeArgs};
 use reference::{host_port, log_level, parse_bool, reference_redis_url};
 
 use crate::limiter::{HeaderNames, HeaderStyle, RequestBounds};
@@ -51,6 +53,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// `None`: one per CPU, the runtime's default.
     pub worker_threads: Option<usize>,
+    /// The admin API, runtime overrides and the lease API's bounds.
+    pub admin: AdminSettings,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -263,7 +267,22 @@ impl Settings {
             },
         };
 
+        let admin = AdminSettings::resolve(
+            admin::Args {
+                token_file: args.admin_token_file,
+                store: args.override_store,
+                redis_url: args.override_redis_url,
+                etcd_endpoints: args.etcd_endpoints,
+                etcd_prefix: args.etcd_prefix,
+                poll_ms: args.override_poll_ms,
+                lease_max_wait_ms: args.lease_max_wait_ms,
+            },
+            backend,
+            redis_url.as_deref(),
+        )?;
+
         Ok(Settings {
+            admin,
             config,
             grpc_addr,
             http_addr,

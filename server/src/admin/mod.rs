@@ -1,0 +1,212 @@
+//! The admin API, under `/admin/` on the HTTP listener, off unless `--admin-token-file` names a
+//! file of bearer tokens.
+//!
+//! Every request must carry `Authorization: Bearer <token>`; the token is compared with each
+//! configured one through their BLAKE3 hashes (fixed length, constant-time equality), so neither
+//! its length nor its first differing byte shows in the timing. A request without a valid token is
+//! answered 401 and logged with its method, path and peer, and changes nothing.
+//!
+//! [`api`] has the endpoints (counters, reset, top consumers, lease holders, overrides, audit);
+//! [`cli`] is `sluice admin`, a client of the same endpoints.
+
+pub mod api;
+pub mod cli;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+
+use crate::limiter::RateLimiter;
+use crate::overrides::OverrideStore;
+use crate::storage::Store;
+
+/// Header a caller may set to name the person behind the token in the audit log.
+pub const ACTOR_HEADER: &str = "x-sluice-actor";
+
+/// The configured admin tokens, by name.
+pub struct AdminTokens {
+    tokens: Vec<(String, blake3::Hash)>,
+}
+
+impl std::fmt::Debug for AdminTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.tokens.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("AdminTokens")
+            .field("names", &names)
+            .finish()
+    }
+}
+
+/// The shortest token accepted: guessing must stay out of reach.
+const MIN_TOKEN_BYTES: usize = 16;
+
+impl AdminTokens {
+    /// One token per line, as `name:token` or a bare token (named `admin`); blank lines and
+    /// `#` comments are skipped. Tokens need at least 16 bytes.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut tokens = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (name, token) = match line.split_once(':') {
+                Some((name, token)) if !name.is_empty() && !name.contains(' ') => {
+                    (name.to_owned(), token.trim())
+                }
+                _ => ("admin".to_owned(), line),
+            };
+            if token.len() < MIN_TOKEN_BYTES {
+                return Err(format!(
+                    "line {}: the token of '{name}' has {} bytes; at least {MIN_TOKEN_BYTES} are needed",
+                    n + 1,
+                    token.len()
+                ));
+            }
+            tokens.push((name, blake3::hash(token.as_bytes())));
+        }
+        if tokens.is_empty() {
+            return Err("no token in the file".into());
+        }
+        Ok(Self { tokens })
+    }
+
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+        Self::parse(&text)
+    }
+
+    /// The name of the token `presented` matches. Every configured token is compared, whatever
+    /// matched, through fixed-length hashes whose equality is constant-time.
+    pub fn check(&self, presented: &str) -> Option<&str> {
+        let hash = blake3::hash(presented.as_bytes());
+        let mut found = None;
+        for (name, expected) in &self.tokens {
+            if *expected == hash {
+                found = Some(name.as_str());
+            }
+        }
+        found
+    }
+}
+
+/// What the admin handlers share.
+pub struct AdminState<S> {
+    pub limiter: Arc<RateLimiter<S>>,
+    pub tokens: AdminTokens,
+    pub overrides: Arc<OverrideStore>,
+}
+
+/// Who made an authenticated request: the token's name, plus the actor header when given.
+#[derive(Debug, Clone)]
+pub struct Who(pub String);
+
+/// The admin routes, to be nested under `/admin` on the HTTP listener.
+pub fn router<S: Store>(state: Arc<AdminState<S>>) -> Router {
+    Router::new()
+        .route("/counters", post(api::inspect::<S>))
+        .route("/counters/reset", post(api::reset::<S>))
+        .route("/top", get(api::top::<S>))
+        .route("/leases", post(api::leases::<S>))
+        .route(
+            "/overrides",
+            get(api::list_overrides::<S>).put(api::set_override::<S>),
+        )
+        .route("/overrides/{id}", delete(api::delete_override::<S>))
+        .route("/audit", get(api::audit::<S>))
+        .fallback(api::not_found)
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            authenticate::<S>,
+        ))
+        .with_state(state)
+}
+
+async fn authenticate<S: Store>(
+    State(state): State<Arc<AdminState<S>>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    let name = presented.and_then(|t| state.tokens.check(t.trim()));
+    let Some(name) = name else {
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let reason = if presented.is_some() {
+            "wrong token"
+        } else {
+            "no bearer token"
+        };
+        tracing::warn!(
+            method = %request.method(),
+            path = %request.uri().path(),
+            peer = %peer,
+            reason,
+            "admin request refused"
+        );
+        let mut response = (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(serde_json::json!({
+                "error": format!("admin API: {reason}; send Authorization: Bearer <token>")
+            })),
+        )
+            .into_response();
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"sluice-admin\""),
+        );
+        return response;
+    };
+    let actor = request
+        .headers()
+        .get(ACTOR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|a| !a.is_empty());
+    let who = match actor {
+        Some(actor) => format!("{name} ({actor})"),
+        None => name.to_owned(),
+    };
+    request.extensions_mut().insert(Who(who));
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_by_name_and_length() {
+        let t = AdminTokens::parse(
+            "# ops team\nalice:0123456789abcdef-alice\n\n  sixteen-bytes-ok  \n",
+        )
+        .unwrap();
+        assert_eq!(t.check("0123456789abcdef-alice"), Some("alice"));
+        assert_eq!(t.check("sixteen-bytes-ok"), Some("admin"));
+        assert_eq!(t.check("0123456789abcdef-alic"), None);
+        assert_eq!(t.check(""), None);
+        let err = AdminTokens::parse("bob:short\n").unwrap_err();
+        assert!(
+            err.contains("line 1") && err.contains("at least 16"),
+            "{err}"
+        );
+        assert!(AdminTokens::parse("# nothing\n").is_err());
+    }
+}

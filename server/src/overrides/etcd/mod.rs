@@ -1,0 +1,242 @@
+//! Overrides in etcd (v3 API, 3.4 and later), for fleets that keep their control plane there.
+//!
+//! Keys, under `--etcd-prefix` (default `/sluice`):
+//! - `<prefix>/overrides/<id>`: one override, as JSON;
+//! - `<prefix>/audit/<ms since the epoch, 16 digits>-<random>`: one audit entry, as JSON.
+//!
+//! A change reads the override's key, then commits a transaction that writes (or deletes) it and
+//! adds the audit entry, on condition that the key is unchanged since the read (its
+//! `mod_revision`, or its absence): a concurrent change makes it retry with the new "before", so
+//! the audit log never records a stale one. Replicas watch the overrides prefix and reload on any
+//! event; the sync loop's poll covers a broken watch.
+
+mod proto;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use tonic::transport::{Channel, Endpoint};
+
+use super::Override;
+use super::store::{AuditEntry, OverrideError};
+use proto::{
+    Client, Compare, CompareWith, DeleteRangeRequest, Op, PutRequest, RangeRequest, RequestOp,
+    TxnRequest,
+};
+
+/// Attempts at a change that concurrent changes keep invalidating.
+const ATTEMPTS: usize = 8;
+
+pub struct EtcdOverrides {
+    client: Client,
+    overrides: Vec<u8>,
+    audit: Vec<u8>,
+    timeout: Duration,
+}
+
+fn unreachable(e: impl std::fmt::Display) -> OverrideError {
+    OverrideError::Unreachable(e.to_string())
+}
+
+fn protocol(e: impl std::fmt::Display) -> OverrideError {
+    OverrideError::Protocol(e.to_string())
+}
+
+impl EtcdOverrides {
+    /// A client for `endpoints` (`http://host:port`, balanced). Checks that etcd answers.
+    pub async fn connect(
+        endpoints: &[String],
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<Self, OverrideError> {
+        let endpoints = endpoints
+            .iter()
+            .map(|e| {
+                Endpoint::from_shared(e.clone())
+                    .map(|ep| ep.connect_timeout(timeout))
+                    .map_err(|err| unreachable(format!("etcd endpoint {e}: {err}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if endpoints.is_empty() {
+            return Err(unreachable("no etcd endpoint given"));
+        }
+        let channel = Channel::balance_list(endpoints.into_iter());
+        let prefix = prefix.trim_end_matches('/');
+        let store = Self {
+            client: Client::new(channel),
+            overrides: format!("{prefix}/overrides/").into_bytes(),
+            audit: format!("{prefix}/audit/").into_bytes(),
+            timeout,
+        };
+        store.load().await?;
+        Ok(store)
+    }
+
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, tonic::Status>>,
+    ) -> Result<T, OverrideError> {
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| unreachable(format!("etcd gave no answer within {:?}", self.timeout)))?
+            .map_err(|s| unreachable(format!("etcd: {}", s.message())))
+    }
+
+    fn key_of(&self, id: &str) -> Vec<u8> {
+        let mut key = self.overrides.clone();
+        key.extend_from_slice(id.as_bytes());
+        key
+    }
+
+    pub async fn load(&self) -> Result<Vec<Override>, OverrideError> {
+        let range = RangeRequest {
+            key: self.overrides.clone(),
+            range_end: proto::prefix_end(&self.overrides),
+            ..Default::default()
+        };
+        let response = self.bounded(self.client.range(range)).await?;
+        response
+            .kvs
+            .iter()
+            .map(|kv| serde_json::from_slice(&kv.value).map_err(protocol))
+            .collect()
+    }
+
+    pub async fn change(
+        &self,
+        id: &str,
+        next: Option<&Override>,
+        audit: &AuditEntry,
+    ) -> Result<Option<Override>, OverrideError> {
+        let key = self.key_of(id);
+        let value = match next {
+            Some(o) => Some(serde_json::to_vec(o).map_err(protocol)?),
+            None => None,
+        };
+        for _ in 0..ATTEMPTS {
+            let read = RangeRequest {
+                key: key.clone(),
+                ..Default::default()
+            };
+            let current = self.bounded(self.client.range(read)).await?.kvs.pop();
+            let before: Option<Override> = match &current {
+                Some(kv) => Some(serde_json::from_slice(&kv.value).map_err(protocol)?),
+                None => None,
+            };
+            if value.is_none() && before.is_none() {
+                return Ok(None);
+            }
+            let unchanged = match &current {
+                Some(kv) => Compare {
+                    result: 0,
+                    target: proto::TARGET_MOD,
+                    key: key.clone(),
+                    with: Some(CompareWith::ModRevision(kv.mod_revision)),
+                },
+                None => Compare {
+                    result: 0,
+                    target: proto::TARGET_VERSION,
+                    key: key.clone(),
+                    with: Some(CompareWith::Version(0)),
+                },
+            };
+            let write = match &value {
+                Some(v) => Op::Put(PutRequest {
+                    key: key.clone(),
+                    value: v.clone(),
+                }),
+                None => Op::DeleteRange(DeleteRangeRequest { key: key.clone() }),
+            };
+            let mut entry = audit.clone();
+            entry.before = serde_json::to_value(&before).map_err(protocol)?;
+            let record = Op::Put(self.audit_put(&entry)?);
+            let txn = TxnRequest {
+                compare: vec![unchanged],
+                success: vec![
+                    RequestOp {
+                        request: Some(write),
+                    },
+                    RequestOp {
+                        request: Some(record),
+                    },
+                ],
+            };
+            if self.bounded(self.client.txn(txn)).await?.succeeded {
+                return Ok(before);
+            }
+        }
+        Err(unreachable(format!(
+            "override {id} kept changing under this update; try again"
+        )))
+    }
+
+    fn audit_put(&self, entry: &AuditEntry) -> Result<PutRequest, OverrideError> {
+        let mut suffix = [0u8; 4];
+        getrandom::fill(&mut suffix).map_err(protocol)?;
+        let mut key = self.audit.clone();
+        key.extend_from_slice(format!("{:016}-", entry.at).as_bytes());
+        for b in suffix {
+            key.extend_from_slice(format!("{b:02x}").as_bytes());
+        }
+        Ok(PutRequest {
+            key,
+            value: serde_json::to_vec(entry).map_err(protocol)?,
+        })
+    }
+
+    pub async fn record(&self, audit: &AuditEntry) -> Result<(), OverrideError> {
+        let put = self.audit_put(audit)?;
+        self.bounded(self.client.put(put)).await.map(drop)
+    }
+
+    pub async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, OverrideError> {
+        let range = RangeRequest {
+            key: self.audit.clone(),
+            range_end: proto::prefix_end(&self.audit),
+            limit: limit.max(1) as i64,
+            sort_order: proto::DESCEND,
+        };
+        let response = self.bounded(self.client.range(range)).await?;
+        response
+            .kvs
+            .iter()
+            .map(|kv| serde_json::from_slice(&kv.value).map_err(protocol))
+            .collect()
+    }
+
+    /// Fires on every change under the overrides prefix, and after every (re)opened watch.
+    pub fn changes(&self) -> tokio::sync::mpsc::Receiver<()> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let client = self.client.clone();
+        let key = self.overrides.clone();
+        tokio::spawn(async move {
+            while !tx.is_closed() {
+                match client.watch(key.clone(), proto::prefix_end(&key)).await {
+                    Ok(mut stream) => {
+                        while let Some(message) = stream.next().await {
+                            match message {
+                                Ok(r) if r.canceled => {
+                                    tracing::warn!(reason = %r.cancel_reason, "etcd cancelled the override watch");
+                                    break;
+                                }
+                                // Created, or events: either way, reload.
+                                Ok(_) => {
+                                    let _ = tx.try_send(());
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %e.message(), "override watch failed");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e.message(), "cannot watch overrides in etcd")
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        rx
+    }
+}
