@@ -36,7 +36,7 @@ fn rule_snippets(markdown: &str) -> Vec<String> {
 fn markdown_files() -> Vec<PathBuf> {
     let root = repo_root();
     let mut files = vec![root.join("README.md")];
-    for dir in ["docs", "examples", "examples/micro-apps"] {
+    for dir in ["docs", "examples", "examples/micro-apps", "examples/pools"] {
         for entry in std::fs::read_dir(root.join(dir)).expect("read dir") {
             let path = entry.expect("entry").path();
             if path.extension().is_some_and(|e| e == "md") {
@@ -74,7 +74,11 @@ fn every_rule_snippet_in_the_docs_is_valid() {
 
 #[test]
 fn every_example_config_is_valid() {
-    for dir in ["examples/config", "examples/micro-apps/config"] {
+    for dir in [
+        "examples/config",
+        "examples/micro-apps/config",
+        "examples/pools/config",
+    ] {
         let path = repo_root().join(dir);
         let (status, stderr) = run_to_exit(
             &["check-config", path.to_str().expect("utf-8")],

@@ -154,9 +154,10 @@ async fn authenticate<S: Store>(
         } else {
             "no bearer token"
         };
+        // Nested under `/admin`, which the router strips from the path.
         tracing::warn!(
             method = %request.method(),
-            path = %request.uri().path(),
+            path = %format!("/admin{}", request.uri().path()),
             peer = %peer,
             reason,
             "admin request refused"
