@@ -34,5 +34,8 @@ python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# client_e2e runs the client's example program as a user would; `cargo test` builds examples
+# only under hashed names.
+cargo build -p sluice-client --examples --locked
 cargo test --workspace --all-targets --locked
 python3 -m unittest discover -s tests/conformance -v
