@@ -76,8 +76,20 @@ pub fn step(policy: &Policy, state: &State, now: Micros, delta: i64) -> Step {
     if delta >= 0 {
         let need = debt as f64 + delta as f64 * t;
         if need > tau {
+            let cost = delta as u64;
+            // The wait is `need - τ` rounded up; when that difference sits on a whole
+            // microsecond, rounding in the doubles can put it one either side, so the admission
+            // test itself settles it (as for `tokens`). A cost above the burst never fits.
+            let mut wait = (need - tau).ceil() as u64;
+            if cost <= burst {
+                if wait > 0 && fits(debt.saturating_sub(wait - 1), cost) {
+                    wait -= 1;
+                } else if !fits(debt.saturating_sub(wait), cost) {
+                    wait += 1;
+                }
+            }
             return Step {
-                reading: reading(used_before, true, (need - tau).ceil() as u64, debt),
+                reading: reading(used_before, true, wait, debt),
                 // No debt beyond the bucket: a rejected hit takes nothing, whatever its request's
                 // fate.
                 next: state.clone(),

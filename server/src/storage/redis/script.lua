@@ -214,7 +214,15 @@ local function gcra(h, st, delta)
   if delta >= 0 then
     local need = debt + delta * t
     if need > tau then
-      return reading(used_before, used_before, true, math.ceil(need - tau), debt), st, false
+      local wait = math.ceil(need - tau)
+      if delta <= burst then
+        if wait > 0 and fits(math.max(debt - (wait - 1), 0), delta) then
+          wait = wait - 1
+        elseif not fits(math.max(debt - wait, 0), delta) then
+          wait = wait + 1
+        end
+      end
+      return reading(used_before, used_before, true, wait, debt), st, false
     end
     if delta == 0 then
       return reading(used_before, used_before, false, 0, debt), st, false
