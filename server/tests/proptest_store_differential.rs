@@ -1,6 +1,7 @@
 //! The Redis script against the memory store: the same random batches (every algorithm, fixed and
 //! calendar windows, concurrency pools with their leases, fair-share pools with their tenants,
-//! repeated keys, refunds, looks, every role including overflow pairs, both admissions, time moving
+//! repeated keys, refunds, looks, every role including overflow pairs, every admission (undos at
+//! earlier instants, reconciliation of window and bucket counters), time moving
 //! between batches) must produce the same outcomes from both. This is what keeps the Lua mirror of
 //! `algorithm::step_with` and of `storage::Verdict` honest, down to the token bucket's and the fair
 //! share's floating-point arithmetic.
@@ -19,7 +20,7 @@ use sluice_server::algorithm::calendar::CalendarUnit;
 use sluice_server::algorithm::lease::LeaseId;
 use sluice_server::algorithm::share::Tenant;
 use sluice_server::algorithm::{Algorithm, Claim, Period, Policy};
-use sluice_server::clock::ManualClock;
+use sluice_server::clock::{Clock, ManualClock};
 use sluice_server::storage::memory::MemoryStore;
 use sluice_server::storage::redis::{RedisClock, RedisOptions, RedisStore};
 use sluice_server::storage::{Admission, Batch, Hit, Role, Store};
@@ -84,8 +85,15 @@ fn claim() -> impl Strategy<Value = Claim> {
     ]
 }
 
-fn admission() -> impl Strategy<Value = Admission> {
-    prop_oneof![Just(Admission::AllOrNothing), Just(Admission::ChargeAll)]
+/// An admission; an undo carries how far before the batch's time its charge was (resolved to an
+/// instant when the batch runs).
+fn admission() -> impl Strategy<Value = (Admission, u64)> {
+    prop_oneof![
+        3 => Just((Admission::AllOrNothing, 0)),
+        2 => Just((Admission::ChargeAll, 0)),
+        1 => Just((Admission::Reconcile, 0)),
+        1 => (0u64..5_000_000).prop_map(|back| (Admission::Undo { at: 0 }, back)),
+    ]
 }
 
 /// Limits small enough to be reached, windows from a second to a calendar month, and token
@@ -127,7 +135,7 @@ fn policy() -> impl Strategy<Value = Policy> {
 }
 
 /// `(key index, delta, role, claim)` per hit: three counters, so batches often repeat one.
-type RawBatch = (Admission, u64, Vec<(u8, i64, Role, Claim)>);
+type RawBatch = ((Admission, u64), u64, Vec<(u8, i64, Role, Claim)>);
 
 fn batch() -> impl Strategy<Value = RawBatch> {
     (
@@ -158,12 +166,28 @@ proptest! {
         let shared = shared();
         shared.clock.set(Duration::from_micros(start));
         let memory = MemoryStore::new(1_000, shared.clock.clone());
-        for (admission, advance, hits) in batches {
+        for ((admission, back), advance, hits) in batches {
             shared.clock.advance(Duration::from_micros(advance));
+            let admission = match admission {
+                Admission::Undo { .. } => Admission::Undo {
+                    at: shared.clock.now().as_micros() as u64 - back,
+                },
+                other => other,
+            };
+            // Undos and reconciliation concern window and bucket counters only: neither the
+            // cluster store nor the local share sends them for pools.
+            let counted = |k: &u8| {
+                !matches!(admission, Admission::Undo { .. } | Admission::Reconcile)
+                    || !matches!(
+                        policies[usize::from(*k)].algorithm,
+                        Algorithm::Concurrency | Algorithm::FairShare
+                    )
+            };
             let batch = Batch {
                 admission,
                 hits: hits
                     .iter()
+                    .filter(|(k, ..)| counted(k))
                     .enumerate()
                     .map(|(i, (k, delta, role, claim))| Hit {
                         key: format!("diff:{case}:{k}").into_bytes(),

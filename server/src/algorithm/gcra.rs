@@ -18,6 +18,16 @@
 use super::{MICROS_PER_SEC, Micros, Policy, Reading, State, Step};
 
 pub fn step(policy: &Policy, state: &State, now: Micros, delta: i64) -> Step {
+    step_as(policy, state, now, delta, false)
+}
+
+/// [`step`], except that a hit over the limit still takes its cost: the bucket goes into debt
+/// beyond its burst and stays empty until that debt has refilled (see [`super::force`]).
+pub fn force(policy: &Policy, state: &State, now: Micros, delta: i64) -> Step {
+    step_as(policy, state, now, delta, true)
+}
+
+fn step_as(policy: &Policy, state: &State, now: Micros, delta: i64, forced: bool) -> Step {
     let period = policy.period.nominal_secs().saturating_mul(MICROS_PER_SEC);
     let burst = policy.burst;
     let stored = match state {
@@ -91,8 +101,12 @@ pub fn step(policy: &Policy, state: &State, now: Micros, delta: i64) -> Step {
             return Step {
                 reading: reading(used_before, true, wait, debt),
                 // No debt beyond the bucket: a rejected hit takes nothing, whatever its request's
-                // fate.
-                next: state.clone(),
+                // fate. Only reconciliation forces it (hits that were already let through).
+                next: if forced {
+                    State::Tat(now + need.ceil() as u64)
+                } else {
+                    state.clone()
+                },
             };
         }
         if delta == 0 {

@@ -229,6 +229,18 @@ pub fn step_with(policy: &Policy, state: &State, now: Micros, delta: i64, claim:
     }
 }
 
+/// [`step_with`] for hits that were already let through elsewhere and must now be counted whatever
+/// the counter says (reconciling the hits a replica admitted from its local share during a store
+/// outage): identical to [`step_with`], except that a token bucket hit over the limit still takes
+/// its cost and leaves the bucket in debt beyond its burst. Fixed and sliding windows already
+/// count over-limit hits in a charged request ([`Algorithm::counts_over_limit_hits`]).
+pub fn force(policy: &Policy, state: &State, now: Micros, delta: i64, claim: &Claim) -> Step {
+    match policy.algorithm {
+        Algorithm::TokenBucket => gcra::force(policy, state, now, clamp_delta(delta)),
+        _ => step_with(policy, state, now, delta, claim),
+    }
+}
+
 /// The state a hit leaves when its batch is rejected and not charged: unchanged, except that a
 /// fair-share pool records the arrival (refused demand is still demand).
 pub fn uncharged(policy: &Policy, state: &State, now: Micros, delta: i64, claim: &Claim) -> State {

@@ -90,7 +90,10 @@ pub fn step(policy: &Policy, state: &State, now: Micros, delta: i64) -> Step {
     }
 
     // A refund gives back the newest units first (usually the request's own), never creates a
-    // counter and never goes below zero.
+    // counter and never goes below zero. "Newest" means at or before `now` first: with the real
+    // clock nothing is newer, and an undo stepped at its charge's time (`Admission::Undo`) then
+    // takes back exactly the sub-window it charged, not a later one holding other requests'
+    // units.
     if live.is_empty() {
         return Step {
             reading: Reading {
@@ -105,7 +108,9 @@ pub fn step(policy: &Policy, state: &State, now: Micros, delta: i64) -> Step {
         };
     }
     let mut left = delta.unsigned_abs();
-    for (_, c) in live.iter_mut().rev() {
+    let upto = live.partition_point(|&(i, _)| i <= current);
+    let (past, later) = live.split_at_mut(upto);
+    for (_, c) in past.iter_mut().rev().chain(later.iter_mut()) {
         let take = left.min(*c);
         *c -= take;
         left -= take;

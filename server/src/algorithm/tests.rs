@@ -181,6 +181,39 @@ fn sliding_refund_takes_from_the_newest_sub_window_first() {
 }
 
 #[test]
+fn a_refund_at_an_earlier_instant_takes_from_that_sub_window_first() {
+    let p = policy(Algorithm::SlidingWindow, 20, 100, 100);
+    let a = step(&p, &State::Empty, T0, 5).next;
+    let b = step(&p, &a, T0 + 2 * SEC, 3).next;
+    // Stepped at T0 (an undo of the first charge): its own sub-window goes first.
+    let r = step(&p, &b, T0, -5);
+    assert_eq!(r.next, State::Buckets(vec![(T0 / SEC + 2, 3)]));
+    // More than it holds: the rest comes from the later sub-window.
+    let r = step(&p, &b, T0, -6);
+    assert_eq!(r.next, State::Buckets(vec![(T0 / SEC + 2, 2)]));
+}
+
+#[test]
+fn forcing_charges_a_token_bucket_beyond_its_burst() {
+    let p = policy(Algorithm::TokenBucket, 10, 10, 10);
+    let full = step(&p, &State::Empty, T0, 10).next;
+    assert!(step(&p, &full, T0, 3).reading.over);
+    assert_eq!(step(&p, &full, T0, 3).next, full);
+    let forced = force(&p, &full, T0, 3, &Claim::None);
+    assert!(forced.reading.over, "the reading still says it did not fit");
+    // 13 units of debt: empty for 3 more seconds than a full drain takes.
+    assert_eq!(forced.next, State::Tat(T0 + 13 * SEC));
+    assert!(step(&p, &forced.next, T0 + 3 * SEC, 1).reading.over);
+    assert!(!step(&p, &forced.next, T0 + 4 * SEC, 1).reading.over);
+    // Windows count over-limit hits anyway: forcing changes nothing there.
+    let w = policy(Algorithm::FixedWindow, 60, 2, 2);
+    assert_eq!(
+        force(&w, &State::Empty, T0, 5, &Claim::None),
+        step(&w, &State::Empty, T0, 5)
+    );
+}
+
+#[test]
 fn expiry_follows_the_state() {
     let p = policy(Algorithm::FixedWindow, 60, 5, 5);
     let s = step(&p, &State::Empty, T0 + 10 * SEC, 1).next;
@@ -323,5 +356,60 @@ proptest! {
         let r = step(&p, &state, now, -refund);
         prop_assert!(!r.reading.over);
         prop_assert!(r.reading.used_after <= r.reading.used_before);
+    }
+}
+
+proptest! {
+    /// What `Admission::Undo` relies on: a charge of `d` at `t`, then other charged hits, then a
+    /// refund of `d` stepped at `t` leaves a window counter exactly as if the charge never
+    /// happened, and a token bucket within the refill time of the refund window.
+    #[test]
+    fn a_refund_at_the_charge_instant_undoes_the_charge(
+        alg in 0usize..3,
+        limit in 1u64..400,
+        history in arrivals(120 * SEC, 3),
+        d in 1u64..4,
+        others in prop::collection::vec((0u64..3 * SEC, 1u64..3), 0..6),
+    ) {
+        let algorithm = [Algorithm::FixedWindow, Algorithm::SlidingWindow, Algorithm::TokenBucket][alg];
+        let p = policy(algorithm, 60, limit, limit);
+        let mut state = State::Empty;
+        for &(at, cost) in &history {
+            let s = step(&p, &state, at, cost as i64);
+            if !s.reading.over {
+                state = s.next;
+            }
+        }
+        let t = history.last().map_or(T0, |&(at, _)| at);
+        let charged = step(&p, &state, t, d as i64);
+        prop_assume!(!charged.reading.over);
+        let (mut with, mut without) = (charged.next, state);
+        let mut later = t;
+        for &(gap, cost) in &others {
+            later += gap;
+            let a = step(&p, &with, later, cost as i64);
+            let b = step(&p, &without, later, cost as i64);
+            // Only histories where the charge changed no other decision are comparable.
+            prop_assume!(!a.reading.over && !b.reading.over);
+            with = a.next;
+            without = b.next;
+        }
+        let undone = step(&p, &with, t, -(d as i64)).next;
+        let look = |s: &State| step(&p, s, later, 0).reading;
+        if algorithm == Algorithm::TokenBucket {
+            // The debt left at `later`. A bucket that would have sat full for a while between the
+            // charge and the undo refilled the charge meanwhile instead of idling: the undo can
+            // leave up to that much time of refill extra (bounded by `later - t`, the refund
+            // window), never less than the truth beyond rounding (1 µs per step).
+            let debt = |s: &State| match s {
+                State::Tat(at) => at.saturating_sub(later),
+                _ => 0,
+            };
+            let rounding = 1 + others.len() as u64;
+            prop_assert!(debt(&undone) <= debt(&without) + rounding);
+            prop_assert!(debt(&undone) + (later - t) + rounding >= debt(&without));
+        } else {
+            prop_assert_eq!(look(&undone).used_before, look(&without).used_before);
+        }
     }
 }

@@ -37,7 +37,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
-use super::{Batch, Outcome, Store, StoreError, Verdict};
+use super::{Admission, Batch, Outcome, Store, StoreError, Verdict};
 use crate::algorithm::lease::{self, Lease};
 use crate::algorithm::{self, Algorithm, Micros, State};
 use crate::clock::Clock;
@@ -151,7 +151,16 @@ impl MemoryStore {
 
     /// [`Store::apply`] without the future: everything happens under the shard locks.
     pub fn apply_now(&self, batch: &Batch) -> Outcome {
-        let now = self.now();
+        let clock_now = self.now();
+        // An undo steps at its charge's time; liveness and expiry still follow the clock.
+        let now = match batch.admission {
+            Admission::Undo { at } => at,
+            _ => clock_now,
+        };
+        let step = match batch.admission {
+            Admission::Reconcile => algorithm::force,
+            _ => algorithm::step_with,
+        };
         let hits = &batch.hits;
 
         let mut touched = 0u64;
@@ -170,19 +179,17 @@ impl MemoryStore {
         let mut steps: Vec<algorithm::Step> = Vec::with_capacity(hits.len());
         for (i, hit) in hits.iter().enumerate() {
             // A key seen earlier in the batch sees that hit applied: hits apply in order.
-            let step = match hits[..i].iter().rposition(|h| h.key == hit.key) {
-                Some(j) => {
-                    algorithm::step_with(&hit.policy, &steps[j].next, now, hit.delta, &hit.claim)
-                }
+            let next = match hits[..i].iter().rposition(|h| h.key == hit.key) {
+                Some(j) => step(&hit.policy, &steps[j].next, now, hit.delta, &hit.claim),
                 // Every touched shard is locked, so the guard is always there.
                 None => {
                     let guard = guards[self.shard_of(&hit.key)].as_ref();
-                    let state = guard.and_then(|g| g.live(&hit.key, now));
+                    let state = guard.and_then(|g| g.live(&hit.key, clock_now));
                     let state = state.unwrap_or(&State::Empty);
-                    algorithm::step_with(&hit.policy, state, now, hit.delta, &hit.claim)
+                    step(&hit.policy, state, now, hit.delta, &hit.claim)
                 }
             };
-            steps.push(step);
+            steps.push(next);
         }
         let readings: Vec<_> = steps.iter().map(|s| s.reading).collect();
 
@@ -193,7 +200,7 @@ impl MemoryStore {
                 if hit.delta == 0 || !verdict.writes(hits, &readings, batch.admission, i) {
                     continue;
                 }
-                self.write(&mut guards, &hit.key, &hit.policy, step.next, now);
+                self.write(&mut guards, &hit.key, &hit.policy, step.next, clock_now);
             }
         } else {
             // Nothing is charged, but fair-share pools still learn of the demand. A key repeated

@@ -50,6 +50,23 @@ pub enum Admission {
     /// envoyproxy/ratelimit's behaviour (`--charge-rejected`): every hit is charged, whatever the
     /// outcome.
     ChargeAll,
+    /// Hits that were already let through elsewhere (a replica's local share during a store
+    /// outage) and must now be counted: every hit is charged in full, a token bucket going into
+    /// debt beyond its burst ([`crate::algorithm::force`]).
+    Reconcile,
+    /// Takes back a charge made at `at` (µs since the epoch, the time the charging store decided
+    /// with): the hits are the charge's refunds, stepped at `at` so that a fixed window refunds
+    /// only the window it charged and a sliding window the sub-window it charged. Expiry still
+    /// follows the store's clock. Used to keep a request that spans Redis Cluster slots
+    /// all-or-nothing (`storage::redis::cluster`).
+    Undo { at: crate::algorithm::Micros },
+}
+
+impl Admission {
+    /// Whether the batch is charged whatever its readings say.
+    pub fn charges_always(self) -> bool {
+        !matches!(self, Admission::AllOrNothing)
+    }
 }
 
 /// One counter touched by a request.
@@ -128,7 +145,7 @@ impl Verdict {
 
     /// Whether the new states are written: always under charge-all, else when admitted.
     pub fn charged(&self, admission: Admission) -> bool {
-        admission == Admission::ChargeAll || !self.rejected
+        admission.charges_always() || !self.rejected
     }
 
     /// Whether a charged batch writes hit `i`'s new state. A rescued hit leaves its own counter
@@ -152,7 +169,7 @@ impl Verdict {
         match hit.role {
             Role::Overflow { of } => {
                 self.is_rescued(of)
-                    || (admission == Admission::ChargeAll
+                    || (admission.charges_always()
                         && readings.get(of).is_some_and(|r| r.over))
             }
             _ => !self.is_rescued(i),

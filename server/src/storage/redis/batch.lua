@@ -53,7 +53,7 @@ local function store(key, h, st)
     reclaimed = reclaimed + (expired_at_load[key] or 0)
     expired_at_load[key] = 0
   end
-  if empty or (expire and at <= now) then
+  if empty or at <= clock_now then
     redis.call('DEL', key)
     return
   end
@@ -75,7 +75,7 @@ local function store(key, h, st)
     redis.call('SET', key, int(st))
   end
   if expire then
-    redis.call('PEXPIRE', key, int(math.ceil((at - now) / 1000)))
+    redis.call('PEXPIRE', key, int(math.ceil((at - clock_now) / 1000)))
   end
 end
 
@@ -109,7 +109,14 @@ for i = 1, n do
   if h.alg == 'P' and not h.tenant then h.weight, h.tenant = 0, '' end
   hits[i] = h
   if not loaded[key] then
-    states[key] = load(key, h.alg)
+    local st = load(key, h.alg)
+    -- A counter past its expiry reads as absent, as in the memory store, also when the time is
+    -- pinned (no TTLs) or a TTL rounded up to the millisecond has not fired yet. (Pools judge
+    -- their own leases and windows.)
+    if st and (h.alg == 'F' or h.alg == 'S' or h.alg == 'T') and expires_at(h, st) <= clock_now then
+      st = nil
+    end
+    states[key] = st
     original[key] = states[key]
     loaded[key] = true
   end
@@ -180,4 +187,6 @@ local out = { charged and 1 or 0, reclaimed }
 for i = 1, n do
   for k = 1, 5 do out[#out + 1] = reply[i][k] end
 end
+-- The time the hits were stepped at, so a charge can be undone precisely.
+out[#out + 1] = now
 return out

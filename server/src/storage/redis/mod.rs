@@ -25,7 +25,7 @@ use redis::{
 
 use super::{Batch, Outcome, Store, StoreError};
 use crate::algorithm::lease::{Lease, LeaseId};
-use crate::algorithm::{self, MAX_UNITS, Reading};
+use crate::algorithm::{self, MAX_UNITS};
 use crate::clock::Clock;
 
 /// How to talk to Redis.
@@ -150,7 +150,7 @@ impl Store for RedisStore {
             });
         }
         let mut call = self.script.prepare_invoke();
-        call.arg(scripts::admission_arg(batch.admission));
+        call.arg(&*scripts::admission_arg(batch.admission));
         match &self.clock {
             RedisClock::Redis => call.arg(""),
             RedisClock::Pinned(clock) => call.arg(clock.now().as_micros() as u64),
@@ -168,42 +168,10 @@ impl Store for RedisStore {
         }
         let mut conn = self.connection();
         let reply: Vec<i64> = bounded(self.timeout, call.invoke_async(&mut conn)).await?;
-
-        let [charged, reclaimed, values @ ..] = &reply[..] else {
-            return Err(StoreError::Protocol("short script reply".into()));
-        };
-        let charged = *charged;
+        let (outcome, reclaimed, _) = scripts::parse_reply(hits, &reply)?;
         self.leases_reclaimed
-            .fetch_add(u64::try_from(*reclaimed).unwrap_or(0), Ordering::Relaxed);
-        if values.len() != hits.len() * 5 {
-            return Err(StoreError::Protocol(format!(
-                "script returned {} values for {} hits",
-                values.len(),
-                hits.len()
-            )));
-        }
-        let unsigned = |v: i64| {
-            u64::try_from(v)
-                .map_err(|_| StoreError::Protocol("negative number in script reply".into()))
-        };
-        let readings = hits
-            .iter()
-            .zip(values.chunks_exact(5))
-            .map(|(hit, v)| {
-                Ok(Reading {
-                    used_before: unsigned(v[0])?,
-                    used_after: unsigned(v[1])?,
-                    capacity: hit.policy.capacity(),
-                    over: v[2] != 0,
-                    wait: unsigned(v[3])?,
-                    reset: unsigned(v[4])?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(Outcome {
-            readings,
-            charged: charged != 0,
-        })
+            .fetch_add(reclaimed, Ordering::Relaxed);
+        Ok(outcome)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

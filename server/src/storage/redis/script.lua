@@ -1,6 +1,8 @@
 -- Sluice: apply one request's batch of hits atomically. See scripts.rs for the contract; every
 -- function here mirrors its namesake in src/algorithm/, operation for operation.
-local charge_all = ARGV[1] == 'C'
+local mode = string.sub(ARGV[1], 1, 1)
+local charge_all = mode == 'C' or mode == 'R' or mode == 'U'
+local force = mode == 'R'
 local SEC = 1000000
 local SUB = 20
 local DAY = 86400
@@ -13,6 +15,10 @@ if not now then
   now = tonumber(t[1]) * SEC + tonumber(t[2])
   expire = true
 end
+-- An undo ('U' and the charge's time) steps at the time of the charge it takes back; liveness
+-- and expiry still follow the clock.
+local clock_now = now
+if mode == 'U' then now = tonumber(string.sub(ARGV[1], 2)) end
 
 -- Numbers go to Redis as exact decimal strings, never in Lua's %.14g.
 local function int(x) return string.format('%.0f', x) end
@@ -172,12 +178,19 @@ local function sliding(h, st, delta)
     return reading(used_before, used_after, over, wait, reset_of(live)), live, true
   end
   if #live == 0 then return reading(0, 0, false, 0, 0), st, false end
+  -- Newest first among the sub-windows at or before now, then any later ones (an undo).
+  local upto = 0
+  for k, b in ipairs(live) do
+    if b[1] <= current then upto = k end
+  end
   local left = -delta
-  for k = #live, 1, -1 do
+  local function take_from(k)
     local take = math.min(left, live[k][2])
     live[k][2] = live[k][2] - take
     left = left - take
   end
+  for k = upto, 1, -1 do take_from(k) end
+  for k = upto + 1, #live do take_from(k) end
   local kept, used_after = {}, 0
   for _, b in ipairs(live) do
     if b[2] > 0 then kept[#kept + 1] = b; used_after = used_after + b[2] end
@@ -222,7 +235,9 @@ local function gcra(h, st, delta)
           wait = wait + 1
         end
       end
-      return reading(used_before, used_before, true, wait, debt), st, false
+      local r = reading(used_before, used_before, true, wait, debt)
+      if force then return r, now + math.ceil(need), true end
+      return r, st, false
     end
     if delta == 0 then
       return reading(used_before, used_before, false, 0, debt), st, false

@@ -20,7 +20,9 @@
 //! appear more than once. Every key the script touches is declared.
 //!
 //! **ARGV**:
-//! - `ARGV[1]`: the admission, `A` for all-or-nothing or `C` for charge-all.
+//! - `ARGV[1]`: the admission, `A` for all-or-nothing, `C` for charge-all, `R` for reconcile
+//!   (charge-all, token buckets forced into debt) or `U` and a time in µs for an undo (the hits,
+//!   refunds, are stepped at that time; liveness and expiry follow the clock).
 //! - `ARGV[2]`: the time in microseconds since the epoch, or empty for Redis `TIME`.
 //! - then seven values per hit `i` (1-based), starting at `ARGV[3 + 7(i-1)]`: the algorithm (`F`
 //!   fixed window, `S` sliding window, `T` token bucket, `L` concurrency pool, `P` fair-share
@@ -37,9 +39,10 @@
 //! when the state stops carrying information ([`crate::algorithm::expires_at`]); correctness
 //! never depends on it.
 //!
-//! **Reply**: an array of `2 + 5 × #KEYS` integers: `1` if the new states were written, else `0`;
+//! **Reply**: an array of `3 + 5 × #KEYS` integers: `1` if the new states were written, else `0`;
 //! the expired leases the writes reclaimed; then per hit its reading: `used_before`,
-//! `used_after`, `over` (0/1), `wait` and `reset` (µs).
+//! `used_after`, `over` (0/1), `wait` and `reset` (µs); then the time the hits were stepped at
+//! (µs), which an undo of this charge needs.
 //!
 //! **What it does**, mirroring the memory store rule for rule:
 //! 1. Reads each distinct key once. Steps every hit in batch order with the algorithm's function
@@ -60,8 +63,8 @@
 
 use redis::Script;
 
-use crate::algorithm::{Algorithm, Claim, Period};
-use crate::storage::{Admission, Role};
+use crate::algorithm::{Algorithm, Claim, Micros, Period, Reading};
+use crate::storage::{Admission, Hit, Outcome, Role, StoreError};
 
 /// The script source, kept in its own files so it reads (and lints) as Lua.
 const APPLY_SOURCE: &str = concat!(
@@ -87,11 +90,50 @@ pub fn apply_script() -> Script {
 }
 
 /// `ARGV[1]`.
-pub fn admission_arg(admission: Admission) -> &'static str {
+pub fn admission_arg(admission: Admission) -> std::borrow::Cow<'static, str> {
     match admission {
-        Admission::AllOrNothing => "A",
-        Admission::ChargeAll => "C",
+        Admission::AllOrNothing => "A".into(),
+        Admission::ChargeAll => "C".into(),
+        Admission::Reconcile => "R".into(),
+        Admission::Undo { at } => format!("U{at}").into(),
     }
+}
+
+/// Reads the script's reply for `hits`: the outcome, the expired leases the writes reclaimed, and
+/// the time (µs) the hits were stepped at.
+pub fn parse_reply(hits: &[Hit], reply: &[i64]) -> Result<(Outcome, u64, Micros), StoreError> {
+    let [charged, reclaimed, values @ .., at] = reply else {
+        return Err(StoreError::Protocol("short script reply".into()));
+    };
+    if values.len() != hits.len() * 5 {
+        return Err(StoreError::Protocol(format!(
+            "script returned {} values for {} hits",
+            values.len(),
+            hits.len()
+        )));
+    }
+    let unsigned = |v: i64| {
+        u64::try_from(v).map_err(|_| StoreError::Protocol("negative number in script reply".into()))
+    };
+    let readings = hits
+        .iter()
+        .zip(values.chunks_exact(5))
+        .map(|(hit, v)| {
+            Ok(Reading {
+                used_before: unsigned(v[0])?,
+                used_after: unsigned(v[1])?,
+                capacity: hit.policy.capacity(),
+                over: v[2] != 0,
+                wait: unsigned(v[3])?,
+                reset: unsigned(v[4])?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let outcome = Outcome {
+        readings,
+        charged: *charged != 0,
+    };
+    Ok((outcome, unsigned(*reclaimed)?, unsigned(*at)?))
 }
 
 /// A hit's first argument.
@@ -160,6 +202,10 @@ mod tests {
             assert!(APPLY_SOURCE.contains(code), "script lacks {code}");
         }
         assert_eq!(admission_arg(Admission::ChargeAll), "C");
+        assert_eq!(admission_arg(Admission::Undo { at: 17 }), "U17");
+        for code in ["'R'", "'U'"] {
+            assert!(APPLY_SOURCE.contains(code), "script lacks {code}");
+        }
         assert_eq!(role_arg(Role::Enforce), "E");
         assert_eq!(role_arg(Role::Quota), "Q");
         assert_eq!(role_arg(Role::Overflow { of: 0 }), "O1");
