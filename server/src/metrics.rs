@@ -211,6 +211,12 @@ impl Metrics {
         }
     }
 
+    /// The registry, for modules that register their own metrics (the shared store's breaker,
+    /// failure policy and caches) before serving starts.
+    pub fn registry(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     /// Add metrics that are read at scrape time (a store's own statistics).
     pub fn register_collector(
         &mut self,

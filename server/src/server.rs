@@ -18,9 +18,15 @@ use crate::limiter::{LimiterOptions, RateLimiter};
 use crate::metrics::Metrics;
 use crate::overrides::{self, OverrideStore};
 use crate::settings::{Backend, Settings};
+use crate::storage::breaker::BreakerConfig;
+use crate::storage::failover::{Failover, FailoverOptions};
 use crate::storage::keys::{KeySchema, ValueHasher};
+use crate::storage::l1::OverLimitCache;
+use crate::storage::local::LocalShare;
 use crate::storage::memory::MemoryStore;
-use crate::storage::redis::{RedisClock, RedisOptions, RedisStore};
+use crate::storage::redis::{
+    RedisClock, RedisOptions, RedisStore, RedisTarget, TargetOptions, TlsFiles,
+};
 use crate::storage::{Admission, AnyStore, StoreError};
 use crate::transport;
 
@@ -38,6 +44,11 @@ pub enum StartupError {
     },
     #[error("cannot open the counter store: {0}")]
     Store(#[from] StoreError),
+    #[error("cannot read {path}: {reason}")]
+    File {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -153,18 +164,7 @@ impl Sluice {
                 AnyStore::Memory(store)
             }
             Backend::Redis => {
-                let url = settings.redis_url.as_deref().unwrap_or_default();
-                let store = RedisStore::connect(
-                    url,
-                    RedisOptions {
-                        timeout: settings.redis_timeout,
-                        pool_size: settings.redis_pool_size,
-                        clock: RedisClock::Redis,
-                    },
-                )
-                .await?;
-                metrics.register_collector(Box::new(store.metrics()));
-                AnyStore::Redis(store)
+                AnyStore::Redis(open_shared(&settings, metrics.registry(), &clock).await?)
             }
         };
         let tokens = match &settings.admin.token_file {
@@ -316,6 +316,65 @@ impl Sluice {
         }
         Ok(())
     }
+}
+
+/// Redis at `settings`' address behind the time budget, breaker, L1 cache and failure policy.
+/// Returns without waiting for an unreachable Redis (it is connected in the background).
+async fn open_shared(
+    settings: &Settings,
+    registry: &mut prometheus_client::registry::Registry,
+    clock: &Arc<dyn Clock>,
+) -> Result<Failover<RedisStore>, StartupError> {
+    let s = &settings.store;
+    let read = |path: &std::path::PathBuf| {
+        std::fs::read(path).map_err(|e| StartupError::File {
+            path: path.clone(),
+            reason: e.to_string(),
+        })
+    };
+    let tls_files = TlsFiles {
+        ca: s.tls_ca.as_ref().map(read).transpose()?,
+        client: match (&s.tls_cert, &s.tls_key) {
+            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+            _ => None,
+        },
+    };
+    let address = settings.redis_url.as_deref().unwrap_or_default();
+    let target = RedisTarget::parse(
+        s.redis_type,
+        address,
+        TargetOptions {
+            auth: s.redis_auth.clone(),
+            sentinel_auth: s.sentinel_auth.clone(),
+            tls: s.tls,
+            tls_files,
+        },
+    )
+    .map_err(StoreError::Server)?;
+    let redis = RedisStore::open(
+        target,
+        RedisOptions {
+            timeout: settings.redis_timeout,
+            pool_size: settings.redis_pool_size,
+            clock: RedisClock::Redis,
+        },
+    )
+    .await?;
+    registry.register_collector(Box::new(redis.metrics()));
+    let options = FailoverOptions {
+        budget: s.budget,
+        default_mode: s.failure_mode,
+        deny_with: s.deny_with,
+        breaker: BreakerConfig {
+            consecutive_failures: s.breaker_failures,
+            open_for: s.breaker_open,
+            ..BreakerConfig::default()
+        },
+        slow_timeout: settings.redis_timeout,
+    };
+    let l1 = (s.l1_entries > 0).then(|| OverLimitCache::new(s.l1_entries));
+    let local = LocalShare::new(s.share, settings.max_counters, Arc::clone(clock));
+    Ok(Failover::new(redis, options, l1, local, registry))
 }
 
 type Target = Arc<OnceLock<Arc<RateLimiter<AnyStore>>>>;

@@ -73,6 +73,9 @@ impl SluiceBuilder {
     }
 
     /// Use the Redis store at `url`.
+    /// Use the Redis store at `url`. Unless the test sets `--store-budget-ms`, checks may wait
+    /// up to a second for Redis: most tests are about decisions, and a machine busy compiling can
+    /// hold Redis past the 10 ms production budget. The fault-injection tests set their own.
     pub fn redis(self, url: &str) -> Self {
         self.arg("--backend")
             .arg("redis")
@@ -80,7 +83,15 @@ impl SluiceBuilder {
             .arg(url)
     }
 
-    pub fn start(self) -> Sluice {
+    pub fn start(mut self) -> Sluice {
+        let redis = self
+            .args
+            .windows(2)
+            .any(|w| w[0] == "--backend" && w[1] == "redis");
+        if redis && !self.args.iter().any(|a| a == "--store-budget-ms") {
+            self.args
+                .extend(["--store-budget-ms".into(), "1000".into()]);
+        }
         let dir = tempfile::tempdir().expect("temp dir");
         for (name, yaml) in &self.files {
             std::fs::write(dir.path().join(name), yaml).expect("write rules");

@@ -513,6 +513,8 @@ async fn sigterm_lets_in_flight_checks_finish() {
         .redis(&redis.url())
         .arg("--redis-timeout-ms")
         .arg("10000")
+        .arg("--store-budget-ms")
+        .arg("10000")
         .start();
     let mut client = sluice.grpc().await;
     let warm = client

@@ -267,29 +267,47 @@ fn startup_refuses_an_invalid_rule_set_with_its_position() {
     );
 }
 
-#[test]
-fn startup_reports_an_unreachable_redis() {
-    let dir = tempfile::tempdir().expect("tmp");
-    std::fs::write(dir.path().join("rules.yaml"), RULES).expect("write");
-    let url = format!("redis://127.0.0.1:{}", sluice_tests::redis::free_port());
-    let (status, stderr) = run_to_exit(
-        &[
-            "--config",
-            dir.path().to_str().expect("utf-8 path"),
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--backend",
-            "redis",
-            "--redis-url",
-            &url,
-            "--redis-timeout-ms",
-            "500",
-        ],
-        Duration::from_secs(20),
-    );
-    let status = status.expect("exits by itself");
-    assert!(!status.success());
-    assert!(stderr.contains("cannot open the counter store"), "{stderr}");
+/// An unreachable Redis does not keep Sluice from serving: it starts, answers under the failure
+/// policy, reports not ready, and connects by itself once Redis is there.
+#[tokio::test(flavor = "multi_thread")]
+async fn startup_serves_without_redis_then_connects_by_itself() {
+    let mut redis = sluice_tests::redis::RedisServer::start();
+    redis.stop();
+    let sluice = Sluice::builder(RULES)
+        .redis(&redis.url())
+        .arg("--failure-mode")
+        .arg("allow")
+        .arg("--redis-timeout-ms")
+        .arg("300")
+        .start();
+    let req = r#"{"domain":"edge","descriptors":[{"entries":[{"key":"app_id","value":"boot"}]}]}"#;
+    for _ in 0..3 {
+        let (status, _, body) = post_json(&sluice, req).await;
+        assert_eq!((status, body["overallCode"].as_str()), (200, Some("OK")));
+    }
+    let health = reqwest::get(sluice.url("/healthcheck")).await.expect("GET");
+    assert_eq!(health.status(), 500, "not ready without Redis");
+
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reqwest::get(sluice.url("/healthcheck"))
+        .await
+        .expect("GET")
+        .status()
+        != 200
+    {
+        assert!(Instant::now() < deadline, "never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Counted in Redis from now on: the limit of 2 holds.
+    let codes: Vec<u16> = futures_codes(&sluice, req, 3).await;
+    assert_eq!(codes, [200, 200, 429]);
+}
+
+async fn futures_codes(sluice: &Sluice, body: &str, n: usize) -> Vec<u16> {
+    let mut codes = Vec::new();
+    for _ in 0..n {
+        codes.push(post_json(sluice, body).await.0);
+    }
+    codes
 }

@@ -326,12 +326,25 @@ pub struct HttpDescriptor {
     pub hits_addend_header: Option<String>,
 }
 
+/// Settings of a whole domain (top-level fields of its rule file).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DomainOptions {
+    /// `failure_mode`: how this domain's checks are answered while the shared store cannot
+    /// answer; `None` follows `--failure-mode`.
+    pub failure_mode: Option<crate::storage::FailureMode>,
+    /// `shard_by`: the descriptor key whose value places every counter of a request carrying it
+    /// in one Redis Cluster hash slot ([`crate::storage::keys`]).
+    pub shard_by: Option<String>,
+}
+
 /// All domains of one load, immutable once built.
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
     pub domains: HashMap<String, Node>,
     /// Per domain, how HTTP requests become descriptors (the `http_descriptors` of its file).
     pub http_descriptors: HashMap<String, Vec<HttpDescriptor>>,
+    /// Domains with settings; absent ones have the defaults.
+    pub options: HashMap<String, DomainOptions>,
     /// The files the rules came from, for `/rlconfig` and logs.
     pub sources: Vec<PathBuf>,
     /// The loaded YAML re-serialised per domain, for `/rlconfig`.

@@ -10,6 +10,7 @@
 use super::limit::RawLimits;
 use super::model::HttpDescriptor;
 use super::yaml::{self, Kind, Mark, Yaml};
+use crate::storage::FailureMode;
 
 /// A value with the position of its first character.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +26,9 @@ pub(super) struct RawFile {
     pub descriptors: Vec<RawDescriptor>,
     /// `http_descriptors`, when given and valid.
     pub http_descriptors: Option<Spanned<Vec<HttpDescriptor>>>,
+    /// Sluice's domain settings, when given (and valid).
+    pub failure_mode: Option<Spanned<FailureMode>>,
+    pub shard_by: Option<Spanned<String>>,
 }
 
 #[derive(Debug)]
@@ -60,7 +64,13 @@ pub(super) enum Place {
     HttpEntry,
 }
 
-const TOP_FIELDS: &[&str] = &["domain", "descriptors", "http_descriptors"];
+const TOP_FIELDS: &[&str] = &[
+    "domain",
+    "descriptors",
+    "http_descriptors",
+    "failure_mode",
+    "shard_by",
+];
 const DESCRIPTOR_FIELDS: &[&str] = &[
     "key",
     "value",
@@ -274,10 +284,33 @@ impl Reader {
         let http_descriptors = fields
             .get("http_descriptors")
             .and_then(|y| self.http_descriptors(y));
+        let failure_mode = fields.get("failure_mode").and_then(|y| {
+            let text = self.string(y, "failure_mode")?;
+            match FailureMode::parse(&text) {
+                Some(value) => Some(Spanned { value, at: y.at }),
+                None => {
+                    self.invalid(
+                        y.at,
+                        format!("unknown failure_mode '{text}': expected allow, deny or local"),
+                    );
+                    None
+                }
+            }
+        });
+        let shard_by = fields.get("shard_by").and_then(|y| {
+            let value = self.string(y, "shard_by")?;
+            if value.is_empty() {
+                self.invalid(y.at, "`shard_by` must name a descriptor key");
+                return None;
+            }
+            Some(Spanned { value, at: y.at })
+        });
         Some(RawFile {
             domain,
             descriptors,
             http_descriptors,
+            failure_mode,
+            shard_by,
         })
     }
 

@@ -7,7 +7,8 @@
 //!    `replaces`-ed limits; build one store hit per remaining limit (counter key, policy, delta,
 //!    role). A descriptor whose rule has several limits (`rate_limits`) gets one hit per limit.
 //! 3. Apply every hit in one atomic store call (`storage`): all-or-nothing across every limit of
-//!    every descriptor by default.
+//!    every descriptor by default. The domain's `failure_mode` goes along, for when the shared
+//!    store cannot answer.
 //! 4. [`decision`]: each descriptor's status from its most constraining limit; the overall code;
 //!    for a rejected request, the rejecting limit's [`problem`] document; [`headers`] in the
 //!    configured style; per-rule `stats`.
@@ -190,6 +191,10 @@ impl<S: Store> RateLimiter<S> {
         let overrides = self.overrides.load();
         let mut statuses = vec![DescriptorStatus::no_limit(); request.descriptors.len()];
         let limited = plan::limits_to_check(&rules, request, &mut statuses, &overrides, now_secs());
+        let on_failure = rules
+            .options
+            .get(&request.domain)
+            .and_then(|o| o.failure_mode);
         drop((rules, overrides));
         if limited.is_empty() {
             return Ok(Decision {
@@ -223,7 +228,7 @@ impl<S: Store> RateLimiter<S> {
         };
         // Timed only for a trace span: no clock read per check otherwise.
         let store_started = crate::trace::enabled().then(Instant::now);
-        let outcome = self.store.apply(&batch).await?;
+        let outcome = self.store.apply_or(&batch, on_failure).await?;
         let store_latency = store_started.map(|t| t.elapsed());
         let verdict = Verdict::of(&batch.hits, &outcome.readings);
         let grant = lease::settle(

@@ -63,7 +63,7 @@ pub enum OverrideError {
 /// The configured backend.
 pub enum OverrideStore {
     Memory(MemoryOverrides),
-    Redis(super::redis::RedisOverrides),
+    Redis(Box<super::redis::RedisOverrides>),
     Etcd(super::etcd::EtcdOverrides),
 }
 
@@ -85,7 +85,7 @@ impl OverrideStore {
                 let url = settings.override_redis_url.as_deref().unwrap_or_default();
                 let store = super::redis::RedisOverrides::connect(url, key_prefix, timeout).await?;
                 store.load().await?;
-                OverrideStore::Redis(store)
+                OverrideStore::Redis(Box::new(store))
             }
             OverrideBackend::Etcd => OverrideStore::Etcd(
                 super::etcd::EtcdOverrides::connect(

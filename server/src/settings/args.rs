@@ -74,13 +74,15 @@ pub struct ServeArgs {
     /// Counter store [default: memory].
     #[arg(long, env = "SLUICE_BACKEND")]
     pub backend: Option<Backend>,
-    /// Redis URL, e.g. redis://user:password@127.0.0.1:6379/0.
+    /// Redis address: a URL such as redis://user:password@127.0.0.1:6379/0 (rediss:// for TLS),
+    /// or the list `--redis-type` names.
     #[arg(long, env = "SLUICE_REDIS_URL")]
     pub redis_url: Option<String>,
     /// Redis connections, each multiplexing concurrent requests [default: 4].
     #[arg(long, env = "SLUICE_REDIS_POOL_SIZE")]
     pub redis_pool_size: Option<usize>,
-    /// Give up on a Redis call after this many milliseconds [default: 1000].
+    /// Give up connecting to Redis, or on a health ping, after this many milliseconds (checks
+    /// wait at most --store-budget-ms) [default: 1000].
     #[arg(long, env = "SLUICE_REDIS_TIMEOUT_MS")]
     pub redis_timeout_ms: Option<u64>,
     /// Charge every limited descriptor even when the request is rejected (the reference's
@@ -181,4 +183,6 @@ pub struct ServeArgs {
     /// [default: 30000].
     #[arg(long, env = "SLUICE_LEASE_MAX_WAIT_MS")]
     pub lease_max_wait_ms: Option<u64>,
+    #[command(flatten)]
+    pub store: super::store::StoreArgs,
 }

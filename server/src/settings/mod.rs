@@ -10,6 +10,7 @@
 mod admin;
 pub mod args;
 mod reference;
+pub mod store;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,8 +19,10 @@ use std::time::Duration;
 pub use admin::AdminSettings;
 pub use args::{Backend, Cli, Command, LogFormat, OverrideBackend, ServeArgs};
 use reference::{host_port, log_level, parse_bool, reference_redis_url};
+pub use store::{StoreArgs, StoreSettings};
 
 use crate::limiter::{HeaderNames, HeaderStyle, RequestBounds};
+use crate::storage::redis::{RedisTarget, RedisType, TargetOptions};
 
 /// Resolved settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +58,8 @@ pub struct Settings {
     pub worker_threads: Option<usize>,
     /// The admin API, runtime overrides and the lease API's bounds.
     pub admin: AdminSettings,
+    /// The shared store's deployment and failure handling.
+    pub store: StoreSettings,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -138,19 +143,19 @@ impl Settings {
             },
         };
 
+        let store = store::resolve(args.store, &get)?;
         let redis_url = match args.redis_url {
             Some(u) => Some(u),
-            None => get("REDIS_URL").map(|u| reference_redis_url(&u, get("REDIS_AUTH"), &get)),
+            // The reference's `host:port` with `REDIS_AUTH` and `REDIS_TLS` for one server; the
+            // lists of Sentinel and Cluster as given.
+            None => get("REDIS_URL").map(|u| match store.redis_type {
+                RedisType::Single => reference_redis_url(&u, get("REDIS_AUTH"), &get),
+                _ => u,
+            }),
         };
-        if redis_url
-            .as_deref()
-            .is_some_and(|u| u.starts_with("rediss://"))
-        {
-            return Err(SettingsError::Invalid(
-                "TLS to Redis (rediss:// or REDIS_TLS) is not supported yet; use redis:// over a \
-                 trusted network or a TLS sidecar"
-                    .into(),
-            ));
+        if let Some(url) = &redis_url {
+            RedisTarget::parse(store.redis_type, url, TargetOptions::default())
+                .map_err(SettingsError::Invalid)?;
         }
         if backend == Backend::Redis && redis_url.is_none() {
             return Err(SettingsError::Invalid(
@@ -334,6 +339,7 @@ impl Settings {
                 }
                 n => n,
             },
+            store,
         })
     }
 }

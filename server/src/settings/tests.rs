@@ -1,4 +1,7 @@
 use super::*;
+use crate::storage::failover::{DenyWith, FailureMode};
+use crate::storage::local::Share;
+use crate::storage::redis::Auth;
 use clap::Parser;
 use std::collections::HashMap;
 
@@ -144,14 +147,99 @@ fn bad_values_are_named() {
     assert!(err.to_string().contains("--redis-url"), "{err}");
     let err = resolve(
         &["--config", "a"],
-        &[("REDIS_URL", "r:6379"), ("REDIS_TLS", "true")],
+        &[
+            ("REDIS_URL", "r:6379"),
+            ("REDIS_TLS", "true"),
+            ("REDIS_TLS_SKIP_HOSTNAME_VERIFICATION", "true"),
+        ],
     )
-    .expect_err("no TLS yet");
-    assert!(err.to_string().contains("TLS"), "{err}");
+    .expect_err("hostname checks stay on");
+    assert!(err.to_string().contains("certificate"), "{err}");
+    let err = resolve(&["--config", "a", "--redis-tls-cert", "c.pem"], &[]).expect_err("no key");
+    assert!(err.to_string().contains("--redis-tls-key"), "{err}");
+    let err = resolve(
+        &["--config", "a"],
+        &[("REDIS_TYPE", "sentinel"), ("REDIS_URL", "127.0.0.1:26379")],
+    )
+    .expect_err("no master name");
+    assert!(err.to_string().contains("master"), "{err}");
+    for flag in [
+        "--failure-mode=maybe",
+        "--deny-with=teapot",
+        "--replicas=0",
+        "--local-share=2",
+        "--store-budget-ms=0",
+        "--redis-type=ring",
+    ] {
+        assert!(resolve(&["--config", "a", flag], &[]).is_err(), "{flag}");
+    }
     let err = resolve(&["--config", "a", "--log-level", "loud=="], &[]).expect_err("filter");
     assert!(err.to_string().contains("log level"), "{err}");
     let s = resolve(&["--config", "a"], &[("LOG_LEVEL", "WARNING")]).expect("logrus name");
     assert_eq!(s.log_level, "warn");
     let err = resolve(&[], &[]).expect_err("no config");
     assert!(err.to_string().contains("--config"), "{err}");
+}
+
+#[test]
+fn store_deployments_tls_and_failure_handling() {
+    let s = resolve(&["--config", "a"], &[]).expect("defaults");
+    assert_eq!(s.store.redis_type, RedisType::Single);
+    assert_eq!(s.store.budget, Duration::from_millis(10));
+    assert_eq!(s.store.failure_mode, FailureMode::Deny);
+    assert_eq!(s.store.deny_with, DenyWith::Unavailable);
+    assert_eq!(s.store.share, Share::of_replicas(1));
+    assert_eq!(s.store.l1_entries, 100_000);
+    assert!(!s.store.tls);
+
+    // The reference's names: the TLS files, the type, a cache size in bytes.
+    let s = resolve(
+        &["--config", "a"],
+        &[
+            ("REDIS_TYPE", "CLUSTER"),
+            ("REDIS_URL", "10.0.0.1:7000,10.0.0.2:7000"),
+            ("REDIS_AUTH", "sluice:pw"),
+            ("REDIS_TLS", "true"),
+            ("REDIS_TLS_CACERT", "/tls/ca.crt"),
+            ("REDIS_TLS_CLIENT_CERT", "/tls/tls.crt"),
+            ("REDIS_TLS_CLIENT_KEY", "/tls/tls.key"),
+            ("LOCAL_CACHE_SIZE_IN_BYTES", "1280000"),
+        ],
+    )
+    .expect("valid");
+    assert_eq!(s.store.redis_type, RedisType::Cluster);
+    assert_eq!(s.redis_url.as_deref(), Some("10.0.0.1:7000,10.0.0.2:7000"));
+    assert_eq!(s.store.redis_auth, Some(Auth::parse("sluice:pw")));
+    assert!(s.store.tls);
+    assert_eq!(s.store.tls_ca, Some(PathBuf::from("/tls/ca.crt")));
+    assert_eq!(s.store.tls_key, Some(PathBuf::from("/tls/tls.key")));
+    assert_eq!(s.store.l1_entries, 10_000);
+
+    let s = resolve(
+        &[
+            "--config",
+            "a",
+            "--redis-type",
+            "sentinel",
+            "--redis-url",
+            "mymaster,127.0.0.1:26379",
+            "--failure-mode",
+            "local",
+            "--deny-with",
+            "over_limit",
+            "--replicas",
+            "4",
+            "--store-budget-ms",
+            "5",
+        ],
+        &[],
+    )
+    .expect("valid");
+    assert_eq!(s.store.redis_type, RedisType::Sentinel);
+    assert_eq!(s.store.failure_mode, FailureMode::Local);
+    assert_eq!(s.store.deny_with, DenyWith::OverLimit);
+    assert_eq!(s.store.share, Share::of_replicas(4));
+    assert_eq!(s.store.budget, Duration::from_millis(5));
+    let s = resolve(&["--config", "a", "--local-share", "0.25"], &[]).expect("valid");
+    assert_eq!(s.store.share.fraction(), 0.25);
 }

@@ -256,6 +256,16 @@ impl MemoryStore {
 }
 
 impl MemoryStore {
+    /// Removes a counter and returns its state if it was live: the local share hands its counts
+    /// over to the shared store this way (`storage::local`), atomically with respect to batches.
+    pub fn take(&self, key: &[u8]) -> Option<State> {
+        let now = self.now();
+        let mut counters = self.shards[self.shard_of(key)].counters.lock();
+        let (key, old) = counters.by_key.remove_entry(key)?;
+        counters.by_expiry.remove(&(old.expires_at, key));
+        (old.expires_at > now).then_some(old.state)
+    }
+
     fn now(&self) -> Micros {
         self.clock.now().as_micros() as Micros
     }

@@ -17,8 +17,16 @@
 //!
 //! Backends: [`memory`] (sharded, embedded default) and [`redis`] (one Lua script per request).
 //! Both must pass the conformance suite in `server/tests/store_conformance.rs`.
+//!
+//! Redis is always used through [`failover::Failover`]: the [`l1`] over-limit cache, a time budget
+//! and a [`breaker`], and the domain's [`FailureMode`] when Redis cannot answer (`local` decides
+//! from this replica's share of each limit, [`local`], and reconciles afterwards).
 
+pub mod breaker;
+pub mod failover;
 pub mod keys;
+pub mod l1;
+pub mod local;
 pub mod memory;
 pub mod redis;
 
@@ -26,6 +34,7 @@ use std::future::Future;
 
 use crate::algorithm::lease::Lease;
 use crate::algorithm::{Claim, Policy, Reading};
+pub use failover::FailureMode;
 
 /// How a hit takes part in the admission decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,8 +178,7 @@ impl Verdict {
         match hit.role {
             Role::Overflow { of } => {
                 self.is_rescued(of)
-                    || (admission.charges_always()
-                        && readings.get(of).is_some_and(|r| r.over))
+                    || (admission.charges_always() && readings.get(of).is_some_and(|r| r.over))
             }
             _ => !self.is_rescued(i),
         }
@@ -207,11 +215,16 @@ pub enum StoreError {
     Server(String),
     #[error("store reply did not have the expected shape: {0}")]
     Protocol(String),
+    #[error("circuit breaker open: the store failed repeatedly and is not being called")]
+    CircuitOpen,
 }
 
 impl StoreError {
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unreachable(_) | StoreError::Timeout(_))
+        matches!(
+            self,
+            StoreError::Unreachable(_) | StoreError::Timeout(_) | StoreError::CircuitOpen
+        )
     }
 
     /// A short, fixed label for metrics.
@@ -221,6 +234,7 @@ impl StoreError {
             StoreError::Timeout(_) => "timeout",
             StoreError::Server(_) => "server",
             StoreError::Protocol(_) => "protocol",
+            StoreError::CircuitOpen => "circuit_open",
         }
     }
 }
@@ -229,6 +243,18 @@ impl StoreError {
 pub trait Store: Send + Sync + 'static {
     /// Apply `batch` atomically: no other batch observes or changes these counters in between.
     fn apply(&self, batch: &Batch) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
+
+    /// [`apply`](Self::apply) for a domain whose failure policy is `on_failure` (`None`: the
+    /// process default). Only a store that can fail over to a policy uses it
+    /// ([`failover::Failover`]); the others apply the batch.
+    fn apply_or(
+        &self,
+        batch: &Batch,
+        on_failure: Option<FailureMode>,
+    ) -> impl Future<Output = Result<Outcome, StoreError>> + Send {
+        let _ = on_failure;
+        self.apply(batch)
+    }
 
     /// Whether the store answers (for `/healthcheck`).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -241,7 +267,8 @@ pub trait Store: Send + Sync + 'static {
 /// The configured backend, dispatched without boxing on the hot path.
 pub enum AnyStore {
     Memory(std::sync::Arc<memory::MemoryStore>),
-    Redis(redis::RedisStore),
+    /// Redis behind the time budget, breaker, L1 cache and failure policy.
+    Redis(failover::Failover<redis::RedisStore>),
 }
 
 impl Store for AnyStore {
@@ -249,6 +276,17 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(s) => s.apply(batch).await,
             AnyStore::Redis(s) => s.apply(batch).await,
+        }
+    }
+
+    async fn apply_or(
+        &self,
+        batch: &Batch,
+        on_failure: Option<FailureMode>,
+    ) -> Result<Outcome, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.apply(batch).await,
+            AnyStore::Redis(s) => s.apply_or(batch, on_failure).await,
         }
     }
 
@@ -270,6 +308,14 @@ impl Store for AnyStore {
 impl<T: Store> Store for std::sync::Arc<T> {
     fn apply(&self, batch: &Batch) -> impl Future<Output = Result<Outcome, StoreError>> + Send {
         (**self).apply(batch)
+    }
+
+    fn apply_or(
+        &self,
+        batch: &Batch,
+        on_failure: Option<FailureMode>,
+    ) -> impl Future<Output = Result<Outcome, StoreError>> + Send {
+        (**self).apply_or(batch, on_failure)
     }
 
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {

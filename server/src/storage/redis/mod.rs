@@ -1,40 +1,43 @@
 //! The shared store: counters in Redis, so every Sluice instance enforces the same limits.
 //!
-//! Each request is one `EVALSHA` of the script in [`scripts`] (one round trip, atomic). Calls go
-//! over a few multiplexed connections taken in turn: each pipelines concurrent requests on one
-//! socket, and more than one keeps a single socket's read loop from becoming the bottleneck. Each
-//! connection is a `ConnectionManager`, which reconnects in the background after a failure.
+//! Each request is one `EVALSHA` of the script in [`scripts`] (one round trip, atomic), over the
+//! connections of [`links`]: a single primary, a primary followed through Sentinel, or a Redis
+//! Cluster ([`target`] reads the address and TLS settings). On a Cluster, a request whose counters
+//! live in several hash slots runs one script per slot concurrently and stays all-or-nothing by
+//! undoing the slots that charged when another rejected ([`cluster`]).
 //!
-//! Every call is bounded by [`RedisOptions::timeout`]; an outage therefore costs a request at
-//! most that long and surfaces as a transient [`StoreError`] (`UNAVAILABLE` to Envoy), never as a
-//! hang.
+//! Opening the store never waits for Redis beyond [`RedisOptions::timeout`]: an unreachable Redis
+//! is connected in the background, and calls fail at once meanwhile (the failure policy of
+//! [`crate::storage::failover`] answers them). Every call is bounded by the same timeout.
 //!
 //! Credentials come from the URL (`redis://user:password@host:port/db`, or `redis://:password@…`
-//! for `requirepass`). Redis Cluster and Sentinel are not supported yet (see [`scripts`]).
+//! for `requirepass`) or from `--redis-auth`.
 
+pub mod cluster;
+pub mod links;
 pub mod scripts;
+pub mod target;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::io::tcp::TcpSettings;
-use redis::{
-    AsyncConnectionConfig, ErrorKind, IntoConnectionInfo, RedisError, Script, ServerErrorKind,
-};
+use redis::{ConnectionInfo, ErrorKind, RedisError, Script, ServerErrorKind};
 
-use super::{Batch, Outcome, Store, StoreError};
+use super::{Batch, Hit, Outcome, Store, StoreError};
 use crate::algorithm::lease::{Lease, LeaseId};
-use crate::algorithm::{self, MAX_UNITS};
+use crate::algorithm::{self, MAX_UNITS, Micros};
 use crate::clock::Clock;
+use links::Links;
+pub use target::{Auth, RedisTarget, RedisType, TargetOptions, TlsFiles};
 
 /// How to talk to Redis.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
-    /// Bound on every call (connecting, `EVALSHA`, `PING`). Envoy waits 20 ms by default, so
-    /// keep this in the tens of milliseconds in production.
+    /// Bound on connecting and on every call. The time budget of a check is set apart
+    /// ([`crate::storage::failover`]); this only keeps a call from hanging forever.
     pub timeout: Duration,
-    /// Multiplexed connections used in turn (at least one).
+    /// Multiplexed connections used in turn (at least one), per node.
     pub pool_size: usize,
     /// Whose time decides windows and buckets.
     pub clock: RedisClock,
@@ -69,88 +72,60 @@ impl Default for RedisOptions {
     }
 }
 
-/// Counters in one Redis primary.
+/// Counters in Redis. Cloning shares the connections.
+#[derive(Clone)]
 pub struct RedisStore {
-    connections: Box<[ConnectionManager]>,
-    next: AtomicUsize,
+    links: Arc<Links>,
     timeout: Duration,
     script: Script,
     holders: Script,
     clock: RedisClock,
     /// Expired leases the script reclaimed (reported with each reply).
-    leases_reclaimed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    leases_reclaimed: Arc<std::sync::atomic::AtomicU64>,
+    cluster: bool,
 }
 
 impl RedisStore {
-    /// Connects `opts.pool_size` connections to `url` and checks that the server answers, accepts
-    /// the credentials and runs scripts. Fails fast with the precise error rather than retrying.
-    pub async fn connect(url: &str, opts: RedisOptions) -> Result<Self, StoreError> {
-        let timeout = opts.timeout;
-        // Without TCP_NODELAY a small EVALSHA can wait for a delayed ACK: ~40 ms stalls in the
-        // tail, twice Envoy's whole default budget.
-        let info = url
-            .into_connection_info()
-            .map_err(|e| store_error(e, timeout))?
-            .set_tcp_settings(TcpSettings::default().set_nodelay(true));
-        let client = redis::Client::open(info).map_err(|e| store_error(e, timeout))?;
-        let script = scripts::apply_script();
-
-        // A plain connection first: the manager below retries failed connects (a wrong password
-        // included) until the timeout, which would hide the reason.
-        let probe = async {
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(timeout))
-                .set_response_timeout(Some(timeout));
-            let mut conn = client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await?;
-            redis::cmd("PING").query_async::<()>(&mut conn).await?;
-            script.prepare_invoke().load_async(&mut conn).await?;
-            Ok::<_, RedisError>(())
-        };
-        bounded(timeout, probe).await?;
-
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            // One attempt per reconnect, no backoff: while Redis is down each call fails at once
-            // (`Unreachable`) instead of waiting out its timeout behind a retry loop, and the
-            // next call starts a fresh attempt, so recovery is noticed on the first call after
-            // Redis is back. Concurrent calls share one attempt per connection.
-            .set_number_of_retries(0);
-        let managers = (0..opts.pool_size.max(1))
-            .map(|_| ConnectionManager::new_with_config(client.clone(), config.clone()));
-        let connections = bounded(timeout, futures::future::try_join_all(managers)).await?;
-
+    /// Opens the store at `target` and waits up to `opts.timeout` for a first connection. Fails
+    /// only on what waiting cannot cure (a bad address, refused credentials, missing permissions);
+    /// an unreachable Redis is connected in the background.
+    pub async fn open(target: RedisTarget, opts: RedisOptions) -> Result<Self, StoreError> {
+        if target.tls {
+            // The process-wide TLS provider; a second install (another store) is a no-op.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let cluster = target.kind == RedisType::Cluster;
+        let links = Links::start(target, opts.pool_size, opts.timeout);
+        links.wait_connected(opts.timeout).await?;
         Ok(Self {
-            connections: connections.into_boxed_slice(),
-            next: AtomicUsize::new(0),
-            timeout,
-            script,
+            links,
+            timeout: opts.timeout,
+            script: scripts::apply_script(),
             holders: scripts::holders_script(),
             clock: opts.clock,
             leases_reclaimed: Default::default(),
+            cluster,
         })
     }
 
-    /// The next connection in turn. Cloning a manager only clones a handle.
-    fn connection(&self) -> ConnectionManager {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
-        self.connections[i].clone()
+    /// A single Redis at `url`, which must answer within `opts.timeout` (tests and tools).
+    pub async fn connect(url: &str, opts: RedisOptions) -> Result<Self, StoreError> {
+        let target = RedisTarget::parse(RedisType::Single, url, TargetOptions::default())
+            .map_err(StoreError::Server)?;
+        let store = Self::open(target, opts).await?;
+        store.ping().await?;
+        Ok(store)
     }
-}
 
-impl Store for RedisStore {
-    async fn apply(&self, batch: &Batch) -> Result<Outcome, StoreError> {
-        let hits = &batch.hits;
-        if hits.is_empty() {
-            return Ok(Outcome {
-                readings: Vec::new(),
-                charged: true,
-            });
-        }
+    /// Runs the script for `hits` under `admission` on one connection: the outcome and the time
+    /// the hits were stepped at.
+    async fn run(
+        &self,
+        hits: &[Hit],
+        admission: super::Admission,
+    ) -> Result<(Outcome, Micros), StoreError> {
         let mut call = self.script.prepare_invoke();
-        call.arg(&*scripts::admission_arg(batch.admission));
+        call.arg(&*scripts::admission_arg(admission));
         match &self.clock {
             RedisClock::Redis => call.arg(""),
             RedisClock::Pinned(clock) => call.arg(clock.now().as_micros() as u64),
@@ -166,16 +141,56 @@ impl Store for RedisStore {
                 .arg(&*scripts::role_arg(hit.role))
                 .arg(scripts::claim_arg(&hit.claim));
         }
-        let mut conn = self.connection();
-        let reply: Vec<i64> = bounded(self.timeout, call.invoke_async(&mut conn)).await?;
-        let (outcome, reclaimed, _) = scripts::parse_reply(hits, &reply)?;
+        let mut conn = self.links.get()?;
+        let reply: Result<Vec<i64>, StoreError> =
+            bounded(self.timeout, call.invoke_async(&mut conn)).await;
+        if reply.as_ref().is_err_and(StoreError::is_transient) {
+            self.links.report_failure();
+        }
+        let (outcome, reclaimed, at) = scripts::parse_reply(hits, &reply?)?;
         self.leases_reclaimed
-            .fetch_add(reclaimed, Ordering::Relaxed);
-        Ok(outcome)
+            .fetch_add(reclaimed, std::sync::atomic::Ordering::Relaxed);
+        Ok((outcome, at))
+    }
+}
+
+/// Keys in one slot: the script runs there whole.
+fn one_slot(hits: &[Hit]) -> bool {
+    let mut slots = hits
+        .iter()
+        .map(|h| redis::cluster_routing::Slot::for_key(&h.key));
+    match slots.next() {
+        Some(first) => slots.all(|s| s == first),
+        None => true,
+    }
+}
+
+/// Connections to Redis skip Nagle's algorithm.
+pub(crate) fn with_nodelay(info: ConnectionInfo) -> ConnectionInfo {
+    // Without TCP_NODELAY a small EVALSHA can wait for a delayed ACK: ~40 ms stalls in the tail,
+    // twice Envoy's whole default budget.
+    info.set_tcp_settings(TcpSettings::default().set_nodelay(true))
+}
+
+impl Store for RedisStore {
+    async fn apply(&self, batch: &Batch) -> Result<Outcome, StoreError> {
+        let hits = &batch.hits;
+        if hits.is_empty() {
+            return Ok(Outcome {
+                readings: Vec::new(),
+                charged: true,
+            });
+        }
+        if self.cluster && !one_slot(hits) {
+            return cluster::apply_across_slots(self, batch).await;
+        }
+        self.run(hits, batch.admission)
+            .await
+            .map(|(outcome, _)| outcome)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.connection();
+        let mut conn = self.links.get()?;
         bounded(
             self.timeout,
             redis::cmd("PING").query_async::<()>(&mut conn),
@@ -184,7 +199,7 @@ impl Store for RedisStore {
     }
 
     async fn holders(&self, key: &[u8]) -> Result<Vec<Lease>, StoreError> {
-        let mut conn = self.connection();
+        let mut conn = self.links.get()?;
         let mut call = self.holders.prepare_invoke();
         call.key(key);
         match &self.clock {
@@ -206,7 +221,7 @@ impl Store for RedisStore {
 }
 
 /// Scrape-time metrics of a Redis store: the expired leases its scripts reclaimed.
-pub struct RedisStoreMetrics(std::sync::Arc<std::sync::atomic::AtomicU64>);
+pub struct RedisStoreMetrics(Arc<std::sync::atomic::AtomicU64>);
 
 impl std::fmt::Debug for RedisStoreMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -216,12 +231,13 @@ impl std::fmt::Debug for RedisStoreMetrics {
 
 impl RedisStore {
     pub fn metrics(&self) -> RedisStoreMetrics {
-        RedisStoreMetrics(std::sync::Arc::clone(&self.leases_reclaimed))
+        RedisStoreMetrics(Arc::clone(&self.leases_reclaimed))
     }
 
     /// Expired leases the script reclaimed since the store was opened.
     pub fn leases_reclaimed(&self) -> u64 {
-        self.leases_reclaimed.load(Ordering::Relaxed)
+        self.leases_reclaimed
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -231,8 +247,9 @@ impl prometheus_client::collector::Collector for RedisStoreMetrics {
         mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
     ) -> std::fmt::Result {
         use prometheus_client::encoding::EncodeMetric;
-        let reclaimed =
-            prometheus_client::metrics::counter::ConstCounter::new(self.0.load(Ordering::Relaxed));
+        let reclaimed = prometheus_client::metrics::counter::ConstCounter::new(
+            self.0.load(std::sync::atomic::Ordering::Relaxed),
+        );
         reclaimed.encode(encoder.encode_descriptor(
             "lease_expirations_reclaimed",
             "Expired leases removed from their pools by an operation on the pool",
@@ -248,7 +265,7 @@ async fn bounded<T>(
     call: impl Future<Output = Result<T, RedisError>>,
 ) -> Result<T, StoreError> {
     match tokio::time::timeout(timeout, call).await {
-        Ok(result) => result.map_err(|e| store_error(e, timeout)),
+        Ok(result) => result.map_err(|e| store_error(&e, timeout)),
         Err(_) => Err(StoreError::Timeout(timeout)),
     }
 }
@@ -256,7 +273,7 @@ async fn bounded<T>(
 /// Sorts Redis failures by whether waiting could help: network trouble and a server that is
 /// loading, failing over or read-only are transient; refused credentials, missing permissions
 /// and script errors are not.
-fn store_error(e: RedisError, timeout: Duration) -> StoreError {
+pub(crate) fn store_error(e: &RedisError, timeout: Duration) -> StoreError {
     if e.is_timeout() {
         return StoreError::Timeout(timeout);
     }
