@@ -184,7 +184,12 @@ impl Sluice {
             } else {
                 Admission::AllOrNothing
             },
-            keys: KeySchema::new(settings.key_prefix.clone(), hasher),
+            keys: {
+                let keys = KeySchema::new(settings.key_prefix.clone(), hasher);
+                let cluster = settings.backend == Backend::Redis
+                    && settings.store.redis_type == crate::storage::redis::RedisType::Cluster;
+                if cluster { keys.with_hash_tags() } else { keys }
+            },
             near_limit_ratio: settings.near_limit_ratio,
             global_shadow_mode: settings.shadow_mode,
             global_quota_mode: settings.quota_mode,

@@ -149,7 +149,7 @@ impl Builder {
     pub fn finish(mut self) -> Result<RuleSet, Vec<ConfigError>> {
         for d in self.domains.values() {
             if let (Some(key), Some(at)) = (&d.options.shard_by, &d.shard_by_at)
-                && !d.seen.values().any(|(_, k, _)| k == key)
+                && !d.seen.values().any(|(_, k, _)| **k == **key)
             {
                 self.errors.push(ConfigError::Invalid {
                     at: at.clone(),
@@ -234,7 +234,7 @@ fn domain_options(path: &Path, d: &mut Domain, file: &RawFile, errors: &mut Vec<
     if let Some(key) = &file.shard_by {
         let at = position(path, key.at);
         match (&d.options.shard_by, &d.shard_by_at) {
-            (Some(old), Some(first)) if *old != key.value => errors.push(ConfigError::Invalid {
+            (Some(old), Some(first)) if **old != *key.value => errors.push(ConfigError::Invalid {
                 at,
                 reason: format!(
                     "shard_by '{}' conflicts with '{old}' given for domain '{}' at {first}",
@@ -242,7 +242,7 @@ fn domain_options(path: &Path, d: &mut Domain, file: &RawFile, errors: &mut Vec<
                 ),
             }),
             _ => {
-                d.options.shard_by = Some(key.value.clone());
+                d.options.shard_by = Some(key.value.as_str().into());
                 d.shard_by_at = Some(at);
             }
         }

@@ -334,7 +334,7 @@ pub struct DomainOptions {
     pub failure_mode: Option<crate::storage::FailureMode>,
     /// `shard_by`: the descriptor key whose value places every counter of a request carrying it
     /// in one Redis Cluster hash slot ([`crate::storage::keys`]).
-    pub shard_by: Option<String>,
+    pub shard_by: Option<Arc<str>>,
 }
 
 /// All domains of one load, immutable once built.

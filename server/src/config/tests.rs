@@ -321,3 +321,46 @@ fn errors_table() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+#[test]
+fn domain_failure_mode_and_shard_by() {
+    let text = "domain: d\nfailure_mode: local\nshard_by: org\ndescriptors:\n  - key: org\n    \
+                rate_limit: {unit: second, requests_per_unit: 1}\n";
+    let rules = parse_str("f.yaml", text).unwrap();
+    let o = &rules.options["d"];
+    assert_eq!(o.failure_mode, Some(crate::storage::FailureMode::Local));
+    assert_eq!(o.shard_by.as_deref(), Some("org"));
+    assert!(
+        rules
+            .dump
+            .contains("domain d: failure_mode=local shard_by=org")
+    );
+    // A domain without them has no entry.
+    assert!(parse_str("a.yaml", A).unwrap().options.is_empty());
+
+    let bad = "domain: d\nfailure_mode: retry\ndescriptors: []\n";
+    assert_eq!(
+        errors_of(parse_str("f.yaml", bad)),
+        "f.yaml:2:15: unknown failure_mode 'retry': expected allow, deny or local"
+    );
+    let bad = "domain: d\nshard_by: tenant\ndescriptors:\n  - key: org\n    \
+               rate_limit: {unit: second, requests_per_unit: 1}\n";
+    assert_eq!(
+        errors_of(parse_str("f.yaml", bad)),
+        "f.yaml:2:11: `shard_by: tenant` names no descriptor key of domain 'd'"
+    );
+    let misplaced = "domain: d\ndescriptors:\n  - key: a\n    failure_mode: allow\n";
+    assert!(errors_of(parse_str("f.yaml", misplaced)).contains("f.yaml:4:5: misplaced field"));
+    // Merged files of one domain must agree.
+    let opts = LoadOptions {
+        merge_domains: true,
+    };
+    let one = "domain: d\nfailure_mode: allow\ndescriptors: []\n";
+    let two = "domain: d\nfailure_mode: deny\ndescriptors: []\n";
+    let err = errors_of(parse_many(&[("1.yaml", one), ("2.yaml", two)], &opts));
+    assert!(
+        err.contains("2.yaml:2:15: failure_mode 'deny' conflicts with 'allow'"),
+        "{err}"
+    );
+    assert!(parse_many(&[("1.yaml", one), ("2.yaml", one)], &opts).is_ok());
+}

@@ -79,7 +79,15 @@ impl<S: Store> RateLimiter<S> {
             if l.spec().algorithm != Algorithm::Concurrency {
                 continue;
             }
-            let hit = plan::hit(self.keys(), &request, l, Role::Enforce, None);
+            let shard_by = self.shard_by(domain);
+            let hit = plan::hit(
+                self.keys(),
+                &request,
+                l,
+                Role::Enforce,
+                None,
+                shard_by.as_deref(),
+            );
             let leases = self
                 .store()
                 .holders(&hit.key)
@@ -88,6 +96,15 @@ impl<S: Store> RateLimiter<S> {
             out.push((view, leases));
         }
         Ok(out)
+    }
+
+    /// The domain's Cluster placement key, so the admin API reads and resets the very keys
+    /// checks charge.
+    fn shard_by(&self, domain: &str) -> Option<std::sync::Arc<str>> {
+        self.rules()
+            .options
+            .get(domain)
+            .and_then(|o| o.shard_by.clone())
     }
 
     fn plan_one(
@@ -131,10 +148,18 @@ impl<S: Store> RateLimiter<S> {
         reset: bool,
     ) -> Result<Vec<CounterView>, AdminError> {
         let (request, limited) = self.plan_one(domain, entries)?;
+        let shard_by = self.shard_by(domain);
         let hits = limited
             .iter()
             .map(|l| {
-                let mut hit = plan::hit(self.keys(), &request, l, Role::Enforce, None);
+                let mut hit = plan::hit(
+                    self.keys(),
+                    &request,
+                    l,
+                    Role::Enforce,
+                    None,
+                    shard_by.as_deref(),
+                );
                 if reset && l.overflow_of.is_none() {
                     hit.delta = -(MAX_UNITS as i64);
                     // Without a lease id, a pool's refund releases every lease.

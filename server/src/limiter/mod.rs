@@ -191,10 +191,9 @@ impl<S: Store> RateLimiter<S> {
         let overrides = self.overrides.load();
         let mut statuses = vec![DescriptorStatus::no_limit(); request.descriptors.len()];
         let limited = plan::limits_to_check(&rules, request, &mut statuses, &overrides, now_secs());
-        let on_failure = rules
-            .options
-            .get(&request.domain)
-            .and_then(|o| o.failure_mode);
+        let options = rules.options.get(&request.domain);
+        let on_failure = options.and_then(|o| o.failure_mode);
+        let shard_by = options.and_then(|o| o.shard_by.clone());
         drop((rules, overrides));
         if limited.is_empty() {
             return Ok(Decision {
@@ -218,7 +217,14 @@ impl<S: Store> RateLimiter<S> {
                     None if self.options.global_shadow_mode => Role::Shadow,
                     None => self.role(&l.rule),
                 };
-                plan::hit(&self.options.keys, request, l, role, new_lease)
+                plan::hit(
+                    &self.options.keys,
+                    request,
+                    l,
+                    role,
+                    new_lease,
+                    shard_by.as_deref(),
+                )
             })
             .collect();
         plan::settle_overflow(&mut hits);

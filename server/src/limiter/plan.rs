@@ -109,13 +109,15 @@ pub(super) fn limits_to_check(
     limited
 }
 
-/// The store hit of one limit. `new_lease` is the id a concurrency pool's acquire takes.
+/// The store hit of one limit. `new_lease` is the id a concurrency pool's acquire takes;
+/// `shard_by` is the domain's placement key (Redis Cluster).
 pub(super) fn hit(
     keys: &KeySchema,
     request: &CheckRequest,
     l: &Limited,
     role: Role,
     new_lease: Option<LeaseId>,
+    shard_by: Option<&str>,
 ) -> Hit {
     let d = &request.descriptors[l.index];
     let spec = l.spec();
@@ -138,7 +140,10 @@ pub(super) fn hit(
             };
             (e.key.as_str(), value)
         });
-    let key = keys.counter_key(&l.rule.domain, parts, &policy);
+    // The Cluster hash tag is the shard key's value as the key itself holds it, so one counter
+    // always gets one tag (a `share_threshold` pattern, a pool's configured value).
+    let shard = shard_by.and_then(|k| parts.clone().find(|(key, _)| *key == k).map(|(_, v)| v));
+    let key = keys.counter_key_in(&l.rule.domain, parts, &policy, shard);
     let default_addend = u64::from(request.hits_addend.max(1));
     let amount = d.hits_addend.unwrap_or(default_addend).min(MAX_UNITS) as i64;
     let mut delta = if d.negative_hits { -amount } else { amount };

@@ -157,6 +157,16 @@ impl Settings {
             RedisTarget::parse(store.redis_type, url, TargetOptions::default())
                 .map_err(SettingsError::Invalid)?;
         }
+        let key_prefix = args
+            .key_prefix
+            .or_else(|| get("CACHE_KEY_PREFIX"))
+            .unwrap_or_default();
+        if store.redis_type == RedisType::Cluster && key_prefix.contains(['{', '}']) {
+            return Err(SettingsError::Invalid(format!(
+                "key prefix {key_prefix:?}: on Redis Cluster a prefix must not contain braces, \
+                 which would put every counter in one hash slot"
+            )));
+        }
         if backend == Backend::Redis && redis_url.is_none() {
             return Err(SettingsError::Invalid(
                 "the redis backend needs --redis-url (or SLUICE_REDIS_URL / REDIS_URL)".into(),
@@ -316,10 +326,7 @@ impl Settings {
                 Some(b) => b,
                 None => parse_env("RUNTIME_WATCH_ROOT")?.unwrap_or(true),
             },
-            key_prefix: args
-                .key_prefix
-                .or_else(|| get("CACHE_KEY_PREFIX"))
-                .unwrap_or_default(),
+            key_prefix,
             near_limit_ratio,
             header_style,
             hash_values_key_file: args.hash_values_key_file,

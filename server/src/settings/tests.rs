@@ -240,6 +240,19 @@ fn store_deployments_tls_and_failure_handling() {
     assert_eq!(s.store.deny_with, DenyWith::OverLimit);
     assert_eq!(s.store.share, Share::of_replicas(4));
     assert_eq!(s.store.budget, Duration::from_millis(5));
+    let err = resolve(
+        &[
+            "--config",
+            "a",
+            "--redis-type",
+            "cluster",
+            "--key-prefix",
+            "{rl}:",
+        ],
+        &[],
+    )
+    .expect_err("braces in a cluster prefix");
+    assert!(err.to_string().contains("hash slot"), "{err}");
     let s = resolve(&["--config", "a", "--local-share", "0.25"], &[]).expect("valid");
     assert_eq!(s.store.share.fraction(), 0.25);
 }

@@ -31,6 +31,25 @@
 //! - **Optionally private.** With a [`ValueHasher`], descriptor values (API keys, user ids) reach
 //!   the store only as keyed hashes: `h` and 32 hex digits of a keyed BLAKE3 hash. Domains and
 //!   keys come from the config and stay readable.
+//!
+//! **Redis Cluster placement** ([`KeySchema::with_hash_tags`]). Redis Cluster puts a key in the
+//! hash slot of its *hash tag*: the text between its first `{` and the next `}`, or the whole key
+//! when that text is empty or missing. On a Cluster every key starts (after the prefix) with an
+//! explicit tag, so descriptor values containing braces can never choose a slot:
+//!
+//! ```text
+//! sl:{}…            each counter stands alone (the default): `{}` is an empty tag, the whole key
+//!                   is hashed, and nothing later in the key can form a tag
+//! sl:{acme}…        the domain names `shard_by: org` and the request's `org` is `acme`: every
+//!                   counter of the request carrying `org=acme` shares the slot of `acme`, so one
+//!                   script decides the tenant's whole hierarchy atomically
+//! ```
+//!
+//! The tag is the value as stored (its keyed hash under value hashing). A value containing `}`
+//! ends the tag early: its counters still share one slot (the same truncated tag), possibly with
+//! other tenants; an empty value gives `{}`. Neither changes which counter a key names, only where
+//! it lives. A request whose counters are in several slots is still all-or-nothing
+//! (`storage::redis::cluster`), with one script per slot.
 
 use crate::algorithm::{Algorithm, Period, Policy};
 
@@ -39,6 +58,7 @@ use crate::algorithm::{Algorithm, Period, Policy};
 pub struct KeySchema {
     prefix: Vec<u8>,
     hasher: Option<ValueHasher>,
+    hash_tags: bool,
 }
 
 impl std::fmt::Debug for KeySchema {
@@ -55,7 +75,14 @@ impl KeySchema {
         Self {
             prefix: prefix.into(),
             hasher,
+            hash_tags: false,
         }
+    }
+
+    /// Keys for Redis Cluster: each starts with a hash tag (see the module doc).
+    pub fn with_hash_tags(mut self) -> Self {
+        self.hash_tags = true;
+        self
     }
 
     /// The key of one counter. `parts` are the descriptor entries as `(key, value)` pairs, in
@@ -66,6 +93,18 @@ impl KeySchema {
         parts: impl IntoIterator<Item = (&'a str, &'a str)>,
         policy: &Policy,
     ) -> Vec<u8> {
+        self.counter_key_in(domain, parts, policy, None)
+    }
+
+    /// [`counter_key`](Self::counter_key) placed by `shard`, the value of the domain's
+    /// `shard_by` key when the request carries it (Redis Cluster only).
+    pub fn counter_key_in<'a>(
+        &self,
+        domain: &str,
+        parts: impl IntoIterator<Item = (&'a str, &'a str)>,
+        policy: &Policy,
+        shard: Option<&str>,
+    ) -> Vec<u8> {
         let parts = parts.into_iter();
         // A guess that avoids regrowth for typical keys: fixed parts exactly, entries at ~32 bytes
         // each, the policy at its widest.
@@ -74,9 +113,24 @@ impl KeySchema {
             + field_len(domain.len())
             + parts.size_hint().0 * 32
             + MAX_POLICY_LEN;
-        let mut key = Vec::with_capacity(estimate);
+        let tag = match (self.hash_tags, shard, &self.hasher) {
+            (false, _, _) => 0,
+            (true, None, _) => 2,
+            (true, Some(v), None) => 2 + v.len(),
+            (true, Some(_), Some(_)) => 2 + 33,
+        };
+        let mut key = Vec::with_capacity(estimate + tag);
         key.extend_from_slice(&self.prefix);
         key.extend_from_slice(b"sl:");
+        if self.hash_tags {
+            key.push(b'{');
+            match (shard, &self.hasher) {
+                (None, _) => {}
+                (Some(v), None) => key.extend_from_slice(v.as_bytes()),
+                (Some(v), Some(h)) => key.extend_from_slice(&h.hash(v.as_bytes())),
+            }
+            key.push(b'}');
+        }
         push_field(&mut key, domain.as_bytes());
         for (k, v) in parts {
             key.push(b'|');
@@ -348,6 +402,42 @@ mod tests {
         let estimate = 7 + 3 + field_len(17) + 2 * 32 + MAX_POLICY_LEN;
         assert!(k.len() <= estimate);
         assert_eq!(k.capacity(), estimate);
+    }
+
+    #[test]
+    fn cluster_keys_carry_an_explicit_hash_tag() {
+        use redis::cluster_routing::Slot;
+        let schema = KeySchema::new("p:", None).with_hash_tags();
+        let alone = schema.counter_key("d", [("org", "acme"), ("user", "{x}")], &fixed(60));
+        assert_eq!(alone, b"p:sl:{}1:d|3:org|4:acme|4:user|3:{x}|f60");
+        // `{}` hashes the whole key: a brace in a value chooses nothing.
+        let other = schema.counter_key("d", [("org", "beta"), ("user", "{x}")], &fixed(60));
+        assert_ne!(Slot::for_key(&alone), Slot::for_key(b"x"));
+        assert_ne!(alone, other);
+        // Sharded: the tenant's counters share one slot, whatever else they carry.
+        let team = schema.counter_key_in("d", [("org", "acme")], &fixed(60), Some("acme"));
+        let user = schema.counter_key_in(
+            "d",
+            [("org", "acme"), ("user", "u1")],
+            &fixed(3600),
+            Some("acme"),
+        );
+        assert!(team.starts_with(b"p:sl:{acme}1:d|"));
+        assert_eq!(Slot::for_key(&team), Slot::for_key(&user));
+        assert_eq!(Slot::for_key(&team), Slot::for_key(b"acme"));
+        // Hashed values: the tag is the hash, never the value.
+        let hashed = KeySchema::new(
+            "",
+            Some(ValueHasher::from_secret(b"0123456789abcdef").unwrap()),
+        )
+        .with_hash_tags()
+        .counter_key_in("d", [("org", "acme")], &fixed(60), Some("acme"));
+        assert!(!String::from_utf8_lossy(&hashed).contains("acme"));
+        // Without tags (one primary) the keys are unchanged.
+        assert_eq!(
+            KeySchema::new("p:", None).counter_key_in("d", [], &fixed(60), Some("acme")),
+            b"p:sl:1:d|f60"
+        );
     }
 
     type Input = (String, Vec<(String, String)>, u64, u8);
