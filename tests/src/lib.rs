@@ -1,8 +1,13 @@
 //! Shared helpers for the end-to-end tests.
 
 pub mod admin;
+pub mod cluster;
 pub mod etcd;
+pub mod fault;
+pub mod load;
 pub mod nginx;
+pub mod node;
 pub mod redis;
 pub mod rls;
+pub mod sentinel;
 pub mod sluice;

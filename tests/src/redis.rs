@@ -162,8 +162,14 @@ fn spawn(port: u16, auth: &Auth, dir: &Path) -> Child {
             "+@all".into(),
         ]),
     }
-    // Redis runs in the background of the wrapper; a watcher stops it when stdin (our pipe)
-    // reaches end of file. The wrapper exits when Redis does, whatever the reason.
+    spawn_watched(&args)
+}
+
+/// Runs `redis-server ARGS` so that it stops when this process lets go of it: Redis runs in the
+/// background of a `sh` wrapper, and a watcher stops it when the wrapper's stdin (our pipe)
+/// reaches end of file. The wrapper exits when Redis does, whatever the reason. Close the
+/// child's stdin (or drop the child) to stop Redis.
+pub fn spawn_watched(args: &[String]) -> Child {
     // (A background job's stdin is /dev/null in a non-interactive shell, hence the copy on fd 3.)
     let wrapper = r#"exec 3<&0
 redis-server "$@" </dev/null &
@@ -174,7 +180,7 @@ wait "$pid""#;
         .arg("-c")
         .arg(wrapper)
         .arg("sh")
-        .args(&args)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -207,6 +207,18 @@ impl Breaker {
         }
     }
 
+    /// The store answered a health probe while the breaker is open: allow a trial call now
+    /// instead of waiting out the opening.
+    pub fn probe_succeeded(&self, now: Instant) {
+        if self.state() != BreakerState::Open {
+            return;
+        }
+        let mut t = self.transitions.lock();
+        if self.state() == BreakerState::Open && t.open_until > now {
+            t.open_until = now;
+        }
+    }
+
     /// Reports how a permitted call went.
     pub fn record(&self, now: Instant, permit: Permit, ok: bool) {
         match permit {
@@ -341,6 +353,18 @@ mod tests {
         }
         assert_eq!(b.state(), BreakerState::Closed);
         assert_eq!(b.permit(at), Permit::Call);
+    }
+
+    #[test]
+    fn a_successful_probe_ends_the_opening() {
+        let b = Breaker::new(BreakerConfig::default());
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            b.record(t0, Permit::Call, false);
+        }
+        assert_eq!(b.permit(t0 + ms(10)), Permit::Refused);
+        b.probe_succeeded(t0 + ms(20));
+        assert_eq!(b.permit(t0 + ms(20)), Permit::Trial);
     }
 
     #[test]

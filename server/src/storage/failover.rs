@@ -185,6 +185,7 @@ impl<S: Store> Failover<S> {
             Arc::downgrade(&inner),
             Arc::clone(&inner.reconcile_now),
         ));
+        tokio::spawn(probe_loop(Arc::downgrade(&inner)));
         Self { inner }
     }
 
@@ -294,21 +295,25 @@ impl<S: Store> Inner<S> {
     }
 }
 
-/// Readings for an answer the store did not give: nothing used, or every limit over with a retry
-/// in one second.
+/// Readings for an answer the store did not give: nothing used, or every limit used up with a
+/// retry in one second.
 fn synthetic(batch: &Batch, over: bool) -> Outcome {
     let wait = if over { MICROS_PER_SEC } else { 0 };
     Outcome {
         readings: batch
             .hits
             .iter()
-            .map(|h| Reading {
-                used_before: 0,
-                used_after: 0,
-                capacity: h.policy.capacity(),
-                over,
-                wait,
-                reset: wait,
+            .map(|h| {
+                let capacity = h.policy.capacity();
+                let used = if over { capacity } else { 0 };
+                Reading {
+                    used_before: used,
+                    used_after: used,
+                    capacity,
+                    over,
+                    wait,
+                    reset: wait,
+                }
             })
             .collect(),
         charged: false,
@@ -335,6 +340,30 @@ async fn reconcile_loop<S: Store>(
             }
         }
         let _ = tokio::time::timeout(RECONCILE_EVERY, wake.notified()).await;
+    }
+}
+
+/// How often the store is pinged while the breaker is not closed.
+pub const PROBE_EVERY: Duration = Duration::from_millis(100);
+
+/// While the breaker is not closed, pings the store every [`PROBE_EVERY`]: that revives its
+/// connections before checks need them, and an answer lets the next check be the trial call at
+/// once instead of after the rest of the opening. So decisions are back to normal within a few
+/// hundred milliseconds of the store answering again, whatever the opening's length.
+async fn probe_loop<S: Store>(inner: std::sync::Weak<Inner<S>>) {
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        let Some(i) = inner.upgrade() else {
+            return;
+        };
+        if i.breaker.state() == BreakerState::Closed {
+            continue;
+        }
+        // Bounded well below the probe period's multiples, so a hung store does not pile pings.
+        let bound = PROBE_EVERY * 3;
+        if let Ok(Ok(())) = tokio::time::timeout(bound, i.shared.ping()).await {
+            i.breaker.probe_succeeded(Instant::now());
+        }
     }
 }
 

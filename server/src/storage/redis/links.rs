@@ -129,6 +129,14 @@ impl Links {
         }
     }
 
+    /// Every connection (one per pool slot), to check or revive them all.
+    pub fn all(&self) -> Result<Vec<Link>, StoreError> {
+        match self.current.load().as_ref() {
+            Some(p) => Ok(p.links.to_vec()),
+            None => self.get().map(|l| vec![l]),
+        }
+    }
+
     /// A call failed: the Sentinel follower checks the master at once.
     pub fn report_failure(&self) {
         if self.target.kind == RedisType::Sentinel {

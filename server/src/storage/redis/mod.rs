@@ -189,13 +189,21 @@ impl Store for RedisStore {
             .map(|(outcome, _)| outcome)
     }
 
+    /// Pings every connection: a connection that broke reconnects on its next call, so this also
+    /// revives them all after an outage, before checks need them.
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.links.get()?;
-        bounded(
-            self.timeout,
-            redis::cmd("PING").query_async::<()>(&mut conn),
-        )
-        .await
+        let pings = self.links.all()?.into_iter().map(|mut conn| async move {
+            bounded(
+                self.timeout,
+                redis::cmd("PING").query_async::<()>(&mut conn),
+            )
+            .await
+        });
+        let result = futures::future::try_join_all(pings).await.map(|_| ());
+        if result.as_ref().is_err_and(StoreError::is_transient) {
+            self.links.report_failure();
+        }
+        result
     }
 
     async fn holders(&self, key: &[u8]) -> Result<Vec<Lease>, StoreError> {

@@ -1,0 +1,118 @@
+//! What every fault-injection test checks about the answers given under load while a fault
+//! lasted, and the figures it reports.
+
+use std::time::{Duration, Instant};
+
+use crate::load::{Answer, Sample, between, percentiles};
+
+/// The store budget the fault tests give Sluice: `SLUICE_FAULT_BUDGET_MS`, else 50 ms. The suite
+/// runs debug builds on a two-core machine shared with Redis, the load and other builds, where a
+/// healthy call can take tens of milliseconds; a tighter budget would make the breaker trip on
+/// that noise. To measure the production default, run a release build with 10:
+/// `SLUICE_BIN=target/release/sluice SLUICE_FAULT_BUDGET_MS=10 cargo test --test fault_… -- --nocapture`.
+pub fn budget() -> Duration {
+    env_ms("SLUICE_FAULT_BUDGET_MS", 50)
+}
+
+/// What an answer may take beyond the budget: the gRPC round trip and scheduling on a loaded
+/// machine (`SLUICE_FAULT_MARGIN_MS`, else 50 ms). A hung Redis would otherwise cost seconds.
+pub fn margin() -> Duration {
+    env_ms("SLUICE_FAULT_MARGIN_MS", 50)
+}
+
+fn env_ms(name: &str, default: u64) -> Duration {
+    let ms = std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    Duration::from_millis(ms)
+}
+
+/// The answers of one phase (a fault, or the time after it), with their latency figures.
+pub struct Phase<'a> {
+    pub name: &'a str,
+    pub samples: Vec<Sample>,
+}
+
+impl<'a> Phase<'a> {
+    pub fn new(name: &'a str, all: &[Sample], from: Instant, to: Instant) -> Self {
+        Self {
+            name,
+            samples: between(all, from, to),
+        }
+    }
+
+    /// Prints `name: n answers, p50/p99/max` (run the test with `--nocapture` to see them) and
+    /// checks that every answer came within `bound`.
+    pub fn report_and_bound(&self, bound: Duration) {
+        let (p50, p99, max) = percentiles(&self.samples);
+        eprintln!(
+            "latency {:<34} {:>6} answers  p50 {p50:6.2} ms  p99 {p99:6.2} ms  max {max:6.2} ms",
+            self.name,
+            self.samples.len()
+        );
+        assert!(!self.samples.is_empty(), "{}: no answers at all", self.name);
+        assert!(
+            max <= bound.as_secs_f64() * 1000.0,
+            "{}: an answer took {max:.2} ms, more than {bound:?}",
+            self.name
+        );
+    }
+
+    /// The answers to request `request`.
+    pub fn answers(&self, request: usize) -> Vec<Answer> {
+        self.samples
+            .iter()
+            .filter(|s| s.request == request)
+            .map(|s| s.answer)
+            .collect()
+    }
+}
+
+/// The answers to `request` of the checks sent at or after `from` and answered by `to`: a check
+/// in flight when a fault starts or ends may be decided either way.
+pub fn decided_within(
+    samples: &[Sample],
+    request: usize,
+    from: Instant,
+    to: Instant,
+) -> Vec<Answer> {
+    samples
+        .iter()
+        .filter(|s| s.request == request && s.at >= from && s.at + s.latency <= to)
+        .map(|s| s.answer)
+        .collect()
+}
+
+/// When decisions of `request` were normal again after `back` (among checks answered by
+/// `until`): the sending time of the first of its answers from which on every answer is
+/// `normal`, as an offset from `back`. `None` if the last answer is not normal.
+pub fn normal_again(
+    samples: &[Sample],
+    request: usize,
+    back: Instant,
+    until: Instant,
+    normal: Answer,
+) -> Option<Duration> {
+    let after: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.request == request && s.at >= back && s.at + s.latency <= until)
+        .collect();
+    let last_abnormal = after.iter().rposition(|s| s.answer != normal);
+    let first_normal = match last_abnormal {
+        None => after.first()?,
+        Some(i) => after.get(i + 1)?,
+    };
+    Some(first_normal.at.duration_since(back))
+}
+
+/// A value from Prometheus text: the sum of every series of `name` whose labels contain `labels`.
+pub fn metric(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(labels)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
