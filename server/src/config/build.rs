@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::error::{ConfigError, Position};
-use super::model::{
-    Algorithm, DomainOptions, HttpDescriptor, Kind, Level, Limit, Node, RateLimit, Rule, RuleSet,
-};
+use super::model::{Algorithm, HttpDescriptor, Kind, Level, Limit, Node, RateLimit, Rule, RuleSet};
 use super::parse::{Problem, RawDescriptor, RawFile};
 use super::yaml::Mark;
 
@@ -32,11 +30,7 @@ struct Domain {
     seen: HashMap<Vec<String>, Seen>,
     /// The domain's `http_descriptors` and where they were given.
     http: Option<(Position, Vec<HttpDescriptor>)>,
-    options: DomainOptions,
-    /// Where `failure_mode` and `shard_by` were set, for conflicts between merged files and for
-    /// a `shard_by` naming no key.
-    failure_mode_at: Option<Position>,
-    shard_by_at: Option<Position>,
+    settings: super::domain::Settings,
 }
 
 pub(super) struct Builder {
@@ -114,11 +108,10 @@ impl Builder {
                 first: at,
                 seen: HashMap::new(),
                 http: None,
-                options: DomainOptions::default(),
-                failure_mode_at: None,
-                shard_by_at: None,
+                settings: Default::default(),
             });
-        domain_options(path, entry, &file, &mut self.errors);
+        let name = entry.name.clone();
+        entry.settings.take(path, &name, &file, &mut self.errors);
         if let Some(http) = file.http_descriptors {
             let at = position(path, http.at);
             match &entry.http {
@@ -148,27 +141,13 @@ impl Builder {
 
     pub fn finish(mut self) -> Result<RuleSet, Vec<ConfigError>> {
         for d in self.domains.values() {
-            if let (Some(key), Some(at)) = (&d.options.shard_by, &d.shard_by_at)
-                && !d.seen.values().any(|(_, k, _)| **k == **key)
-            {
-                self.errors.push(ConfigError::Invalid {
-                    at: at.clone(),
-                    reason: format!(
-                        "`shard_by: {key}` names no descriptor key of domain '{}'",
-                        d.name
-                    ),
-                });
-            }
+            let uses = |key: &str| d.seen.values().any(|(_, k, _)| k == key);
+            d.settings.check(&d.name, uses, &mut self.errors);
         }
         if !self.errors.is_empty() {
             return Err(self.errors);
         }
-        let options: HashMap<String, DomainOptions> = self
-            .domains
-            .iter()
-            .filter(|(_, d)| d.options != DomainOptions::default())
-            .map(|(name, d)| (name.clone(), d.options.clone()))
-            .collect();
+        let options = super::domain::options(self.domains.iter().map(|(n, d)| (n, &d.settings)));
         let mut rules = self.rules;
         rules.sort_by(|a, b| a.stat_key.cmp(&b.stat_key));
         let mut dump = String::new();
@@ -188,18 +167,7 @@ impl Builder {
         for name in names {
             super::http_descriptors::dump(&mut dump, name, &http_descriptors[name]);
         }
-        let mut with_options: Vec<(&String, &DomainOptions)> = options.iter().collect();
-        with_options.sort_by_key(|(name, _)| *name);
-        for (name, o) in with_options {
-            let _ = write!(dump, "domain {name}:");
-            if let Some(mode) = o.failure_mode {
-                let _ = write!(dump, " failure_mode={}", mode.as_str());
-            }
-            if let Some(key) = &o.shard_by {
-                let _ = write!(dump, " shard_by={key}");
-            }
-            dump.push('\n');
-        }
+        super::domain::dump(&mut dump, &options);
         Ok(RuleSet {
             domains,
             http_descriptors,
@@ -207,45 +175,6 @@ impl Builder {
             sources: self.sources,
             dump,
         })
-    }
-}
-
-/// Takes a file's `failure_mode` and `shard_by` into its domain; merged files of one domain must
-/// agree.
-fn domain_options(path: &Path, d: &mut Domain, file: &RawFile, errors: &mut Vec<ConfigError>) {
-    if let Some(mode) = &file.failure_mode {
-        let at = position(path, mode.at);
-        match (&d.options.failure_mode, &d.failure_mode_at) {
-            (Some(old), Some(first)) if *old != mode.value => errors.push(ConfigError::Invalid {
-                at,
-                reason: format!(
-                    "failure_mode '{}' conflicts with '{}' given for domain '{}' at {first}",
-                    mode.value.as_str(),
-                    old.as_str(),
-                    d.name
-                ),
-            }),
-            _ => {
-                d.options.failure_mode = Some(mode.value);
-                d.failure_mode_at = Some(at);
-            }
-        }
-    }
-    if let Some(key) = &file.shard_by {
-        let at = position(path, key.at);
-        match (&d.options.shard_by, &d.shard_by_at) {
-            (Some(old), Some(first)) if **old != *key.value => errors.push(ConfigError::Invalid {
-                at,
-                reason: format!(
-                    "shard_by '{}' conflicts with '{old}' given for domain '{}' at {first}",
-                    key.value, d.name
-                ),
-            }),
-            _ => {
-                d.options.shard_by = Some(key.value.as_str().into());
-                d.shard_by_at = Some(at);
-            }
-        }
     }
 }
 

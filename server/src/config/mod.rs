@@ -41,6 +41,7 @@
 //! [`load`] reads a file or a directory; [`watch`] reloads on change.
 
 mod build;
+mod domain;
 mod error;
 mod http_descriptors;
 mod limit;
