@@ -81,8 +81,8 @@ pub struct ServeArgs {
     /// Redis connections, each multiplexing concurrent requests [default: 4].
     #[arg(long, env = "SLUICE_REDIS_POOL_SIZE")]
     pub redis_pool_size: Option<usize>,
-    /// Give up connecting to Redis, or on a health ping, after this many milliseconds (checks
-    /// wait at most --store-budget-ms) [default: 1000].
+    /// Give up connecting to Redis, or on a health ping, after this many milliseconds; a check
+    /// waits at most --store-budget-ms [default: 1000].
     #[arg(long, env = "SLUICE_REDIS_TIMEOUT_MS")]
     pub redis_timeout_ms: Option<u64>,
     /// Charge every limited descriptor even when the request is rejected (the reference's
