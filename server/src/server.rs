@@ -25,7 +25,7 @@ use crate::storage::l1::OverLimitCache;
 use crate::storage::local::LocalShare;
 use crate::storage::memory::MemoryStore;
 use crate::storage::redis::{
-    RedisClock, RedisOptions, RedisStore, RedisTarget, TargetOptions, TlsFiles,
+    RedisClock, RedisOptions, RedisStore, RedisTarget, RedisType, TargetOptions, TlsFiles,
 };
 use crate::storage::{Admission, AnyStore, StoreError};
 use crate::transport;
@@ -156,6 +156,8 @@ impl Sluice {
                 Some(hasher)
             }
         };
+        // The counters' Redis, where overrides live by default.
+        let mut override_client = None;
         let store = match settings.backend {
             Backend::Memory => {
                 let store = Arc::new(MemoryStore::new(settings.max_counters, Arc::clone(&clock)));
@@ -164,7 +166,11 @@ impl Sluice {
                 AnyStore::Memory(store)
             }
             Backend::Redis => {
-                AnyStore::Redis(open_shared(&settings, metrics.registry(), &clock).await?)
+                let target = redis_target(&settings)?;
+                if target.kind == RedisType::Single {
+                    override_client = target.client(target.nodes[0].clone()).ok();
+                }
+                AnyStore::Redis(open_shared(&settings, target, metrics.registry(), &clock).await?)
             }
         };
         let tokens = match &settings.admin.token_file {
@@ -210,10 +216,21 @@ impl Sluice {
                 settings
                     .redis_timeout
                     .max(std::time::Duration::from_secs(1)),
+                override_client,
             )
             .await?,
         );
-        limiter.set_overrides(store.load().await?);
+        match store.load().await {
+            Ok(list) => {
+                limiter.set_overrides(list);
+            }
+            // The counters' Redis may be down at start-up: Sluice serves under the failure
+            // policies meanwhile, and the sync task loads the overrides once Redis answers.
+            Err(e) if store.name() == "redis" => {
+                tracing::warn!(error = %e, "cannot load overrides yet; they apply once Redis answers");
+            }
+            Err(e) => return Err(e.into()),
+        }
         overrides::sync::spawn(
             Arc::clone(&store),
             Arc::clone(&limiter),
@@ -325,11 +342,8 @@ impl Sluice {
 
 /// Redis at `settings`' address behind the time budget, breaker, L1 cache and failure policy.
 /// Returns without waiting for an unreachable Redis (it is connected in the background).
-async fn open_shared(
-    settings: &Settings,
-    registry: &mut prometheus_client::registry::Registry,
-    clock: &Arc<dyn Clock>,
-) -> Result<Failover<RedisStore>, StartupError> {
+/// Where Redis is, with credentials and TLS files read.
+fn redis_target(settings: &Settings) -> Result<RedisTarget, StartupError> {
     let s = &settings.store;
     let read = |path: &std::path::PathBuf| {
         std::fs::read(path).map_err(|e| StartupError::File {
@@ -356,6 +370,16 @@ async fn open_shared(
         },
     )
     .map_err(StoreError::Server)?;
+    Ok(target)
+}
+
+async fn open_shared(
+    settings: &Settings,
+    target: RedisTarget,
+    registry: &mut prometheus_client::registry::Registry,
+    clock: &Arc<dyn Clock>,
+) -> Result<Failover<RedisStore>, StartupError> {
+    let s = &settings.store;
     let redis = RedisStore::open(
         target,
         RedisOptions {

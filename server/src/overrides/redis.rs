@@ -51,7 +51,9 @@ return {redis.call('GET', KEYS[2]) or '0', redis.call('HGETALL', KEYS[1])}
 
 pub struct RedisOverrides {
     client: redis::Client,
-    conn: ConnectionManager,
+    /// Made on first use (then kept alive by the manager), so an unreachable Redis never holds
+    /// up start-up: overrides load once it answers.
+    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
     timeout: Duration,
     hash: String,
     version: String,
@@ -67,27 +69,12 @@ fn unreachable(e: impl std::fmt::Display) -> OverrideError {
 }
 
 impl RedisOverrides {
-    pub async fn connect(
-        url: &str,
-        prefix: &str,
-        timeout: Duration,
-    ) -> Result<Self, OverrideError> {
-        let client = redis::Client::open(url).map_err(unreachable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(0);
-        let conn = tokio::time::timeout(
-            timeout,
-            ConnectionManager::new_with_config(client.clone(), config),
-        )
-        .await
-        .map_err(|_| unreachable("timed out connecting"))?
-        .map_err(unreachable)?;
+    /// Overrides at the Redis `client` reaches; nothing is connected yet.
+    pub fn new(client: redis::Client, prefix: &str, timeout: Duration) -> Self {
         let base = format!("{prefix}{{sluice-overrides}}");
-        Ok(Self {
+        Self {
             client,
-            conn,
+            conn: tokio::sync::Mutex::new(None),
             timeout,
             version: format!("{base}:version"),
             audit: format!("{base}:audit"),
@@ -96,7 +83,28 @@ impl RedisOverrides {
             change: Script::new(CHANGE),
             record: Script::new(RECORD),
             load: Script::new(LOAD),
-        })
+        }
+    }
+
+    /// The connection, made now if it does not exist yet (bounded by the timeout).
+    async fn conn(&self) -> Result<ConnectionManager, OverrideError> {
+        let mut slot = self.conn.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            return Ok(conn.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(0);
+        let conn = tokio::time::timeout(
+            self.timeout,
+            ConnectionManager::new_with_config(self.client.clone(), config),
+        )
+        .await
+        .map_err(|_| unreachable("timed out connecting"))?
+        .map_err(unreachable)?;
+        *slot = Some(conn.clone());
+        Ok(conn)
     }
 
     async fn bounded<T>(
@@ -110,7 +118,7 @@ impl RedisOverrides {
     }
 
     pub async fn load(&self) -> Result<Vec<Override>, OverrideError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         let mut call = self.load.prepare_invoke();
         call.key(&self.hash).key(&self.version);
         let (_version, flat): (String, Vec<(String, String)>) =
@@ -135,7 +143,7 @@ impl RedisOverrides {
             }
             None => String::new(),
         };
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         let mut call = self.change.prepare_invoke();
         call.key(&self.hash)
             .key(&self.version)
@@ -157,7 +165,7 @@ impl RedisOverrides {
     pub async fn record(&self, audit: &AuditEntry) -> Result<(), OverrideError> {
         let entry =
             serde_json::to_string(audit).map_err(|e| OverrideError::Protocol(e.to_string()))?;
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         let mut call = self.record.prepare_invoke();
         call.key(&self.audit).arg(entry).arg(AUDIT_KEPT);
         self.bounded(call.invoke_async::<u8>(&mut conn))
@@ -166,7 +174,7 @@ impl RedisOverrides {
     }
 
     pub async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, OverrideError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         let stop = limit.max(1) as isize - 1;
         let entries: Vec<String> = self
             .bounded(

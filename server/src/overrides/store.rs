@@ -72,19 +72,30 @@ impl OverrideStore {
         OverrideStore::Memory(MemoryOverrides::default())
     }
 
-    /// The store `settings` name, connected and answering.
+    /// The store `settings` name. `counters` reaches the counters' Redis (a single one), the
+    /// default home of overrides on the Redis backend. A Redis store connects on first use, so
+    /// an unreachable Redis does not hold up start-up.
     pub async fn open(
         settings: &crate::settings::AdminSettings,
         key_prefix: &str,
         timeout: std::time::Duration,
+        counters: Option<redis::Client>,
     ) -> Result<Self, OverrideError> {
         use crate::settings::OverrideBackend;
         Ok(match settings.override_store {
             OverrideBackend::Memory => Self::memory(),
             OverrideBackend::Redis => {
-                let url = settings.override_redis_url.as_deref().unwrap_or_default();
-                let store = super::redis::RedisOverrides::connect(url, key_prefix, timeout).await?;
-                store.load().await?;
+                let client = match (&settings.override_redis_url, counters) {
+                    (Some(url), _) => redis::Client::open(url.as_str())
+                        .map_err(|e| OverrideError::Unreachable(e.to_string()))?,
+                    (None, Some(client)) => client,
+                    (None, None) => {
+                        return Err(OverrideError::Unreachable(
+                            "overrides in Redis need --override-redis-url".into(),
+                        ));
+                    }
+                };
+                let store = super::redis::RedisOverrides::new(client, key_prefix, timeout);
                 OverrideStore::Redis(Box::new(store))
             }
             OverrideBackend::Etcd => OverrideStore::Etcd(

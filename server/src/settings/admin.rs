@@ -5,13 +5,14 @@ use std::time::Duration;
 
 use super::SettingsError;
 use super::args::{Backend, OverrideBackend};
+use crate::storage::redis::RedisType;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminSettings {
     /// Bearer tokens; the admin API is off without them.
     pub token_file: Option<PathBuf>,
     pub override_store: OverrideBackend,
-    /// Redis for overrides (`--override-redis-url`, else `--redis-url`).
+    /// Redis for overrides: `--override-redis-url`, else (`None`) the counters' Redis.
     pub override_redis_url: Option<String>,
     pub etcd_endpoints: Vec<String>,
     pub etcd_prefix: String,
@@ -34,13 +35,18 @@ impl AdminSettings {
     pub(super) fn resolve(
         a: Args,
         backend: Backend,
-        redis_url: Option<&str>,
+        redis_type: RedisType,
     ) -> Result<Self, SettingsError> {
-        let store = a.store.unwrap_or(match backend {
-            Backend::Redis => OverrideBackend::Redis,
-            Backend::Memory => OverrideBackend::Memory,
+        // Overrides share the counters' Redis when it is one server (the client is made from the
+        // same address, credentials and TLS settings). Sentinel and Cluster deployments keep them
+        // in memory unless told where: the override store talks to one Redis only.
+        let shared = backend == Backend::Redis && redis_type == RedisType::Single;
+        let store = a.store.unwrap_or(if shared {
+            OverrideBackend::Redis
+        } else {
+            OverrideBackend::Memory
         });
-        let override_redis_url = a.redis_url.or_else(|| redis_url.map(str::to_owned));
+        let override_redis_url = a.redis_url;
         let etcd_endpoints: Vec<String> = a
             .etcd_endpoints
             .into_iter()
@@ -48,9 +54,11 @@ impl AdminSettings {
             .filter(|e| !e.is_empty())
             .collect();
         match store {
-            OverrideBackend::Redis if override_redis_url.is_none() => {
+            OverrideBackend::Redis if override_redis_url.is_none() && !shared => {
                 return Err(SettingsError::Invalid(
-                    "--override-store redis needs --override-redis-url or --redis-url".into(),
+                    "--override-store redis needs --override-redis-url, or the redis backend \
+                     on one Redis (--redis-type single)"
+                        .into(),
                 ));
             }
             OverrideBackend::Etcd if etcd_endpoints.is_empty() => {

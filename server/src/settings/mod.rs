@@ -293,7 +293,7 @@ impl Settings {
                 lease_max_wait_ms: args.lease_max_wait_ms,
             },
             backend,
-            redis_url.as_deref(),
+            store.redis_type,
         )?;
 
         Ok(Settings {
