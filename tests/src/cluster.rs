@@ -107,6 +107,23 @@ impl Cluster {
     }
 
     pub fn master_of_slot(&self, slot: u16) -> usize {
+        self.try_master_of_slot(slot)
+            .unwrap_or_else(|| panic!("no master serves slot {slot}"))
+    }
+
+    /// The node serving `key` as master now, if a master not flagged as failed serves it (none
+    /// does between a master's failure and its replica's promotion).
+    pub fn try_master_of(&self, key: &str) -> Option<usize> {
+        let slot: u16 = self
+            .any_running()
+            .cli(&["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .expect("slot number");
+        self.try_master_of_slot(slot)
+    }
+
+    fn try_master_of_slot(&self, slot: u16) -> Option<usize> {
         let nodes = self.any_running().cli(&["CLUSTER", "NODES"]);
         for line in nodes.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
@@ -126,14 +143,15 @@ impl Cluster {
                     .nth(1)
                     .and_then(|p| p.parse().ok())
                     .expect("node port");
-                return self
-                    .nodes
-                    .iter()
-                    .position(|n| n.port() == port)
-                    .expect("a node of this cluster");
+                return Some(
+                    self.nodes
+                        .iter()
+                        .position(|n| n.port() == port)
+                        .expect("a node of this cluster"),
+                );
             }
         }
-        panic!("no master serves slot {slot}");
+        None
     }
 
     fn any_running(&self) -> &RedisNode {

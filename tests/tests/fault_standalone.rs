@@ -187,4 +187,10 @@ async fn redis_killed_hung_and_restarted_under_load() {
         );
     }
     assert!(metric(&metrics, "sluice_breaker_transitions_total", "to=\"open\"") >= 2.0);
+    assert_eq!(
+        metric(&metrics, "sluice_breaker_state", ""),
+        0.0,
+        "the breaker closed again"
+    );
+    assert!(metric(&metrics, "sluice_store_call_duration_seconds_count", "") > 0.0);
 }

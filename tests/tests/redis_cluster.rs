@@ -2,11 +2,12 @@
 //! `redis-cli --cluster create`): several replicas contending for one limit admit exactly the
 //! limit, a request whose counters sit in different hash slots stays all-or-nothing (the slot
 //! that charged is refunded when another rejected), and `shard_by` puts a tenant's counters in
-//! one slot.
+//! one slot; a slot migrating to another master (ASK, then MOVED) keeps the count exact.
 
 use std::time::{Duration, Instant};
 
-use sluice_tests::cluster::Cluster;
+use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
+use sluice_tests::cluster::{Cluster, command_calls};
 use sluice_tests::rls::{OK, OVER_LIMIT, descriptor, request};
 use sluice_tests::sluice::Sluice;
 
@@ -155,4 +156,121 @@ async fn replicas_on_a_cluster_admit_exactly_the_limit_and_stay_all_or_nothing_a
         (3, 3),
         "all-or-nothing within the tenant's slot"
     );
+}
+
+const MIGRATING: &str = "domain: m\ndescriptors:\n  - key: k\n    \
+    rate_limit: {unit: year, requests_per_unit: 10}\n";
+
+/// `n` checks of `check`, in turn: their overall codes.
+async fn codes(sluice: &Sluice, check: &RateLimitRequest, n: usize) -> Vec<i32> {
+    let mut client = sluice.grpc().await;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let reply = client
+            .should_rate_limit(check.clone())
+            .await
+            .expect("a decision");
+        out.push(reply.into_inner().overall_code);
+    }
+    out
+}
+
+/// A counter's slot moves to another master while Sluice counts on it: during the migration
+/// the old master answers ASK (the key has left), afterwards MOVED; Sluice follows both and the
+/// limit holds exactly across the move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_and_moved_are_followed_while_a_slot_migrates() {
+    let cluster = tokio::task::block_in_place(|| Cluster::start(3, 0, Duration::from_secs(5)));
+    let sluice = Sluice::builder(MIGRATING)
+        .arg("--backend")
+        .arg("redis")
+        .arg("--redis-type")
+        .arg("cluster")
+        .arg("--redis-url")
+        .arg(&cluster.seeds())
+        .start();
+    let counter = key("", "m", &[("k", "moving")]);
+    let check = request("m", vec![descriptor(&[("k", "moving")])]);
+    let (slot, src, dst, src_id, dst_id) = tokio::task::block_in_place(|| {
+        let src = cluster.master_of(&counter);
+        let dst = (src + 1) % 3;
+        let id = |i: usize| {
+            cluster.nodes[i]
+                .cli(&["CLUSTER", "MYID"])
+                .trim()
+                .to_string()
+        };
+        (
+            slot(&cluster, &counter).to_string(),
+            src,
+            dst,
+            id(src),
+            id(dst),
+        )
+    });
+    assert_eq!(codes(&sluice, &check, 3).await, [OK; 3]);
+
+    // Migration under way: the key moves, the slot still belongs to the old master.
+    tokio::task::block_in_place(|| {
+        let (from, to) = (&cluster.nodes[src], &cluster.nodes[dst]);
+        let port = to.port().to_string();
+        assert_eq!(
+            to.cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &src_id])
+                .trim(),
+            "OK"
+        );
+        assert_eq!(
+            from.cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &dst_id])
+                .trim(),
+            "OK"
+        );
+        let moved = from.cli(&[
+            "MIGRATE",
+            "127.0.0.1",
+            &port,
+            "",
+            "0",
+            "5000",
+            "KEYS",
+            &counter,
+        ]);
+        assert_eq!(moved.trim(), "OK");
+    });
+    let asking_before = tokio::task::block_in_place(|| {
+        command_calls(&cluster.nodes[dst].cli(&["INFO", "commandstats"]), "asking")
+    });
+    assert_eq!(
+        codes(&sluice, &check, 3).await,
+        [OK; 3],
+        "decided after ASK"
+    );
+    let asking = tokio::task::block_in_place(|| {
+        command_calls(&cluster.nodes[dst].cli(&["INFO", "commandstats"]), "asking")
+    });
+    assert!(
+        asking > asking_before,
+        "Sluice followed ASK to the importing node"
+    );
+
+    // Migration done: every master names the new owner; the old one now answers MOVED.
+    tokio::task::block_in_place(|| {
+        for node in &cluster.nodes {
+            assert_eq!(
+                node.cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &dst_id])
+                    .trim(),
+                "OK"
+            );
+        }
+    });
+    let after = codes(&sluice, &check, 6).await;
+    assert_eq!(
+        after,
+        [OK, OK, OK, OK, OVER_LIMIT, OVER_LIMIT],
+        "decided after MOVED"
+    );
+    let stored = tokio::task::block_in_place(|| {
+        assert_eq!(cluster.master_of(&counter), dst);
+        count(&cluster, &counter)
+    });
+    assert_eq!(stored, 10, "every admitted hit counted across the move");
 }
