@@ -14,10 +14,13 @@ pub fn budget() -> Duration {
     env_ms("SLUICE_FAULT_BUDGET_MS", 50)
 }
 
-/// What an answer may take beyond the budget: the gRPC round trip and scheduling on a loaded
-/// machine (`SLUICE_FAULT_MARGIN_MS`, else 50 ms). A hung Redis would otherwise cost seconds.
+/// What an answer may take beyond the budget: the gRPC round trip and scheduling
+/// (`SLUICE_FAULT_MARGIN_MS`, else 100 ms). The suite runs debug builds of Sluice, the load and
+/// up to nine Redis processes on two cores, often beside other builds: answers 60 to 75 ms past
+/// the budget were seen there while a restarted Cluster node rejoined. Without the budget and
+/// the breaker, a hung Redis costs each check a second or more.
 pub fn margin() -> Duration {
-    env_ms("SLUICE_FAULT_MARGIN_MS", 50)
+    env_ms("SLUICE_FAULT_MARGIN_MS", 100)
 }
 
 fn env_ms(name: &str, default: u64) -> Duration {
