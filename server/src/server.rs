@@ -18,17 +18,11 @@ use crate::limiter::{LimiterOptions, RateLimiter};
 use crate::metrics::Metrics;
 use crate::overrides::{self, OverrideStore};
 use crate::settings::{Backend, Settings};
-use crate::storage::breaker::BreakerConfig;
-use crate::storage::failover::{Failover, FailoverOptions};
 use crate::storage::keys::{KeySchema, ValueHasher};
-use crate::storage::l1::OverLimitCache;
-use crate::storage::local::LocalShare;
-use crate::storage::memory::MemoryStore;
-use crate::storage::redis::{
-    RedisClock, RedisOptions, RedisStore, RedisTarget, RedisType, TargetOptions, TlsFiles,
-};
 use crate::storage::{Admission, AnyStore, StoreError};
 use crate::transport;
+
+mod store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -156,23 +150,7 @@ impl Sluice {
                 Some(hasher)
             }
         };
-        // The counters' Redis, where overrides live by default.
-        let mut override_client = None;
-        let store = match settings.backend {
-            Backend::Memory => {
-                let store = Arc::new(MemoryStore::new(settings.max_counters, Arc::clone(&clock)));
-                store.spawn_sweeper(std::time::Duration::from_secs(10));
-                metrics.register_collector(Box::new(store.metrics()));
-                AnyStore::Memory(store)
-            }
-            Backend::Redis => {
-                let target = redis_target(&settings)?;
-                if target.kind == RedisType::Single {
-                    override_client = target.client(target.nodes[0].clone()).ok();
-                }
-                AnyStore::Redis(open_shared(&settings, target, metrics.registry(), &clock).await?)
-            }
-        };
+        let (store, override_client) = store::open(&settings, &mut metrics, &clock).await?;
         let tokens = match &settings.admin.token_file {
             None => None,
             Some(path) => {
@@ -338,72 +316,6 @@ impl Sluice {
         }
         Ok(())
     }
-}
-
-/// Redis at `settings`' address behind the time budget, breaker, L1 cache and failure policy.
-/// Returns without waiting for an unreachable Redis (it is connected in the background).
-/// Where Redis is, with credentials and TLS files read.
-fn redis_target(settings: &Settings) -> Result<RedisTarget, StartupError> {
-    let s = &settings.store;
-    let read = |path: &std::path::PathBuf| {
-        std::fs::read(path).map_err(|e| StartupError::File {
-            path: path.clone(),
-            reason: e.to_string(),
-        })
-    };
-    let tls_files = TlsFiles {
-        ca: s.tls_ca.as_ref().map(read).transpose()?,
-        client: match (&s.tls_cert, &s.tls_key) {
-            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
-            _ => None,
-        },
-    };
-    let address = settings.redis_url.as_deref().unwrap_or_default();
-    let target = RedisTarget::parse(
-        s.redis_type,
-        address,
-        TargetOptions {
-            auth: s.redis_auth.clone(),
-            sentinel_auth: s.sentinel_auth.clone(),
-            tls: s.tls,
-            tls_files,
-        },
-    )
-    .map_err(StoreError::Server)?;
-    Ok(target)
-}
-
-async fn open_shared(
-    settings: &Settings,
-    target: RedisTarget,
-    registry: &mut prometheus_client::registry::Registry,
-    clock: &Arc<dyn Clock>,
-) -> Result<Failover<RedisStore>, StartupError> {
-    let s = &settings.store;
-    let redis = RedisStore::open(
-        target,
-        RedisOptions {
-            timeout: settings.redis_timeout,
-            pool_size: settings.redis_pool_size,
-            clock: RedisClock::Redis,
-        },
-    )
-    .await?;
-    registry.register_collector(Box::new(redis.metrics()));
-    let options = FailoverOptions {
-        budget: s.budget,
-        default_mode: s.failure_mode,
-        deny_with: s.deny_with,
-        breaker: BreakerConfig {
-            consecutive_failures: s.breaker_failures,
-            open_for: s.breaker_open,
-            ..BreakerConfig::default()
-        },
-        slow_timeout: settings.redis_timeout,
-    };
-    let l1 = (s.l1_entries > 0).then(|| OverLimitCache::new(s.l1_entries));
-    let local = LocalShare::new(s.share, settings.max_counters, Arc::clone(clock));
-    Ok(Failover::new(redis, options, l1, local, registry))
 }
 
 type Target = Arc<OnceLock<Arc<RateLimiter<AnyStore>>>>;

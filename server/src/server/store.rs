@@ -1,0 +1,110 @@
+//! Opening the counter store the settings name: memory, or Redis (one server, Sentinel or
+//! Cluster, with TLS) behind the time budget, circuit breaker, L1 cache and failure policy.
+
+use std::sync::Arc;
+
+use super::StartupError;
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::settings::{Backend, Settings};
+use crate::storage::breaker::BreakerConfig;
+use crate::storage::failover::{Failover, FailoverOptions};
+use crate::storage::l1::OverLimitCache;
+use crate::storage::local::LocalShare;
+use crate::storage::memory::MemoryStore;
+use crate::storage::redis::{
+    RedisClock, RedisOptions, RedisStore, RedisTarget, RedisType, TargetOptions, TlsFiles,
+};
+use crate::storage::{AnyStore, StoreError};
+
+/// The counter store, and a client for the counters' Redis when it is one server (where runtime
+/// overrides live by default).
+pub(super) async fn open(
+    settings: &Settings,
+    metrics: &mut Metrics,
+    clock: &Arc<dyn Clock>,
+) -> Result<(AnyStore, Option<redis::Client>), StartupError> {
+    Ok(match settings.backend {
+        Backend::Memory => {
+            let store = Arc::new(MemoryStore::new(settings.max_counters, Arc::clone(clock)));
+            store.spawn_sweeper(std::time::Duration::from_secs(10));
+            metrics.register_collector(Box::new(store.metrics()));
+            (AnyStore::Memory(store), None)
+        }
+        Backend::Redis => {
+            let target = redis_target(settings)?;
+            let client = match target.kind {
+                RedisType::Single => target.client(target.nodes[0].clone()).ok(),
+                _ => None,
+            };
+            let store = open_shared(settings, target, metrics.registry(), clock).await?;
+            (AnyStore::Redis(store), client)
+        }
+    })
+}
+
+/// Where Redis is, with credentials and TLS files read.
+fn redis_target(settings: &Settings) -> Result<RedisTarget, StartupError> {
+    let s = &settings.store;
+    let read = |path: &std::path::PathBuf| {
+        std::fs::read(path).map_err(|e| StartupError::File {
+            path: path.clone(),
+            reason: e.to_string(),
+        })
+    };
+    let tls_files = TlsFiles {
+        ca: s.tls_ca.as_ref().map(read).transpose()?,
+        client: match (&s.tls_cert, &s.tls_key) {
+            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+            _ => None,
+        },
+    };
+    let address = settings.redis_url.as_deref().unwrap_or_default();
+    let target = RedisTarget::parse(
+        s.redis_type,
+        address,
+        TargetOptions {
+            auth: s.redis_auth.clone(),
+            sentinel_auth: s.sentinel_auth.clone(),
+            tls: s.tls,
+            tls_files,
+        },
+    )
+    .map_err(StoreError::Server)?;
+    Ok(target)
+}
+
+/// Redis at `settings`' address behind the time budget, breaker, L1 cache and failure policy.
+/// Returns without waiting for an unreachable Redis (it is connected in the background).
+async fn open_shared(
+    settings: &Settings,
+    target: RedisTarget,
+    registry: &mut prometheus_client::registry::Registry,
+    clock: &Arc<dyn Clock>,
+) -> Result<Failover<RedisStore>, StartupError> {
+    let s = &settings.store;
+    let redis = RedisStore::open(
+        target,
+        RedisOptions {
+            timeout: settings.redis_timeout,
+            pool_size: settings.redis_pool_size,
+            clock: RedisClock::Redis,
+        },
+    )
+    .await?;
+    registry.register_collector(Box::new(redis.metrics()));
+    let options = FailoverOptions {
+        budget: s.budget,
+        default_mode: s.failure_mode,
+        deny_with: s.deny_with,
+        breaker: BreakerConfig {
+            consecutive_failures: s.breaker_failures,
+            open_for: s.breaker_open,
+            ..BreakerConfig::default()
+        },
+        slow_timeout: settings.redis_timeout,
+    };
+    let l1 = (s.l1_entries > 0).then(|| OverLimitCache::new(s.l1_entries));
+    let local = LocalShare::new(s.share, settings.max_counters, Arc::clone(clock));
+    Ok(Failover::new(redis, options, l1, local, registry))
+}
