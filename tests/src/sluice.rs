@@ -183,6 +183,28 @@ impl Sluice {
         false
     }
 
+    /// Waits (bounded) until `/healthcheck` answers 200: the store is connected. Start-up does not
+    /// wait for Redis beyond `--redis-timeout-ms`, so a test that needs Redis from its first
+    /// check waits here.
+    pub async fn wait_ready(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let status = reqwest::get(self.url("/healthcheck"))
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0);
+            if status == 200 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not ready within {within:?}: {:?}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn write_rules(&self, name: &str, yaml: &str) {
         // Write then rename, as editors and ConfigMap updates do, so the watcher never reads a
         // half-written file.

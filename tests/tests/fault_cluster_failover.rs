@@ -53,6 +53,8 @@ async fn cluster_failover_to_a_replica_under_load() {
     let requests = ["allow", "deny"]
         .map(|d| request(d, vec![descriptor(&[("k", "v")])]))
         .to_vec();
+    // Redis from the first check on: the healthy phase must be decided by Redis.
+    sluice.wait_ready(Duration::from_secs(10)).await;
     let load = Load::start(
         sluice.grpc_addr,
         requests,

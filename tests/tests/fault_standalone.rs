@@ -64,6 +64,8 @@ async fn redis_killed_hung_and_restarted_under_load() {
     let requests = ["allow", "deny", "local"]
         .map(|d| request(d, vec![descriptor(&[("k", "v")])]))
         .to_vec();
+    // Redis from the first check on: the healthy phase must be decided by Redis.
+    sluice.wait_ready(Duration::from_secs(10)).await;
     let load = Load::start(
         sluice.grpc_addr,
         requests,
