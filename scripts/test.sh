@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every check CI runs: formatting, lints, and the whole test suite (unit, store conformance on
-# memory and a real redis-server, end-to-end against the real binary). Installs what it needs.
+# memory and a real redis-server, end-to-end against the real binary, the proxy-wasm filter in a
+# wasmtime host against the real binary). Installs what it needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,10 +33,15 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup comp
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
     -r tests/conformance/requirements.txt
 
+# The proxy-wasm filter, built as proxies load it: the harness tests run this very file.
+scripts/build-wasm.sh
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # client_e2e runs the client's example program as a user would; `cargo test` builds examples
 # only under hashed names.
 cargo build -p sluice-client --examples --locked
+# The filter's proxy-wasm glue only exists on wasm32.
+cargo clippy -p sluice-filter --target wasm32-unknown-unknown --locked -- -D warnings
 cargo test --workspace --all-targets --locked
 python3 -m unittest discover -s tests/conformance -v

@@ -1,0 +1,409 @@
+//! One HTTP stream: descriptors and the local answer on request headers, the callout to Sluice
+//! and its verdict, headers on the response, and the post-response charge once the stream is
+//! done.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, BufferType, LogLevel, MapType, Status};
+
+use super::Plugin;
+use super::host::{self, HostRequest};
+use crate::charge::{self, Measured};
+use crate::check::{self, Answer, ErrorKind, Failure, LocalCause, Start, Verdict};
+use crate::config::{ChargeSource, Transport};
+use crate::descriptor::{self, Descriptor};
+use crate::headers::LocalReply;
+use crate::json;
+use crate::metrics::Counter;
+use crate::proto::{self, WireDescriptor};
+
+const SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
+const METHOD: &str = "ShouldRateLimit";
+
+pub struct Stream {
+    id: u32,
+    plugin: Option<Rc<Plugin>>,
+    descriptors: Vec<Descriptor>,
+    /// The callout this stream waits for.
+    waiting: Option<u32>,
+    /// Rate-limit and Sluice headers for the response.
+    response_headers: Vec<(String, String)>,
+    charges: Vec<charge::Pending>,
+    measured: Measured,
+}
+
+impl Stream {
+    pub fn new(id: u32, plugin: Option<Rc<Plugin>>) -> Self {
+        Self {
+            id,
+            plugin,
+            descriptors: Vec::new(),
+            waiting: None,
+            response_headers: Vec::new(),
+            charges: Vec::new(),
+            measured: Measured::default(),
+        }
+    }
+
+    fn upstream_headers(&self, plugin: &Plugin) {
+        let h = &plugin.config.request_headers;
+        if let Some(name) = &h.request_id
+            && host::header(MapType::HttpRequestHeaders, name).is_none()
+        {
+            host::set_header(
+                MapType::HttpRequestHeaders,
+                name,
+                Some(&plugin.request_id()),
+            );
+        }
+        if let Some((name, _)) = &h.tenant {
+            // Removed when there is no value, so clients cannot set it themselves.
+            let value = check::tenant_value(&plugin.config, &self.descriptors);
+            host::set_header(MapType::HttpRequestHeaders, name, value);
+        }
+    }
+
+    /// Sends a check (or, with `hits`, a charge) to Sluice; the callout token on success.
+    fn call(&self, plugin: &Plugin, hits: Option<&[(usize, u64)]>) -> Result<u32, Status> {
+        let wire: Vec<WireDescriptor<'_>> = match hits {
+            None => self
+                .descriptors
+                .iter()
+                .map(|d| WireDescriptor {
+                    entries: &d.entries,
+                    hits_addend: None,
+                })
+                .collect(),
+            Some(hits) => hits
+                .iter()
+                .filter_map(|(i, n)| {
+                    let d = self.descriptors.get(*i)?;
+                    Some(WireDescriptor {
+                        entries: &d.entries,
+                        hits_addend: Some(*n),
+                    })
+                })
+                .collect(),
+        };
+        let service = &plugin.config.service;
+        let timeout = Duration::from_millis(u64::from(service.timeout_ms));
+        match &service.transport {
+            Transport::Grpc => {
+                let message = proto::encode_request(&plugin.config.domain, &wire);
+                hostcalls::dispatch_grpc_call(
+                    &service.cluster,
+                    SERVICE,
+                    METHOD,
+                    Vec::new(),
+                    Some(&message),
+                    timeout,
+                )
+            }
+            Transport::Http { path, authority } => {
+                let body = json::encode_request(&plugin.config.domain, &wire);
+                let headers = vec![
+                    (":method", "POST"),
+                    (":path", path.as_str()),
+                    (":authority", authority.as_str()),
+                    ("content-type", "application/json"),
+                    ("accept", "application/json, application/problem+json"),
+                ];
+                hostcalls::dispatch_http_call(
+                    &service.cluster,
+                    headers,
+                    Some(&body),
+                    Vec::new(),
+                    timeout,
+                )
+            }
+        }
+    }
+
+    /// Acts on the verdict; `paused` says whether the request waits for a callout.
+    fn conclude(
+        &mut self,
+        plugin: &Plugin,
+        answer: Result<Answer, Failure>,
+        paused: bool,
+    ) -> Action {
+        self.waiting = None;
+        let store = plugin.store();
+        match check::finish(
+            &plugin.config,
+            &self.descriptors,
+            answer,
+            store,
+            host::now_ns(),
+        ) {
+            Verdict::Allow(allowed) => {
+                self.charges =
+                    charge::plan(&plugin.config, &self.descriptors, Some(&allowed.statuses));
+                for (k, v) in &allowed.request_headers {
+                    host::set_header(MapType::HttpRequestHeaders, k, Some(v));
+                }
+                self.response_headers = allowed.response_headers;
+                resume(paused)
+            }
+            Verdict::Reject(reply) => {
+                plugin.count(Counter::RemoteOverLimit);
+                send(reply)
+            }
+            Verdict::Failed { failure, reply } => {
+                plugin.count(Counter::RemoteErrors(failure.kind));
+                let mode = if reply.is_some() { "deny" } else { "allow" };
+                host::log(
+                    LogLevel::Warn,
+                    &format!(
+                        "sluice-filter: rate-limit check failed ({}: {}); failure_mode {mode}",
+                        failure.kind.name(),
+                        failure.detail
+                    ),
+                );
+                match reply {
+                    None => {
+                        plugin.count(Counter::FailOpen);
+                        self.charges = charge::plan(&plugin.config, &self.descriptors, None);
+                        resume(paused)
+                    }
+                    Some(reply) => {
+                        plugin.count(Counter::FailClosed);
+                        send(reply)
+                    }
+                }
+            }
+        }
+    }
+
+    fn charge(&mut self, plugin: &Plugin) {
+        let hits = charge::amounts(&self.charges, &self.measured);
+        if hits.is_empty() {
+            return;
+        }
+        // The stream is done and its context about to go; a callout it owned would be cancelled
+        // with it. Made from the root context, the charge outlives the stream.
+        let moved = hostcalls::set_effective_context(plugin.root_id).is_ok();
+        let result = self.call(plugin, Some(&hits));
+        if moved {
+            let _ = hostcalls::set_effective_context(self.id);
+        }
+        match result {
+            Ok(_) => plugin.count(Counter::Charges),
+            Err(status) => {
+                plugin.count(Counter::ChargeErrors);
+                host::log(
+                    LogLevel::Warn,
+                    &format!("sluice-filter: cannot send the post-response charge: {status:?}"),
+                );
+            }
+        }
+    }
+
+    fn read_charge_headers(&mut self, map: MapType) {
+        for p in &self.charges {
+            if let ChargeSource::ResponseHeader(name) = &p.source
+                && !self.measured.headers.iter().any(|(k, _)| k == name)
+                && let Some(value) = host::header(map, name).and_then(|v| String::from_utf8(v).ok())
+            {
+                self.measured.headers.push((name.clone(), value));
+            }
+        }
+    }
+}
+
+fn resume(paused: bool) -> Action {
+    if paused && let Err(status) = hostcalls::resume_http_request() {
+        host::log(
+            LogLevel::Warn,
+            &format!("sluice-filter: cannot resume the request: {status:?}"),
+        );
+    }
+    Action::Continue
+}
+
+fn send(reply: LocalReply) -> Action {
+    let headers: Vec<(&str, &str)> = reply
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    if let Err(status) =
+        hostcalls::send_http_response(u32::from(reply.status), headers, Some(&reply.body))
+    {
+        host::log(
+            LogLevel::Warn,
+            &format!("sluice-filter: cannot send the local reply: {status:?}"),
+        );
+    }
+    Action::Pause
+}
+
+impl Context for Stream {
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        let Some(plugin) = self
+            .plugin
+            .clone()
+            .filter(|_| self.waiting == Some(token_id))
+        else {
+            return;
+        };
+        let max = plugin.config.max_response_bytes;
+        let answer = if status_code != 0 {
+            Err(Failure::new(
+                ErrorKind::from_grpc(status_code),
+                format!("gRPC status {status_code}"),
+            ))
+        } else if response_size > max {
+            Err(Failure::new(
+                ErrorKind::Malformed,
+                format!("{response_size}-byte answer, over max_response_bytes"),
+            ))
+        } else {
+            match host::buffer(BufferType::GrpcReceiveBuffer, response_size) {
+                Some(body) => proto::decode_response(&body)
+                    .map_err(|e| Failure::new(ErrorKind::Malformed, e.to_string())),
+                None => Err(Failure::new(
+                    ErrorKind::Malformed,
+                    "the answer could not be read",
+                )),
+            }
+        };
+        self.conclude(&plugin, answer, true);
+    }
+
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some(plugin) = self
+            .plugin
+            .clone()
+            .filter(|_| self.waiting == Some(token_id))
+        else {
+            return;
+        };
+        let answer = if num_headers == 0 {
+            Err(Failure::new(
+                ErrorKind::NoResponse,
+                "no response (timeout, reset or unreachable)",
+            ))
+        } else if body_size > plugin.config.max_response_bytes {
+            Err(Failure::new(
+                ErrorKind::Malformed,
+                format!("{body_size}-byte answer, over max_response_bytes"),
+            ))
+        } else {
+            let text = |name| {
+                host::header(MapType::HttpCallResponseHeaders, name)
+                    .and_then(|v| String::from_utf8(v).ok())
+            };
+            match text(":status").and_then(|s| s.parse::<u16>().ok()) {
+                None => Err(Failure::new(
+                    ErrorKind::Malformed,
+                    "answer without a valid :status",
+                )),
+                Some(status) => match host::buffer(BufferType::HttpCallResponseBody, body_size) {
+                    Some(body) => {
+                        json::decode_response(status, text("content-type").as_deref(), &body)
+                    }
+                    None => Err(Failure::new(
+                        ErrorKind::Malformed,
+                        "the answer body could not be read",
+                    )),
+                },
+            }
+        };
+        self.conclude(&plugin, answer, true);
+    }
+}
+
+impl HttpContext for Stream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(plugin) = self.plugin.clone() else {
+            return Action::Continue;
+        };
+        let mut request = HostRequest::default();
+        let (descriptors, dropped) = descriptor::build(&plugin.config, &mut request);
+        for d in dropped {
+            let name = plugin
+                .config
+                .descriptors
+                .get(d.def)
+                .map_or("?", |x| x.name.as_str());
+            host::log(
+                LogLevel::Debug,
+                &format!(
+                    "sluice-filter: {name} dropped: action {} {}",
+                    d.action, d.reason
+                ),
+            );
+        }
+        self.descriptors = descriptors;
+        self.upstream_headers(&plugin);
+        match check::start(
+            &plugin.config,
+            &self.descriptors,
+            plugin.store(),
+            host::now_ns(),
+        ) {
+            Start::Pass => Action::Continue,
+            Start::Reject { reply, cause } => {
+                plugin.count(match cause {
+                    LocalCause::NegativeCache => Counter::NegativeCacheHits,
+                    LocalCause::Bucket => Counter::LocalRejects,
+                });
+                send(reply)
+            }
+            Start::Remote => match self.call(&plugin, None) {
+                Ok(token) => {
+                    plugin.count(Counter::RemoteChecks);
+                    self.waiting = Some(token);
+                    Action::Pause
+                }
+                Err(status) => {
+                    let failure = Failure::new(
+                        ErrorKind::Dispatch,
+                        format!(
+                            "cannot call cluster {:?}: {status:?}",
+                            plugin.config.service.cluster
+                        ),
+                    );
+                    self.conclude(&plugin, Err(failure), false)
+                }
+            },
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        for (k, v) in std::mem::take(&mut self.response_headers) {
+            host::set_header(MapType::HttpResponseHeaders, &k, Some(&v));
+        }
+        self.read_charge_headers(MapType::HttpResponseHeaders);
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+        // Each call brings the next chunk, since this filter never buffers the body.
+        self.measured.body_bytes = self.measured.body_bytes.saturating_add(body_size as u64);
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.read_charge_headers(MapType::HttpResponseTrailers);
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        // The hook for work at stream end; leases released at stream end (issue 10) go here too.
+        if let Some(plugin) = self.plugin.clone()
+            && !self.charges.is_empty()
+        {
+            self.charge(&plugin);
+        }
+    }
+}

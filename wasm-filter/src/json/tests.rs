@@ -1,0 +1,150 @@
+use super::*;
+
+fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn requests_are_proto3_json() {
+    let a = owned(&[("app_id", "w\"eb")]);
+    let body = encode_request(
+        "edge",
+        &[
+            WireDescriptor {
+                entries: &a,
+                hits_addend: None,
+            },
+            WireDescriptor {
+                entries: &a,
+                hits_addend: Some(42),
+            },
+        ],
+    );
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        r#"{"domain":"edge","descriptors":[{"entries":[{"key":"app_id","value":"w\"eb"}]},{"entries":[{"key":"app_id","value":"w\"eb"}],"hitsAddend":"42"}]}"#
+    );
+}
+
+#[test]
+fn ok_answers_decode() {
+    let body = br#"{"overallCode":"OK","statuses":[{"code":"OK","currentLimit":{"requestsPerUnit":2,"unit":"HOUR"},"limitRemaining":1,"durationUntilReset":"3599.000000001s"},{"code":"OK"}],
+        "responseHeadersToAdd":[{"key":"RateLimit-Limit","value":"2"}],"requestHeadersToAdd":[{"key":"x-a","value":"b"}]}"#;
+    let a = decode_response(200, Some("application/json"), body).unwrap();
+    assert_eq!(a.overall, Code::Ok);
+    assert_eq!(
+        a.statuses[0],
+        DescriptorStatus {
+            code: Code::Ok,
+            current_limit: Some(Limit {
+                requests_per_unit: 2,
+                unit: 3
+            }),
+            limit_remaining: 1,
+            duration_until_reset_ms: Some(3_599_001)
+        }
+    );
+    assert_eq!(
+        a.statuses[1],
+        DescriptorStatus {
+            code: Code::Ok,
+            ..Default::default()
+        }
+    );
+    assert_eq!(a.response_headers, owned(&[("RateLimit-Limit", "2")]));
+    assert_eq!(a.request_headers, owned(&[("x-a", "b")]));
+    assert!(a.body.is_empty());
+    // snake_case and numeric enums are proto3 JSON too.
+    let snake = br#"{"overall_code":1,"statuses":[{"code":1,"current_limit":{"requests_per_unit":"5","unit":1},"limit_remaining":"4"}]}"#;
+    let a = decode_response(200, None, snake).unwrap();
+    assert_eq!(
+        a.statuses[0].current_limit,
+        Some(Limit {
+            requests_per_unit: 5,
+            unit: 1
+        })
+    );
+    assert_eq!(a.statuses[0].limit_remaining, 4);
+}
+
+#[test]
+fn over_limit_answers_plain_and_problem() {
+    let plain = br#"{"overallCode":"OVER_LIMIT","statuses":[{"code":"OVER_LIMIT","currentLimit":{"requestsPerUnit":2,"unit":"HOUR"},"durationUntilReset":"10s"}]}"#;
+    let a = decode_response(429, Some("application/json"), plain).unwrap();
+    assert_eq!(a.overall, Code::OverLimit);
+    assert!(a.body.is_empty(), "plain proto3 JSON is not for clients");
+    let problem = br#"{"type":"https://sluice.dev/quota","title":"Quota exceeded","status":402,"retry_after":"86400","kind":"quota",
+        "overallCode":"OVER_LIMIT","statuses":[{"code":"OVER_LIMIT"}],"responseHeadersToAdd":[{"key":"Retry-After","value":"86400"}]}"#;
+    let a = decode_response(
+        402,
+        Some("application/problem+json; charset=utf-8"),
+        problem,
+    )
+    .unwrap();
+    assert_eq!(a.body, problem.to_vec());
+    assert_eq!(
+        (a.problem_status, a.problem_retry_after_s),
+        (Some(402), Some(86_400))
+    );
+    assert_eq!(
+        a.response_headers,
+        owned(&[
+            ("Retry-After", "86400"),
+            ("content-type", "application/problem+json")
+        ])
+    );
+}
+
+#[test]
+fn errors_and_garbage_are_failures() {
+    let kind = |status, body: &[u8]| {
+        decode_response(status, Some("application/json"), body)
+            .map(|_| ())
+            .map_err(|f| f.kind)
+    };
+    assert_eq!(kind(400, br#"{"error":"bad"}"#), Err(ErrorKind::HttpStatus));
+    assert_eq!(
+        kind(500, br#"{"error":"store down"}"#),
+        Err(ErrorKind::HttpStatus)
+    );
+    assert_eq!(kind(503, b"<html>"), Err(ErrorKind::HttpStatus));
+    assert_eq!(kind(200, b"<html>"), Err(ErrorKind::Malformed));
+    assert_eq!(kind(200, br#"{"statuses":{}}"#), Err(ErrorKind::Malformed));
+    assert_eq!(
+        kind(200, br#"{"statuses":[{"durationUntilReset":"soon"}]}"#),
+        Err(ErrorKind::Malformed)
+    );
+    assert_eq!(
+        kind(200, br#"{"responseHeadersToAdd":[{"value":"x"}]}"#),
+        Err(ErrorKind::Malformed)
+    );
+    assert_eq!(kind(200, br#"{"rawBody":"!!"}"#), Err(ErrorKind::Malformed));
+    assert_eq!(
+        decode_response(200, None, br#"{"overallCode":"OK","rawBody":"aGk="}"#)
+            .unwrap()
+            .body,
+        b"hi"
+    );
+}
+
+#[test]
+fn durations() {
+    assert_eq!(duration_ms("0s"), Some(0));
+    assert_eq!(duration_ms("1.5s"), Some(1500));
+    assert_eq!(duration_ms("0.000000001s"), Some(1));
+    assert_eq!(duration_ms("-3.2s"), Some(0));
+    for bad in ["", "s", "1", "1.s", "1.0000000001s", "a.5s", "1e3s", "--1s"] {
+        assert_eq!(duration_ms(bad), None, "{bad}");
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_bodies_never_panic(status in 100u16..600, body in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+        let _ = decode_response(status, Some("application/problem+json"), &body);
+        let _ = problem_in(&body);
+    }
+}
