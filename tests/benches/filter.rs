@@ -1,0 +1,76 @@
+//! Per-request cost of the filter inside wasmtime, through the proxy-wasm host of the tests: a
+//! whole exchange (context create, request headers, the filter's work, done, log, delete).
+//!
+//! - `local_reject`: the descriptor's local bucket is empty, so the filter answers 429 itself
+//!   (shared-data read and CAS write, problem body, local reply).
+//! - `remote_check`: the filter encodes a `RateLimitRequest`, calls the cluster, decodes an OK
+//!   answer, resumes the request and adds the rate-limit headers to the response. The cluster
+//!   answers at once with canned bytes: the network is excluded, the filter's work is not.
+//!
+//! Run: `scripts/build-wasm.sh && cargo bench -p sluice-tests --bench filter`
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitResponse;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
+    DescriptorStatus, RateLimit,
+};
+use envoy_types::pb::google::protobuf::Duration;
+use prost::Message;
+use sluice_tests::proxy_wasm::{Cluster, Host, Request, Upstream};
+
+fn config(local: &str) -> String {
+    format!(
+        r#"{{"domain":"edge","service":{{"cluster":"ratelimit"}},
+            "descriptors":[{{"actions":[{{"request_header":{{"header":"x-app-id","key":"app_id"}}}}]{local}}}]}}"#
+    )
+}
+
+fn bench(c: &mut Criterion) {
+    let ok = RateLimitResponse {
+        overall_code: 1,
+        statuses: vec![DescriptorStatus {
+            code: 1,
+            current_limit: Some(RateLimit {
+                name: "app".into(),
+                requests_per_unit: 600,
+                unit: 2,
+            }),
+            limit_remaining: 599,
+            duration_until_reset: Some(Duration {
+                seconds: 42,
+                nanos: 0,
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let host = Host::default();
+    host.cluster("ratelimit", Cluster::Canned(ok.encode_to_vec()));
+    let request = Request::get("/orders")
+        .header("x-app-id", "web")
+        .upstream(Upstream::ok().chunk(b"hello"));
+
+    let mut local = host
+        .worker(&config(
+            r#","local":{"max_tokens":1,"fill_interval_ms":86400000}"#,
+        ))
+        .expect("configure");
+    assert_eq!(
+        local.exchange(request.clone()).status(),
+        200,
+        "first request takes the only token"
+    );
+    assert_eq!(local.exchange(request.clone()).status(), 429);
+    c.bench_function("filter/local_reject", |b| {
+        b.iter(|| local.exchange(request.clone()))
+    });
+
+    let mut remote = host.worker(&config("")).expect("configure");
+    assert_eq!(remote.exchange(request.clone()).status(), 200);
+    c.bench_function("filter/remote_check", |b| {
+        b.iter(|| remote.exchange(request.clone()))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

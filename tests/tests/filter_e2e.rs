@@ -1,0 +1,718 @@
+//! End to end: the compiled `sluice_filter.wasm` in the wasmtime proxy-wasm host
+//! (`sluice_tests::proxy_wasm`), calling the real `sluice` binary on a real `redis-server`, over
+//! gRPC and over HTTP `/json`.
+
+use std::time::Duration;
+
+use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
+use serde_json::{Value, json};
+use sluice_tests::proxy_wasm::{Cluster, Host, HostOptions, Request, Upstream, Worker};
+use sluice_tests::redis::RedisServer;
+use sluice_tests::rls::descriptor;
+use sluice_tests::sluice::Sluice;
+use sluice_tests::tcp_proxy::TcpProxy;
+
+const RULES: &str = "domain: edge
+descriptors:
+  - key: app_id
+    rate_limit: {unit: hour, requests_per_unit: 2}
+  - key: tenant
+    rate_limit: {unit: hour, requests_per_unit: 1000}
+  - key: egress
+    rate_limit: {unit: day, requests_per_unit: 100000}
+  - key: llm
+    rate_limit: {unit: day, requests_per_unit: 1000}
+  - key: generic_key
+    value: checkout
+    rate_limit: {unit: hour, requests_per_unit: 100}
+  - key: plan
+    value: gold plus
+    rate_limit: {unit: hour, requests_per_unit: 100}
+  - key: method
+    value: POST
+    rate_limit: {unit: hour, requests_per_unit: 100}
+  - key: header_match
+    value: api
+    rate_limit: {unit: hour, requests_per_unit: 100}
+  - key: remote_address
+    value: 198.51.100.23
+    rate_limit: {unit: hour, requests_per_unit: 100}
+  - key: masked_remote_address
+    value: 198.51.100.0/24
+    rate_limit: {unit: hour, requests_per_unit: 100}
+  - key: masked_remote_address
+    value: '2001:db8:1::/48'
+    rate_limit: {unit: hour, requests_per_unit: 100}
+  - key: user
+    value: alice
+    rate_limit: {unit: hour, requests_per_unit: 100}
+  - key: org
+    value: acme
+    rate_limit: {unit: hour, requests_per_unit: 100}
+";
+
+struct Env {
+    _redis: RedisServer,
+    sluice: Sluice,
+    host: Host,
+}
+
+fn env_with(options: HostOptions) -> Env {
+    let redis = RedisServer::start();
+    let sluice = Sluice::builder(RULES)
+        .redis(&redis.url())
+        .arg("--response-headers")
+        .start();
+    let host = Host::new(options);
+    host.cluster("ratelimit", Cluster::Addr(sluice.grpc_addr));
+    host.cluster("ratelimit-http", Cluster::Addr(sluice.http_addr));
+    Env {
+        _redis: redis,
+        sluice,
+        host,
+    }
+}
+
+fn env() -> Env {
+    env_with(HostOptions::default())
+}
+
+/// A plugin configuration: `descriptors` and top-level `extra` over gRPC defaults.
+fn config(descriptors: Value, extra: Value) -> String {
+    let mut c = json!({
+        "domain": "edge",
+        "service": {"cluster": "ratelimit", "timeout_ms": 2000},
+        "descriptors": descriptors,
+    });
+    for (k, v) in extra.as_object().expect("object") {
+        c[k] = v.clone();
+    }
+    c.to_string()
+}
+
+fn app_descriptor() -> Value {
+    json!([{"actions": [{"request_header": {"header": "x-app-id", "key": "app_id"}}]}])
+}
+
+fn worker(host: &Host, config: &str) -> Worker {
+    host.worker(config)
+        .unwrap_or_else(|logs| panic!("configuration refused: {logs:?}"))
+}
+
+/// Sluice's count of checks over `transport`, from its own metrics.
+fn sluice_checks(env: &Env, transport: &str) -> u64 {
+    let text = env.host.block_on(async {
+        reqwest::get(env.sluice.url("/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("text")
+    });
+    text.lines()
+        .filter(|l| {
+            l.starts_with("sluice_requests_total{")
+                && l.contains(&format!("transport=\"{transport}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn sluice_metric(env: &Env, line_start: &str) -> Option<u64> {
+    let text = env.host.block_on(async {
+        reqwest::get(env.sluice.url("/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("text")
+    });
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// What Sluice has left for a descriptor, asked directly without consuming.
+fn remaining(env: &Env, key: &str, value: &str) -> u32 {
+    env.host.block_on(async {
+        let mut d = descriptor(&[(key, value)]);
+        d.hits_addend = Some(envoy_types::pb::google::protobuf::UInt64Value { value: 0 });
+        let request = RateLimitRequest {
+            domain: "edge".into(),
+            descriptors: vec![d],
+            hits_addend: 0,
+        };
+        let answer = env
+            .sluice
+            .grpc()
+            .await
+            .should_rate_limit(request)
+            .await
+            .expect("check")
+            .into_inner();
+        answer.statuses[0].limit_remaining
+    })
+}
+
+#[test]
+fn allowed_requests_carry_rate_limit_and_upstream_headers() {
+    let env = env();
+    let config = config(
+        app_descriptor(),
+        json!({"request_headers": {"request_id": "x-request-id", "remaining": "x-quota-remaining",
+                                   "tenant": {"header": "x-tenant", "key": "app_id"}}}),
+    );
+    let mut w = worker(&env.host, &config);
+    let ex = w.exchange(
+        Request::get("/orders")
+            .header("x-app-id", "web")
+            .header("x-tenant", "spoofed"),
+    );
+    assert_eq!(ex.status(), 200, "{ex:?}");
+    assert_eq!(ex.header("ratelimit-limit").as_deref(), Some("2"));
+    assert_eq!(ex.header("ratelimit-remaining").as_deref(), Some("1"));
+    assert!(
+        ex.header("ratelimit-reset")
+            .is_some_and(|r| r.parse::<u64>().is_ok_and(|s| s <= 3600))
+    );
+    let id = ex
+        .upstream_header("x-request-id")
+        .expect("x-request-id generated");
+    assert_eq!(id.len(), 36, "{id}");
+    assert_eq!(&id[14..15], "4", "version 4 UUID: {id}");
+    assert_eq!(
+        ex.upstream_header("x-quota-remaining").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        ex.upstream_header("x-tenant").as_deref(),
+        Some("web"),
+        "client value replaced"
+    );
+    // A request id the client sent is kept.
+    let ex = w.exchange(
+        Request::get("/")
+            .header("x-app-id", "other")
+            .header("x-request-id", "abc"),
+    );
+    assert_eq!(ex.upstream_header("x-request-id").as_deref(), Some("abc"));
+    assert_eq!(env.host.metric("sluice_filter.remote_checks"), Some(2));
+    assert_eq!(sluice_checks(&env, "grpc"), 2);
+}
+
+#[test]
+fn over_the_limit_gets_429_retry_after_and_a_problem_body_then_the_negative_cache() {
+    let env = env();
+    let mut w = worker(&env.host, &config(app_descriptor(), json!({})));
+    for _ in 0..2 {
+        assert_eq!(
+            w.exchange(Request::get("/").header("x-app-id", "web"))
+                .status(),
+            200
+        );
+    }
+    let ex = w.exchange(Request::get("/").header("x-app-id", "web"));
+    let reply = ex.reply();
+    assert_eq!(reply.status, 429);
+    let retry: u64 = reply
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("seconds");
+    assert!((1..=3600).contains(&retry), "{retry}");
+    assert_eq!(reply.header("ratelimit-remaining"), Some("0"));
+    assert!(
+        reply
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("application/problem+json")),
+        "{reply:?}"
+    );
+    let doc = reply.json();
+    assert_eq!(doc["status"], 429);
+    assert_eq!(sluice_checks(&env, "grpc"), 3);
+    assert_eq!(env.host.metric("sluice_filter.remote_over_limit"), Some(1));
+
+    // The next requests are answered from the negative cache: Sluice sees nothing. Another
+    // worker of the same proxy shares it.
+    let mut other = worker(&env.host, &config(app_descriptor(), json!({})));
+    for w in [&mut w, &mut other] {
+        let ex = w.exchange(Request::get("/").header("x-app-id", "web"));
+        assert_eq!(ex.status(), 429);
+        assert!(ex.header("retry-after").is_some());
+    }
+    assert_eq!(
+        sluice_checks(&env, "grpc"),
+        3,
+        "answered without a remote call"
+    );
+    assert_eq!(
+        env.host.metric("sluice_filter.negative_cache_hits"),
+        Some(2)
+    );
+    // Another app is not affected.
+    assert_eq!(
+        w.exchange(Request::get("/").header("x-app-id", "mobile"))
+            .status(),
+        200
+    );
+    // Past the cache's cap (60 s by default) the filter asks Sluice again.
+    env.host.advance_clock(Duration::from_secs(61));
+    assert_eq!(
+        w.exchange(Request::get("/").header("x-app-id", "web"))
+            .status(),
+        429
+    );
+    assert_eq!(sluice_checks(&env, "grpc"), 5);
+}
+
+#[test]
+fn the_local_bucket_answers_without_a_remote_call_for_every_worker() {
+    let env = env();
+    let config = config(
+        json!([{"actions": [{"request_header": {"header": "x-tenant", "key": "tenant"}}],
+                "local": {"max_tokens": 2, "fill_interval_ms": 60000}}]),
+        json!({}),
+    );
+    let mut a = worker(&env.host, &config);
+    let mut b = worker(&env.host, &config);
+    assert_eq!(
+        a.exchange(Request::get("/").header("x-tenant", "t1"))
+            .status(),
+        200
+    );
+    assert_eq!(
+        b.exchange(Request::get("/").header("x-tenant", "t1"))
+            .status(),
+        200
+    );
+    for w in [&mut a, &mut b] {
+        let ex = w.exchange(Request::get("/").header("x-tenant", "t1"));
+        assert_eq!(ex.status(), 429);
+        let retry: u64 = ex
+            .header("retry-after")
+            .expect("Retry-After")
+            .parse()
+            .expect("seconds");
+        assert!((1..=60).contains(&retry), "{retry}");
+        assert_eq!(ex.reply().json()["status"], 429);
+    }
+    assert_eq!(
+        sluice_checks(&env, "grpc"),
+        2,
+        "the rejections never reached Sluice"
+    );
+    assert_eq!(env.host.metric("sluice_filter.local_rejects"), Some(2));
+    // The bucket refills with time.
+    env.host.advance_clock(Duration::from_secs(30));
+    assert_eq!(
+        a.exchange(Request::get("/").header("x-tenant", "t1"))
+            .status(),
+        200
+    );
+}
+
+#[test]
+fn workers_on_threads_share_one_bucket() {
+    let env = env();
+    let config = config(
+        json!([{"actions": [{"request_header": {"header": "x-tenant", "key": "tenant"}}],
+                "local": {"max_tokens": 10, "fill_interval_ms": 86400000}}]),
+        json!({}),
+    );
+    let admitted: u32 = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let host = env.host.clone();
+                let config = config.clone();
+                s.spawn(move || {
+                    let mut w = worker(&host, &config);
+                    (0..25)
+                        .filter(|_| {
+                            w.exchange(Request::get("/").header("x-tenant", "shared"))
+                                .status()
+                                == 200
+                        })
+                        .count() as u32
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("worker thread"))
+            .sum()
+    });
+    assert_eq!(
+        admitted, 10,
+        "compare-and-swap keeps the bucket exact across workers"
+    );
+    assert_eq!(env.host.metric("sluice_filter.local_rejects"), Some(40));
+}
+
+#[test]
+fn every_action_builds_the_descriptor_sluice_matches() {
+    let env = env();
+    let token = |payload: &str| {
+        format!(
+            "{}.{}.sig",
+            base64_url(br#"{"alg":"none"}"#),
+            base64_url(payload.as_bytes())
+        )
+    };
+    let descriptors = json!([
+        {"actions": [{"generic_key": {"descriptor_value": "checkout"}}]},
+        {"actions": [{"request_header": {"header": "x-app-id", "key": "app_id"}}]},
+        {"actions": [{"query_parameter": {"name": "plan", "key": "plan"}}]},
+        {"actions": [{"method": {}}]},
+        {"actions": [{"path": {"prefix": "/api/", "descriptor_value": "api"}}]},
+        {"actions": [{"remote_address": {}}]},
+        {"actions": [{"remote_address": {"v4_prefix_len": 24}}]},
+        {"actions": [{"metadata": {"property": ["metadata", "filter_metadata", "envoy.filters.http.jwt_authn", "payload", "sub"], "key": "user"}}]},
+        {"actions": [{"jwt_claim": {"claim": "org.id", "key": "org"}}]},
+        {"actions": [{"request_header": {"header": "x-missing", "key": "app_id"}}]}
+    ]);
+    let mut w = worker(&env.host, &config(descriptors, json!({})));
+    let ex = w.exchange(
+        Request::new("POST", "/api/v1/orders?plan=gold%20plus&x=1")
+            .header("x-app-id", "web")
+            .header(
+                "authorization",
+                format!(
+                    "Bearer {}",
+                    token(r#"{"org":{"id":"acme"},"sub":"ignored"}"#)
+                ),
+            )
+            .remote("198.51.100.23:51000")
+            .property(
+                &[
+                    "metadata",
+                    "filter_metadata",
+                    "envoy.filters.http.jwt_authn",
+                    "payload",
+                    "sub",
+                ],
+                "alice",
+            ),
+    );
+    assert_eq!(ex.status(), 200, "{ex:?}");
+    for rule in [
+        "edge.generic_key_checkout",
+        "edge.app_id",
+        "edge.plan_gold plus",
+        "edge.method_POST",
+        "edge.header_match_api",
+        "edge.remote_address_198.51.100.23",
+        "edge.masked_remote_address_198.51.100.0/24",
+        "edge.user_alice",
+        "edge.org_acme",
+    ] {
+        let line = format!("sluice_rule_total_hits_total{{rule=\"{rule}\"}}");
+        assert_eq!(
+            sluice_metric(&env, &line),
+            Some(1),
+            "{rule}: the filter sent its exact entry"
+        );
+    }
+    // The descriptor whose header is missing was dropped, not sent with an empty value:
+    // app_id was hit once (by descriptor 1) only.
+
+    // IPv6 clients, masked to /48.
+    let mut v6 = worker(
+        &env.host,
+        &config(
+            json!([{"actions": [{"remote_address": {"v6_prefix_len": 48}}]}]),
+            json!({}),
+        ),
+    );
+    assert_eq!(
+        v6.exchange(Request::get("/").remote("[2001:db8:1:2::9]:443"))
+            .status(),
+        200
+    );
+    let line = "sluice_rule_total_hits_total{rule=\"edge.masked_remote_address_2001:db8:1::/48\"}";
+    assert_eq!(sluice_metric(&env, line), Some(1));
+}
+
+/// base64url without padding, for test tokens.
+fn base64_url(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().fold(0u32, |a, b| (a << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..=chunk.len() {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_post_response_charge_lands_in_sluices_counters() {
+    for transport in ["grpc", "http"] {
+        let env = env();
+        let service = if transport == "grpc" {
+            json!({"cluster": "ratelimit", "timeout_ms": 2000})
+        } else {
+            json!({"cluster": "ratelimit-http", "timeout_ms": 2000, "transport": "http"})
+        };
+        let config = config(
+            json!([
+                {"actions": [{"generic_key": {"descriptor_value": "app1", "key": "egress"}}], "charge": {"from": "response_bytes"}},
+                {"actions": [{"generic_key": {"descriptor_value": "app1", "key": "llm"}}], "charge": {"from": "response_header", "header": "x-llm-tokens"}}
+            ]),
+            json!({"service": service}),
+        );
+        let mut w = worker(&env.host, &config);
+        let upstream = Upstream::ok()
+            .header("x-llm-tokens", "42")
+            .chunk(&[b'a'; 1000])
+            .chunk(&[b'b'; 500]);
+        let ex = w.exchange(Request::get("/v1/chat").upstream(upstream));
+        assert_eq!(ex.status(), 200, "{transport}: {ex:?}");
+        assert_eq!(
+            remaining(&env, "egress", "app1"),
+            100_000 - 1500,
+            "{transport}: 1 at the check + 1499 after"
+        );
+        assert_eq!(remaining(&env, "llm", "app1"), 1000 - 42, "{transport}");
+        assert_eq!(
+            env.host.metric("sluice_filter.charges"),
+            Some(1),
+            "{transport}"
+        );
+        // Tokens in a trailer count too.
+        let upstream = Upstream::ok().chunk(b"x").trailer("x-llm-tokens", "8");
+        w.exchange(Request::get("/v1/chat").upstream(upstream));
+        assert_eq!(remaining(&env, "llm", "app1"), 1000 - 42 - 8, "{transport}");
+    }
+}
+
+#[test]
+fn the_http_transport_allows_and_rejects_like_grpc() {
+    let env = env();
+    let config = config(
+        app_descriptor(),
+        json!({"service": {"cluster": "ratelimit-http", "transport": "http", "timeout_ms": 2000}}),
+    );
+    let mut w = worker(&env.host, &config);
+    let ex = w.exchange(Request::get("/").header("x-app-id", "web"));
+    assert_eq!(ex.status(), 200);
+    assert_eq!(ex.header("ratelimit-remaining").as_deref(), Some("1"));
+    assert_eq!(
+        w.exchange(Request::get("/").header("x-app-id", "web"))
+            .status(),
+        200
+    );
+    let ex = w.exchange(Request::get("/").header("x-app-id", "web"));
+    assert_eq!(ex.status(), 429);
+    assert!(ex.header("retry-after").is_some());
+    assert_eq!(ex.reply().json()["status"], 429);
+    assert_eq!(sluice_checks(&env, "http"), 3);
+    assert_eq!(sluice_checks(&env, "grpc"), 0);
+}
+
+#[test]
+fn with_sluice_stopped_the_failure_mode_decides() {
+    let mut env = env();
+    let allow = config(app_descriptor(), json!({}));
+    let deny = config(
+        app_descriptor(),
+        json!({"failure_mode": "deny", "failure_status": 503}),
+    );
+    let http_allow = config(
+        app_descriptor(),
+        json!({"service": {"cluster": "ratelimit-http", "transport": "http"}}),
+    );
+    let (mut a, mut d, mut h) = (
+        worker(&env.host, &allow),
+        worker(&env.host, &deny),
+        worker(&env.host, &http_allow),
+    );
+    assert_eq!(
+        a.exchange(Request::get("/").header("x-app-id", "web"))
+            .status(),
+        200
+    );
+    env.sluice
+        .terminate(Duration::from_secs(10))
+        .expect("sluice exits");
+
+    let ex = a.exchange(Request::get("/").header("x-app-id", "web"));
+    assert_eq!(ex.status(), 200, "fail open: {ex:?}");
+    assert!(ex.forwarded.is_some());
+    let ex = d.exchange(Request::get("/").header("x-app-id", "web"));
+    assert_eq!(ex.status(), 503, "fail closed");
+    assert_eq!(ex.reply().json()["status"], 503);
+    assert!(ex.forwarded.is_none());
+    assert_eq!(
+        h.exchange(Request::get("/").header("x-app-id", "web"))
+            .status(),
+        200
+    );
+
+    assert_eq!(env.host.metric("sluice_filter.fail_open"), Some(2));
+    assert_eq!(env.host.metric("sluice_filter.fail_closed"), Some(1));
+    assert_eq!(
+        env.host.metric("sluice_filter.remote_errors.unavailable"),
+        Some(2)
+    );
+    assert_eq!(
+        env.host.metric("sluice_filter.remote_errors.no_response"),
+        Some(1)
+    );
+    let warnings = env
+        .host
+        .logs()
+        .into_iter()
+        .filter(|l| l.level == 3 && l.message.contains("rate-limit check failed"))
+        .count();
+    assert_eq!(warnings, 3);
+}
+
+#[test]
+fn a_slow_sluice_hits_the_timeout() {
+    let env = env();
+    let grpc_proxy = env.host.block_on(TcpProxy::start(env.sluice.grpc_addr));
+    let http_proxy = env.host.block_on(TcpProxy::start(env.sluice.http_addr));
+    env.host.cluster("slow", Cluster::Addr(grpc_proxy.addr));
+    env.host
+        .cluster("slow-http", Cluster::Addr(http_proxy.addr));
+    let grpc = config(
+        app_descriptor(),
+        json!({"service": {"cluster": "slow", "timeout_ms": 300}, "failure_mode": "deny"}),
+    );
+    let http = config(
+        app_descriptor(),
+        json!({"service": {"cluster": "slow-http", "transport": "http", "timeout_ms": 300}}),
+    );
+    let (mut g, mut h) = (worker(&env.host, &grpc), worker(&env.host, &http));
+    assert_eq!(
+        g.exchange(Request::get("/").header("x-app-id", "a"))
+            .status(),
+        200,
+        "through the proxy"
+    );
+
+    grpc_proxy.freeze();
+    http_proxy.freeze();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        g.exchange(Request::get("/").header("x-app-id", "a"))
+            .status(),
+        503,
+        "timed out, fail closed"
+    );
+    assert_eq!(
+        h.exchange(Request::get("/").header("x-app-id", "a"))
+            .status(),
+        200,
+        "timed out, fail open"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "each call waited for its timeout"
+    );
+    assert_eq!(
+        env.host.metric("sluice_filter.remote_errors.timeout"),
+        Some(1)
+    );
+    assert_eq!(
+        env.host.metric("sluice_filter.remote_errors.no_response"),
+        Some(1)
+    );
+
+    grpc_proxy.thaw();
+    http_proxy.thaw();
+    assert_eq!(
+        g.exchange(Request::get("/").header("x-app-id", "b"))
+            .status(),
+        200
+    );
+}
+
+#[test]
+fn an_unknown_cluster_or_a_wrong_path_follows_the_failure_mode() {
+    let env = env();
+    let unknown = config(
+        app_descriptor(),
+        json!({"service": {"cluster": "nowhere"}, "failure_mode": "deny", "failure_status": 500}),
+    );
+    let ex = worker(&env.host, &unknown).exchange(Request::get("/").header("x-app-id", "a"));
+    assert_eq!(ex.status(), 500);
+    assert_eq!(
+        env.host.metric("sluice_filter.remote_errors.dispatch"),
+        Some(1)
+    );
+    // A real server that does not speak the protocol: Sluice's HTTP port at a path it lacks.
+    let wrong = config(
+        app_descriptor(),
+        json!({"service": {"cluster": "ratelimit-http", "transport": "http", "path": "/nope"}}),
+    );
+    let ex = worker(&env.host, &wrong).exchange(Request::get("/").header("x-app-id", "a"));
+    assert_eq!(ex.status(), 200);
+    assert_eq!(
+        env.host.metric("sluice_filter.remote_errors.http_status"),
+        Some(1)
+    );
+}
+
+#[test]
+fn bad_plugin_configurations_are_refused_with_one_clear_log_line() {
+    let host = Host::default();
+    for (config, needle) in [
+        ("", "the configuration is empty"),
+        ("{not json", "not JSON"),
+        (
+            r#"{"domain":"edge","service":{"cluster":"rl"},"descriptors":[{"actions":[{"request_header":{"header":"X-Bad","key":"k"}}]}]}"#,
+            "descriptors[0].actions[0].request_header.header",
+        ),
+        (
+            r#"{"domain":"edge","service":{"cluster":"rl","timeout_ms":0},"descriptors":[]}"#,
+            "service.timeout_ms",
+        ),
+        (
+            r#"{"domain":"edge","service":{"cluster":"rl"},"descriptors":[{"actions":[{"generic_key":{"descriptor_value":"a"}}]}],"typo":true}"#,
+            "typo: unknown field",
+        ),
+    ] {
+        let logs = host.worker(config).map(|_| ()).expect_err(config);
+        assert_eq!(logs.len(), 1, "{config}: {logs:?}");
+        assert!(
+            logs[0].starts_with("sluice-filter: invalid plugin configuration: "),
+            "{logs:?}"
+        );
+        assert!(logs[0].contains(needle), "{config}: {logs:?}");
+    }
+}
+
+#[test]
+fn a_host_without_shared_data_or_ticks_still_checks_remotely() {
+    let env = env_with(HostOptions {
+        shared_data: false,
+        ticks: false,
+    });
+    let config = config(
+        json!([{"actions": [{"request_header": {"header": "x-app-id", "key": "app_id"}}],
+                "local": {"max_tokens": 1, "fill_interval_ms": 60000}}]),
+        json!({}),
+    );
+    let mut w = worker(&env.host, &config);
+    assert!(
+        env.host
+            .logs()
+            .iter()
+            .any(|l| l.message.contains("no shared data"))
+    );
+    let statuses: Vec<u32> = (0..4)
+        .map(|_| {
+            w.exchange(Request::get("/").header("x-app-id", "web"))
+                .status()
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [200, 200, 429, 429],
+        "Sluice decides every request"
+    );
+    assert_eq!(sluice_checks(&env, "grpc"), 4);
+    assert!(!w.tick(), "the filter sets no tick period");
+}
