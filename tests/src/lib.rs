@@ -7,7 +7,6 @@ pub mod fault;
 pub mod load;
 pub mod nginx;
 pub mod node;
-pub mod proxy_wasm;
 pub mod redis;
 pub mod rls;
 pub mod sentinel;

@@ -1,16 +1,16 @@
 //! End to end: the compiled `sluice_filter.wasm` in the wasmtime proxy-wasm host
-//! (`sluice_tests::proxy_wasm`), calling the real `sluice` binary on a real `redis-server`, over
+//! (`sluice_wasm_host`), calling the real `sluice` binary on a real `redis-server`, over
 //! gRPC and over HTTP `/json`.
 
 use std::time::Duration;
 
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
 use serde_json::{Value, json};
-use sluice_tests::proxy_wasm::{Cluster, Host, HostOptions, Request, Upstream, Worker};
 use sluice_tests::redis::RedisServer;
 use sluice_tests::rls::descriptor;
 use sluice_tests::sluice::Sluice;
 use sluice_tests::tcp_proxy::TcpProxy;
+use sluice_wasm_host::{Cluster, Host, HostOptions, Request, Upstream, Worker};
 
 const RULES: &str = "domain: edge
 descriptors:

@@ -7,7 +7,7 @@
 //!   answer, resumes the request and adds the rate-limit headers to the response. The cluster
 //!   answers at once with canned bytes: the network is excluded, the filter's work is not.
 //!
-//! Run: `scripts/build-wasm.sh && cargo bench -p sluice-tests --bench filter`
+//! Run: `scripts/build-wasm.sh && cargo bench -p sluice-wasm-host --bench filter`
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitResponse;
@@ -16,7 +16,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
 };
 use envoy_types::pb::google::protobuf::Duration;
 use prost::Message;
-use sluice_tests::proxy_wasm::{Cluster, Host, Request, Upstream};
+use sluice_wasm_host::{Cluster, Host, Request, Upstream};
 
 fn config(local: &str) -> String {
     format!(

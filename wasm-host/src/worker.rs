@@ -1,0 +1,244 @@
+//! A worker VM and the lifecycle calls the host makes into it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::Duration;
+
+use wasmtime::{Instance, Linker, Store, TypedFunc};
+
+use super::callout::Outcome;
+use super::{Buffer, Host, State, abi, compiled, imports};
+
+/// A worker VM: one instance of the filter with its root context.
+pub struct Worker {
+    pub(crate) store: Store<State>,
+    pub(crate) instance: Instance,
+    pub(crate) next_context: u32,
+    pub(crate) done_receiver: Receiver<(u32, Outcome)>,
+}
+
+static WORKERS: AtomicU32 = AtomicU32::new(0);
+
+impl Worker {
+    pub(crate) fn start(
+        host: &Host,
+        vm_config: &[u8],
+        plugin_config: &[u8],
+    ) -> Result<Self, Vec<String>> {
+        let (engine, module) = compiled();
+        let (done_sender, done_receiver) = channel();
+        let worker = WORKERS.fetch_add(1, Ordering::SeqCst) as usize;
+        let state = State {
+            shared: Arc::clone(&host.shared),
+            worker,
+            memory: None,
+            alloc: None,
+            root_id: 1,
+            current: 0,
+            effective: 0,
+            streams: HashMap::new(),
+            buffer: Buffer::None,
+            call_headers: Vec::new(),
+            call_status: None,
+            tick_period_ms: 0,
+            next_token: 1,
+            pending: HashMap::new(),
+            done_sender,
+            awaiting_done: Vec::new(),
+        };
+        let mut store = Store::new(engine, state);
+        let mut linker = Linker::new(engine);
+        imports::define(&mut linker);
+        let instance = linker
+            .instantiate(&mut store, module)
+            .expect("instantiate the filter");
+        store.data_mut().memory = instance.get_memory(&mut store, "memory");
+        store.data_mut().alloc = instance
+            .get_typed_func::<i32, i32>(&mut store, "proxy_on_memory_allocate")
+            .or_else(|_| instance.get_typed_func::<i32, i32>(&mut store, "malloc"))
+            .ok();
+        let mut w = Self {
+            store,
+            instance,
+            next_context: 2,
+            done_receiver,
+        };
+        if let Ok(init) = w
+            .instance
+            .get_typed_func::<(), ()>(&mut w.store, "_initialize")
+        {
+            init.call(&mut w.store, ()).expect("_initialize");
+        } else if let Ok(start) = w.instance.get_typed_func::<(), ()>(&mut w.store, "_start") {
+            start.call(&mut w.store, ()).expect("_start");
+        }
+        let root = w.store.data().root_id;
+        w.call2("proxy_on_context_create", root, 0);
+        w.store.data_mut().buffer =
+            Buffer::Configuration(abi::buffer::VM_CONFIGURATION, vm_config.to_vec());
+        let vm_ok = w.call_ret("proxy_on_vm_start", root, vm_config.len() as i32) != 0;
+        w.store.data_mut().buffer =
+            Buffer::Configuration(abi::buffer::PLUGIN_CONFIGURATION, plugin_config.to_vec());
+        let ok = vm_ok && w.call_ret("proxy_on_configure", root, plugin_config.len() as i32) != 0;
+        w.store.data_mut().buffer = Buffer::None;
+        if !ok {
+            let logs = host
+                .logs()
+                .into_iter()
+                .filter(|l| l.worker == worker)
+                .map(|l| l.message)
+                .collect();
+            return Err(logs);
+        }
+        Ok(w)
+    }
+
+    pub fn index(&self) -> usize {
+        self.store.data().worker
+    }
+
+    /// Calls `proxy_on_tick` when the guest set a tick period (as each tick would).
+    pub fn tick(&mut self) -> bool {
+        if self.store.data().tick_period_ms == 0 {
+            return false;
+        }
+        let root = self.store.data().root_id;
+        self.enter(root);
+        self.call1("proxy_on_tick", root);
+        true
+    }
+
+    pub(crate) fn enter(&mut self, context: u32) {
+        let s = self.store.data_mut();
+        s.current = context;
+        s.effective = context;
+    }
+
+    pub(crate) fn func<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
+        &mut self,
+        name: &str,
+    ) -> TypedFunc<P, R> {
+        self.instance
+            .get_typed_func::<P, R>(&mut self.store, name)
+            .unwrap_or_else(|e| panic!("the filter exports no {name}: {e:?}"))
+    }
+
+    pub(crate) fn trap(&self, name: &str, e: wasmtime::Error) -> ! {
+        let logs: Vec<String> = self
+            .store
+            .data()
+            .shared
+            .logs
+            .lock()
+            .expect("logs")
+            .iter()
+            .map(|l| l.message.clone())
+            .collect();
+        panic!("{name} trapped: {e:?}\nfilter log:\n{}", logs.join("\n"))
+    }
+
+    pub(crate) fn call1(&mut self, name: &str, a: u32) {
+        let f = self.func::<i32, ()>(name);
+        if let Err(e) = f.call(&mut self.store, a as i32) {
+            self.trap(name, e)
+        }
+    }
+
+    pub(crate) fn call2(&mut self, name: &str, a: u32, b: u32) {
+        let f = self.func::<(i32, i32), ()>(name);
+        if let Err(e) = f.call(&mut self.store, (a as i32, b as i32)) {
+            self.trap(name, e)
+        }
+    }
+
+    pub(crate) fn call_ret(&mut self, name: &str, a: u32, b: i32) -> i32 {
+        let f = self.func::<(i32, i32), i32>(name);
+        f.call(&mut self.store, (a as i32, b))
+            .unwrap_or_else(|e| self.trap(name, e))
+    }
+
+    pub(crate) fn call_action(
+        &mut self,
+        name: &str,
+        context: u32,
+        size: usize,
+        end_of_stream: bool,
+    ) -> i32 {
+        let f = self.func::<(i32, i32, i32), i32>(name);
+        f.call(
+            &mut self.store,
+            (context as i32, size as i32, end_of_stream as i32),
+        )
+        .unwrap_or_else(|e| self.trap(name, e))
+    }
+
+    /// Delivers finished callouts until none is in flight, or until `stop` says enough.
+    pub(crate) fn run_callouts(&mut self, mut stop: impl FnMut(&State) -> bool) {
+        while !self.store.data().pending.is_empty() && !stop(self.store.data()) {
+            // Every callout is bounded by its own timeout; this only guards against a host bug.
+            let (token, outcome) = self
+                .done_receiver
+                .recv_timeout(Duration::from_secs(120))
+                .expect("a callout finished within its timeout");
+            self.deliver(token, outcome);
+        }
+    }
+
+    pub(crate) fn deliver(&mut self, token: u32, outcome: Outcome) {
+        let Some(context) = self.store.data_mut().pending.remove(&token) else {
+            return; // cancelled, or its context is gone
+        };
+        self.enter(context);
+        match outcome {
+            Outcome::GrpcMessage(body) => {
+                let len = body.len() as u32;
+                let s = self.store.data_mut();
+                s.call_status = Some((0, String::new()));
+                s.buffer = Buffer::CallResponse(abi::buffer::GRPC_CALL_MESSAGE, body);
+                self.call3("proxy_on_grpc_receive", context, token, len);
+            }
+            Outcome::GrpcClose { status, message } => {
+                self.store.data_mut().call_status = Some((status, message));
+                self.call3("proxy_on_grpc_close", context, token, status);
+            }
+            Outcome::Http { headers, body } => {
+                let (n, len) = (headers.len() as u32, body.len() as u32);
+                let status = headers
+                    .first()
+                    .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok())
+                    .unwrap_or(0);
+                let s = self.store.data_mut();
+                s.call_status = Some((status, String::new()));
+                s.call_headers = headers;
+                s.buffer = Buffer::CallResponse(abi::buffer::HTTP_CALL_RESPONSE_BODY, body);
+                self.call5("proxy_on_http_call_response", context, token, n, len, 0);
+            }
+            Outcome::HttpFailed => {
+                self.store.data_mut().call_status = Some((0, "no response".into()));
+                self.call5("proxy_on_http_call_response", context, token, 0, 0, 0);
+            }
+        }
+        let s = self.store.data_mut();
+        s.buffer = Buffer::None;
+        s.call_headers.clear();
+        s.call_status = None;
+    }
+
+    pub(crate) fn call3(&mut self, name: &str, a: u32, b: u32, c: u32) {
+        let f = self.func::<(i32, i32, i32), ()>(name);
+        if let Err(e) = f.call(&mut self.store, (a as i32, b as i32, c as i32)) {
+            self.trap(name, e)
+        }
+    }
+
+    pub(crate) fn call5(&mut self, name: &str, a: u32, b: u32, c: u32, d: u32, e: u32) {
+        let f = self.func::<(i32, i32, i32, i32, i32), ()>(name);
+        if let Err(err) = f.call(
+            &mut self.store,
+            (a as i32, b as i32, c as i32, d as i32, e as i32),
+        ) {
+            self.trap(name, err)
+        }
+    }
+}
