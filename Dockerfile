@@ -11,6 +11,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY server server
 COPY wasm-filter wasm-filter
 COPY tests tests
+COPY wasm-host wasm-host
 COPY bench bench
 COPY client client
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
