@@ -716,3 +716,76 @@ fn a_host_without_shared_data_or_ticks_still_checks_remotely() {
     assert_eq!(sluice_checks(&env, "grpc"), 4);
     assert!(!w.tick(), "the filter sets no tick period");
 }
+
+/// A well-formed `RateLimitResponse` for one descriptor, OK with 9 remaining.
+fn ok_answer(overall_code: i32) -> Vec<u8> {
+    use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitResponse;
+    use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::DescriptorStatus;
+    use prost::Message;
+    RateLimitResponse {
+        overall_code,
+        statuses: vec![DescriptorStatus {
+            code: 1,
+            limit_remaining: 9,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn malformed_truncated_oversized_or_unknown_answers_follow_the_failure_mode() {
+    let ok = ok_answer(1);
+    let grpc_answers: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage", vec![0xff; 16]),
+        ("truncated", ok[..ok.len() - 2].to_vec()),
+        ("oversized", [ok.clone(), vec![0; 600]].concat()),
+        ("unknown overall code", ok_answer(9)),
+        ("no status for the descriptor", ok_answer(1)[..2].to_vec()),
+    ];
+    let http_answers: Vec<(&str, Vec<u8>)> = vec![
+        ("not JSON", b"<html>".to_vec()),
+        (
+            "truncated JSON",
+            br#"{"overallCode":"OK","statuses":[{"code":"#.to_vec(),
+        ),
+        (
+            "unknown code",
+            br#"{"overallCode":"MAYBE","statuses":[{"code":"OK"}]}"#.to_vec(),
+        ),
+        ("oversized", [b" ".repeat(600), b"{}".to_vec()].concat()),
+    ];
+    let mut seen = 0;
+    for (transport, answers) in [("grpc", grpc_answers), ("http", http_answers)] {
+        for (what, bytes) in answers {
+            let host = Host::default();
+            host.cluster("canned", Cluster::Canned(bytes));
+            for (mode, expected) in [("allow", 200), ("deny", 503)] {
+                let config = config(
+                    app_descriptor(),
+                    json!({"service": {"cluster": "canned", "transport": transport},
+                           "failure_mode": mode, "max_response_bytes": 512}),
+                );
+                let mut w = worker(&host, &config);
+                let ex = w.exchange(Request::get("/").header("x-app-id", "web"));
+                assert_eq!(
+                    ex.status(),
+                    expected,
+                    "{transport} {what}, failure_mode {mode}"
+                );
+                seen += 1;
+                // The VM survived: the next request is answered the same way.
+                let again = w.exchange(Request::get("/").header("x-app-id", "web"));
+                assert_eq!(again.status(), expected, "{transport} {what}, again");
+            }
+            assert_eq!(
+                host.metric("sluice_filter.remote_errors.malformed"),
+                Some(4),
+                "{transport} {what}: {:?}",
+                host.logs()
+            );
+        }
+    }
+    assert_eq!(seen, 18);
+}

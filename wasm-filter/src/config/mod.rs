@@ -188,6 +188,7 @@ fn err(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+mod object;
 mod read;
 
 #[cfg(test)]
