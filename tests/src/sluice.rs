@@ -183,6 +183,24 @@ impl Sluice {
         false
     }
 
+    /// Waits (bounded) until at least `count` log lines contain `needle`, and returns those lines
+    /// (fewer when `within` passed first). The log is read from the process's output as it
+    /// comes, so lines written just before may still be on their way.
+    pub fn wait_for_logs(&self, needle: &str, count: usize, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let lines: Vec<String> = self
+                .logs()
+                .into_iter()
+                .filter(|l| l.contains(needle))
+                .collect();
+            if lines.len() >= count || Instant::now() >= deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits (bounded) until `/healthcheck` answers 200: the store is connected. Start-up does not
     /// wait for Redis beyond `--redis-timeout-ms`, so a test that needs Redis from its first
     /// check waits here.
