@@ -5,13 +5,13 @@ use std::time::{Duration, Instant};
 
 use crate::load::{Answer, Sample, between, percentiles};
 
-/// The store budget the fault tests give Sluice: `SLUICE_FAULT_BUDGET_MS`, else 50 ms. The suite
+/// The store budget the fault tests give Sluice: `SLUICE_FAULT_BUDGET_MS`, else 100 ms. The suite
 /// runs debug builds on a two-core machine shared with Redis, the load and other builds, where a
-/// healthy call can take tens of milliseconds; a tighter budget would make the breaker trip on
-/// that noise. To measure the production default, run a release build with 10:
+/// healthy call can take over 50 ms (seen with Sentinel at a load average of 13); a tighter
+/// budget would turn that noise into failure-policy answers while Redis is healthy. To measure the production default, run a release build with 10:
 /// `SLUICE_BIN=target/release/sluice SLUICE_FAULT_BUDGET_MS=10 cargo test --test fault_… -- --nocapture`.
 pub fn budget() -> Duration {
-    env_ms("SLUICE_FAULT_BUDGET_MS", 50)
+    env_ms("SLUICE_FAULT_BUDGET_MS", 100)
 }
 
 /// What an answer may take beyond the budget: the gRPC round trip and scheduling
