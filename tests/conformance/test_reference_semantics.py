@@ -93,6 +93,11 @@ def free_port():
         return s.getsockname()[1]
 
 
+# These tests check decisions, not latency: a debug build on a busy machine can take longer than
+# the default 10 ms store budget, after which the failure policy would answer instead of Redis.
+REDIS_BUDGET = ["--store-budget-ms", "2000"]
+
+
 class Redis:
     def __init__(self):
         self.port = free_port()
@@ -197,7 +202,7 @@ class ReferenceSemantics:
         self.redis = Redis() if self.use_redis else None
         args = ["--charge-rejected", *self.extra_args]
         if self.redis:
-            args += ["--backend", "redis", "--redis-url", self.redis.url]
+            args += ["--backend", "redis", "--redis-url", self.redis.url, *REDIS_BUDGET]
         self.s = Sluice(*args)
 
     def tearDown(self):
@@ -333,7 +338,7 @@ class AllOrNothingDefault(unittest.TestCase):
 
     def run_on(self, use_redis):
         redis = Redis() if use_redis else None
-        args = ["--backend", "redis", "--redis-url", redis.url] if redis else []
+        args = ["--backend", "redis", "--redis-url", redis.url, *REDIS_BUDGET] if redis else []
         s = Sluice(*args)
         try:
             both = (d(("remote_address", "r")), d(("path", "/x")))

@@ -185,8 +185,9 @@ async fn hot_reload_swaps_valid_rules_and_keeps_old_ones_on_error() {
         }
     }
     assert!(counted, "the rejected reload was not counted");
+    // The metric moves before the log line has come through the process's output.
     assert!(
-        sluice.logs().iter().any(|l| l.contains("rules.yaml:5")),
+        sluice.wait_for_log("rules.yaml:5", Duration::from_secs(10)),
         "error names file and line"
     );
     let (_, _, body) = post_json(

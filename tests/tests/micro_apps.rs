@@ -148,6 +148,10 @@ fn the_readme_runs_as_written() {
         .arg("--response-headers=ietf")
         .start();
     let address = sluice.http_addr.to_string();
+    // The README's steps fill per-minute windows (aligned to the epoch, on Sluice's wall clock)
+    // and show what is left; started late in a minute, the steps would straddle a reset. They
+    // take seconds, so they start in the first half of a minute.
+    wait_for_early_in_a_minute();
 
     let blocks = blocks(&readme);
     let mut steps = 0;
@@ -177,4 +181,23 @@ fn the_readme_runs_as_written() {
         compare(steps, text, want, &got);
     }
     assert_eq!(steps, 7, "the README's requests were not all found");
+}
+
+/// Returns once the wall clock is in the first 30 seconds of a minute (at most a 30 s wait).
+fn wait_for_early_in_a_minute() {
+    let second_of_minute = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs()
+            % 60
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(31);
+    while second_of_minute() >= 30 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        second_of_minute() < 30,
+        "the clock did not reach a new minute"
+    );
 }
