@@ -94,6 +94,12 @@ pub fn counter_value<'a>(level: &'a Level, request_value: &'a str) -> &'a str {
     }
 }
 
+/// Whether every request matching `rule` is counted under its `stat_key` (no request value
+/// reaches the metric name).
+pub fn metric_key_is_stat_key(rule: &Rule) -> bool {
+    !rule.detailed_metric && !rule.levels.iter().any(|l| l.value_to_metric)
+}
+
 /// The reference's per-request stats name for a matched rule: `rule.stat_key` unless the rule
 /// opts in to request values.
 ///
@@ -109,8 +115,7 @@ pub fn metric_key<'e>(
     entries: impl IntoIterator<Item = (&'e str, &'e str)>,
 ) -> Arc<str> {
     let any_share = rule.levels.iter().any(|l| l.share_threshold);
-    let any_value = rule.levels.iter().any(|l| l.value_to_metric);
-    if !rule.detailed_metric && !any_value {
+    if metric_key_is_stat_key(rule) {
         // The common case costs a reference count, not a string.
         return Arc::clone(&rule.stat_key);
     }

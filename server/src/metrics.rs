@@ -5,7 +5,8 @@
 //! with `detailed_metric` or `value_to_metric`, because unbounded values would blow up the series
 //! count of every Prometheus scraping Sluice.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -66,6 +67,63 @@ pub struct RuleStats {
     pub shadow_mode: Family<RuleLabels, Counter>,
 }
 
+/// One of the per-rule counts of [`RuleStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleCount {
+    TotalHits,
+    OverLimit,
+    NearLimit,
+    WithinLimit,
+    ShadowMode,
+}
+
+impl RuleStats {
+    pub fn family(&self, count: RuleCount) -> &Family<RuleLabels, Counter> {
+        match count {
+            RuleCount::TotalHits => &self.total_hits,
+            RuleCount::OverLimit => &self.over_limit,
+            RuleCount::NearLimit => &self.near_limit,
+            RuleCount::WithinLimit => &self.within_limit,
+            RuleCount::ShadowMode => &self.shadow_mode,
+        }
+    }
+}
+
+/// A rule's own series of [`RuleStats`], kept with the rule once its first hit resolved them, so
+/// later hits skip the family lookup (which hashes the label set and takes the family's lock on
+/// every hit). Each is tied to the [`Metrics`] that resolved it: a rule counted by another
+/// `Metrics` (tests build several) looks its series up as before. Each series is resolved on its
+/// first increment, so the exposition is the same as without the cache. A cache, not part of the
+/// rule: a clone starts empty and any two compare equal.
+#[derive(Default)]
+pub struct RuleSeries([OnceLock<(u64, Counter)>; 5]);
+
+impl RuleSeries {
+    fn slot(&self, count: RuleCount) -> &OnceLock<(u64, Counter)> {
+        &self.0[count as usize]
+    }
+}
+
+impl Clone for RuleSeries {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for RuleSeries {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for RuleSeries {}
+
+impl std::fmt::Debug for RuleSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RuleSeries")
+    }
+}
+
 /// Concurrency pools, per rule: lease operations and the pool's depth as last seen by this
 /// instance.
 #[derive(Debug, Default)]
@@ -110,6 +168,8 @@ impl LeaseStats {
     }
 }
 
+static NEXT_METRICS_ID: AtomicU64 = AtomicU64::new(0);
+
 /// Every metric Sluice exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -122,6 +182,8 @@ pub struct Metrics {
     pub config_rules: Gauge,
     pub global_shadow_mode: Counter,
     registry: Registry,
+    /// Tells this instance's cached [`RuleSeries`] from another's.
+    id: u64,
 }
 
 impl Default for Metrics {
@@ -208,6 +270,23 @@ impl Metrics {
             config_rules,
             global_shadow_mode,
             registry,
+            id: NEXT_METRICS_ID.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Adds `by` to a rule's count under the label `stat_key`, through the rule's cached series.
+    pub fn inc_rule(&self, series: &RuleSeries, stat_key: &Arc<str>, count: RuleCount, by: u64) {
+        let family = self.rules.family(count);
+        let labels = || RuleLabels {
+            rule: Shared(Arc::clone(stat_key)),
+        };
+        let (id, counter) = series
+            .slot(count)
+            .get_or_init(|| (self.id, family.get_or_create(&labels()).clone()));
+        if *id == self.id {
+            counter.inc_by(by);
+        } else {
+            family.get_or_create(&labels()).inc_by(by);
         }
     }
 

@@ -154,8 +154,8 @@ impl Builder {
         for rule in &rules {
             dump_rule(&mut dump, rule);
         }
-        let mut http_descriptors = HashMap::new();
-        let mut domains = HashMap::new();
+        let mut http_descriptors = super::Map::default();
+        let mut domains = super::Map::default();
         for (name, d) in self.domains {
             if let Some((_, http)) = d.http {
                 http_descriptors.insert(name.clone(), http);
@@ -250,6 +250,7 @@ impl Walk<'_> {
                     detailed_metric: d.detailed_metric,
                     stat_key: format!("{}.{}", self.domain, self.segments.join(".")).into(),
                     overflow,
+                    series: Default::default(),
                 });
                 self.rules.push(rule.clone());
                 node.rule = Some(rule);

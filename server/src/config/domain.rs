@@ -3,7 +3,6 @@
 //! a tenant's counters in one Redis Cluster hash slot). Files merged into one domain must agree;
 //! `shard_by` must name a key the domain's descriptors use.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -88,7 +87,7 @@ impl Settings {
 /// The settings of every domain that has any.
 pub(super) fn options<'a>(
     domains: impl Iterator<Item = (&'a String, &'a Settings)>,
-) -> HashMap<String, DomainOptions> {
+) -> super::Map<String, DomainOptions> {
     domains
         .filter(|(_, s)| s.options != DomainOptions::default())
         .map(|(name, s)| (name.clone(), s.options.clone()))
@@ -96,7 +95,7 @@ pub(super) fn options<'a>(
 }
 
 /// `/rlconfig` lines: `domain NAME: failure_mode=… shard_by=…`, by name.
-pub(super) fn dump(out: &mut String, options: &HashMap<String, DomainOptions>) {
+pub(super) fn dump(out: &mut String, options: &super::Map<String, DomainOptions>) {
     let mut names: Vec<&String> = options.keys().collect();
     names.sort();
     for name in names {

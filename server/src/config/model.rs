@@ -1,7 +1,6 @@
 //! The validated, immutable rule tree. Built once per load by [`super::parse`], shared behind an
 //! `Arc` and swapped atomically on reload; never mutated while serving.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -285,7 +284,14 @@ pub struct Rule {
     /// `overflow: parent`: the rule one level up, whose unused budget this rule's requests may
     /// use once they are over their own limit.
     pub overflow: Option<Arc<Rule>>,
+    /// The rule's metric series under `stat_key`, once resolved (a cache; see the type).
+    pub series: crate::metrics::RuleSeries,
 }
+
+/// The rule tree's maps. Every request looks its domain, keys and values up in them; foldhash
+/// costs a fraction of SipHash on these short strings, and needs no flooding resistance here:
+/// requests only look up, the keys come from the config.
+pub type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A descriptor node of the tree. Children are kept in three tiers so that lookup follows the
 /// reference's order: exact value, then wildcard patterns in file order, then the bare key.
@@ -293,11 +299,11 @@ pub struct Rule {
 pub struct Node {
     pub rule: Option<Arc<Rule>>,
     /// `key` → children by exact `value` (`key_value` in the reference).
-    pub exact: HashMap<String, HashMap<String, Node>>,
+    pub exact: Map<String, Map<String, Node>>,
     /// `key` → patterns containing `*`, in file order.
-    pub wildcard: HashMap<String, Vec<(String, Node)>>,
+    pub wildcard: Map<String, Vec<(String, Node)>>,
     /// `key` → the node without a `value`.
-    pub default: HashMap<String, Node>,
+    pub default: Map<String, Node>,
 }
 
 /// Where one entry of an HTTP descriptor takes its value from.
@@ -340,11 +346,11 @@ pub struct DomainOptions {
 /// All domains of one load, immutable once built.
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
-    pub domains: HashMap<String, Node>,
+    pub domains: Map<String, Node>,
     /// Per domain, how HTTP requests become descriptors (the `http_descriptors` of its file).
-    pub http_descriptors: HashMap<String, Vec<HttpDescriptor>>,
+    pub http_descriptors: Map<String, Vec<HttpDescriptor>>,
     /// Domains with settings; absent ones have the defaults.
-    pub options: HashMap<String, DomainOptions>,
+    pub options: Map<String, DomainOptions>,
     /// The files the rules came from, for `/rlconfig` and logs.
     pub sources: Vec<PathBuf>,
     /// The loaded YAML re-serialised per domain, for `/rlconfig`.

@@ -238,6 +238,7 @@ fn override_rule(domain: &str, d: &Descriptor, o: LimitOverride) -> Rule {
         detailed_metric: false,
         stat_key: descriptor_key(domain, d).into(),
         overflow: None,
+        series: Default::default(),
     }
 }
 

@@ -3,8 +3,8 @@
 
 use super::decision::Checked;
 use super::request::CheckRequest;
-use crate::descriptor::metric_key;
-use crate::metrics::{Metrics, RuleLabels, Shared};
+use crate::descriptor::{metric_key, metric_key_is_stat_key};
+use crate::metrics::{Metrics, RuleCount, RuleLabels, Shared};
 
 /// Records one descriptor's hits against its most constraining limit (a rule with several limits
 /// counts each request once).
@@ -25,32 +25,38 @@ pub(super) fn record(
     // What the counter would hold with every hit applied, whether or not it took them.
     let after = before.saturating_add(hits);
     let near = (limit as f64 * near_ratio).floor() as u64;
-    let entries = request.descriptors[c.limited.index]
-        .entries
-        .iter()
-        .map(|e| (e.key.as_str(), e.value.as_str()));
-    let labels = RuleLabels {
-        rule: Shared(metric_key(rule, entries)),
+    // A rule counted under its stat key uses its cached series; one whose metric name carries
+    // request values looks its series up by that name.
+    let labels = (!metric_key_is_stat_key(rule)).then(|| {
+        let entries = request.descriptors[c.limited.index]
+            .entries
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_str()));
+        RuleLabels {
+            rule: Shared(metric_key(rule, entries)),
+        }
+    });
+    let inc = |count: RuleCount, by: u64| match &labels {
+        Some(labels) => {
+            metrics.rules.family(count).get_or_create(labels).inc_by(by);
+        }
+        None => metrics.inc_rule(&rule.series, &rule.stat_key, count, by),
     };
-    let stats = &metrics.rules;
-    stats.total_hits.get_or_create(&labels).inc_by(hits);
+    inc(RuleCount::TotalHits, hits);
     if c.reading.over {
         let over_hits = if before >= limit { hits } else { after - limit };
-        stats.over_limit.get_or_create(&labels).inc_by(over_hits);
+        inc(RuleCount::OverLimit, over_hits);
         if before < limit {
-            stats
-                .near_limit
-                .get_or_create(&labels)
-                .inc_by(limit - near.max(before));
+            inc(RuleCount::NearLimit, limit - near.max(before));
         }
         if rule.shadow_mode {
-            stats.shadow_mode.get_or_create(&labels).inc_by(over_hits);
+            inc(RuleCount::ShadowMode, over_hits);
         }
     } else {
-        stats.within_limit.get_or_create(&labels).inc_by(hits);
+        inc(RuleCount::WithinLimit, hits);
         if after > near {
             let near_hits = if before >= near { hits } else { after - near };
-            stats.near_limit.get_or_create(&labels).inc_by(near_hits);
+            inc(RuleCount::NearLimit, near_hits);
         }
     }
 }
