@@ -639,6 +639,72 @@ async fn redis_expiry_follows_the_state() {
     within(f.ttl_ms(&k).await, 19_000, 21_000);
 }
 
+/// Redis counts what a script runs: a fixed window's first hit in a window sets the TTL, later
+/// hits in that window write the count alone (`TIME`, `HMGET`, `HSET`), and a token bucket sets
+/// its state and TTL in one `SET`.
+#[tokio::test]
+async fn redis_steady_hits_run_the_fewest_commands() {
+    let server = RedisServer::start();
+    let f = Redis::on(&server, "redis_commands").await;
+    let s = &*f.store;
+    let calls = |info: &str, command: &str| -> u64 {
+        let prefix = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().expect("a call count"))
+    };
+    let stats = || async {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut f.raw.clone())
+            .await
+            .expect("INFO");
+        info
+    };
+
+    let k = f.key("fixed");
+    // A calendar year, so no window ends between the hits.
+    let year = Policy {
+        period: Period::Calendar(CalendarUnit::Year, 1),
+        ..fixed(60, 100)
+    };
+    let h = with(&k, year, 1, Role::Enforce);
+    for _ in 0..3 {
+        strict(s, vec![h.clone()]).await;
+    }
+    let info = stats().await;
+    assert_eq!(calls(&info, "time"), 3);
+    assert_eq!(calls(&info, "hmget"), 3);
+    assert_eq!(calls(&info, "hset"), 3);
+    assert_eq!(
+        calls(&info, "pexpire"),
+        1,
+        "only the window's first hit sets the TTL"
+    );
+    let look = strict(s, vec![with(&k, year, 0, Role::Enforce)]).await;
+    assert_eq!(look.before, [3]);
+    assert!(
+        f.ttl_ms(&k).await > 0,
+        "the TTL set by the first hit is kept"
+    );
+
+    let k = f.key("bucket");
+    let bucket = Policy {
+        algorithm: Algorithm::TokenBucket,
+        ..fixed(100, 10)
+    };
+    strict(s, vec![with(&k, bucket, 1, Role::Enforce)]).await;
+    let info = stats().await;
+    assert_eq!(calls(&info, "set"), 1);
+    assert_eq!(
+        calls(&info, "pexpire"),
+        1,
+        "the bucket's TTL comes with its SET"
+    );
+    assert!(f.ttl_ms(&k).await > 0);
+}
+
 #[tokio::test]
 async fn redis_expired_counters_read_as_absent() {
     let f = Redis::new("redis_expired").await;

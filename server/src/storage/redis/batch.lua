@@ -45,6 +45,8 @@ local function expires_at(h, st)
 end
 
 local reclaimed = 0
+-- Each key's state as loaded (nil when absent or expired).
+local original = {}
 
 local function store(key, h, st)
   local empty = st == nil or ((h.alg == 'S' or h.alg == 'L') and #st == 0)
@@ -55,6 +57,13 @@ local function store(key, h, st)
   end
   if empty or at <= clock_now then
     redis.call('DEL', key)
+    return
+  end
+  -- A fixed window still in the window it was loaded in keeps its key's TTL (HSET leaves it):
+  -- only the count changes, and PEXPIRE would set the same instant again.
+  local was = original[key]
+  if h.alg == 'F' and was and was[1] == st[1] then
+    redis.call('HSET', key, 'n', int(st[2]))
     return
   end
   if h.alg == 'F' then
@@ -71,6 +80,10 @@ local function store(key, h, st)
     redis.call('ZADD', key, unpack(args))
   elseif h.alg == 'P' then
     store_shares(key, st)
+  elseif expire then
+    -- A token bucket's TAT and its TTL in one command.
+    redis.call('SET', key, int(st), 'PX', int(math.ceil((at - clock_now) / 1000)))
+    return
   else
     redis.call('SET', key, int(st))
   end
@@ -82,7 +95,7 @@ end
 -- Pass 1: read each key once, step every hit in batch order (a repeated key sees the earlier
 -- hits applied).
 local n = #KEYS
-local hits, states, loaded, original, reply = {}, {}, {}, {}, {}
+local hits, states, loaded, reply = {}, {}, {}, {}
 for i = 1, n do
   local key = KEYS[i]
   local at = 3 + (i - 1) * 7

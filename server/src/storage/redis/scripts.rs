@@ -37,7 +37,9 @@
 //! lease ids scored by expiry (µs); a fair-share pool a hash with `s` (window start), `n` (units
 //! admitted) and, per tenant, `t<id>` → `weight,used,arrivals,prev`. Each write sets a TTL for
 //! when the state stops carrying information ([`crate::algorithm::expires_at`]); correctness
-//! never depends on it.
+//! never depends on it. Redis counts every command a script runs, so the common writes use as few
+//! as they can: a fixed window still in its loaded window writes its count alone and keeps its
+//! TTL (`TIME`, `HMGET`, `HSET` per request), and a token bucket sets its TAT and TTL in one `SET`.
 //!
 //! **Reply**: an array of `3 + 5 × #KEYS` integers: `1` if the new states were written, else `0`;
 //! the expired leases the writes reclaimed; then per hit its reading: `used_before`,
