@@ -1,8 +1,10 @@
 //! The embedded store: counters in this process's memory, for a single Sluice instance.
 //!
-//! **Layout.** Counters live in up to 64 shards, each a `HashMap` behind a `parking_lot` mutex,
-//! chosen by a keyed hash of the counter key (keyed, so clients choosing descriptor values cannot
-//! pile every counter into one shard). A batch locks every shard it touches, in ascending shard
+//! **Layout.** Counters live in up to 64 shards, each a hash table behind a `parking_lot` mutex.
+//! Each key is hashed once per hit, with a fast hash (foldhash) seeded at random per store: the
+//! hash picks the shard (from bits the table does not use) and then finds the key in that shard's
+//! table. Seeded, so clients choosing descriptor values cannot aim every counter at one shard or
+//! one probe sequence. A batch locks every shard it touches, in ascending shard
 //! order and each once, then reads, decides and writes under those locks: that is what makes a
 //! batch atomic, and the fixed order is what keeps two batches from deadlocking. Locks are never
 //! held across an `.await`.
@@ -23,14 +25,18 @@
 //! its window, so a store sized too small admits more than the limits allow rather than refusing
 //! service: size `max_counters` above the number of counters live in one window, and alert on
 //! evictions. An eviction can also take a counter the same batch touched a moment before.
+//!
+//! **Memory per counter.** A shard packs its counters densely, with a `u32` index and an
+//! expiry heap beside them, so nothing of a counter is stored twice ([`counters`]);
+//! docs/performance.md gives the measured bytes per counter (`cargo run --release -p
+//! sluice-server --example counter_memory`).
 
-use std::collections::hash_map::RandomState;
-use std::collections::{BTreeSet, HashMap};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use foldhash::fast::RandomState;
 use parking_lot::{Mutex, MutexGuard};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -41,6 +47,9 @@ use super::{Admission, Batch, Outcome, Store, StoreError, Verdict};
 use crate::algorithm::lease::{self, Lease};
 use crate::algorithm::{self, Algorithm, Micros, State};
 use crate::clock::Clock;
+use counters::{Counters, Place};
+
+mod counters;
 
 /// The most shards a store uses; a batch's shards fit in one `u64` bit set.
 const MAX_SHARDS: usize = 64;
@@ -48,8 +57,8 @@ const MAX_SHARDS: usize = 64;
 /// Counters in this process.
 pub struct MemoryStore {
     shards: Box<[Shard]>,
-    /// Picks the shard; randomly keyed per store.
-    shard_hasher: RandomState,
+    /// Hashes counter keys for the shard choice and the shard's table; randomly seeded per store.
+    hasher: RandomState,
     clock: Arc<dyn Clock>,
     evictions: AtomicU64,
     /// Expired leases removed by operations on their pools.
@@ -62,26 +71,12 @@ struct Shard {
     counters: Mutex<Counters>,
 }
 
-#[derive(Default)]
-struct Counters {
-    by_key: HashMap<Arc<[u8]>, Counter>,
-    /// The same counters ordered by expiry (the key breaks ties): the front is what sweeping and
-    /// eviction take first. The key is shared with `by_key`, not copied.
-    by_expiry: BTreeSet<(u64, Arc<[u8]>)>,
-}
-
-#[derive(Debug, Clone)]
-struct Counter {
-    state: State,
-    /// Microseconds since the epoch at which the counter reads as absent.
-    expires_at: Micros,
-}
-
 impl MemoryStore {
     /// A store holding at most `max_counters` counters (at least one). Time comes from `clock`,
     /// so tests move windows with a manual clock.
     pub fn new(max_counters: usize, clock: Arc<dyn Clock>) -> Self {
-        let max_counters = max_counters.max(1);
+        // Each shard indexes its counters with u32.
+        let max_counters = max_counters.clamp(1, MAX_SHARDS.saturating_mul(u32::MAX as usize));
         let shard_count = max_counters.min(MAX_SHARDS);
         let (base, extra) = (max_counters / shard_count, max_counters % shard_count);
         let shards = (0..shard_count)
@@ -92,7 +87,7 @@ impl MemoryStore {
             .collect();
         Self {
             shards,
-            shard_hasher: RandomState::new(),
+            hasher: RandomState::default(),
             clock,
             evictions: AtomicU64::new(0),
             leases_reclaimed: AtomicU64::new(0),
@@ -106,10 +101,7 @@ impl MemoryStore {
 
     /// Counters currently held, including expired ones not reclaimed yet.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.counters.lock().by_key.len())
-            .sum()
+        self.shards.iter().map(|s| s.counters.lock().len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -126,7 +118,7 @@ impl MemoryStore {
     pub fn sweep(&self) {
         let now = self.now();
         for shard in self.shards.iter() {
-            shard.counters.lock().drop_expired(now);
+            shard.counters.lock().drop_expired(now, &self.hasher);
         }
     }
 
@@ -162,10 +154,12 @@ impl MemoryStore {
             _ => algorithm::step_with,
         };
         let hits = &batch.hits;
+        // Each key is hashed once: the hash picks the shard and finds the key in it.
+        let hashes: Vec<u64> = hits.iter().map(|h| self.hash(&h.key)).collect();
 
         let mut touched = 0u64;
-        for hit in hits {
-            touched |= 1 << self.shard_of(&hit.key);
+        for &hash in &hashes {
+            touched |= 1 << self.shard_of(hash);
         }
         // Ascending order, each shard once: see the module doc.
         let mut guards: [Option<MutexGuard<'_, Counters>>; MAX_SHARDS] =
@@ -183,9 +177,10 @@ impl MemoryStore {
                 Some(j) => step(&hit.policy, &steps[j].next, now, hit.delta, &hit.claim),
                 // Every touched shard is locked, so the guard is always there.
                 None => {
-                    let guard = guards[self.shard_of(&hit.key)].as_ref();
-                    let state = guard.and_then(|g| g.live(&hit.key, clock_now));
-                    let state = state.unwrap_or(&State::Empty);
+                    let hash = hashes[i];
+                    let guard = guards[self.shard_of(hash)].as_ref();
+                    let state = guard.and_then(|g| g.live(hash, &hit.key, clock_now));
+                    let state = state.as_deref().unwrap_or(&State::Empty);
                     step(&hit.policy, state, now, hit.delta, &hit.claim)
                 }
             };
@@ -200,20 +195,27 @@ impl MemoryStore {
                 if hit.delta == 0 || !verdict.writes(hits, &readings, batch.admission, i) {
                     continue;
                 }
-                self.write(&mut guards, &hit.key, &hit.policy, step.next, clock_now);
+                self.write(
+                    &mut guards,
+                    hashes[i],
+                    &hit.key,
+                    &hit.policy,
+                    step.next,
+                    clock_now,
+                );
             }
         } else {
             // Nothing is charged, but fair-share pools still learn of the demand. A key repeated
             // in the batch reads the arrival written just before.
-            for hit in hits {
+            for (hit, &hash) in hits.iter().zip(&hashes) {
                 if hit.policy.algorithm != Algorithm::FairShare || hit.delta <= 0 {
                     continue;
                 }
-                let guard = guards[self.shard_of(&hit.key)].as_ref();
-                let state = guard.and_then(|g| g.live(&hit.key, now));
-                let state = state.unwrap_or(&State::Empty);
+                let guard = guards[self.shard_of(hash)].as_ref();
+                let state = guard.and_then(|g| g.live(hash, &hit.key, now));
+                let state = state.as_deref().unwrap_or(&State::Empty);
                 let next = algorithm::uncharged(&hit.policy, state, now, hit.delta, &hit.claim);
-                self.write(&mut guards, &hit.key, &hit.policy, next, now);
+                self.write(&mut guards, hash, &hit.key, &hit.policy, next, now);
             }
         }
         Outcome { readings, charged }
@@ -224,23 +226,32 @@ impl MemoryStore {
     fn write(
         &self,
         guards: &mut [Option<MutexGuard<'_, Counters>>; MAX_SHARDS],
+        hash: u64,
         key: &[u8],
         policy: &algorithm::Policy,
         next: State,
         now: Micros,
     ) {
-        let s = self.shard_of(key);
+        let s = self.shard_of(hash);
         let Some(g) = guards[s].as_mut() else {
             return;
         };
         if policy.algorithm == Algorithm::Concurrency {
-            let before = g.live(key, now).map_or(0, |st| lease::expired(st, now));
+            let before = g
+                .live(hash, key, now)
+                .map_or(0, |st| lease::expired(&st, now));
             let dropped = before.saturating_sub(lease::expired(&next, now));
             self.leases_reclaimed
                 .fetch_add(dropped as u64, Ordering::Relaxed);
         }
         let expires_at = algorithm::expires_at(policy, &next);
-        if g.store(key, next, expires_at, now, self.shards[s].bound) {
+        let place = Place {
+            hash,
+            now,
+            bound: self.shards[s].bound,
+            hasher: &self.hasher,
+        };
+        if g.store(key, next, expires_at, &place) {
             self.evictions.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -248,10 +259,11 @@ impl MemoryStore {
     /// The live leases of the pool at `key`.
     pub fn holders_now(&self, key: &[u8]) -> Vec<Lease> {
         let now = self.now();
-        let counters = self.shards[self.shard_of(key)].counters.lock();
+        let hash = self.hash(key);
+        let counters = self.shards[self.shard_of(hash)].counters.lock();
         counters
-            .live(key, now)
-            .map_or_else(Vec::new, |state| lease::live(state, now).to_vec())
+            .live(hash, key, now)
+            .map_or_else(Vec::new, |state| lease::live(&state, now).to_vec())
     }
 }
 
@@ -260,90 +272,25 @@ impl MemoryStore {
     /// over to the shared store this way (`storage::local`), atomically with respect to batches.
     pub fn take(&self, key: &[u8]) -> Option<State> {
         let now = self.now();
-        let mut counters = self.shards[self.shard_of(key)].counters.lock();
-        let (key, old) = counters.by_key.remove_entry(key)?;
-        counters.by_expiry.remove(&(old.expires_at, key));
-        (old.expires_at > now).then_some(old.state)
+        let mut counters = self.shards[self.shard_of(self.hash(key))].counters.lock();
+        let (state, expires_at) = counters.take(key, &self.hasher)?;
+        (expires_at > now).then_some(state)
     }
 
     fn now(&self) -> Micros {
         self.clock.now().as_micros() as Micros
     }
 
-    fn shard_of(&self, key: &[u8]) -> usize {
-        (self.shard_hasher.hash_one(key) % self.shards.len() as u64) as usize
-    }
-}
-
-impl Counters {
-    fn live(&self, key: &[u8], now: Micros) -> Option<&State> {
-        match self.by_key.get(key) {
-            Some(c) if c.expires_at > now => Some(&c.state),
-            _ => None,
-        }
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
     }
 
-    /// Stores a charged hit's new state, or removes the counter when the state is empty or
-    /// already expired. Returns whether a live counter was evicted to make room.
-    fn store(
-        &mut self,
-        key: &[u8],
-        state: State,
-        expires_at: Option<Micros>,
-        now: Micros,
-        bound: usize,
-    ) -> bool {
-        let Some(expires_at) = expires_at.filter(|&at| at > now) else {
-            if let Some((key, old)) = self.by_key.remove_entry(key) {
-                self.by_expiry.remove(&(old.expires_at, key));
-            }
-            return false;
-        };
-        if let Some((shared, old)) = self.by_key.get_key_value(key) {
-            if old.expires_at != expires_at {
-                let shared = Arc::clone(shared);
-                self.by_expiry
-                    .remove(&(old.expires_at, Arc::clone(&shared)));
-                self.by_expiry.insert((expires_at, shared));
-            }
-            if let Some(counter) = self.by_key.get_mut(key) {
-                *counter = Counter { state, expires_at };
-            }
-            return false;
-        }
-        let evicted = self.make_room(now, bound);
-        let key: Arc<[u8]> = Arc::from(key);
-        self.by_expiry.insert((expires_at, Arc::clone(&key)));
-        self.by_key.insert(key, Counter { state, expires_at });
-        evicted
-    }
-
-    /// Frees a place for one more counter: expired counters first, then the soonest to expire.
-    fn make_room(&mut self, now: Micros, bound: usize) -> bool {
-        if self.by_key.len() < bound {
-            return false;
-        }
-        self.drop_expired(now);
-        let mut evicted = false;
-        while self.by_key.len() >= bound {
-            let Some((_, key)) = self.by_expiry.pop_first() else {
-                break;
-            };
-            self.by_key.remove(&key);
-            evicted = true;
-        }
-        evicted
-    }
-
-    fn drop_expired(&mut self, now: Micros) {
-        while let Some((expires_at, _)) = self.by_expiry.first() {
-            if *expires_at > now {
-                break;
-            }
-            if let Some((_, key)) = self.by_expiry.pop_first() {
-                self.by_key.remove(&key);
-            }
-        }
+    /// The shard of a key's hash, from bits 25..57: the table inside the shard indexes its
+    /// buckets with the low bits and tags them with the top 7, and a shard whose keys all shared
+    /// those bits would probe badly.
+    fn shard_of(&self, hash: u64) -> usize {
+        let bits = u64::from((hash >> 25) as u32);
+        ((bits * self.shards.len() as u64) >> 32) as usize
     }
 }
 
@@ -484,7 +431,7 @@ mod tests {
                 counters: Mutex::new(Counters::default()),
             }]
             .into_boxed_slice(),
-            shard_hasher: RandomState::new(),
+            hasher: RandomState::default(),
             clock,
             evictions: AtomicU64::new(0),
             leases_reclaimed: AtomicU64::new(0),
