@@ -60,6 +60,10 @@ pub struct Answer {
     pub problem_status: Option<u16>,
     /// The `retry_after` (seconds) of a problem document in the body.
     pub problem_retry_after_s: Option<u64>,
+    /// The problem document names a concurrency pool (`"algorithm": "concurrency"`): a full
+    /// pool frees a slot whenever a holder releases its lease, not at the wait Sluice reports,
+    /// so the answer must not go into the negative cache.
+    pub problem_concurrency: bool,
 }
 
 /// Why Sluice gave no usable answer; each kind has its own error counter.
@@ -275,7 +279,7 @@ pub fn finish(
             .problem_status
             .filter(|s| (400..=599).contains(s))
             .unwrap_or(429);
-        if let (Some(store), Some(wait)) = (store, wait_ms) {
+        if let (Some(store), Some(wait), false) = (store, wait_ms, answer.problem_concurrency) {
             remember(
                 config,
                 descriptors,

@@ -28,10 +28,24 @@ pub fn encode_request(domain: &str, descriptors: &[WireDescriptor<'_>]) -> Vec<u
             write_str(&mut out, v);
             out.push('}');
         }
+        if let Some(lease) = d.lease {
+            out.push_str(if d.entries.is_empty() {
+                "{\"key\":"
+            } else {
+                ",{\"key\":"
+            });
+            write_str(&mut out, crate::lease::LEASE_ENTRY);
+            out.push_str(",\"value\":");
+            write_str(&mut out, lease);
+            out.push('}');
+        }
         out.push(']');
         if let Some(hits) = d.hits_addend {
             // uint64 is a string in proto3 JSON.
             out.push_str(&format!(",\"hitsAddend\":\"{hits}\""));
+        }
+        if d.negative_hits {
+            out.push_str(",\"isNegativeHits\":true");
         }
         out.push('}');
     }
@@ -101,7 +115,11 @@ pub fn decode_response(
                 .response_headers
                 .push(("content-type".into(), PROBLEM_JSON.into()));
         }
-        (answer.problem_status, answer.problem_retry_after_s) = problem_fields(&doc);
+        (
+            answer.problem_status,
+            answer.problem_retry_after_s,
+            answer.problem_concurrency,
+        ) = problem_fields(&doc);
     } else if let Some(raw) = field(&doc, "rawBody", "raw_body").and_then(Value::as_str) {
         answer.body = crate::jwt::base64(raw)
             .ok_or_else(|| Failure::new(ErrorKind::Malformed, "rawBody is not base64"))?;
@@ -110,20 +128,21 @@ pub fn decode_response(
 }
 
 /// `status` and `retry_after` of a problem document (gRPC's `raw_body` carries one too).
-pub fn problem_fields(doc: &Value) -> (Option<u16>, Option<u64>) {
+pub fn problem_fields(doc: &Value) -> (Option<u16>, Option<u64>, bool) {
     let status = doc
         .get("status")
         .and_then(uint)
         .and_then(|s| u16::try_from(s).ok());
-    (status, doc.get("retry_after").and_then(uint))
+    let concurrency = doc.get("algorithm").and_then(Value::as_str) == Some("concurrency");
+    (status, doc.get("retry_after").and_then(uint), concurrency)
 }
 
 /// [`problem_fields`] of a body, when it is a JSON object.
-pub fn problem_in(body: &[u8]) -> (Option<u16>, Option<u64>) {
+pub fn problem_in(body: &[u8]) -> (Option<u16>, Option<u64>, bool) {
     if body.first() != Some(&b'{') {
-        return (None, None);
+        return (None, None, false);
     }
-    value::parse(body).map_or((None, None), |doc| problem_fields(&doc))
+    value::parse(body).map_or((None, None, false), |doc| problem_fields(&doc))
 }
 
 fn field<'a>(o: &'a Value, camel: &str, snake: &str) -> Option<&'a Value> {

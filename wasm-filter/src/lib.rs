@@ -23,6 +23,8 @@
 //!    Sluice's headers and body), or a failure that `failure_mode` turns into a pass or a reply.
 //! 6. After the response, [`charge`] turns the response size or a response header into a second
 //!    `ShouldRateLimit` with per-descriptor `hits_addend`, sent without delaying the response.
+//! 7. A request that took a concurrency [`lease`] renews it every half TTL while the stream is
+//!    open (on the root context's ticks) and releases it when the stream ends.
 //!
 //! [`value`] reads and writes the JSON all of this needs, without floating point.
 //! [`metrics`] names the counters the glue defines through proxy-wasm metrics.
@@ -57,6 +59,7 @@ pub mod descriptor;
 pub mod headers;
 pub mod json;
 pub mod jwt;
+pub mod lease;
 pub mod metrics;
 pub mod negative;
 pub mod proto;

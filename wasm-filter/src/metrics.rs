@@ -25,6 +25,12 @@ pub enum Counter {
     Charges,
     /// Post-response charges that could not be sent.
     ChargeErrors,
+    /// Leases released at stream end.
+    LeaseReleases,
+    /// Leases renewed while their stream was open.
+    LeaseRenewals,
+    /// Lease releases or renewals that could not be sent.
+    LeaseErrors,
 }
 
 impl Counter {
@@ -39,6 +45,9 @@ impl Counter {
             Self::FailClosed,
             Self::Charges,
             Self::ChargeErrors,
+            Self::LeaseReleases,
+            Self::LeaseRenewals,
+            Self::LeaseErrors,
         ]
         .into_iter()
         .chain(ErrorKind::ALL.into_iter().map(Self::RemoteErrors))
@@ -55,8 +64,11 @@ impl Counter {
             Self::FailClosed => 5,
             Self::Charges => 6,
             Self::ChargeErrors => 7,
+            Self::LeaseReleases => 8,
+            Self::LeaseRenewals => 9,
+            Self::LeaseErrors => 10,
             Self::RemoteErrors(kind) => {
-                8 + ErrorKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
+                11 + ErrorKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
             }
         }
     }
@@ -71,6 +83,9 @@ impl Counter {
             Self::FailClosed => "fail_closed",
             Self::Charges => "charges",
             Self::ChargeErrors => "charge_errors",
+            Self::LeaseReleases => "lease_releases",
+            Self::LeaseRenewals => "lease_renewals",
+            Self::LeaseErrors => "lease_errors",
             Self::RemoteErrors(kind) => {
                 return format!("sluice_filter.remote_errors.{}", kind.name());
             }

@@ -5,11 +5,15 @@
 
 use crate::check::{Answer, Code, DescriptorStatus, Limit};
 
-/// One descriptor as sent: its entries and, for a post-response charge, its own `hits_addend`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One descriptor as sent: its entries and, for a post-response charge, its own `hits_addend`;
+/// to renew or release a concurrency lease, the lease id (sent as one more entry,
+/// [`crate::lease::LEASE_ENTRY`]) and `is_negative_hits` for the release.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WireDescriptor<'a> {
     pub entries: &'a [(String, String)],
     pub hits_addend: Option<u64>,
+    pub lease: Option<&'a str>,
+    pub negative_hits: bool,
 }
 
 /// Field numbers, from the `.proto` files.
@@ -20,6 +24,7 @@ mod field {
     // RateLimitDescriptor (envoy.extensions.common.ratelimit.v3)
     pub const ENTRIES: u32 = 1;
     pub const DESCRIPTOR_HITS_ADDEND: u32 = 3;
+    pub const DESCRIPTOR_IS_NEGATIVE_HITS: u32 = 4;
     pub const ENTRY_KEY: u32 = 1;
     pub const ENTRY_VALUE: u32 = 2;
     // RateLimitResponse
@@ -61,6 +66,16 @@ pub fn encode_request(domain: &str, descriptors: &[WireDescriptor<'_>]) -> Vec<u
             put_bytes(&mut entry, field::ENTRY_VALUE, v.as_bytes());
             put_bytes(&mut descriptor, field::ENTRIES, &entry);
         }
+        if let Some(lease) = d.lease {
+            entry.clear();
+            put_bytes(
+                &mut entry,
+                field::ENTRY_KEY,
+                crate::lease::LEASE_ENTRY.as_bytes(),
+            );
+            put_bytes(&mut entry, field::ENTRY_VALUE, lease.as_bytes());
+            put_bytes(&mut descriptor, field::ENTRIES, &entry);
+        }
         if let Some(hits) = d.hits_addend {
             // google.protobuf.UInt64Value: present even when 0, which means "check only".
             let mut wrapper = Vec::new();
@@ -69,6 +84,10 @@ pub fn encode_request(domain: &str, descriptors: &[WireDescriptor<'_>]) -> Vec<u
                 put_varint(&mut wrapper, hits);
             }
             put_bytes(&mut descriptor, field::DESCRIPTOR_HITS_ADDEND, &wrapper);
+        }
+        if d.negative_hits {
+            put_key(&mut descriptor, field::DESCRIPTOR_IS_NEGATIVE_HITS, VARINT);
+            put_varint(&mut descriptor, 1);
         }
         put_bytes(&mut out, field::DESCRIPTORS, &descriptor);
     }
@@ -209,7 +228,11 @@ pub fn decode_response(buf: &[u8]) -> Result<Answer, DecodeError> {
         }
     }
     // Sluice's OVER_LIMIT `raw_body` is a problem document; its status is the reply's.
-    (answer.problem_status, answer.problem_retry_after_s) = crate::json::problem_in(&answer.body);
+    (
+        answer.problem_status,
+        answer.problem_retry_after_s,
+        answer.problem_concurrency,
+    ) = crate::json::problem_in(&answer.body);
     Ok(answer)
 }
 

@@ -60,7 +60,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use wasmtime::{Engine, Memory, Module, TypedFunc};
 
 pub use callout::Outcome;
-pub use stream::{Exchange, LocalReply, Request, Upstream};
+pub use stream::{Exchange, LocalReply, OpenStream, Request, Upstream};
 pub use worker::Worker;
 
 use abi::Pairs;

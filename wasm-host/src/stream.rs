@@ -179,10 +179,32 @@ fn find(pairs: &Pairs, name: &str) -> Option<String> {
 
 const CONTINUE: i32 = 0;
 
+/// A stream whose response has gone through the filter but has not ended: a long upload or a
+/// streamed answer, still open while other requests come and the root ticks.
+#[derive(Debug)]
+pub struct OpenStream {
+    id: u32,
+    exchange: Exchange,
+}
+
+impl OpenStream {
+    /// How the exchange went so far.
+    pub fn exchange(&self) -> &Exchange {
+        &self.exchange
+    }
+}
+
 impl Worker {
     /// Runs one request through the filter, start to end, including the callouts it makes
     /// (the post-response charge too, so Sluice has seen it when this returns).
     pub fn exchange(&mut self, request: Request) -> Exchange {
+        let open = self.open(request);
+        self.close(open)
+    }
+
+    /// Runs a request through the filter up to the end of its response, leaving the stream
+    /// open until [`Worker::close`].
+    pub fn open(&mut self, request: Request) -> OpenStream {
         let id = self.next_context;
         self.next_context += 1;
         let root = self.store.data().root_id;
@@ -270,12 +292,21 @@ impl Worker {
             }
             response_headers = self.stream(id).response_headers.clone();
         }
-        self.finish(id);
-        Exchange {
-            local_reply,
-            forwarded,
-            response_headers,
+        OpenStream {
+            id,
+            exchange: Exchange {
+                local_reply,
+                forwarded,
+                response_headers,
+            },
         }
+    }
+
+    /// Ends a stream [`Worker::open`] left open: done, log and delete, and the callouts the
+    /// filter makes at stream end.
+    pub fn close(&mut self, open: OpenStream) -> Exchange {
+        self.finish(open.id);
+        open.exchange
     }
 
     fn stream(&self, id: u32) -> &HttpState {

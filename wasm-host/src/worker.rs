@@ -98,7 +98,8 @@ impl Worker {
         self.store.data().worker
     }
 
-    /// Calls `proxy_on_tick` when the guest set a tick period (as each tick would).
+    /// Calls `proxy_on_tick` when the guest set a tick period (as each tick would), then
+    /// delivers the answers to the callouts the tick made.
     pub fn tick(&mut self) -> bool {
         if self.store.data().tick_period_ms == 0 {
             return false;
@@ -106,6 +107,7 @@ impl Worker {
         let root = self.store.data().root_id;
         self.enter(root);
         self.call1("proxy_on_tick", root);
+        self.run_callouts(|_| false);
         true
     }
 

@@ -49,6 +49,8 @@ descriptors:
   - key: org
     value: acme
     rate_limit: {unit: hour, requests_per_unit: 100}
+  - key: upload
+    rate_limit: {concurrency: 1, lease_ttl: 60}
 ";
 
 struct Env {
@@ -483,6 +485,72 @@ fn the_post_response_charge_lands_in_sluices_counters() {
         let upstream = Upstream::ok().chunk(b"x").trailer("x-llm-tokens", "8");
         w.exchange(Request::get("/v1/chat").upstream(upstream));
         assert_eq!(remaining(&env, "llm", "app1"), 1000 - 42 - 8, "{transport}");
+    }
+}
+
+#[test]
+fn a_streams_lease_is_renewed_while_open_and_released_at_its_end() {
+    for transport in ["grpc", "http"] {
+        let env = env();
+        let service = if transport == "grpc" {
+            json!({"cluster": "ratelimit", "timeout_ms": 2000})
+        } else {
+            json!({"cluster": "ratelimit-http", "timeout_ms": 2000, "transport": "http"})
+        };
+        let config = config(
+            json!([{"actions": [{"generic_key": {"descriptor_value": "app1", "key": "upload"}}]}]),
+            json!({"service": service}),
+        );
+        let mut w = worker(&env.host, &config);
+        let upload = || Request::new("POST", "/upload");
+        let first = w.open(upload());
+        assert_eq!(first.exchange().status(), 200, "{transport}");
+        assert!(
+            first.exchange().header("x-sluice-lease-id").is_some(),
+            "{transport}: {first:?}"
+        );
+        // A pool of one is full while the first upload streams, and a full pool is not put in
+        // the negative cache: a release frees it before any wait Sluice could name.
+        let second = w.exchange(upload());
+        assert_eq!(second.status(), 429, "{transport}");
+        assert_eq!(
+            second.header("retry-after").as_deref(),
+            Some("60"),
+            "{transport}"
+        );
+        assert_eq!(
+            env.host.metric("sluice_filter.negative_cache_hits"),
+            Some(0)
+        );
+
+        // Halfway through its TTL, the root's tick renews the open stream's lease.
+        assert!(w.tick(), "{transport}: a held lease starts the ticks");
+        assert_eq!(env.host.metric("sluice_filter.lease_renewals"), Some(0));
+        env.host.advance_clock(Duration::from_secs(31));
+        assert!(w.tick());
+        assert_eq!(
+            env.host.metric("sluice_filter.lease_renewals"),
+            Some(1),
+            "{transport}"
+        );
+        assert_eq!(
+            sluice_metric(&env, "sluice_lease_renewals_total{"),
+            Some(1),
+            "{transport}: Sluice renewed it"
+        );
+
+        // The stream ends: its lease goes back at once, and the next upload gets the slot.
+        w.close(first);
+        assert_eq!(env.host.metric("sluice_filter.lease_releases"), Some(1));
+        assert_eq!(
+            sluice_metric(&env, "sluice_lease_releases_total{"),
+            Some(1),
+            "{transport}"
+        );
+        let third = w.exchange(upload());
+        assert_eq!(third.status(), 200, "{transport}: the slot is free again");
+        assert_eq!(env.host.metric("sluice_filter.lease_releases"), Some(2));
+        assert_eq!(w.exchange(upload()).status(), 200, "{transport}");
     }
 }
 

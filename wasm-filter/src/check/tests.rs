@@ -123,6 +123,31 @@ fn over_limit_fills_the_negative_cache_for_the_wait() {
 }
 
 #[test]
+fn a_full_concurrency_pool_is_not_cached() {
+    // A pool frees a slot as soon as a holder releases, long before the soonest expiry.
+    let c = config("");
+    let store = MemoryStore::default();
+    let a = Answer {
+        problem_concurrency: true,
+        ..answer(
+            Code::OverLimit,
+            vec![
+                status(Code::Ok, 3, None),
+                status(Code::OverLimit, 0, Some(60_000)),
+            ],
+        )
+    };
+    let Verdict::Reject(reply) = finish(&c, &descriptors(), Ok(a), Some(&store), 100 * S) else {
+        panic!("not rejected")
+    };
+    assert!(reply.headers.contains(&("retry-after".into(), "60".into())));
+    assert_eq!(
+        start(&c, &descriptors()[1..], Some(&store), 100 * S),
+        Start::Remote
+    );
+}
+
+#[test]
 fn negative_cache_wait_is_capped_and_can_be_off() {
     let store = MemoryStore::default();
     let long = || {

@@ -17,6 +17,7 @@ use crate::config::{ChargeSource, Transport};
 use crate::descriptor::{self, Descriptor};
 use crate::headers::LocalReply;
 use crate::json;
+use crate::lease;
 use crate::metrics::Counter;
 use crate::proto::{self, WireDescriptor};
 
@@ -33,6 +34,8 @@ pub struct Stream {
     response_headers: Vec<(String, String)>,
     charges: Vec<charge::Pending>,
     measured: Measured,
+    /// The concurrency lease the request took, released when the stream ends.
+    lease: Option<lease::Held>,
 }
 
 impl Stream {
@@ -45,6 +48,7 @@ impl Stream {
             response_headers: Vec::new(),
             charges: Vec::new(),
             measured: Measured::default(),
+            lease: None,
         }
     }
 
@@ -75,6 +79,7 @@ impl Stream {
                 .map(|d| WireDescriptor {
                     entries: &d.entries,
                     hits_addend: None,
+                    ..Default::default()
                 })
                 .collect(),
             Some(hits) => hits
@@ -84,42 +89,12 @@ impl Stream {
                     Some(WireDescriptor {
                         entries: &d.entries,
                         hits_addend: Some(*n),
+                        ..Default::default()
                     })
                 })
                 .collect(),
         };
-        let service = &plugin.config.service;
-        let timeout = Duration::from_millis(u64::from(service.timeout_ms));
-        match &service.transport {
-            Transport::Grpc => {
-                let message = proto::encode_request(&plugin.config.domain, &wire);
-                hostcalls::dispatch_grpc_call(
-                    &service.cluster,
-                    SERVICE,
-                    METHOD,
-                    Vec::new(),
-                    Some(&message),
-                    timeout,
-                )
-            }
-            Transport::Http { path, authority } => {
-                let body = json::encode_request(&plugin.config.domain, &wire);
-                let headers = vec![
-                    (":method", "POST"),
-                    (":path", path.as_str()),
-                    (":authority", authority.as_str()),
-                    ("content-type", "application/json"),
-                    ("accept", "application/json, application/problem+json"),
-                ];
-                hostcalls::dispatch_http_call(
-                    &service.cluster,
-                    headers,
-                    Some(&body),
-                    Vec::new(),
-                    timeout,
-                )
-            }
-        }
+        dispatch(plugin, &wire)
     }
 
     /// Acts on the verdict; `paused` says whether the request waits for a callout.
@@ -143,6 +118,10 @@ impl Stream {
                     charge::plan(&plugin.config, &self.descriptors, Some(&allowed.statuses));
                 for (k, v) in &allowed.request_headers {
                     host::set_header(MapType::HttpRequestHeaders, k, Some(v));
+                }
+                if let Some(held) = lease::from_headers(&allowed.response_headers) {
+                    plugin.hold_lease(self.id, self.descriptors.clone(), held.clone());
+                    self.lease = Some(held);
                 }
                 self.response_headers = allowed.response_headers;
                 resume(paused)
@@ -201,6 +180,33 @@ impl Stream {
         }
     }
 
+    /// Gives the stream's lease back, from the root context like the charge.
+    fn release(&mut self, plugin: &Plugin) {
+        let Some(held) = self.lease.take() else {
+            return;
+        };
+        plugin.end_lease(self.id);
+        let wire = lease::wire(&self.descriptors, &held.id, true);
+        let moved = hostcalls::set_effective_context(plugin.root_id).is_ok();
+        let result = dispatch(plugin, &wire);
+        if moved {
+            let _ = hostcalls::set_effective_context(self.id);
+        }
+        match result {
+            Ok(_) => plugin.count(Counter::LeaseReleases),
+            Err(status) => {
+                plugin.count(Counter::LeaseErrors);
+                host::log(
+                    LogLevel::Warn,
+                    &format!(
+                        "sluice-filter: cannot release lease {}: {status:?}; it lapses after {} s",
+                        held.id, held.ttl_secs
+                    ),
+                );
+            }
+        }
+    }
+
     fn read_charge_headers(&mut self, map: MapType) {
         for p in &self.charges {
             if let ChargeSource::ResponseHeader(name) = &p.source
@@ -209,6 +215,42 @@ impl Stream {
             {
                 self.measured.headers.push((name.clone(), value));
             }
+        }
+    }
+}
+
+/// Sends `wire` to Sluice, from the effective context; the callout token.
+pub(super) fn dispatch(plugin: &Plugin, wire: &[WireDescriptor<'_>]) -> Result<u32, Status> {
+    let service = &plugin.config.service;
+    let timeout = Duration::from_millis(u64::from(service.timeout_ms));
+    match &service.transport {
+        Transport::Grpc => {
+            let message = proto::encode_request(&plugin.config.domain, wire);
+            hostcalls::dispatch_grpc_call(
+                &service.cluster,
+                SERVICE,
+                METHOD,
+                Vec::new(),
+                Some(&message),
+                timeout,
+            )
+        }
+        Transport::Http { path, authority } => {
+            let body = json::encode_request(&plugin.config.domain, wire);
+            let headers = vec![
+                (":method", "POST"),
+                (":path", path.as_str()),
+                (":authority", authority.as_str()),
+                ("content-type", "application/json"),
+                ("accept", "application/json, application/problem+json"),
+            ];
+            hostcalls::dispatch_http_call(
+                &service.cluster,
+                headers,
+                Some(&body),
+                Vec::new(),
+                timeout,
+            )
         }
     }
 }
@@ -399,11 +441,12 @@ impl HttpContext for Stream {
     }
 
     fn on_log(&mut self) {
-        // The hook for work at stream end; leases released at stream end (issue 10) go here too.
-        if let Some(plugin) = self.plugin.clone()
-            && !self.charges.is_empty()
-        {
+        let Some(plugin) = self.plugin.clone() else {
+            return;
+        };
+        if !self.charges.is_empty() {
             self.charge(&plugin);
         }
+        self.release(&plugin);
     }
 }

@@ -2,14 +2,16 @@
 //! configuration, probes shared data and defines the counters; [`http::Stream`] runs the core
 //! for each request. Only compiled for wasm32.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel, MetricType};
 
 use crate::config::{self, Config, FailureMode, Transport};
+use crate::lease::{Held, Renewals};
 use crate::metrics::Counter;
 use crate::shared::SharedStore;
 
@@ -36,13 +38,54 @@ pub struct Plugin {
     /// Metric ids by [`Counter::index`]; `None` where the host refused the definition.
     metric_ids: Vec<Option<u32>>,
     random: Cell<u64>,
+    /// Leases held by this worker's open streams, renewed on the root's ticks.
+    renewals: RefCell<Renewals>,
+    /// Whether the host ticks for the renewals: unknown until the first lease.
+    ticks: Cell<Option<bool>>,
 }
+
+/// How often the root looks for leases due for renewal.
+const TICK: Duration = Duration::from_secs(1);
 
 impl Plugin {
     pub fn count(&self, counter: Counter) {
         if let Some(Some(id)) = self.metric_ids.get(counter.index()) {
             let _ = hostcalls::increment_metric(*id, 1);
         }
+    }
+
+    /// Files a stream's lease for renewal, starting the root's ticks with the first one.
+    pub fn hold_lease(
+        &self,
+        stream: u32,
+        descriptors: Vec<crate::descriptor::Descriptor>,
+        lease: Held,
+    ) {
+        if self.ticks.get().is_none() {
+            // The tick period belongs to the root context.
+            let moved = hostcalls::set_effective_context(self.root_id).is_ok();
+            let ticking = hostcalls::set_tick_period(TICK).is_ok();
+            if moved {
+                let _ = hostcalls::set_effective_context(stream);
+            }
+            if !ticking {
+                host::log(
+                    LogLevel::Warn,
+                    "sluice-filter: the host has no ticks; leases are released at stream end but not renewed",
+                );
+            }
+            self.ticks.set(Some(ticking));
+        }
+        if self.ticks.get() == Some(true) {
+            self.renewals
+                .borrow_mut()
+                .hold(stream, descriptors, lease, host::now_ns());
+        }
+    }
+
+    /// Forgets a stream's lease once it ended.
+    pub fn end_lease(&self, stream: u32) {
+        self.renewals.borrow_mut().end(stream);
     }
 
     pub fn store(&self) -> Option<&'static dyn SharedStore> {
@@ -121,8 +164,30 @@ impl RootContext for Root {
             shared_data,
             metric_ids,
             random: Cell::new(host::now_ns() ^ u64::from(self.id).rotate_left(40)),
+            renewals: RefCell::new(Renewals::default()),
+            ticks: Cell::new(None),
         }));
         true
+    }
+
+    fn on_tick(&mut self) {
+        let Some(plugin) = self.plugin.clone() else {
+            return;
+        };
+        let due = plugin.renewals.borrow_mut().due(host::now_ns());
+        for r in due {
+            let wire = crate::lease::wire(&r.descriptors, &r.lease.id, false);
+            match http::dispatch(&plugin, &wire) {
+                Ok(_) => plugin.count(Counter::LeaseRenewals),
+                Err(status) => {
+                    plugin.count(Counter::LeaseErrors);
+                    host::log(
+                        LogLevel::Warn,
+                        &format!("sluice-filter: cannot renew a lease: {status:?}"),
+                    );
+                }
+            }
+        }
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {

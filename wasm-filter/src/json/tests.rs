@@ -16,10 +16,12 @@ fn requests_are_proto3_json() {
             WireDescriptor {
                 entries: &a,
                 hits_addend: None,
+                ..Default::default()
             },
             WireDescriptor {
                 entries: &a,
                 hits_addend: Some(42),
+                ..Default::default()
             },
         ],
     );
@@ -86,8 +88,12 @@ fn over_limit_answers_plain_and_problem() {
     .unwrap();
     assert_eq!(a.body, problem.to_vec());
     assert_eq!(
-        (a.problem_status, a.problem_retry_after_s),
-        (Some(402), Some(86_400))
+        (
+            a.problem_status,
+            a.problem_retry_after_s,
+            a.problem_concurrency
+        ),
+        (Some(402), Some(86_400), false)
     );
     assert_eq!(
         a.response_headers,
@@ -147,4 +153,22 @@ proptest::proptest! {
         let _ = decode_response(status, Some("application/problem+json"), &body);
         let _ = problem_in(&body);
     }
+}
+
+#[test]
+fn lease_releases_are_proto3_json() {
+    let a = owned(&[("upload", "app-1")]);
+    let body = encode_request(
+        "edge",
+        &[WireDescriptor {
+            entries: &a,
+            lease: Some("0123456789abcdef0123456789abcdef"),
+            negative_hits: true,
+            ..Default::default()
+        }],
+    );
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        r#"{"domain":"edge","descriptors":[{"entries":[{"key":"upload","value":"app-1"},{"key":"sluice.lease_id","value":"0123456789abcdef0123456789abcdef"}],"isNegativeHits":true}]}"#
+    );
 }

@@ -28,14 +28,17 @@ fn requests_decode_with_envoys_protos() {
             WireDescriptor {
                 entries: &a,
                 hits_addend: None,
+                ..Default::default()
             },
             WireDescriptor {
                 entries: &b,
                 hits_addend: Some(0),
+                ..Default::default()
             },
             WireDescriptor {
                 entries: &b,
                 hits_addend: Some(300),
+                ..Default::default()
             },
         ],
     );
@@ -149,8 +152,12 @@ fn responses_encoded_by_prost_decode() {
     assert_eq!(a.request_headers, owned(&[("x-tenant", "acme")]));
     assert_eq!(a.body, body);
     assert_eq!(
-        (a.problem_status, a.problem_retry_after_s),
-        (Some(402), Some(3600))
+        (
+            a.problem_status,
+            a.problem_retry_after_s,
+            a.problem_concurrency
+        ),
+        (Some(402), Some(3600), false)
     );
 }
 
@@ -229,4 +236,37 @@ proptest::proptest! {
         }
         proptest::prop_assert_eq!(a.body, body);
     }
+}
+
+#[test]
+fn lease_renewals_and_releases_decode_with_envoys_protos() {
+    let a = owned(&[("upload", "app-1")]);
+    let id = "0123456789abcdef0123456789abcdef";
+    let wire = encode_request(
+        "edge",
+        &[
+            WireDescriptor {
+                entries: &a,
+                lease: Some(id),
+                negative_hits: true,
+                ..Default::default()
+            },
+            WireDescriptor {
+                entries: &a,
+                lease: Some(id),
+                ..Default::default()
+            },
+        ],
+    );
+    let req = RateLimitRequest::decode(wire.as_slice()).unwrap();
+    let release = &req.descriptors[0];
+    assert!(release.is_negative_hits);
+    let entries: Vec<_> = release
+        .entries
+        .iter()
+        .map(|e| (e.key.as_str(), e.value.as_str()))
+        .collect();
+    assert_eq!(entries, [("upload", "app-1"), ("sluice.lease_id", id)]);
+    assert!(!req.descriptors[1].is_negative_hits);
+    assert_eq!(req.descriptors[1].entries.len(), 2);
 }
