@@ -4,6 +4,12 @@
 //! `fill_interval_ms`; each request takes one token. Tokens are kept in thousandths so slow
 //! refill rates do not round away. The value is 24 bytes: fingerprint, milli-tokens, time of
 //! the last update in nanoseconds (all little-endian).
+//!
+//! Every update of an existing slot is a compare-and-swap, so workers never lose each other's
+//! takes. The one exception is a slot's very first write: the proxy-wasm ABI has no
+//! "create if absent" (a missing key has no CAS value, and a set with CAS 0 is unconditional), so
+//! workers racing on a slot's first use may each start from a full bucket. That admits at most
+//! one extra request per extra racing worker, once per slot, and only then.
 
 use crate::config::BucketSpec;
 use crate::shared::{CAS_ATTEMPTS, Fingerprint, SetError, SharedStore, read_u64};
