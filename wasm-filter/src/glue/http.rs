@@ -3,26 +3,22 @@
 //! done.
 
 use std::rc::Rc;
-use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, BufferType, LogLevel, MapType, Status};
+use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
-use super::Plugin;
 use super::host::{self, HostRequest};
+use super::{Plugin, call};
 use crate::charge::{self, Measured};
 use crate::check::{self, Answer, ErrorKind, Failure, LocalCause, Start, Verdict};
-use crate::config::{ChargeSource, Transport};
+use crate::config::ChargeSource;
 use crate::descriptor::{self, Descriptor};
 use crate::headers::LocalReply;
 use crate::json;
 use crate::lease;
 use crate::metrics::Counter;
 use crate::proto::{self, WireDescriptor};
-
-const SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
-const METHOD: &str = "ShouldRateLimit";
 
 pub struct Stream {
     id: u32,
@@ -70,9 +66,9 @@ impl Stream {
         }
     }
 
-    /// Sends a check (or, with `hits`, a charge) to Sluice; the callout token on success.
-    fn call(&self, plugin: &Plugin, hits: Option<&[(usize, u64)]>) -> Result<u32, Status> {
-        let wire: Vec<WireDescriptor<'_>> = match hits {
+    /// The descriptors of a check, or with `hits` of a charge.
+    fn wire(&self, hits: Option<&[(usize, u64)]>) -> Vec<WireDescriptor<'_>> {
+        match hits {
             None => self
                 .descriptors
                 .iter()
@@ -93,8 +89,7 @@ impl Stream {
                     })
                 })
                 .collect(),
-        };
-        dispatch(plugin, &wire)
+        }
     }
 
     /// Acts on the verdict; `paused` says whether the request waits for a callout.
@@ -161,14 +156,7 @@ impl Stream {
         if hits.is_empty() {
             return;
         }
-        // The stream is done and its context about to go; a callout it owned would be cancelled
-        // with it. Made from the root context, the charge outlives the stream.
-        let moved = hostcalls::set_effective_context(plugin.root_id).is_ok();
-        let result = self.call(plugin, Some(&hits));
-        if moved {
-            let _ = hostcalls::set_effective_context(self.id);
-        }
-        match result {
+        match call::from_root(plugin, self.id, &self.wire(Some(&hits))) {
             Ok(_) => plugin.count(Counter::Charges),
             Err(status) => {
                 plugin.count(Counter::ChargeErrors);
@@ -187,12 +175,7 @@ impl Stream {
         };
         plugin.end_lease(self.id);
         let wire = lease::wire(&self.descriptors, &held.id, true);
-        let moved = hostcalls::set_effective_context(plugin.root_id).is_ok();
-        let result = dispatch(plugin, &wire);
-        if moved {
-            let _ = hostcalls::set_effective_context(self.id);
-        }
-        match result {
+        match call::from_root(plugin, self.id, &wire) {
             Ok(_) => plugin.count(Counter::LeaseReleases),
             Err(status) => {
                 plugin.count(Counter::LeaseErrors);
@@ -215,42 +198,6 @@ impl Stream {
             {
                 self.measured.headers.push((name.clone(), value));
             }
-        }
-    }
-}
-
-/// Sends `wire` to Sluice, from the effective context; the callout token.
-pub(super) fn dispatch(plugin: &Plugin, wire: &[WireDescriptor<'_>]) -> Result<u32, Status> {
-    let service = &plugin.config.service;
-    let timeout = Duration::from_millis(u64::from(service.timeout_ms));
-    match &service.transport {
-        Transport::Grpc => {
-            let message = proto::encode_request(&plugin.config.domain, wire);
-            hostcalls::dispatch_grpc_call(
-                &service.cluster,
-                SERVICE,
-                METHOD,
-                Vec::new(),
-                Some(&message),
-                timeout,
-            )
-        }
-        Transport::Http { path, authority } => {
-            let body = json::encode_request(&plugin.config.domain, wire);
-            let headers = vec![
-                (":method", "POST"),
-                (":path", path.as_str()),
-                (":authority", authority.as_str()),
-                ("content-type", "application/json"),
-                ("accept", "application/json, application/problem+json"),
-            ];
-            hostcalls::dispatch_http_call(
-                &service.cluster,
-                headers,
-                Some(&body),
-                Vec::new(),
-                timeout,
-            )
         }
     }
 }
@@ -401,7 +348,7 @@ impl HttpContext for Stream {
                 });
                 send(reply)
             }
-            Start::Remote => match self.call(&plugin, None) {
+            Start::Remote => match call::dispatch(&plugin, &self.wire(None)) {
                 Ok(token) => {
                     plugin.count(Counter::RemoteChecks);
                     self.waiting = Some(token);

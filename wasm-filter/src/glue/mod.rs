@@ -16,6 +16,7 @@ use crate::metrics::Counter;
 use crate::shared::SharedStore;
 
 mod abi;
+mod call;
 mod host;
 mod http;
 
@@ -177,7 +178,7 @@ impl RootContext for Root {
         let due = plugin.renewals.borrow_mut().due(host::now_ns());
         for r in due {
             let wire = crate::lease::wire(&r.descriptors, &r.lease.id, false);
-            match http::dispatch(&plugin, &wire) {
+            match call::dispatch(&plugin, &wire) {
                 Ok(_) => plugin.count(Counter::LeaseRenewals),
                 Err(status) => {
                     plugin.count(Counter::LeaseErrors);
