@@ -92,6 +92,15 @@ fn config(descriptors: Value, extra: Value) -> String {
     c.to_string()
 }
 
+/// The `service` block reaching Sluice over `transport` ("grpc" or "http").
+fn service(transport: &str) -> Value {
+    if transport == "grpc" {
+        json!({"cluster": "ratelimit", "timeout_ms": 2000})
+    } else {
+        json!({"cluster": "ratelimit-http", "timeout_ms": 2000, "transport": "http"})
+    }
+}
+
 fn app_descriptor() -> Value {
     json!([{"actions": [{"request_header": {"header": "x-app-id", "key": "app_id"}}]}])
 }
@@ -456,11 +465,7 @@ fn base64_url(bytes: &[u8]) -> String {
 fn the_post_response_charge_lands_in_sluices_counters() {
     for transport in ["grpc", "http"] {
         let env = env();
-        let service = if transport == "grpc" {
-            json!({"cluster": "ratelimit", "timeout_ms": 2000})
-        } else {
-            json!({"cluster": "ratelimit-http", "timeout_ms": 2000, "transport": "http"})
-        };
+        let service = service(transport);
         let config = config(
             json!([
                 {"actions": [{"generic_key": {"descriptor_value": "app1", "key": "egress"}}], "charge": {"from": "response_bytes"}},
@@ -497,11 +502,7 @@ fn the_post_response_charge_lands_in_sluices_counters() {
 fn a_streams_lease_is_renewed_while_open_and_released_at_its_end() {
     for transport in ["grpc", "http"] {
         let env = env();
-        let service = if transport == "grpc" {
-            json!({"cluster": "ratelimit", "timeout_ms": 2000})
-        } else {
-            json!({"cluster": "ratelimit-http", "timeout_ms": 2000, "transport": "http"})
-        };
+        let service = service(transport);
         let config = config(
             json!([{"actions": [{"generic_key": {"descriptor_value": "app1", "key": "upload"}}]}]),
             json!({"service": service}),
