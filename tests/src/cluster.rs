@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use crate::node::{CliAccess, RedisNode, base_args, free_port_pair, wait_until};
+use crate::node::{RedisNode, base_args, free_port_pair, wait_until};
+use crate::tls::Pki;
 
 pub struct Cluster {
     /// Masters first (as created), then replicas.
@@ -19,6 +20,17 @@ impl Cluster {
     /// answered: Redis writes its append-only file before it replies, so a killed process loses
     /// nothing it acknowledged (only a crash of the machine would, which `fsync` guards against).
     pub fn start(masters: usize, replicas: usize, node_timeout: Duration) -> Self {
+        Self::start_with(masters, replicas, node_timeout, None)
+    }
+
+    /// As [`start`](Self::start), with every node speaking TLS only (clients, replication and
+    /// the cluster bus) with `tls`'s certificates when given.
+    pub fn start_with(
+        masters: usize,
+        replicas: usize,
+        node_timeout: Duration,
+        tls: Option<&Pki>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("cluster directory");
         let count = masters * (1 + replicas);
         let nodes: Vec<RedisNode> = (0..count)
@@ -45,11 +57,16 @@ impl Cluster {
                     .iter()
                     .map(|s| s.to_string()),
                 );
-                RedisNode::start(port, args, CliAccess::default())
+                if let Some(pki) = tls {
+                    pki.serve_tls_only(&mut args, true);
+                }
+                let access = tls.map(Pki::cli_access).unwrap_or_default();
+                RedisNode::start(port, args, access)
             })
             .collect();
         let addrs: Vec<String> = nodes.iter().map(RedisNode::addr).collect();
         let out = std::process::Command::new("redis-cli")
+            .args(tls.map(Pki::cli_args).unwrap_or_default())
             .arg("--cluster")
             .arg("create")
             .args(&addrs)

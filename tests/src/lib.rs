@@ -12,3 +12,4 @@ pub mod rls;
 pub mod sentinel;
 pub mod sluice;
 pub mod tcp_proxy;
+pub mod tls;

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use crate::node::{CliAccess, RedisNode, base_args, free_port_pair, wait_until};
+use crate::node::{RedisNode, base_args, free_port_pair, wait_until};
+use crate::tls::Pki;
 
 pub const MASTER_NAME: &str = "sluice-primary";
 
@@ -16,6 +17,13 @@ pub struct SentinelSetup {
 
 impl SentinelSetup {
     pub fn start(sentinels: usize) -> Self {
+        Self::start_with(sentinels, None)
+    }
+
+    /// As [`start`](Self::start), with the data nodes and the sentinels speaking TLS only (the
+    /// sentinels reach the data nodes over TLS too) with `tls`'s certificates when given.
+    pub fn start_with(sentinels: usize, tls: Option<&Pki>) -> Self {
+        let access = tls.map(Pki::cli_access).unwrap_or_default();
         let dir = tempfile::tempdir().expect("sentinel directory");
         let persistent = |port: u16, name: &str| {
             let d = dir.path().join(name);
@@ -26,13 +34,16 @@ impl SentinelSetup {
                     .iter()
                     .map(|s| s.to_string()),
             );
+            if let Some(pki) = tls {
+                pki.serve_tls_only(&mut args, false);
+            }
             args
         };
         let master_port = free_port_pair(0);
         let master = RedisNode::start(
             master_port,
             persistent(master_port, "master"),
-            CliAccess::default(),
+            access.clone(),
         );
         let replica_port = free_port_pair(0);
         let mut args = persistent(replica_port, "replica");
@@ -41,7 +52,7 @@ impl SentinelSetup {
             "127.0.0.1".into(),
             master_port.to_string(),
         ]);
-        let replica = RedisNode::start(replica_port, args, CliAccess::default());
+        let replica = RedisNode::start(replica_port, args, access.clone());
         assert!(
             wait_until(Duration::from_secs(15), || {
                 replica
@@ -55,10 +66,14 @@ impl SentinelSetup {
             .map(|i| {
                 let port = free_port_pair(0);
                 let conf = dir.path().join(format!("sentinel{i}.conf"));
+                let listen = match tls {
+                    Some(pki) => pki.config_lines(port),
+                    None => format!("port {port}\n"),
+                };
                 std::fs::write(
                     &conf,
                     format!(
-                        "port {port}\nbind 127.0.0.1\ndir {}\n\
+                        "{listen}bind 127.0.0.1\ndir {}\n\
                          sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} {quorum}\n\
                          sentinel down-after-milliseconds {MASTER_NAME} 400\n\
                          sentinel failover-timeout {MASTER_NAME} 3000\n\
@@ -73,7 +88,7 @@ impl SentinelSetup {
                     "--loglevel".into(),
                     "warning".into(),
                 ];
-                RedisNode::start(port, args, CliAccess::default())
+                RedisNode::start(port, args, access.clone())
             })
             .collect();
         let setup = Self {
