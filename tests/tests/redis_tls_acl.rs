@@ -4,11 +4,14 @@
 //! page itself so the documented line is the one tested. Sluice connects by name (`localhost`,
 //! which is also the SNI name and the name the server certificate must carry), through both its
 //! own flags and the reference's `REDIS_TLS*` variables, and decides with that user alone; the
-//! user can run nothing dangerous.
+//! user can run nothing dangerous. With the documented addition for runtime overrides, the same
+//! user also carries overrides between replicas (their scripts, their pub/sub channel).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
+use sluice_tests::admin::{Admin, token_file};
 use sluice_tests::node::{RedisNode, base_args, free_port_pair};
 use sluice_tests::rls::{OK, OVER_LIMIT, descriptor, request};
 use sluice_tests::sluice::Sluice;
@@ -81,7 +84,7 @@ async fn tls_with_client_certificates_and_the_minimal_acl_user() {
         .arg(&cert)
         .arg("--redis-tls-key")
         .arg(&key)
-        // Overrides would need more than the counters' ACL line (operations.md says which).
+        // Overrides need the documented addition to the line (the test below has it).
         .arg("--override-store")
         .arg("memory")
         .start();
@@ -115,6 +118,126 @@ async fn tls_with_client_certificates_and_the_minimal_acl_user() {
     );
     assert!(keys.lines().all(|k| k.starts_with("sl:")), "{keys}");
     // No command of Sluice's was refused.
+    let denied = redis.cli(&["ACL", "LOG"]);
+    assert!(denied.trim().is_empty(), "ACL LOG: {denied}");
+}
+
+async fn rlconfig(sluice: &Sluice) -> String {
+    reqwest::get(sluice.url("/rlconfig"))
+        .await
+        .expect("GET /rlconfig")
+        .text()
+        .await
+        .expect("rlconfig text")
+}
+
+/// Polls `sluice`'s `/rlconfig` (bounded) until `done` holds for it.
+async fn until_config(sluice: &Sluice, done: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let config = rlconfig(sluice).await;
+        if done(&config) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica never followed: {config}\n{:?}",
+            sluice.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn code(sluice: &Sluice, value: &str) -> i32 {
+    let mut client = sluice.grpc().await;
+    client
+        .should_rate_limit(request("tls", vec![descriptor(&[("k", value)])]))
+        .await
+        .expect("a decision")
+        .into_inner()
+        .overall_code
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_and_overrides_through_the_documented_user() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::generate(dir.path(), "");
+    let redis = tokio::task::block_in_place(|| start_redis(dir.path(), &pki));
+    create_user(&redis, &documented_acl(PASSWORD, &["sluice-overrides"]));
+    let (_tokens_dir, tokens) = token_file();
+    let replica = || {
+        Sluice::builder(RULES)
+            .redis(&format!(
+                "rediss://sluice:{PASSWORD}@localhost:{}",
+                redis.port()
+            ))
+            .arg("--redis-tls-ca")
+            .arg(&pki.ca.to_string_lossy())
+            .arg("--redis-tls-cert")
+            .arg(&pki.client.0.to_string_lossy())
+            .arg("--redis-tls-key")
+            .arg(&pki.client.1.to_string_lossy())
+            .arg("--admin-token-file")
+            .arg(&tokens.to_string_lossy())
+            // A poll far beyond the test's bounds: only the change messages can carry a change
+            // to the other replica in time, so the subscription is tested.
+            .arg("--override-poll-ms")
+            .arg("600000")
+            .start()
+    };
+    let (a, b) = (replica(), replica());
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    let (_, listed) = Admin::new(b.http_addr).get("/overrides").await;
+    assert_eq!(listed["store"], "redis", "{listed}");
+
+    for _ in 0..3 {
+        assert_eq!(code(&a, "vip").await, OK);
+    }
+    assert_eq!(code(&b, "vip").await, OVER_LIMIT);
+
+    // Set on one replica (a script: HGET, HSET, INCR, LPUSH, LTRIM, PUBLISH), followed by the
+    // other through its subscription, and decided with on both.
+    let line = "override [k=vip] limit=100";
+    let (status, set) = Admin::new(a.http_addr)
+        .put(
+            "/overrides",
+            json!({"domain": "tls", "descriptor": [{"key": "k", "value": "vip"}], "limit": 100}),
+        )
+        .await;
+    assert_eq!(status, 200, "{set}");
+    until_config(&b, |c| c.contains(line)).await;
+    assert_eq!(code(&b, "vip").await, OK);
+    assert_eq!(code(&a, "vip").await, OK);
+
+    // Deleted on the other (HGET, HDEL, ...): gone on both.
+    let id = set["override"]["id"].as_str().expect("override id");
+    let (status, _) = Admin::new(b.http_addr)
+        .delete(&format!("/overrides/{id}"))
+        .await;
+    assert_eq!(status, 200);
+    until_config(&a, |c| !c.contains(line)).await;
+    assert_eq!(code(&a, "vip").await, OVER_LIMIT);
+    // The audit log (LRANGE) has both changes.
+    let (status, audit) = Admin::new(a.http_addr).get("/audit").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        audit["entries"].as_array().map(Vec::len),
+        Some(2),
+        "{audit}"
+    );
+
+    // Everything Sluice wrote is under the user's patterns, and nothing it ran was refused.
+    let keys = redis.cli(&["KEYS", "*"]);
+    assert!(
+        keys.lines()
+            .all(|k| k.starts_with("sl:") || k.starts_with("{sluice-overrides}")),
+        "{keys}"
+    );
+    assert!(
+        keys.lines().any(|k| k == "{sluice-overrides}:audit"),
+        "{keys}"
+    );
     let denied = redis.cli(&["ACL", "LOG"]);
     assert!(denied.trim().is_empty(), "ACL LOG: {denied}");
 }
