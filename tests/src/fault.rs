@@ -1,9 +1,13 @@
 //! What every fault-injection test checks about the answers given under load while a fault
-//! lasted, and the figures it reports.
+//! lasted, and the figures it reports; the domains and counters the tests use. [`scenario`]
+//! holds the shared set-up and timelines, so each test file reads as its deployment and fault.
 
 use std::time::{Duration, Instant};
 
 use crate::load::{Answer, Sample, between, percentiles};
+use crate::sluice::Sluice;
+
+pub mod scenario;
 
 /// The store budget the fault tests give Sluice: `SLUICE_FAULT_BUDGET_MS`, else 100 ms. The suite
 /// runs debug builds on a two-core machine shared with Redis, the load and other builds, where a
@@ -32,15 +36,15 @@ fn env_ms(name: &str, default: u64) -> Duration {
 }
 
 /// The answers of one phase (a fault, or the time after it), with their latency figures.
-pub struct Phase<'a> {
-    pub name: &'a str,
+pub struct Phase {
+    pub name: String,
     pub samples: Vec<Sample>,
 }
 
-impl<'a> Phase<'a> {
-    pub fn new(name: &'a str, all: &[Sample], from: Instant, to: Instant) -> Self {
+impl Phase {
+    pub fn new(name: impl Into<String>, all: &[Sample], from: Instant, to: Instant) -> Self {
         Self {
-            name,
+            name: name.into(),
             samples: between(all, from, to),
         }
     }
@@ -118,4 +122,60 @@ pub fn metric(text: &str, name: &str, labels: &str) -> f64 {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// A rule file for the domain named `mode`, under that failure policy, with a limit the load
+/// never reaches. On a Cluster, `shard_by: k` puts every domain's counter in the slot of `{v}`,
+/// served by one master.
+pub fn rules(mode: &str, shard_by: bool) -> String {
+    let shard = if shard_by { "shard_by: k\n" } else { "" };
+    format!(
+        "domain: {mode}\nfailure_mode: {mode}\n{shard}descriptors:\n  - key: k\n    \
+         rate_limit: {{unit: year, requests_per_unit: 1000000000}}\n"
+    )
+}
+
+/// The counter of domain `domain` for `k: v` (a yearly fixed window), with the hash tag
+/// `shard_by` writes on a Cluster.
+pub fn counter_key(domain: &str, shard_by: bool) -> String {
+    let tag = if shard_by { "{v}" } else { "" };
+    format!("sl:{tag}{}:{domain}|1:k|1:v|f31536000", domain.len())
+}
+
+/// A fixed window's count, as `node` holds it.
+pub fn stored(node: &crate::node::RedisNode, domain: &str, shard_by: bool) -> u64 {
+    node.cli(&["HGET", &counter_key(domain, shard_by), "n"])
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+pub(crate) fn count(samples: &[Sample], request: usize, answer: Answer) -> u64 {
+    samples
+        .iter()
+        .filter(|s| s.request == request && s.answer == answer)
+        .count() as u64
+}
+
+/// Every answer is a decision: no error, no `UNAVAILABLE`.
+pub(crate) fn assert_decisions(samples: &[Sample], t0: Instant) {
+    let undecided: Vec<(Duration, usize, Answer)> = samples
+        .iter()
+        .filter(|s| !matches!(s.answer, Answer::Ok | Answer::OverLimit))
+        .map(|s| (s.at.duration_since(t0), s.request, s.answer))
+        .collect();
+    assert!(
+        undecided.is_empty(),
+        "every answer is a decision (no error, no UNAVAILABLE): {undecided:?}"
+    );
+}
+
+/// Sluice's `/metrics` text.
+pub async fn metrics(sluice: &Sluice) -> String {
+    reqwest::get(sluice.url("/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text")
 }
