@@ -5,7 +5,8 @@
 //! which is also the SNI name and the name the server certificate must carry), through both its
 //! own flags and the reference's `REDIS_TLS*` variables, and decides with that user alone; the
 //! user can run nothing dangerous. With the documented addition for runtime overrides, the same
-//! user also carries overrides between replicas (their scripts, their pub/sub channel).
+//! user also carries overrides between replicas (their scripts, their pub/sub channel), including
+//! to a replica that names the overrides' Redis apart (`--override-redis-url rediss://…`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -186,6 +187,27 @@ async fn counters_and_overrides_through_the_documented_user() {
             .start()
     };
     let (a, b) = (replica(), replica());
+    // Counters in memory, overrides in the same TLS Redis named apart: the URL's credentials,
+    // the counters' CA bundle and client certificate.
+    let apart = Sluice::builder(RULES)
+        .arg("--override-store")
+        .arg("redis")
+        .arg("--override-redis-url")
+        .arg(&format!(
+            "rediss://sluice:{PASSWORD}@localhost:{}",
+            redis.port()
+        ))
+        .arg("--redis-tls-ca")
+        .arg(&pki.ca.to_string_lossy())
+        .arg("--redis-tls-cert")
+        .arg(&pki.client.0.to_string_lossy())
+        .arg("--redis-tls-key")
+        .arg(&pki.client.1.to_string_lossy())
+        .arg("--admin-token-file")
+        .arg(&tokens.to_string_lossy())
+        .arg("--override-poll-ms")
+        .arg("600000")
+        .start();
     wait_ready(&a).await;
     wait_ready(&b).await;
     let (_, listed) = Admin::new(b.http_addr).get("/overrides").await;
@@ -207,6 +229,7 @@ async fn counters_and_overrides_through_the_documented_user() {
         .await;
     assert_eq!(status, 200, "{set}");
     until_config(&b, |c| c.contains(line)).await;
+    until_config(&apart, |c| c.contains(line)).await;
     assert_eq!(code(&b, "vip").await, OK);
     assert_eq!(code(&a, "vip").await, OK);
 
@@ -217,6 +240,7 @@ async fn counters_and_overrides_through_the_documented_user() {
         .await;
     assert_eq!(status, 200);
     until_config(&a, |c| !c.contains(line)).await;
+    until_config(&apart, |c| !c.contains(line)).await;
     assert_eq!(code(&a, "vip").await, OVER_LIMIT);
     // The audit log (LRANGE) has both changes.
     let (status, audit) = Admin::new(a.http_addr).get("/audit").await;

@@ -72,28 +72,24 @@ impl OverrideStore {
         OverrideStore::Memory(MemoryOverrides::default())
     }
 
-    /// The store `settings` name. `counters` reaches the counters' Redis (a single one), the
-    /// default home of overrides on the Redis backend. A Redis store connects on first use, so
-    /// an unreachable Redis does not hold up start-up.
+    /// The store `settings` name. `redis` reaches the Redis of overrides: the one of
+    /// `--override-redis-url`, else the counters' (a single one), with the counters' TLS files
+    /// either way. A Redis store connects on first use, so an unreachable Redis does not hold up
+    /// start-up.
     pub async fn open(
         settings: &crate::settings::AdminSettings,
         key_prefix: &str,
         timeout: std::time::Duration,
-        counters: Option<redis::Client>,
+        redis: Option<redis::Client>,
     ) -> Result<Self, OverrideError> {
         use crate::settings::OverrideBackend;
         Ok(match settings.override_store {
             OverrideBackend::Memory => Self::memory(),
             OverrideBackend::Redis => {
-                let client = match (&settings.override_redis_url, counters) {
-                    (Some(url), _) => redis::Client::open(url.as_str())
-                        .map_err(|e| OverrideError::Unreachable(e.to_string()))?,
-                    (None, Some(client)) => client,
-                    (None, None) => {
-                        return Err(OverrideError::Unreachable(
-                            "overrides in Redis need --override-redis-url".into(),
-                        ));
-                    }
+                let Some(client) = redis else {
+                    return Err(OverrideError::Unreachable(
+                        "overrides in Redis need --override-redis-url".into(),
+                    ));
                 };
                 let store = super::redis::RedisOverrides::new(client, key_prefix, timeout);
                 OverrideStore::Redis(Box::new(store))

@@ -17,9 +17,41 @@ use crate::storage::redis::{
 };
 use crate::storage::{AnyStore, StoreError};
 
-/// The counter store, and a client for the counters' Redis when it is one server (where runtime
-/// overrides live by default).
+/// The counter store, and a client for the Redis of runtime overrides when there is one: the
+/// counters' Redis when it is one server (where overrides live by default), or
+/// `--override-redis-url`.
 pub(super) async fn open(
+    settings: &Settings,
+    metrics: &mut Metrics,
+    clock: &Arc<dyn Clock>,
+) -> Result<(AnyStore, Option<redis::Client>), StartupError> {
+    let (store, counters) = open_counters(settings, metrics, clock).await?;
+    let overrides = match &settings.admin.override_redis_url {
+        Some(url) => Some(override_client(settings, url)?),
+        None => counters,
+    };
+    Ok((store, overrides))
+}
+
+/// The override store's own Redis: one server, with the credentials its URL carries, over TLS
+/// for `rediss://`, verified with the same CA bundle and presenting the same client certificate
+/// as the counters' connections (a Redis signed by a private CA is reached as the counters are).
+fn override_client(settings: &Settings, url: &str) -> Result<redis::Client, StartupError> {
+    let target = RedisTarget::parse(
+        RedisType::Single,
+        url,
+        TargetOptions {
+            tls_files: tls_files(settings)?,
+            ..TargetOptions::default()
+        },
+    )
+    .map_err(|e| StoreError::Server(format!("--override-redis-url: {e}")))?;
+    target
+        .client(target.nodes[0].clone())
+        .map_err(|e| StoreError::Server(format!("--override-redis-url: {e}")).into())
+}
+
+async fn open_counters(
     settings: &Settings,
     metrics: &mut Metrics,
     clock: &Arc<dyn Clock>,
@@ -43,8 +75,8 @@ pub(super) async fn open(
     })
 }
 
-/// Where Redis is, with credentials and TLS files read.
-fn redis_target(settings: &Settings) -> Result<RedisTarget, StartupError> {
+/// The TLS files named in the settings, read.
+fn tls_files(settings: &Settings) -> Result<TlsFiles, StartupError> {
     let s = &settings.store;
     let read = |path: &std::path::PathBuf| {
         std::fs::read(path).map_err(|e| StartupError::File {
@@ -52,13 +84,19 @@ fn redis_target(settings: &Settings) -> Result<RedisTarget, StartupError> {
             reason: e.to_string(),
         })
     };
-    let tls_files = TlsFiles {
+    Ok(TlsFiles {
         ca: s.tls_ca.as_ref().map(read).transpose()?,
         client: match (&s.tls_cert, &s.tls_key) {
             (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
             _ => None,
         },
-    };
+    })
+}
+
+/// Where Redis is, with credentials and TLS files read.
+fn redis_target(settings: &Settings) -> Result<RedisTarget, StartupError> {
+    let s = &settings.store;
+    let tls_files = tls_files(settings)?;
     let address = settings.redis_url.as_deref().unwrap_or_default();
     let target = RedisTarget::parse(
         s.redis_type,
