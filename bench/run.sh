@@ -56,7 +56,9 @@ done
 
 redis_port=
 [[ $backend == redis ]] && start_redis redis_port
-start_sluice "$config" "$backend" "$redis_port"
+# A generous store budget: a saturating closed loop on shared cores would otherwise trip the
+# 10 ms default and its circuit breaker, and the figures would measure the failure policy.
+start_sluice "$config" "$backend" "$redis_port" --store-budget-ms 1000
 echo "run.sh: sluice ($backend) ready, gRPC 127.0.0.1:$sluice_grpc_port, HTTP 127.0.0.1:$sluice_http_port" >&2
 
 # The load generator picks the port by transport; a --target given by the caller comes later and

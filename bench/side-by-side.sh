@@ -89,7 +89,9 @@ if [[ -z $sluice_target ]]; then
         start_redis redis_port
         sluice_redis=127.0.0.1:$redis_port
     fi
-    start_sluice "$config" "$backend" "$redis_port"
+    # A generous store budget: a saturating closed loop on shared cores would otherwise trip the
+    # 10 ms default and its circuit breaker, and the figures would measure the failure policy.
+    start_sluice "$config" "$backend" "$redis_port" --store-budget-ms 1000
     sluice_target=http://127.0.0.1:$sluice_grpc_port
     sluice_pid_given=$sluice_pid
     echo "side-by-side.sh: sluice ($backend) ready on $sluice_target, pid $sluice_pid" >&2
