@@ -19,7 +19,9 @@
 //!    [`algorithm`] math (fixed window, sliding window, token bucket, calendar windows, leases,
 //!    fair share) on its own clock: by default all-or-nothing, so a rejected request is charged
 //!    nowhere ([`storage::Verdict`]; [`storage::memory`] in process with the injected [`clock`],
-//!    [`storage::redis`] with one Lua script per request that mirrors the math on Redis's clock).
+//!    [`storage::redis`] with a Lua script that mirrors the math on Redis's clock, one call per
+//!    request or, under load, per batch of concurrent requests decided one after another:
+//!    [`storage::redis::batcher`]).
 //! 6. The limiter turns the readings into per-descriptor statuses (each from its most
 //!    constraining limit), the overall code, rate-limit headers in the configured style, the
 //!    lease the request now holds, the RFC 9457 problem document of a rejection, and [`metrics`];

@@ -434,6 +434,22 @@ async fn concurrent_requests_never_overshoot<F: Fixture>(f: F) {
     );
 }
 
+/// Requests started together on one key (on Redis, queued behind a call in flight and sent
+/// together as one script call) admit exactly the limit.
+async fn concurrent_requests_on_one_key_admit_exactly_the_limit<F: Fixture>(f: F) {
+    let key = f.key("together");
+    let year = Policy {
+        period: Period::Calendar(CalendarUnit::Year, 1),
+        ..fixed(60, 10)
+    };
+    let requests = (0..50).map(|_| strict(&**f.store(), vec![with(&key, year, 1, Role::Enforce)]));
+    let seen = futures::future::join_all(requests).await;
+    let admitted = seen.iter().filter(|s| s.charged).count();
+    assert_eq!(admitted, 10);
+    let look = strict(&**f.store(), vec![with(&key, year, 0, Role::Enforce)]).await;
+    assert_eq!(look.before, [10]);
+}
+
 async fn token_bucket_burst_then_exact_refill<F: Fixture>(f: F) {
     let (s, k) = (f.store(), f.key("bucket"));
     // 2 per second (500 ms a token), bursts of 3.
@@ -567,6 +583,7 @@ conformance!(
     duplicate_keys_apply_in_batch_order,
     an_empty_batch_is_admitted,
     concurrent_requests_never_overshoot,
+    concurrent_requests_on_one_key_admit_exactly_the_limit,
     token_bucket_burst_then_exact_refill,
     sliding_window_rejects_within_the_window,
     every_algorithm_in_one_all_or_nothing_batch,
@@ -703,6 +720,110 @@ async fn redis_steady_hits_run_the_fewest_commands() {
         "the bucket's TTL comes with its SET"
     );
     assert!(f.ttl_ms(&k).await > 0);
+}
+
+/// Requests that queue behind a call in flight go to Redis together as one `EVALSHA` (the batcher),
+/// and each is decided exactly as it would be alone, in arrival order: the same readings and
+/// admissions as the same requests sent one after another, across algorithms, roles and
+/// multi-hit requests.
+#[tokio::test]
+async fn redis_batched_requests_decide_as_sequential_ones() {
+    let server = RedisServer::start();
+    // One call in flight at most, so arrival order is Redis's order.
+    let opts = RedisOptions {
+        pool_size: 1,
+        ..options()
+    };
+    let store = RedisStore::connect(&server.url(), opts)
+        .await
+        .expect("connect the store");
+    let mut raw = raw_connection(&server.url()).await;
+    let schema = KeySchema::new("batched:", None);
+    // Periods no test run crosses, and a bucket refilling one token a day.
+    let year = Policy {
+        period: Period::Calendar(CalendarUnit::Year, 1),
+        ..fixed(60, 10)
+    };
+    let sliding = Policy {
+        algorithm: Algorithm::SlidingWindow,
+        ..fixed(3600, 7)
+    };
+    let bucket = Policy {
+        algorithm: Algorithm::TokenBucket,
+        ..fixed(86_400, 5)
+    };
+    let quota = |limit| Policy {
+        limit,
+        burst: limit,
+        ..year
+    };
+    let requests = |run: &str| -> Vec<Vec<Hit>> {
+        let key = |name: &str| schema.counter_key(run, [("k", name)], &year);
+        (0..60)
+            .map(|i| match i % 4 {
+                0 => vec![with(&key("fixed"), year, 1, Role::Enforce)],
+                1 => vec![
+                    with(&key("sliding"), sliding, 2, Role::Enforce),
+                    with(&key("fixed"), year, 1, Role::Enforce),
+                ],
+                2 => vec![
+                    with(&key("bucket"), bucket, 1, Role::Enforce),
+                    with(&key("fixed"), year, 1, Role::Shadow),
+                ],
+                _ => vec![
+                    with(&key("q1"), quota(3), 1, Role::Quota),
+                    with(&key("q2"), quota(2), 1, Role::Quota),
+                    with(&key("sliding"), sliding, 1, Role::Enforce),
+                ],
+            })
+            .collect()
+    };
+    // Everything but the times, which differ between the two runs.
+    let summary = |out: Outcome| {
+        let readings: Vec<_> = out
+            .readings
+            .iter()
+            .map(|r| (r.used_before, r.used_after, r.over))
+            .collect();
+        (out.charged, readings)
+    };
+
+    let mut sequential = Vec::new();
+    for hits in requests("sequential") {
+        sequential.push(summary(
+            apply_full(&store, Admission::AllOrNothing, hits).await,
+        ));
+    }
+    let calls_before = evalsha_calls(&mut raw).await;
+    let together = requests("together")
+        .into_iter()
+        .map(|hits| apply_full(&store, Admission::AllOrNothing, hits));
+    let batched: Vec<_> = futures::future::join_all(together)
+        .await
+        .into_iter()
+        .map(summary)
+        .collect();
+    let calls = evalsha_calls(&mut raw).await - calls_before;
+
+    assert_eq!(batched, sequential);
+    assert!(
+        sequential.iter().any(|(charged, _)| !charged),
+        "the limits are reached, so order matters"
+    );
+    // The first request goes alone; the rest queue behind it and go together (64 at most per call).
+    assert!(calls < 10, "60 requests took {calls} EVALSHA calls");
+}
+
+async fn evalsha_calls(raw: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(raw)
+        .await
+        .expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().expect("a call count"))
 }
 
 #[tokio::test]

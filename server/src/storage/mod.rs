@@ -205,7 +205,7 @@ pub fn decide(hits: impl IntoIterator<Item = (Role, bool)>) -> bool {
 
 /// Store failures. Every variant is reported to Envoy as `UNAVAILABLE`, so `failure_mode_deny`
 /// decides; `is_transient` tells logs and metrics whether retrying could help.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("store unreachable: {0}")]
     Unreachable(String),

@@ -1,7 +1,8 @@
 local STEP = { F = fixed, S = sliding, T = gcra, L = lease, P = share }
 
--- Leases each written pool reclaims (expired but still stored when loaded).
-local expired_at_load = {}
+-- Per request (reset by decide): leases each written pool reclaims (expired but still stored
+-- when loaded), the leases reclaimed, and each key's state as loaded (nil when absent or expired).
+local expired_at_load, reclaimed, original
 
 -- Reading a counter's stored state, per algorithm.
 local function load(key, alg)
@@ -43,10 +44,6 @@ local function expires_at(h, st)
   end
   return st
 end
-
-local reclaimed = 0
--- Each key's state as loaded (nil when absent or expired).
-local original = {}
 
 local function store(key, h, st)
   local empty = st == nil or ((h.alg == 'S' or h.alg == 'L') and #st == 0)
@@ -92,114 +89,134 @@ local function store(key, h, st)
   end
 end
 
--- Pass 1: read each key once, step every hit in batch order (a repeated key sees the earlier
--- hits applied).
-local n = #KEYS
-local hits, states, loaded, reply = {}, {}, {}, {}
-for i = 1, n do
-  local key = KEYS[i]
-  local at = 3 + (i - 1) * 7
-  local h = {
-    alg = ARGV[at], period = parse_period(ARGV[at + 1]), limit = tonumber(ARGV[at + 2]),
-    burst = tonumber(ARGV[at + 3]), delta = tonumber(ARGV[at + 4]), role = ARGV[at + 5],
-  }
-  -- Overflow of hit k: 'O' and k (1-based).
-  if string.sub(h.role, 1, 1) == 'O' then
-    h.of = tonumber(string.sub(h.role, 2))
-    h.role = 'O'
-  end
-  -- The claim: '' for none, 'L' and a lease id, or 'T', the weight, ':' and the tenant id.
-  local claim = ARGV[at + 6]
-  local kind = string.sub(claim, 1, 1)
-  if kind == 'L' then
-    h.lease = string.sub(claim, 2)
-  elseif kind == 'T' then
-    local colon = string.find(claim, ':', 2, true)
-    h.weight = tonumber(string.sub(claim, 2, colon - 1))
-    h.tenant = string.sub(claim, colon + 1)
-  end
-  -- A fair-share hit without a tenant acts for the empty tenant at weight 0 (algorithm::UNTRACKED).
-  if h.alg == 'P' and not h.tenant then h.weight, h.tenant = 0, '' end
-  hits[i] = h
-  if not loaded[key] then
-    local st = load(key, h.alg)
-    -- A counter past its expiry reads as absent, as in the memory store, also when the time is
-    -- pinned (no TTLs) or a TTL rounded up to the millisecond has not fired yet. (Pools judge
-    -- their own leases and windows.)
-    if st and (h.alg == 'F' or h.alg == 'S' or h.alg == 'T') and expires_at(h, st) <= clock_now then
-      st = nil
+-- One request: its keys from KEYS[first_key + 1] and its n hits' arguments from
+-- ARGV[first_arg]; returns its reply.
+local function decide(first_key, first_arg, n)
+  -- Pass 1: read each key once, step every hit in batch order (a repeated key sees the earlier
+  -- hits applied).
+  expired_at_load, reclaimed, original = {}, 0, {}
+  local hits, states, loaded, reply, keys = {}, {}, {}, {}, {}
+  for i = 1, n do
+    local key = KEYS[first_key + i]
+    keys[i] = key
+    local at = first_arg + (i - 1) * 7
+    local h = {
+      alg = ARGV[at], period = parse_period(ARGV[at + 1]), limit = tonumber(ARGV[at + 2]),
+      burst = tonumber(ARGV[at + 3]), delta = tonumber(ARGV[at + 4]), role = ARGV[at + 5],
+    }
+    -- Overflow of hit k: 'O' and k (1-based).
+    if string.sub(h.role, 1, 1) == 'O' then
+      h.of = tonumber(string.sub(h.role, 2))
+      h.role = 'O'
     end
-    states[key] = st
-    original[key] = states[key]
-    loaded[key] = true
+    -- The claim: '' for none, 'L' and a lease id, or 'T', the weight, ':' and the tenant id.
+    local claim = ARGV[at + 6]
+    local kind = string.sub(claim, 1, 1)
+    if kind == 'L' then
+      h.lease = string.sub(claim, 2)
+    elseif kind == 'T' then
+      local colon = string.find(claim, ':', 2, true)
+      h.weight = tonumber(string.sub(claim, 2, colon - 1))
+      h.tenant = string.sub(claim, colon + 1)
+    end
+    -- A fair-share hit without a tenant acts for the empty tenant at weight 0
+    -- (algorithm::UNTRACKED).
+    if h.alg == 'P' and not h.tenant then h.weight, h.tenant = 0, '' end
+    hits[i] = h
+    if not loaded[key] then
+      local st = load(key, h.alg)
+      -- A counter past its expiry reads as absent, as in the memory store, also when the time is
+      -- pinned (no TTLs) or a TTL rounded up to the millisecond has not fired yet. (Pools judge
+      -- their own leases and windows.)
+      local counter = h.alg == 'F' or h.alg == 'S' or h.alg == 'T'
+      if st and counter and expires_at(h, st) <= clock_now then
+        st = nil
+      end
+      states[key] = st
+      original[key] = states[key]
+      loaded[key] = true
+    end
+    local r, next_state, changed = STEP[h.alg](h, states[key], h.delta)
+    h.next, h.changed = next_state, changed
+    states[key] = next_state
+    reply[i] = r
   end
-  local r, next_state, changed = STEP[h.alg](h, states[key], h.delta)
-  h.next, h.changed = next_state, changed
-  states[key] = next_state
-  reply[i] = r
-end
 
--- Decide, exactly like storage::rejects: an overflow hit that fits rescues the hit it belongs
--- to; then an enforced hit over rejects, as does a request whose quota hits are all over.
-local rescued = {}
-for i = 1, n do
-  local h = hits[i]
-  if h.role == 'O' and reply[i][3] == 0 and reply[h.of][3] == 1 then rescued[h.of] = true end
-end
-local enforce_over, any_quota, all_quota_over = false, false, true
-for i = 1, n do
-  local over = reply[i][3] == 1 and not rescued[i]
-  if hits[i].role == 'E' then
-    enforce_over = enforce_over or over
-  elseif hits[i].role == 'Q' then
-    any_quota = true
-    all_quota_over = all_quota_over and over
-  end
-end
-
-local rejected = enforce_over or (any_quota and all_quota_over)
-local charged = charge_all or not rejected
-
--- storage::Verdict::writes: which charged hits write their state.
-local function writes(i)
-  local h = hits[i]
-  if h.alg == 'L' and h.delta > 0 and rejected then return false end
-  if h.role == 'O' then
-    return rescued[h.of] or (charge_all and reply[h.of][3] == 1)
-  end
-  return not rescued[i]
-end
-
--- Pass 2: write each key's state once: that of its last hit that writes (a look writes
--- nothing; like the memory store, a hit that left its state as it found it writes that state).
-if charged then
-  local final = {}
+  -- Decide, exactly like storage::rejects: an overflow hit that fits rescues the hit it belongs
+  -- to; then an enforced hit over rejects, as does a request whose quota hits are all over.
+  local rescued = {}
   for i = 1, n do
-    if hits[i].delta ~= 0 and writes(i) then final[KEYS[i]] = i end
+    local h = hits[i]
+    if h.role == 'O' and reply[i][3] == 0 and reply[h.of][3] == 1 then rescued[h.of] = true end
   end
-  for key, i in pairs(final) do
-    store(key, hits[i], hits[i].next)
-  end
-else
-  -- Nothing charged, but fair-share pools record the arrivals (algorithm::uncharged).
-  local arrived = {}
+  local enforce_over, any_quota, all_quota_over = false, false, true
   for i = 1, n do
-    local h, key = hits[i], KEYS[i]
-    if h.alg == 'P' and h.delta > 0 then
-      if arrived[key] == nil then arrived[key] = { h = h, st = original[key] } end
-      arrived[key].st = share_arrival(h, arrived[key].st, h.delta)
-      arrived[key].h = h
+    local over = reply[i][3] == 1 and not rescued[i]
+    if hits[i].role == 'E' then
+      enforce_over = enforce_over or over
+    elseif hits[i].role == 'Q' then
+      any_quota = true
+      all_quota_over = all_quota_over and over
     end
   end
-  for key, a in pairs(arrived) do
-    store(key, a.h, a.st)
+
+  local rejected = enforce_over or (any_quota and all_quota_over)
+  local charged = charge_all or not rejected
+
+  -- storage::Verdict::writes: which charged hits write their state.
+  local function writes(i)
+    local h = hits[i]
+    if h.alg == 'L' and h.delta > 0 and rejected then return false end
+    if h.role == 'O' then
+      return rescued[h.of] or (charge_all and reply[h.of][3] == 1)
+    end
+    return not rescued[i]
   end
+
+  -- Pass 2: write each key's state once: that of its last hit that writes (a look writes
+  -- nothing; like the memory store, a hit that left its state as it found it writes that state).
+  if charged then
+    local final = {}
+    for i = 1, n do
+      if hits[i].delta ~= 0 and writes(i) then final[keys[i]] = i end
+    end
+    for key, i in pairs(final) do
+      store(key, hits[i], hits[i].next)
+    end
+  else
+    -- Nothing charged, but fair-share pools record the arrivals (algorithm::uncharged).
+    local arrived = {}
+    for i = 1, n do
+      local h, key = hits[i], keys[i]
+      if h.alg == 'P' and h.delta > 0 then
+        if arrived[key] == nil then arrived[key] = { h = h, st = original[key] } end
+        arrived[key].st = share_arrival(h, arrived[key].st, h.delta)
+        arrived[key].h = h
+      end
+    end
+    for key, a in pairs(arrived) do
+      store(key, a.h, a.st)
+    end
+  end
+
+  local out = { charged and 1 or 0, reclaimed }
+  for i = 1, n do
+    for k = 1, 5 do out[#out + 1] = reply[i][k] end
+  end
+  -- The time the hits were stepped at, so a charge can be undone precisely.
+  out[#out + 1] = now
+  return out
 end
 
-local out = { charged and 1 or 0, reclaimed }
-for i = 1, n do
-  for k = 1, 5 do out[#out + 1] = reply[i][k] end
+-- The requests in arrival order, each decided (and written) before the next is read, exactly as
+-- if each were its own call. Per request: its admission, its time (empty for Redis TIME), its
+-- number of hits, then seven values per hit.
+local replies, arg, first_key = {}, 1, 0
+while arg <= #ARGV do
+  local n = tonumber(ARGV[arg + 2])
+  begin_request(ARGV[arg], ARGV[arg + 1])
+  replies[#replies + 1] = decide(first_key, arg + 3, n)
+  first_key = first_key + n
+  arg = arg + 3 + 7 * n
 end
--- The time the hits were stepped at, so a charge can be undone precisely.
-out[#out + 1] = now
-return out
+return replies

@@ -1,6 +1,7 @@
 //! The shared store: counters in Redis, so every Sluice instance enforces the same limits.
 //!
-//! Each request is one `EVALSHA` of the script in [`scripts`] (one round trip, atomic), over the
+//! Each request is decided by the script in [`scripts`] in one round trip, atomically: alone, or
+//! with the requests that arrived while Redis was busy in one `EVALSHA` ([`batcher`]), over the
 //! connections of [`links`]: a single primary, a primary followed through Sentinel, or a Redis
 //! Cluster ([`target`] reads the address and TLS settings). On a Cluster, a request whose counters
 //! live in several hash slots runs one script per slot concurrently and stays all-or-nothing by
@@ -13,6 +14,7 @@
 //! Credentials come from the URL (`redis://user:password@host:port/db`, or `redis://:password@…`
 //! for `requirepass`) or from `--redis-auth`.
 
+pub mod batcher;
 pub mod cluster;
 pub mod links;
 pub mod scripts;
@@ -25,8 +27,8 @@ use redis::io::tcp::TcpSettings;
 use redis::{ConnectionInfo, ErrorKind, RedisError, Script, ServerErrorKind};
 
 use super::{Batch, Hit, Outcome, Store, StoreError};
+use crate::algorithm::Micros;
 use crate::algorithm::lease::{Lease, LeaseId};
-use crate::algorithm::{self, MAX_UNITS, Micros};
 use crate::clock::Clock;
 use links::Links;
 pub use target::{Auth, RedisTarget, RedisType, TargetOptions, TlsFiles};
@@ -77,7 +79,7 @@ impl Default for RedisOptions {
 pub struct RedisStore {
     links: Arc<Links>,
     timeout: Duration,
-    script: Script,
+    batcher: Arc<batcher::Batcher>,
     holders: Script,
     clock: RedisClock,
     /// Expired leases the script reclaimed (reported with each reply).
@@ -97,10 +99,18 @@ impl RedisStore {
         let cluster = target.kind == RedisType::Cluster;
         let links = Links::start(target, opts.pool_size, opts.timeout);
         links.wait_connected(opts.timeout).await?;
+        // About one call in flight per connection; a Cluster is not batched (see [`batcher`]).
+        let in_flight = if cluster { usize::MAX } else { opts.pool_size };
+        let batcher = batcher::Batcher::new(
+            Arc::clone(&links),
+            scripts::apply_script(),
+            opts.timeout,
+            in_flight,
+        );
         Ok(Self {
             links,
             timeout: opts.timeout,
-            script: scripts::apply_script(),
+            batcher,
             holders: scripts::holders_script(),
             clock: opts.clock,
             leases_reclaimed: Default::default(),
@@ -117,36 +127,20 @@ impl RedisStore {
         Ok(store)
     }
 
-    /// Runs the script for `hits` under `admission` on one connection: the outcome and the time
-    /// the hits were stepped at.
+    /// Runs the script for `hits` under `admission` (alone, or batched with concurrent requests):
+    /// the outcome and the time the hits were stepped at.
     async fn run(
         &self,
         hits: &[Hit],
         admission: super::Admission,
     ) -> Result<(Outcome, Micros), StoreError> {
-        let mut call = self.script.prepare_invoke();
-        call.arg(&*scripts::admission_arg(admission));
-        match &self.clock {
-            RedisClock::Redis => call.arg(""),
-            RedisClock::Pinned(clock) => call.arg(clock.now().as_micros() as u64),
+        let time = match &self.clock {
+            RedisClock::Redis => None,
+            RedisClock::Pinned(clock) => Some(clock.now().as_micros() as u64),
         };
-        for hit in hits {
-            let p = &hit.policy;
-            call.key(&hit.key[..])
-                .arg(scripts::algorithm_arg(p.algorithm))
-                .arg(scripts::period_arg(p.period))
-                .arg(p.limit.min(MAX_UNITS))
-                .arg(p.burst.min(MAX_UNITS))
-                .arg(algorithm::clamp_delta(hit.delta))
-                .arg(&*scripts::role_arg(hit.role))
-                .arg(scripts::claim_arg(&hit.claim));
-        }
-        let mut conn = self.links.get()?;
-        let reply: Result<Vec<i64>, StoreError> =
-            bounded(self.timeout, call.invoke_async(&mut conn)).await;
-        if reply.as_ref().is_err_and(StoreError::is_transient) {
-            self.links.report_failure();
-        }
+        let mut part = batcher::Part::default();
+        scripts::encode(&mut part, hits, admission, time);
+        let reply = self.batcher.call(part).await;
         let (outcome, reclaimed, at) = scripts::parse_reply(hits, &reply?)?;
         self.leases_reclaimed
             .fetch_add(reclaimed, std::sync::atomic::Ordering::Relaxed);

@@ -1,24 +1,36 @@
--- Sluice: apply one request's batch of hits atomically. See scripts.rs for the contract; every
--- function here mirrors its namesake in src/algorithm/, operation for operation.
-local mode = string.sub(ARGV[1], 1, 1)
-local charge_all = mode == 'C' or mode == 'R' or mode == 'U'
-local force = mode == 'R'
+-- Sluice: apply the hits of one or more requests atomically, each request on its own. See
+-- scripts.rs for the contract; every function here mirrors its namesake in src/algorithm/,
+-- operation for operation.
 local SEC = 1000000
 local SUB = 20
 local DAY = 86400
 
+-- One call decides several requests in turn (batch.lua); these describe the request being
+-- decided and are set by begin_request.
+local mode, charge_all, force
 -- The clock: Redis TIME, unless the caller pinned the time (tests). Pinned time also skips
 -- expiry, which only reclaims memory and follows Redis's own clock.
-local now, expire = tonumber(ARGV[2]), false
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * SEC + tonumber(t[2])
-  expire = true
+local now, clock_now, expire
+-- Redis TIME, read once per call: every request of a call is decided at the same instant.
+local redis_now
+
+local function begin_request(admission, time)
+  mode = string.sub(admission, 1, 1)
+  charge_all = mode == 'C' or mode == 'R' or mode == 'U'
+  force = mode == 'R'
+  now, expire = tonumber(time), false
+  if not now then
+    if not redis_now then
+      local t = redis.call('TIME')
+      redis_now = tonumber(t[1]) * SEC + tonumber(t[2])
+    end
+    now, expire = redis_now, true
+  end
+  -- An undo ('U' and the charge's time) steps at the time of the charge it takes back; liveness
+  -- and expiry still follow the clock.
+  clock_now = now
+  if mode == 'U' then now = tonumber(string.sub(admission, 2)) end
 end
--- An undo ('U' and the charge's time) steps at the time of the charge it takes back; liveness
--- and expiry still follow the clock.
-local clock_now = now
-if mode == 'U' then now = tonumber(string.sub(ARGV[1], 2)) end
 
 -- Numbers go to Redis as exact decimal strings, never in Lua's %.14g.
 local function int(x) return string.format('%.0f', x) end

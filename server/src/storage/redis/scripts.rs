@@ -1,4 +1,5 @@
-//! The Lua script behind [`RedisStore::apply`](super::RedisStore): one request, one round trip.
+//! The Lua script behind [`RedisStore::apply`](super::RedisStore): one round trip per request,
+//! or per batch of concurrent requests.
 //!
 //! **Why a script.** A request's hits must be read, judged together and then charged (or not)
 //! without another client changing the counters in between. Redis runs a script to completion
@@ -16,20 +17,27 @@
 //! instead (`ARGV[2]`), which is how the differential test drives Redis and the memory store
 //! through the same instants; pinned time skips expiry, since TTLs run on Redis's real clock.
 //!
-//! **KEYS**: the counter key of every hit, in batch order (see [`super::super::keys`]). A key may
-//! appear more than once. Every key the script touches is declared.
+//! **Requests.** One call carries one or more requests ([`super::batcher`] sends the requests
+//! that queued while Redis was busy together). The script decides them in order, each on its own
+//! exactly as if it were its own call: reads, judges and writes one request before reading the
+//! next, so a later request sees the earlier ones' writes. Redis `TIME` is read once per call.
 //!
-//! **ARGV**:
-//! - `ARGV[1]`: the admission, `A` for all-or-nothing, `C` for charge-all, `R` for reconcile
-//!   (charge-all, token buckets forced into debt) or `U` and a time in µs for an undo (the hits,
-//!   refunds, are stepped at that time; liveness and expiry follow the clock).
-//! - `ARGV[2]`: the time in microseconds since the epoch, or empty for Redis `TIME`.
-//! - then seven values per hit `i` (1-based), starting at `ARGV[3 + 7(i-1)]`: the algorithm (`F`
+//! **KEYS**: the counter key of every hit, request after request, each request's in batch order
+//! (see [`super::super::keys`]). A key may appear more than once. Every key the script touches is
+//! declared.
+//!
+//! **ARGV**, per request in the same order, three values and then seven per hit:
+//! - the admission, `A` for all-or-nothing, `C` for charge-all, `R` for reconcile (charge-all,
+//!   token buckets forced into debt) or `U` and a time in µs for an undo (the hits, refunds, are
+//!   stepped at that time; liveness and expiry follow the clock);
+//! - the time in microseconds since the epoch, or empty for Redis `TIME`;
+//! - the request's number of hits;
+//! - then per hit `i` (1-based) of the request: the algorithm (`F`
 //!   fixed window, `S` sliding window, `T` token bucket, `L` concurrency pool, `P` fair-share
 //!   pool), the period (seconds, or a calendar unit letter `D`/`W`/`M`/`Y` and a count), `limit`,
 //!   `burst`, `delta` (signed decimal), `role` (`E` enforce, `S` shadow, `Q` quota, `O` and a hit
-//!   number for the overflow of that hit) and the claim (empty, `L` and a lease id in hex, or `T`,
-//!   the tenant's weight, `:` and the tenant id).
+//!   number of the same request for the overflow of that hit) and the claim (empty, `L` and a
+//!   lease id in hex, or `T`, the tenant's weight, `:` and the tenant id).
 //!
 //! **Stored states** (mirroring [`crate::algorithm::State`]): a fixed window is a hash with `w`
 //! (window start, seconds) and `n` (count); a sliding window a hash of sub-window index → count;
@@ -39,12 +47,13 @@
 //! when the state stops carrying information ([`crate::algorithm::expires_at`]); correctness
 //! never depends on it. Redis counts every command a script runs, so the common writes use as few
 //! as they can: a fixed window still in its loaded window writes its count alone and keeps its
-//! TTL (`TIME`, `HMGET`, `HSET` per request), and a token bucket sets its TAT and TTL in one `SET`.
+//! TTL (`HMGET`, `HSET` per request, `TIME` per call), and a token bucket sets its TAT and TTL in
+//! one `SET`.
 //!
-//! **Reply**: an array of `3 + 5 × #KEYS` integers: `1` if the new states were written, else `0`;
-//! the expired leases the writes reclaimed; then per hit its reading: `used_before`,
-//! `used_after`, `over` (0/1), `wait` and `reset` (µs); then the time the hits were stepped at
-//! (µs), which an undo of this charge needs.
+//! **Reply**: an array with one entry per request, each an array of `3 + 5 × hits` integers: `1`
+//! if the request's new states were written, else `0`; the expired leases its writes reclaimed;
+//! then per hit its reading: `used_before`, `used_after`, `over` (0/1), `wait` and `reset` (µs);
+//! then the time its hits were stepped at (µs), which an undo of this charge needs.
 //!
 //! **What it does**, mirroring the memory store rule for rule:
 //! 1. Reads each distinct key once. Steps every hit in batch order with the algorithm's function
@@ -65,7 +74,8 @@
 
 use redis::Script;
 
-use crate::algorithm::{Algorithm, Claim, Micros, Period, Reading};
+use super::batcher::Part;
+use crate::algorithm::{self, Algorithm, Claim, MAX_UNITS, Micros, Period, Reading};
 use crate::storage::{Admission, Hit, Outcome, Role, StoreError};
 
 /// The script source, kept in its own files so it reads (and lints) as Lua.
@@ -98,6 +108,28 @@ pub fn admission_arg(admission: Admission) -> std::borrow::Cow<'static, str> {
         Admission::ChargeAll => "C".into(),
         Admission::Reconcile => "R".into(),
         Admission::Undo { at } => format!("U{at}").into(),
+    }
+}
+
+/// Encodes one request into `part`: its keys, then its admission, its time (`None` for Redis
+/// `TIME`), its number of hits and seven arguments per hit.
+pub fn encode(part: &mut Part, hits: &[Hit], admission: Admission, time: Option<Micros>) {
+    part.arg(&*admission_arg(admission));
+    match time {
+        Some(t) => part.arg(t),
+        None => part.arg(""),
+    };
+    part.arg(hits.len());
+    for hit in hits {
+        let p = &hit.policy;
+        part.key(&hit.key[..])
+            .arg(algorithm_arg(p.algorithm))
+            .arg(period_arg(p.period))
+            .arg(p.limit.min(MAX_UNITS))
+            .arg(p.burst.min(MAX_UNITS))
+            .arg(algorithm::clamp_delta(hit.delta))
+            .arg(&*role_arg(hit.role))
+            .arg(claim_arg(&hit.claim));
     }
 }
 
@@ -228,6 +260,7 @@ mod tests {
         assert_eq!(crate::algorithm::share::MAX_TENANTS, 512);
         assert_eq!(period_arg(Period::Seconds(60)), "60");
         assert_eq!(period_arg(Period::Calendar(CalendarUnit::Month, 3)), "M3");
-        assert!(APPLY_SOURCE.contains("3 + (i - 1) * 7"));
+        assert!(APPLY_SOURCE.contains("first_arg + (i - 1) * 7"));
+        assert!(APPLY_SOURCE.contains("arg = arg + 3 + 7 * n"));
     }
 }

@@ -1,0 +1,232 @@
+//! Cross-request batching: requests that arrive while Redis is busy go together as one `EVALSHA`.
+//!
+//! **No timer.** At most `max_in_flight` calls are on their way to Redis at once (the pool size,
+//! so about one per connection). A request that finds a free place is sent at once, alone: at low
+//! load nothing waits and latency is what one call costs. A request that finds every place taken
+//! queues; when a call returns, the queue (up to [`MAX_REQUESTS`]) leaves as the next call in its
+//! place. The busier Redis is, the more requests share a call, so the script's fixed costs
+//! (`EVALSHA` itself, its `TIME`, the reply) are paid once per batch rather than once per request:
+//! Redis CPU per decision falls as load rises by design.
+//!
+//! **Same decisions.** The script decides a call's requests in arrival order, each on its own
+//! exactly as if it were its own call: it reads its counters (seeing the earlier requests'
+//! writes), judges itself all-or-nothing and writes before the next request is read. Every
+//! request of a call is stepped at one Redis `TIME`, which sequential calls could also have read.
+//!
+//! **Failures.** A call that fails (a network error, a timeout, a script error) fails each of its
+//! requests with that error, and only them; the failure policy then decides each one. Like a
+//! script error today, writes the script made before the error stay. A request's wait, queued
+//! and sent, is bounded by the store's timeout; a request whose caller stopped waiting before
+//! its call left is not sent (it is not charged).
+//!
+//! A Redis Cluster is not batched (every request goes at once, alone): all the keys of one script
+//! must hash to one slot, and a per-slot queue would seldom fill at real key counts.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use redis::{Arg, Cmd, Script, ToRedisArgs};
+use tokio::sync::oneshot;
+
+use super::bounded;
+use super::links::Links;
+use crate::storage::StoreError;
+
+/// Requests in one call at most: bounds the script's run (Redis serves nothing else meanwhile)
+/// and the reply's size.
+pub const MAX_REQUESTS: usize = 64;
+
+/// One request's share of a call: its keys, and its arguments (see [`super::scripts`]).
+#[derive(Default)]
+pub struct Part {
+    keys: Cmd,
+    args: Cmd,
+}
+
+impl Part {
+    pub fn key<T: ToRedisArgs>(&mut self, key: T) -> &mut Self {
+        self.keys.arg(key);
+        self
+    }
+
+    pub fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        self.args.arg(arg);
+        self
+    }
+}
+
+/// The script's reply to one request.
+pub type Reply = Result<Vec<i64>, StoreError>;
+
+struct Queued {
+    part: Part,
+    reply: oneshot::Sender<Reply>,
+}
+
+#[derive(Default)]
+struct State {
+    in_flight: usize,
+    queue: VecDeque<Queued>,
+}
+
+/// Sends requests to one Redis (a single primary, or the primary Sentinel names).
+pub struct Batcher {
+    links: Arc<Links>,
+    script: Script,
+    timeout: Duration,
+    max_in_flight: usize,
+    state: Mutex<State>,
+}
+
+impl Batcher {
+    /// `max_in_flight` calls at most on their way at once; `usize::MAX` never batches.
+    pub fn new(
+        links: Arc<Links>,
+        script: Script,
+        timeout: Duration,
+        max_in_flight: usize,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            links,
+            script,
+            timeout,
+            max_in_flight: max_in_flight.max(1),
+            state: Mutex::default(),
+        })
+    }
+
+    /// Runs `part`: at once if a place is free, else with the next call that leaves.
+    pub async fn call(self: &Arc<Self>, part: Part) -> Reply {
+        let queued = {
+            let mut state = self.state.lock();
+            if state.in_flight < self.max_in_flight {
+                state.in_flight += 1;
+                Err(part)
+            } else {
+                let (reply, wait) = oneshot::channel();
+                state.queue.push_back(Queued { part, reply });
+                Ok(wait)
+            }
+        };
+        match queued {
+            Err(part) => {
+                // Whether this call finishes or its caller drops it, the place passes on.
+                let _place = Place(Arc::clone(self));
+                let mut replies = self.send(&[&part]).await?;
+                match (replies.pop(), replies.is_empty()) {
+                    (Some(reply), true) => Ok(reply),
+                    _ => Err(short_reply()),
+                }
+            }
+            Ok(wait) => match tokio::time::timeout(self.timeout, wait).await {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(_)) => Err(StoreError::Unreachable(
+                    "the batched call was dropped".into(),
+                )),
+                Err(_) => Err(StoreError::Timeout(self.timeout)),
+            },
+        }
+    }
+
+    /// The next batch to send in a place that just came free, or `None` (and the place is given
+    /// up) when nothing waits. Requests whose callers stopped waiting are dropped unsent.
+    fn next_batch(&self) -> Option<Vec<Queued>> {
+        let mut state = self.state.lock();
+        let mut batch = Vec::new();
+        while batch.len() < MAX_REQUESTS {
+            let Some(q) = state.queue.pop_front() else {
+                break;
+            };
+            if !q.reply.is_closed() {
+                batch.push(q);
+            }
+        }
+        if batch.is_empty() {
+            state.in_flight -= 1;
+            return None;
+        }
+        Some(batch)
+    }
+
+    /// A place came free: a task sends what queued meanwhile, then whatever queues during that
+    /// call, until nothing waits.
+    fn release(self: &Arc<Self>) {
+        let Some(batch) = self.next_batch() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(Arc::clone(self).drive(batch));
+            }
+            // No runtime (shutting down): the waiters see their call dropped.
+            Err(_) => self.state.lock().in_flight -= 1,
+        }
+    }
+
+    async fn drive(self: Arc<Self>, mut batch: Vec<Queued>) {
+        loop {
+            let parts: Vec<&Part> = batch.iter().map(|q| &q.part).collect();
+            let result = self.send(&parts).await;
+            drop(parts);
+            match result {
+                Ok(replies) if replies.len() == batch.len() => {
+                    for (q, reply) in batch.into_iter().zip(replies) {
+                        let _ = q.reply.send(Ok(reply));
+                    }
+                }
+                Ok(_) => {
+                    for q in batch {
+                        let _ = q.reply.send(Err(short_reply()));
+                    }
+                }
+                Err(e) => {
+                    for q in batch {
+                        let _ = q.reply.send(Err(e.clone()));
+                    }
+                }
+            }
+            match self.next_batch() {
+                Some(next) => batch = next,
+                None => return,
+            }
+        }
+    }
+
+    /// One `EVALSHA` for `parts`, in order; one reply per part.
+    async fn send(&self, parts: &[&Part]) -> Result<Vec<Vec<i64>>, StoreError> {
+        let mut call = self.script.prepare_invoke();
+        for part in parts {
+            for key in part.keys.args_iter() {
+                if let Arg::Simple(key) = key {
+                    call.key(key);
+                }
+            }
+            for arg in part.args.args_iter() {
+                if let Arg::Simple(arg) = arg {
+                    call.arg(arg);
+                }
+            }
+        }
+        let mut conn = self.links.get()?;
+        let reply = bounded(self.timeout, call.invoke_async(&mut conn)).await;
+        if reply.as_ref().is_err_and(StoreError::is_transient) {
+            self.links.report_failure();
+        }
+        reply
+    }
+}
+
+fn short_reply() -> StoreError {
+    StoreError::Protocol("the script did not reply once per request".into())
+}
+
+/// A place for one call in flight, passed on when dropped.
+struct Place(Arc<Batcher>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
