@@ -1,5 +1,6 @@
-//! The gRPC adapter: `envoy.service.ratelimit.v3.RateLimitService` and `grpc.health.v1.Health`.
-//! The only module that sees generated proto types; it converts them to and from the limiter's.
+//! The gRPC adapter for `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`: the only
+//! module that sees the service's generated proto types; it converts them to and from the
+//! limiter's. [`crate::transport`] frames the messages on HTTP/2.
 
 use std::sync::Arc;
 
@@ -8,15 +9,12 @@ use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescript
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
     self, DescriptorStatus as PbStatus,
 };
-use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
-    RateLimitService, RateLimitServiceServer,
-};
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use envoy_types::pb::google::protobuf::{
     Duration as PbDuration, Struct as PbStruct, Value as PbValue, value::Kind as PbKind,
 };
 use prost::Message;
-use tonic::{Request, Response, Status};
+use tonic::Status;
 
 use crate::config::Unit;
 use crate::limiter::{
@@ -26,7 +24,7 @@ use crate::metrics::RequestCounters;
 use crate::storage::Store;
 use crate::trace::{CheckSpan, HeaderCarrier};
 
-/// The service implementation handed to tonic.
+/// The rate-limit service: a decoded request in, an answer or a status out.
 pub struct RlsService<S> {
     limiter: Arc<RateLimiter<S>>,
     counters: RequestCounters,
@@ -38,29 +36,33 @@ impl<S: Store> RlsService<S> {
         Self { limiter, counters }
     }
 
-    /// The tonic server for this service. The transport's own message cap sits well above the
-    /// configured request bound, so an oversized request is normally refused by our check with
-    /// `INVALID_ARGUMENT` rather than by tonic's decoder.
-    pub fn into_server(self) -> RateLimitServiceServer<Self> {
-        let cap = (self.limiter.options().bounds.max_bytes * 4).max(64 * 1024);
-        RateLimitServiceServer::new(self).max_decoding_message_size(cap)
+    /// The largest request message the transport reads. It sits well above the configured
+    /// request bound, so an oversized request is normally refused by the handler's own check, with
+    /// its size in the message; past this cap the transport refuses it unread.
+    pub fn max_message_bytes(&self) -> usize {
+        (self.limiter.options().bounds.max_bytes * 4).max(64 * 1024)
     }
-}
 
-#[tonic::async_trait]
-impl<S: Store> RateLimitService for RlsService<S> {
-    async fn should_rate_limit(
+    /// A request refused before it could be decoded (framing, size, compression): counted with
+    /// the other invalid requests.
+    pub fn refuse(&self, status: Status) -> Status {
+        self.counters.invalid.inc();
+        status
+    }
+
+    /// One `ShouldRateLimit` call; `metadata` is the call's request headers (trace context).
+    pub async fn should_rate_limit(
         &self,
-        request: Request<RateLimitRequest>,
-    ) -> Result<Response<RateLimitResponse>, Status> {
+        metadata: &http::HeaderMap,
+        request: RateLimitRequest,
+    ) -> Result<RateLimitResponse, Status> {
         let span = crate::trace::enabled().then(|| {
             CheckSpan::start(
                 "envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
-                &HeaderCarrier(request.metadata().as_ref()),
-                &request.get_ref().domain,
+                &HeaderCarrier(metadata),
+                &request.domain,
             )
         });
-        let request = request.into_inner();
         let bound = self.limiter.options().bounds.max_bytes;
         let counters = &self.counters;
         // Entries are bounded by the limiter; this bounds everything else a message can carry.
@@ -85,7 +87,7 @@ impl<S: Store> RateLimitService for RlsService<S> {
                     Code::Ok => counters.ok.inc(),
                     Code::OverLimit => counters.over_limit.inc(),
                 };
-                Ok(Response::new(to_proto(decision)))
+                Ok(to_proto(decision))
             }
             Err(e) => {
                 let status = to_status(&e);

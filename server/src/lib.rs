@@ -3,7 +3,8 @@
 //! The path of one check, each step naming the module that owns it:
 //!
 //! 1. A transport adapter decodes the request: [`grpc`] for Envoy's
-//!    `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`, [`http`] for `POST /json`.
+//!    `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit` (framed on HTTP/2 by
+//!    [`transport`], one task per connection and no task per call), [`http`] for `POST /json`.
 //!    Only these modules see wire types.
 //! 2. [`limiter::RateLimiter::check`] validates the request's shape and bounds.
 //! 3. Each descriptor is matched against the live rule set ([`descriptor`] over the immutable tree
@@ -28,7 +29,8 @@
 //!    the adapter encodes the answer (the lease also as gRPC dynamic metadata).
 //!
 //! [`settings`] reads flags and environment once; [`server`] binds, serves and drains, with
-//! [`transport`] serving HTTP/2 for the gRPC listener.
+//! [`transport`] serving HTTP/2 for the gRPC listener (`ShouldRateLimit` itself, the health
+//! service through tonic-health).
 
 pub mod admin;
 pub mod algorithm;

@@ -251,10 +251,7 @@ impl Sluice {
 
         let grpc = transport::serve(
             listeners.grpc,
-            transport::Routes::new(
-                RlsService::new(Arc::clone(&self.limiter)).into_server(),
-                health_service,
-            ),
+            transport::Routes::new(RlsService::new(Arc::clone(&self.limiter)), health_service),
             grpc_stop,
         );
         let mut app = router(Arc::new(

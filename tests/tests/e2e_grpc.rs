@@ -352,6 +352,102 @@ async fn grpc_health_reports_serving() {
             .into_inner();
         assert_eq!(r.status, 1, "SERVING for {service:?}");
     }
+    // The streaming `Watch` answers with the current status first.
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "ratelimit".into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .expect("a first status within 5 s")
+        .expect("a status")
+        .expect("not the end of the stream");
+    assert_eq!(first.status, 1);
+}
+
+/// Sends `body` as the whole request of a call to `path` on a fresh HTTP/2 connection, and
+/// returns the answer's `grpc-status` and `grpc-message` (from a trailers-only answer or the
+/// trailers).
+async fn raw_call(addr: std::net::SocketAddr, path: &str, body: &[u8]) -> (String, String) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut client, connection) = h2::client::handshake(tcp).await.expect("handshake");
+    tokio::spawn(connection);
+    let request = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    let (answer, mut send) = client.send_request(request, false).expect("send");
+    send.send_data(bytes::Bytes::copy_from_slice(body), true)
+        .expect("body");
+    let answer = answer.await.expect("answer");
+    assert_eq!(answer.status(), 200);
+    let text = |map: &http::HeaderMap, name: &str| {
+        map.get(name).map(|v| v.to_str().expect("ascii").to_owned())
+    };
+    let headers = answer.headers().clone();
+    let (status, message) = match text(&headers, "grpc-status") {
+        Some(status) => (status, text(&headers, "grpc-message")),
+        None => {
+            let mut body = answer.into_body();
+            while let Some(chunk) = body.data().await {
+                chunk.expect("data");
+            }
+            let trailers = body.trailers().await.expect("trailers").expect("some");
+            (
+                text(&trailers, "grpc-status").expect("grpc-status"),
+                text(&trailers, "grpc-message"),
+            )
+        }
+    };
+    (status, message.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_grpc_framing_is_refused_and_the_server_stays_up() {
+    const CHECK: &str = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit";
+    let (sluice, _r) = start(Backend::Memory, &[]);
+    let addr = sluice.grpc_addr;
+    let cases: [(&str, &str, Vec<u8>, &str); 7] = [
+        ("no message", CHECK, vec![], "3"),
+        ("a partial prefix", CHECK, vec![0, 0], "3"),
+        ("a truncated message", CHECK, vec![0, 0, 0, 0, 9, 1, 2], "3"),
+        (
+            "two messages",
+            CHECK,
+            vec![0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            "3",
+        ),
+        ("not protobuf", CHECK, vec![0, 0, 0, 0, 2, 0xff, 0xff], "3"),
+        // Nothing was negotiated, so a compressed message cannot be read.
+        ("a compressed message", CHECK, vec![1, 0, 0, 0, 1, 0], "12"),
+        (
+            "an unknown method",
+            "/envoy.service.ratelimit.v3.RateLimitService/Other",
+            vec![0, 0, 0, 0, 0],
+            "12",
+        ),
+    ];
+    for (name, path, body, expected) in cases {
+        let (status, message) = raw_call(addr, path, &body).await;
+        assert_eq!(status, expected, "{name}: {message}");
+        assert!(!message.is_empty(), "{name}: a reason is given");
+    }
+    // A well-formed call on the same server still decides; an empty request is a valid message
+    // whose content is refused by the limiter, not by the framing.
+    let (status, message) = raw_call(addr, CHECK, &[0, 0, 0, 0, 0]).await;
+    assert_eq!(status, "3", "{message}");
+    assert!(message.contains("domain"), "{message}");
+    let mut client = sluice.grpc().await;
+    let r = client
+        .should_rate_limit(request("edge", vec![descriptor(&[("app_id", "a")])]))
+        .await
+        .expect("check")
+        .into_inner();
+    assert_eq!(r.overall_code, OK);
 }
 
 /// Send `per_client` checks of `(key, "k")` from each of `clients` connections at once, spread
