@@ -1,5 +1,6 @@
 //! Opening the counter store the settings name: memory, or Redis (one server, Sentinel or
-//! Cluster, with TLS) behind the time budget, circuit breaker, L1 cache and failure policy.
+//! Cluster, with TLS) behind the time budget, circuit breaker, L1 cache and failure policy, and
+//! with `--local-batch` the batched local counting in front of them.
 
 use std::sync::Arc;
 
@@ -7,6 +8,7 @@ use super::StartupError;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::settings::{Backend, Settings};
+use crate::storage::batched::{BatchOptions, Batched};
 use crate::storage::breaker::BreakerConfig;
 use crate::storage::failover::{Failover, FailoverOptions};
 use crate::storage::l1::OverLimitCache;
@@ -70,7 +72,20 @@ async fn open_counters(
                 _ => None,
             };
             let store = open_shared(settings, target, metrics.registry(), clock).await?;
-            (AnyStore::Redis(store), client)
+            let store = match settings.store.local_batch {
+                None => AnyStore::Redis(store),
+                Some(interval) => {
+                    let options = BatchOptions {
+                        interval,
+                        share: settings.store.share,
+                        max_counters: settings.max_counters,
+                    };
+                    let batched =
+                        Batched::new(store, options, Arc::clone(clock), metrics.registry());
+                    AnyStore::Batched(batched)
+                }
+            };
+            (store, client)
         }
     })
 }

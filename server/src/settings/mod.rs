@@ -167,6 +167,11 @@ impl Settings {
                  which would put every counter in one hash slot"
             )));
         }
+        if backend == Backend::Memory && store.local_batch.is_some() {
+            return Err(SettingsError::Invalid(
+                "--local-batch batches hits to a shared store: it needs --backend redis".into(),
+            ));
+        }
         if backend == Backend::Redis && redis_url.is_none() {
             return Err(SettingsError::Invalid(
                 "the redis backend needs --redis-url (or SLUICE_REDIS_URL / REDIS_URL)".into(),

@@ -63,6 +63,11 @@ pub struct StoreArgs {
     /// Counters the L1 over-limit cache remembers; 0 turns it off [default: 100000].
     #[arg(long, env = "SLUICE_L1_ENTRIES")]
     pub l1_entries: Option<usize>,
+    /// Decide fixed windows from a local view and flush hits to Redis every INTERVAL (`200ms`,
+    /// `1s`; a bare number is milliseconds; `off` or 0 turns it off); each replica admits at most
+    /// its --replicas share between flushes [default: off; the flag alone means 200ms].
+    #[arg(long, env = "SLUICE_LOCAL_BATCH", num_args = 0..=1, default_missing_value = "200ms", value_name = "INTERVAL")]
+    pub local_batch: Option<String>,
 }
 
 /// The shared store's resolved settings.
@@ -83,6 +88,8 @@ pub struct StoreSettings {
     pub breaker_failures: u32,
     pub breaker_open: Duration,
     pub l1_entries: usize,
+    /// The flush interval of `--local-batch`; `None`: off.
+    pub local_batch: Option<Duration>,
 }
 
 /// The reference's `LOCAL_CACHE_SIZE_IN_BYTES` counts bytes; an L1 entry takes about this many.
@@ -184,6 +191,12 @@ pub(super) fn resolve(
             None => 100_000,
         },
     };
+    let local_batch = match args.local_batch {
+        None => None,
+        Some(text) => parse_interval(&text).map_err(|reason| {
+            SettingsError::Invalid(format!("--local-batch {text:?}: {reason}"))
+        })?,
+    };
     Ok(StoreSettings {
         redis_type,
         redis_auth: args
@@ -204,5 +217,32 @@ pub(super) fn resolve(
         breaker_failures: args.breaker_failures.unwrap_or(5).max(1),
         breaker_open: Duration::from_millis(args.breaker_open_ms.unwrap_or(100).max(1)),
         l1_entries,
+        local_batch,
     })
+}
+
+/// `200ms`, `1s`, a bare number of milliseconds, or `off` / 0 (`None`). Between 10 ms and 60 s:
+/// shorter costs a store call per check again, longer lets the views age.
+fn parse_interval(text: &str) -> Result<Option<Duration>, String> {
+    let t = text.trim().to_ascii_lowercase();
+    if t == "off" || t == "false" || t == "0" {
+        return Ok(None);
+    }
+    let (digits, scale) = match t.strip_suffix("ms") {
+        Some(d) => (d, 1),
+        None => match t.strip_suffix('s') {
+            Some(d) => (d, 1000),
+            None => (t.as_str(), 1),
+        },
+    };
+    let ms = digits
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or("expected an interval such as 200ms or 1s, or off")?;
+    if !(10..=60_000).contains(&ms) {
+        return Err("the interval must be between 10ms and 60s".into());
+    }
+    Ok(Some(Duration::from_millis(ms)))
 }

@@ -256,3 +256,38 @@ fn store_deployments_tls_and_failure_handling() {
     let s = resolve(&["--config", "a", "--local-share", "0.25"], &[]).expect("valid");
     assert_eq!(s.store.share.fraction(), 0.25);
 }
+
+#[test]
+fn local_batch_takes_an_interval_and_needs_redis() {
+    let redis = [
+        "--config",
+        "a",
+        "--backend",
+        "redis",
+        "--redis-url",
+        "redis://127.0.0.1:6379",
+    ];
+    let s = resolve(&redis, &[]).expect("valid");
+    assert_eq!(s.store.local_batch, None, "off by default");
+    let with = |flag: &str| {
+        let mut args = redis.to_vec();
+        args.push(flag);
+        resolve(&args, &[]).map(|s| s.store.local_batch)
+    };
+    let ms = |n| Some(Duration::from_millis(n));
+    assert_eq!(with("--local-batch"), Ok(ms(200)));
+    assert_eq!(with("--local-batch=50ms"), Ok(ms(50)));
+    assert_eq!(with("--local-batch=2s"), Ok(ms(2000)));
+    assert_eq!(with("--local-batch=150"), Ok(ms(150)));
+    assert_eq!(with("--local-batch=off"), Ok(None));
+    for bad in [
+        "--local-batch=5ms",
+        "--local-batch=2m",
+        "--local-batch=fast",
+    ] {
+        let err = with(bad).expect_err(bad);
+        assert!(err.to_string().contains("--local-batch"), "{err}");
+    }
+    let err = resolve(&["--config", "a", "--local-batch"], &[]).expect_err("memory");
+    assert!(err.to_string().contains("--backend redis"), "{err}");
+}

@@ -32,7 +32,7 @@ use prometheus_client::registry::Registry;
 use super::breaker::{Breaker, BreakerConfig, BreakerState, Permit};
 use super::l1::OverLimitCache;
 use super::local::{LocalShare, RECONCILE_EVERY};
-use super::{Batch, Outcome, Store, StoreError, rejects};
+use super::{Admission, Batch, Outcome, Store, StoreError, rejects};
 use crate::algorithm::{MICROS_PER_SEC, Reading};
 
 /// What a domain's checks get while the shared store cannot answer.
@@ -205,6 +205,15 @@ impl<S: Store> Failover<S> {
             .await
     }
 
+    /// [`Store::apply_or`], telling whether the shared store itself answered.
+    pub async fn decide(
+        &self,
+        batch: &Batch,
+        on_failure: Option<FailureMode>,
+    ) -> (Result<Outcome, StoreError>, bool) {
+        self.inner.decide(batch, on_failure).await
+    }
+
     /// Local counters not handed over yet.
     pub fn pending_reconciliation(&self) -> usize {
         self.inner.local.pending()
@@ -212,15 +221,18 @@ impl<S: Store> Failover<S> {
 }
 
 impl<S: Store> Inner<S> {
-    async fn apply_or(
+    /// The answer to `batch`, and whether the shared store gave it (not the L1 cache or a
+    /// failure policy). Hits already let through ([`Admission::Reconcile`]) are never answered
+    /// by a policy: they fail, so their caller keeps them.
+    async fn decide(
         &self,
         batch: &Batch,
         mode: Option<FailureMode>,
-    ) -> Result<Outcome, StoreError> {
+    ) -> (Result<Outcome, StoreError>, bool) {
         if let Some(l1) = &self.l1
             && let Some(outcome) = l1.answer(batch, Instant::now())
         {
-            return Ok(outcome);
+            return (Ok(outcome), false);
         }
         let now = Instant::now();
         let permit = self.breaker.permit(now);
@@ -242,7 +254,7 @@ impl<S: Store> Inner<S> {
                     if let Some(l1) = &self.l1 {
                         l1.learn(batch, &outcome, now);
                     }
-                    return Ok(outcome);
+                    return (Ok(outcome), true);
                 }
                 Err(e) => {
                     self.metrics
@@ -253,7 +265,11 @@ impl<S: Store> Inner<S> {
                 }
             }
         };
-        self.fallback(batch, mode.unwrap_or(self.options.default_mode), error)
+        if batch.admission == Admission::Reconcile {
+            return (Err(error), false);
+        }
+        let mode = mode.unwrap_or(self.options.default_mode);
+        (self.fallback(batch, mode, error), false)
     }
 
     fn fallback(
@@ -369,7 +385,7 @@ async fn probe_loop<S: Store>(inner: std::sync::Weak<Inner<S>>) {
 
 impl<S: Store> Store for Failover<S> {
     async fn apply(&self, batch: &Batch) -> Result<Outcome, StoreError> {
-        self.inner.apply_or(batch, None).await
+        self.inner.decide(batch, None).await.0
     }
 
     async fn apply_or(
@@ -377,7 +393,7 @@ impl<S: Store> Store for Failover<S> {
         batch: &Batch,
         on_failure: Option<FailureMode>,
     ) -> Result<Outcome, StoreError> {
-        self.inner.apply_or(batch, on_failure).await
+        self.inner.decide(batch, on_failure).await.0
     }
 
     /// A pool's holders, from the shared store within the budget (an error while it cannot

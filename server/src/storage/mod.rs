@@ -20,8 +20,12 @@
 //!
 //! Redis is always used through [`failover::Failover`]: the [`l1`] over-limit cache, a time budget
 //! and a [`breaker`], and the domain's [`FailureMode`] when Redis cannot answer (`local` decides
-//! from this replica's share of each limit, [`local`], and reconciles afterwards).
+//! from this replica's share of each limit, [`local`], and reconciles afterwards). With
+//! `--local-batch`, [`batched::Batched`] sits in front of it: fixed windows are decided from a
+//! local view of the shared count and their hits flushed in batches, with a documented
+//! over-admission bound.
 
+pub mod batched;
 pub mod breaker;
 pub mod failover;
 pub mod keys;
@@ -269,6 +273,8 @@ pub enum AnyStore {
     Memory(std::sync::Arc<memory::MemoryStore>),
     /// Redis behind the time budget, breaker, L1 cache and failure policy.
     Redis(failover::Failover<redis::RedisStore>),
+    /// The same, with fixed windows counted locally between flushes (`--local-batch`).
+    Batched(batched::Batched<failover::Failover<redis::RedisStore>>),
 }
 
 impl Store for AnyStore {
@@ -276,6 +282,7 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(s) => s.apply(batch).await,
             AnyStore::Redis(s) => s.apply(batch).await,
+            AnyStore::Batched(s) => s.apply(batch).await,
         }
     }
 
@@ -287,6 +294,7 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(s) => s.apply(batch).await,
             AnyStore::Redis(s) => s.apply_or(batch, on_failure).await,
+            AnyStore::Batched(s) => s.apply_or(batch, on_failure).await,
         }
     }
 
@@ -294,6 +302,7 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(s) => s.ping().await,
             AnyStore::Redis(s) => s.ping().await,
+            AnyStore::Batched(s) => s.ping().await,
         }
     }
 
@@ -301,6 +310,7 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(s) => s.holders(key).await,
             AnyStore::Redis(s) => s.holders(key).await,
+            AnyStore::Batched(s) => s.holders(key).await,
         }
     }
 }
