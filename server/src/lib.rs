@@ -22,7 +22,9 @@
 //!    nowhere ([`storage::Verdict`]; [`storage::memory`] in process with the injected [`clock`],
 //!    [`storage::redis`] with a Lua script that mirrors the math on Redis's clock, one call per
 //!    request or, under load, per batch of concurrent requests decided one after another:
-//!    [`storage::redis::batcher`]).
+//!    [`storage::redis::batcher`]), behind [`storage::failover`]; with `--local-batch`,
+//!    [`storage::batched`] first decides fixed windows from a local view of Redis's count and
+//!    flushes their hits to Redis in batches).
 //! 6. The limiter turns the readings into per-descriptor statuses (each from its most
 //!    constraining limit), the overall code, rate-limit headers in the configured style, the
 //!    lease the request now holds, the RFC 9457 problem document of a rejection, and [`metrics`];

@@ -47,8 +47,8 @@ pub struct StoreArgs {
     /// or over_limit [default: unavailable].
     #[arg(long, env = "SLUICE_DENY_WITH")]
     pub deny_with: Option<String>,
-    /// Sluice replicas sharing the store: under `local`, each enforces 1/N of every limit
-    /// [default: 1].
+    /// Sluice replicas sharing the store: under `local`, each enforces 1/N of every limit; with
+    /// --local-batch, each admits at most 1/N of a limit between flushes [default: 1].
     #[arg(long, env = "SLUICE_REPLICAS")]
     pub replicas: Option<u32>,
     /// This replica's share of every limit under `local`, in (0, 1] (instead of 1/replicas).
