@@ -62,7 +62,7 @@ exec valgrind --tool=callgrind --callgrind-out-file="$out" --dump-instr=no \
     --collect-atstart=yes "$real_bin" "\$@"
 EOF
 chmod +x "$wrapper"
-SLUICE_BIN=$wrapper start_sluice "$config" "$backend" "$redis_port"
+SLUICE_BIN=$wrapper start_sluice "$config" "$backend" "$redis_port" --store-budget-ms 1000
 
 port=$sluice_grpc_port
 for arg in "$@"; do

@@ -47,7 +47,7 @@ fi
 
 redis_port=
 [[ $backend == redis ]] && start_redis redis_port
-start_sluice "$config" "$backend" "$redis_port"
+start_sluice "$config" "$backend" "$redis_port" --store-budget-ms 1000
 port=$sluice_grpc_port
 for arg in "$@"; do
     [[ $arg == json ]] && port=$sluice_http_port
