@@ -30,8 +30,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use futures::future::poll_fn;
-use futures::future::{BoxFuture, Either};
 use futures::stream::FuturesUnordered;
 use http::{Request, Response};
 use tokio::net::{TcpListener, TcpStream};
@@ -123,13 +123,13 @@ where
         &self,
         request: Request<h2::RecvStream>,
         respond: h2::server::SendResponse<Bytes>,
-    ) -> Either<BoxFuture<'static, ()>, BoxFuture<'static, ()>> {
+    ) -> Call {
         let path = request.uri().path();
         if path == SHOULD_RATE_LIMIT {
             let rls = Arc::clone(&self.rls);
-            return Either::Left(Box::pin(async move {
+            return Box::pin(async move {
                 unary::should_rate_limit(&rls, request, respond).await;
-            }));
+            });
         }
         // A gRPC path is `/<package.Service>/<Method>`; tonic-health matches its methods itself.
         let service = path
@@ -138,12 +138,10 @@ where
             .map_or("", |(service, _)| service);
         if service == H::NAME {
             let health = self.health.clone();
-            Either::Right(Box::pin(bridge::serve(health, request, respond)))
+            Box::pin(bridge::serve(health, request, respond))
         } else {
             let status = tonic::Status::unimplemented(format!("unknown method {path:?}"));
-            Either::Right(Box::pin(
-                async move { unary::answer_status(respond, &status) },
-            ))
+            Box::pin(async move { unary::answer_status(respond, &status) })
         }
     }
 }
@@ -233,7 +231,8 @@ async fn serve_connection<S, H>(
 const ROUNDS: usize = 16;
 
 type Connection = h2::server::Connection<Coalesce, Bytes>;
-type Call = Either<BoxFuture<'static, ()>, BoxFuture<'static, ()>>;
+/// One call's future: every kind is boxed, so one connection's calls share one collection.
+type Call = BoxFuture<'static, ()>;
 
 /// One pass over a connection: take every call that has arrived, then run every call that can
 /// make progress, and again while either moved. Ready when the connection has ended.
