@@ -8,6 +8,8 @@
 mod args;
 mod client;
 mod closed;
+// The same socket adapter as Sluice's gRPC listener: one source for both.
+#[path = "../../server/src/transport/coalesce.rs"]
 mod coalesce;
 mod open;
 mod redis_info;

@@ -1,4 +1,9 @@
-//! Write coalescing across the connections served by one worker.
+//! Write coalescing: a socket whose first write of a burst waits for one pass of the worker's
+//! run queue, so writes that tasks already runnable on this worker are about to make join it.
+//! The delay is one pass of the run queue, never a timer.
+//!
+//! Two users share this file: Sluice's gRPC listener, and the bench's load generator (which
+//! includes it with `#[path]`, as Envoy's codec also writes once per event-loop pass).
 
 use std::io;
 use std::pin::Pin;
@@ -7,14 +12,13 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// A connection's socket that lets the other calls ready on this worker finish before it writes.
+/// A connection's socket that lets the other work ready on this worker run before it writes.
 ///
-/// hyper answers each call from a task of its own; the call's last frame wakes the connection's
-/// task, which the runtime runs next and which writes at once, so a busy connection made one
-/// `writev` (one loopback TCP segment, one wake-up of the peer) per answer. Here the first
-/// write of a burst returns `Pending` once and re-queues the connection's task behind the tasks
-/// already runnable; their answers join the same buffer, and the next attempt writes them all.
-/// The delay is one pass of the run queue, never a timer.
+/// On the listener, a connection's task answers the calls that arrived together before the
+/// connection writes (`drive`); calls woken by another task (a Redis reply read by the Redis
+/// connection's task) would still miss that write. Here the first write of a burst returns
+/// `Pending` once and re-queues the connection's task behind the tasks already runnable, so their
+/// answers join the same buffer and the next attempt writes them all.
 pub struct Coalesce {
     tcp: TcpStream,
     /// This burst already yielded once; cleared when the writer flushes.
