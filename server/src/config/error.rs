@@ -38,13 +38,20 @@ pub enum ConfigError {
     /// Well-formed YAML that is not a valid rule set.
     #[error("{at}: {reason}")]
     Invalid { at: Position, reason: String },
+    /// Errors past the first [`MAX_REPORTED`] of a load, counted only.
+    #[error("... and {0} more errors")]
+    More(usize),
 }
 
+/// Errors one load reports, at most: a generated rule set with a mistake in every descriptor
+/// should not turn into a million log lines.
+pub const MAX_REPORTED: usize = 200;
+
 impl ConfigError {
-    /// `None` only for [`ConfigError::Io`].
+    /// `None` only for [`ConfigError::Io`] and [`ConfigError::More`].
     pub fn position(&self) -> Option<&Position> {
         match self {
-            ConfigError::Io { .. } => None,
+            ConfigError::Io { .. } | ConfigError::More(_) => None,
             ConfigError::Syntax { at, .. } | ConfigError::Invalid { at, .. } => Some(at),
         }
     }
@@ -55,6 +62,16 @@ impl ConfigError {
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
 impl ConfigErrors {
+    /// The errors of one load, the first [`MAX_REPORTED`] of them and a count of the rest.
+    pub fn capped(mut errors: Vec<ConfigError>) -> Self {
+        if errors.len() > MAX_REPORTED {
+            let more = errors.len() - MAX_REPORTED;
+            errors.truncate(MAX_REPORTED);
+            errors.push(ConfigError::More(more));
+        }
+        ConfigErrors(errors)
+    }
+
     pub fn iter(&self) -> std::slice::Iter<'_, ConfigError> {
         self.0.iter()
     }

@@ -78,12 +78,41 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<RuleSet, ConfigErrors> {
     let files = rule_files(path)?;
     let mut builder = build::Builder::new(opts.merge_domains);
     for file in files {
-        match std::fs::read_to_string(&file) {
+        match read_rule_file(&file) {
             Ok(text) => builder.add_text(&file, &text),
             Err(source) => builder.error(ConfigError::Io { path: file, source }),
         }
     }
-    builder.finish().map_err(ConfigErrors)
+    builder.finish().map_err(ConfigErrors::capped)
+}
+
+/// The largest rule file read. A Kubernetes ConfigMap holds at most 1 MiB; a file past this is a
+/// mistake (or an attack on every replica that mounts it), refused before it is read.
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// One rule file's text, refused past [`MAX_FILE_BYTES`] (counted while reading too, since a file
+/// can grow between `stat` and `read`).
+fn read_rule_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let too_large = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "larger than {} MiB; a rule file is far smaller",
+                MAX_FILE_BYTES / (1024 * 1024)
+            ),
+        )
+    };
+    let file = std::fs::File::open(path)?;
+    if file.metadata()?.len() > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    let mut text = String::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    Ok(text)
 }
 
 /// Parses one file's text; `name` is used as its path in errors.
@@ -100,7 +129,7 @@ pub fn parse_many<P: AsRef<Path>>(
     for (path, text) in files {
         builder.add_text(path.as_ref(), text);
     }
-    builder.finish().map_err(ConfigErrors)
+    builder.finish().map_err(ConfigErrors::capped)
 }
 
 /// The files a load of `path` reads, in load order.
@@ -146,3 +175,6 @@ fn is_rule_file_name(name: &str) -> bool {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests_bounds;

@@ -7,6 +7,8 @@
 //! right place is accepted, including YAML 1.1 booleans (`yes`, `on`) and merge keys (`<<`),
 //! because its parser (Go's yaml.v2) reads them.
 
+use std::collections::HashMap;
+
 use super::limit::RawLimits;
 use super::model::HttpDescriptor;
 use super::yaml::{self, Kind, Mark, Yaml};
@@ -45,6 +47,15 @@ pub(super) struct RawDescriptor {
     pub value_to_metric: bool,
     pub share_threshold: bool,
 }
+
+/// Descriptors nested inside each other, at most. Real rule files use a handful of levels (org,
+/// team, app, route); the bound keeps every walk of the rule tree (building, matching, dumping,
+/// dropping) shallow whatever a file holds, on any thread's stack.
+pub const MAX_DESCRIPTOR_DEPTH: usize = 64;
+
+/// Problems reported for one file, at most: past this, the rest are summed up in one line, so a
+/// generated file with a million mistakes cannot make a load's report (or its memory) grow with it.
+const MAX_PROBLEMS: usize = 100;
 
 /// A problem at a position of the file being read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,6 +180,8 @@ impl<'y> Fields<'y> {
 pub(super) fn read(text: &str) -> (Option<RawFile>, Vec<Problem>) {
     let mut reader = Reader {
         problems: Vec::new(),
+        dropped: 0,
+        depth: 0,
     };
     let file = match yaml::parse(text) {
         Err(e) => {
@@ -184,15 +197,38 @@ pub(super) fn read(text: &str) -> (Option<RawFile>, Vec<Problem>) {
         }
         Ok(Some(root)) => reader.file(&root),
     };
+    if reader.dropped > 0 {
+        let at = reader
+            .problems
+            .last()
+            .map_or(Mark { line: 1, column: 1 }, |p| match p {
+                Problem::Syntax(at, _) | Problem::Invalid(at, _) => *at,
+            });
+        reader.problems.push(Problem::Invalid(
+            at,
+            format!(
+                "and {} more problems in this file (only the first {MAX_PROBLEMS} are listed)",
+                reader.dropped
+            ),
+        ));
+    }
     (file, reader.problems)
 }
 
 pub(super) struct Reader {
     problems: Vec<Problem>,
+    /// Problems past [`MAX_PROBLEMS`], counted only.
+    dropped: usize,
+    /// How deep in `descriptors` the reader is.
+    depth: usize,
 }
 
 impl Reader {
     pub(super) fn invalid(&mut self, at: Mark, reason: impl Into<String>) {
+        if self.problems.len() >= MAX_PROBLEMS {
+            self.dropped += 1;
+            return;
+        }
         self.problems.push(Problem::Invalid(at, reason.into()));
     }
 
@@ -205,7 +241,9 @@ impl Reader {
             };
         };
         let mut entries: Vec<(&'y str, &'y Yaml)> = Vec::with_capacity(pairs.len());
-        let mut first_at: Vec<Mark> = Vec::with_capacity(pairs.len());
+        // Where each name was first given. A map, not a scan of `entries`: a hostile mapping can
+        // have hundreds of thousands of keys.
+        let mut first_at: HashMap<&'y str, Mark> = HashMap::with_capacity(pairs.len());
         for (key, value) in pairs {
             let Kind::Scalar { text, .. } = &key.kind else {
                 self.invalid(
@@ -218,8 +256,7 @@ impl Reader {
                 continue;
             };
             let name = text.as_str();
-            if let Some(i) = entries.iter().position(|(k, _)| *k == name) {
-                let first = first_at[i];
+            if let Some(first) = first_at.get(name).copied() {
                 self.invalid(
                     key.at,
                     format!(
@@ -245,7 +282,7 @@ impl Reader {
                 continue;
             }
             entries.push((name, value));
-            first_at.push(key.at);
+            first_at.insert(name, key.at);
         }
         Fields {
             at: map.at,
@@ -331,7 +368,20 @@ impl Reader {
             );
             return Vec::new();
         };
-        items.iter().filter_map(|d| self.descriptor(d)).collect()
+        if self.depth >= MAX_DESCRIPTOR_DEPTH {
+            self.invalid(
+                list.at,
+                format!(
+                    "descriptors nest deeper than {MAX_DESCRIPTOR_DEPTH} levels here; a rule set \
+                     needs a few (organisation, team, app, route)"
+                ),
+            );
+            return Vec::new();
+        }
+        self.depth += 1;
+        let read = items.iter().filter_map(|d| self.descriptor(d)).collect();
+        self.depth -= 1;
+        read
     }
 
     fn descriptor(&mut self, y: &Yaml) -> Option<RawDescriptor> {

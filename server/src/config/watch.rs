@@ -19,6 +19,11 @@ use super::{ConfigErrors, LoadOptions, RuleSet, load};
 /// several events in a few milliseconds, and reloading halfway through would report a torn file.
 const QUIET_PERIOD: Duration = Duration::from_millis(200);
 
+/// The reload thread's stack: the main thread's on Linux, where start-up loads the rules, so a
+/// rule set that loads at start-up also reloads (a spawned thread gets 2 MiB by default). The
+/// loader's recursion is bounded by the nesting limits either way; this keeps the two equal.
+const RELOAD_STACK: usize = 8 * 1024 * 1024;
+
 /// Keeps the watch alive; dropping it stops watching, and the reload thread ends after any
 /// reload in progress.
 pub struct WatchHandle {
@@ -74,6 +79,7 @@ pub fn watch(
 
     thread::Builder::new()
         .name("sluice-config-watch".into())
+        .stack_size(RELOAD_STACK)
         .spawn(move || {
             // Each turn: wait for a first event, then until QUIET_PERIOD passes without one.
             while rx.recv().is_ok() {

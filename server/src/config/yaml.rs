@@ -5,8 +5,14 @@
 //! this tree instead: scalars keep their source text and whether they were quoted (the reference
 //! parser, Go's yaml.v2, treats unquoted `yes` as a boolean and quoted `"10"` as a string), and
 //! mappings keep every key in file order, duplicates included, so validation can report them.
+//!
+//! The tree is bounded whatever the file holds: nesting deeper than [`MAX_DEPTH`] is refused while
+//! reading (everything that walks the tree later may then recurse), and so is a tree that would
+//! grow past [`MAX_NODES`] nodes or [`MAX_TEXT_BYTES`] of scalar text once aliases are expanded,
+//! the "billion laughs" defence: a few hundred bytes of anchors and aliases can otherwise expand
+//! to gigabytes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 
@@ -68,27 +74,81 @@ pub(crate) struct SyntaxError {
     pub message: String,
 }
 
+/// Mappings and sequences nested inside each other, at most. A rule file nests two levels per
+/// descriptor level, so this leaves room for the 64 descriptor levels `descriptors` allows and
+/// their `rate_limit` blocks, and keeps every recursive walk of the tree a few hundred frames deep.
+pub(crate) const MAX_DEPTH: usize = 160;
+/// Nodes (scalars, mappings, sequences) in one file's tree, aliases expanded. A rule file with ten
+/// thousand descriptors has about sixty thousand.
+pub(crate) const MAX_NODES: usize = 500_000;
+/// Bytes of scalar text in one file's tree, aliases expanded.
+pub(crate) const MAX_TEXT_BYTES: usize = 16 * 1024 * 1024;
+
+/// What a finished node costs: nodes, and bytes of scalar text.
+#[derive(Debug, Clone, Copy, Default)]
+struct Size {
+    nodes: usize,
+    text: usize,
+}
+
+impl Size {
+    fn add(&mut self, other: Size) {
+        self.nodes = self.nodes.saturating_add(other.nodes);
+        self.text = self.text.saturating_add(other.text);
+    }
+}
+
 enum Frame {
     Seq {
         at: Mark,
         anchor: usize,
         items: Vec<Yaml>,
+        size: Size,
     },
     Map {
         at: Mark,
         anchor: usize,
         entries: Vec<(Yaml, Yaml)>,
         pending_key: Option<Yaml>,
+        size: Size,
     },
+}
+
+impl Frame {
+    fn size_mut(&mut self) -> &mut Size {
+        match self {
+            Frame::Seq { size, .. } | Frame::Map { size, .. } => size,
+        }
+    }
+}
+
+fn too_large(at: Mark, total: Size) -> Option<SyntaxError> {
+    let message = if total.nodes > MAX_NODES {
+        format!(
+            "the document grows past {MAX_NODES} YAML nodes (aliases expanded); a rule file \
+             is far smaller, so this looks like an alias bomb or a generated file to split"
+        )
+    } else if total.text > MAX_TEXT_BYTES {
+        format!(
+            "the document grows past {} MiB of text (aliases expanded); a rule file is far \
+             smaller, so this looks like an alias bomb",
+            MAX_TEXT_BYTES / (1024 * 1024)
+        )
+    } else {
+        return None;
+    };
+    Some(SyntaxError { at, message })
 }
 
 /// Parses the first (and only) document of `text`. `Ok(None)` for a file with no document at all
 /// (empty or only comments).
 pub(crate) fn parse(text: &str) -> Result<Option<Yaml>, SyntaxError> {
     let mut stack: Vec<Frame> = Vec::new();
-    let mut anchors: HashMap<usize, Yaml> = HashMap::new();
+    let mut anchors: HashMap<usize, (Yaml, Size)> = HashMap::new();
     let mut root: Option<Yaml> = None;
     let mut documents = 0usize;
+    // Everything built so far, aliases expanded.
+    let mut total = Size::default();
 
     for item in Parser::new_from_str(text) {
         let (event, span) = item.map_err(|e| SyntaxError {
@@ -99,7 +159,7 @@ pub(crate) fn parse(text: &str) -> Result<Option<Yaml>, SyntaxError> {
             message: e.info().to_owned(),
         })?;
         let at = Mark::from_span(&span);
-        let (done, anchor) = match event {
+        let (done, anchor, size) = match event {
             Event::DocumentStart(_) => {
                 documents += 1;
                 if documents > 1 {
@@ -115,7 +175,16 @@ pub(crate) fn parse(text: &str) -> Result<Option<Yaml>, SyntaxError> {
                 continue;
             }
             Event::Alias(id) => match anchors.get(&id) {
-                Some(node) => (node.clone(), 0),
+                Some((node, size)) => {
+                    // Checked before the copy is made, so a bomb never allocates.
+                    let mut after = total;
+                    after.add(*size);
+                    if let Some(e) = too_large(at, after) {
+                        return Err(e);
+                    }
+                    total = after;
+                    (node.clone(), 0, *size)
+                }
                 None => {
                     return Err(SyntaxError {
                         at,
@@ -129,6 +198,14 @@ pub(crate) fn parse(text: &str) -> Result<Option<Yaml>, SyntaxError> {
                 // `!!str 10` is honoured as "this is a string", the others are read by their text.
                 let is_str_tag = tag.as_ref().is_some_and(|t| t.suffix == "str");
                 let plain = matches!(style, ScalarStyle::Plain) && !is_str_tag;
+                let size = Size {
+                    nodes: 1,
+                    text: text.len(),
+                };
+                total.add(size);
+                if let Some(e) = too_large(at, total) {
+                    return Err(e);
+                }
                 let node = Yaml {
                     at,
                     kind: Kind::Scalar {
@@ -136,32 +213,51 @@ pub(crate) fn parse(text: &str) -> Result<Option<Yaml>, SyntaxError> {
                         plain,
                     },
                 };
-                (node, anchor)
+                (node, anchor, size)
+            }
+            Event::SequenceStart(..) | Event::MappingStart(..) if stack.len() >= MAX_DEPTH => {
+                return Err(SyntaxError {
+                    at,
+                    message: format!(
+                        "mappings and lists nest deeper than {MAX_DEPTH} levels here; a rule \
+                         file needs a few"
+                    ),
+                });
             }
             Event::SequenceStart(anchor, _) => {
+                total.add(Size { nodes: 1, text: 0 });
                 stack.push(Frame::Seq {
                     at,
                     anchor,
                     items: Vec::new(),
+                    size: Size { nodes: 1, text: 0 },
                 });
                 continue;
             }
             Event::MappingStart(anchor, _) => {
+                total.add(Size { nodes: 1, text: 0 });
                 stack.push(Frame::Map {
                     at,
                     anchor,
                     entries: Vec::new(),
                     pending_key: None,
+                    size: Size { nodes: 1, text: 0 },
                 });
                 continue;
             }
             Event::SequenceEnd => match stack.pop() {
-                Some(Frame::Seq { at, anchor, items }) => (
+                Some(Frame::Seq {
+                    at,
+                    anchor,
+                    items,
+                    size,
+                }) => (
                     Yaml {
                         at,
                         kind: Kind::Seq(items),
                     },
                     anchor,
+                    size,
                 ),
                 _ => unreachable_event(at)?,
             },
@@ -170,6 +266,7 @@ pub(crate) fn parse(text: &str) -> Result<Option<Yaml>, SyntaxError> {
                     at,
                     anchor,
                     entries,
+                    size,
                     ..
                 }) => (
                     Yaml {
@@ -177,13 +274,17 @@ pub(crate) fn parse(text: &str) -> Result<Option<Yaml>, SyntaxError> {
                         kind: Kind::Map(apply_merge_keys(entries)),
                     },
                     anchor,
+                    size,
                 ),
                 _ => unreachable_event(at)?,
             },
         };
 
         if anchor != 0 {
-            anchors.insert(anchor, done.clone());
+            anchors.insert(anchor, (done.clone(), size));
+        }
+        if let Some(parent) = stack.last_mut() {
+            parent.size_mut().add(size);
         }
         match stack.last_mut() {
             None => root = Some(done),
@@ -201,7 +302,7 @@ pub(crate) fn parse(text: &str) -> Result<Option<Yaml>, SyntaxError> {
     Ok(root)
 }
 
-fn unreachable_event(at: Mark) -> Result<(Yaml, usize), SyntaxError> {
+fn unreachable_event(at: Mark) -> Result<(Yaml, usize, Size), SyntaxError> {
     Err(SyntaxError {
         at,
         message: "unbalanced YAML structure".to_owned(),
@@ -237,13 +338,16 @@ fn apply_merge_keys(entries: Vec<(Yaml, Yaml)>) -> Vec<(Yaml, Yaml)> {
             _ => own.push((key, value)),
         }
     }
+    // A set, not a scan of `own` per merged entry: both can be large in a hostile file.
+    let text_of = |y: &Yaml| match &y.kind {
+        Kind::Scalar { text, .. } => Some(text.clone()),
+        _ => None,
+    };
+    let mut names: HashSet<String> = own.iter().filter_map(|(k, _)| text_of(k)).collect();
     for (key, value) in merged {
-        let text_of = |y: &Yaml| match &y.kind {
-            Kind::Scalar { text, .. } => Some(text.clone()),
-            _ => None,
-        };
-        let name = text_of(&key);
-        if name.is_some() && own.iter().any(|(k, _)| text_of(k) == name) {
+        if let Some(name) = text_of(&key)
+            && !names.insert(name)
+        {
             continue;
         }
         own.push((key, value));
