@@ -42,6 +42,8 @@ pub mod descriptor;
 pub mod grpc;
 pub mod http;
 pub mod limiter;
+pub mod listener;
+pub mod log_throttle;
 pub mod metrics;
 pub mod overrides;
 pub mod server;

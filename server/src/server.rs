@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::admin::{self, AdminState, AdminTokens};
@@ -15,6 +14,7 @@ use crate::config::{self, ConfigErrors, LoadOptions};
 use crate::grpc::RlsService;
 use crate::http::{HttpState, router};
 use crate::limiter::{LimiterOptions, RateLimiter};
+use crate::listener::{Acceptor, Limits, ListenerStats, nofile};
 use crate::metrics::Metrics;
 use crate::overrides::{self, OverrideStore};
 use crate::settings::{Backend, Settings};
@@ -96,6 +96,7 @@ impl Listeners {
 pub struct Sluice {
     pub limiter: Arc<RateLimiter<AnyStore>>,
     settings: Settings,
+    listener_stats: ListenerStats,
     _watch: Option<config::WatchHandle>,
     /// The admin API, when tokens are configured.
     admin: Option<Arc<AdminState<AnyStore>>>,
@@ -112,6 +113,8 @@ impl Sluice {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
         let mut metrics = Metrics::new();
+        let listener_stats = ListenerStats::default();
+        listener_stats.register(metrics.registry());
         let opts = LoadOptions {
             merge_domains: settings.merge_domains,
         };
@@ -224,6 +227,7 @@ impl Sluice {
         Ok(Self {
             limiter,
             settings,
+            listener_stats,
             _watch: watch,
             admin,
         })
@@ -249,9 +253,19 @@ impl Sluice {
         let grpc_stop = wait_for(stop_rx.clone());
         let http_stop = wait_for(stop_rx);
 
+        let limits = Arc::new(self.connection_limits());
         let grpc = transport::serve(
-            listeners.grpc,
-            transport::Routes::new(RlsService::new(Arc::clone(&self.limiter)), health_service),
+            Acceptor::new(
+                listeners.grpc,
+                "grpc",
+                Arc::clone(&limits),
+                self.listener_stats.clone(),
+            ),
+            transport::Routes::new(
+                RlsService::new(Arc::clone(&self.limiter)),
+                health_service,
+                Arc::clone(&limits),
+            ),
             grpc_stop,
         );
         let mut app = router(Arc::new(
@@ -262,23 +276,15 @@ impl Sluice {
         if let Some(state) = &self.admin {
             app = app.nest("/admin", admin::router(Arc::clone(state)));
         }
-        let http_listener = listeners.http.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY on an HTTP connection");
-            }
-        });
-        // The peer address is what the admin API logs for a refused request.
-        let http = axum::serve(
-            http_listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(http_stop);
+        let http = crate::http::serve::serve(
+            Acceptor::new(listeners.http, "http", limits, self.listener_stats.clone()),
+            app,
+            crate::settings::listener::max_message_bytes(self.settings.bounds.max_bytes),
+            http_stop,
+        );
 
-        let mut grpc = tokio::spawn(async move {
-            grpc.await;
-            Ok::<(), std::convert::Infallible>(())
-        });
-        let mut http = tokio::spawn(async move { http.await });
+        let mut grpc = tokio::spawn(grpc);
+        let mut http = tokio::spawn(http);
         tracing::info!(
             grpc = %grpc_addr,
             http = %http_addr,
@@ -312,6 +318,35 @@ impl Sluice {
             }
         }
         Ok(())
+    }
+}
+
+impl Sluice {
+    /// The listener bounds, with the connection cap fitted to the open-file limit (raised to its
+    /// hard limit first).
+    fn connection_limits(&self) -> Limits {
+        let mut limits = self.settings.listener.clone();
+        match nofile::raise() {
+            Some(files) => {
+                let usable = nofile::usable_connections(limits.max_connections, files);
+                if usable < limits.max_connections {
+                    tracing::warn!(
+                        open_files = files,
+                        configured = limits.max_connections,
+                        usable,
+                        "the open-file limit allows fewer connections per listener than configured"
+                    );
+                }
+                limits.max_connections = usable;
+                tracing::info!(
+                    open_files = files,
+                    max_connections = usable,
+                    "connection limits"
+                );
+            }
+            None => tracing::warn!("cannot read the open-file limit"),
+        }
+        limits
     }
 }
 

@@ -10,6 +10,7 @@ use axum::response::Response;
 use futures::StreamExt;
 
 use super::error;
+use super::serve::BodyLimit;
 
 /// The most bytes of an oversized body read and thrown away so the client gets the 413.
 const DRAIN_BYTES: u64 = 64 * 1024 * 1024;
@@ -26,7 +27,7 @@ pub(crate) async fn read(headers: &HeaderMap, body: Body, cap: usize) -> Result<
     let mut buf = Vec::new();
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| unreadable(&e))?;
+        let chunk = chunk.map_err(unreadable)?;
         if buf.len() + chunk.len() > cap {
             let seen = (buf.len() + chunk.len()) as u64;
             return Err(too_large(headers, Body::from_stream(stream), cap, seen).await);
@@ -51,11 +52,24 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-fn unreadable(e: &axum::Error) -> Response {
-    error(
-        StatusCode::BAD_REQUEST,
-        format!("the request body could not be read: {e}"),
-    )
+/// 408 for a body that did not arrive in time, 429 for one over its connection's buffer budget
+/// (too many bodies in flight at once on one connection), 400 otherwise.
+fn unreadable(e: axum::Error) -> Response {
+    let inner = e.into_inner();
+    let status = match inner.downcast_ref::<BodyLimit>() {
+        Some(BodyLimit::Timeout(_)) => StatusCode::REQUEST_TIMEOUT,
+        Some(BodyLimit::Budget(_)) => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let mut response = error(
+        status,
+        format!("the request body could not be read: {inner}"),
+    );
+    // What is left of the body may still be on the wire.
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// 413, after draining what is left of the body when that is cheap enough. A client that asked

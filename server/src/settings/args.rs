@@ -185,4 +185,6 @@ pub struct ServeArgs {
     pub lease_max_wait_ms: Option<u64>,
     #[command(flatten)]
     pub store: super::store::StoreArgs,
+    #[command(flatten)]
+    pub listener: super::listener::ListenerArgs,
 }

@@ -9,6 +9,7 @@
 
 mod admin;
 pub mod args;
+pub mod listener;
 mod reference;
 pub mod store;
 
@@ -22,6 +23,7 @@ use reference::{host_port, log_level, parse_bool, reference_redis_url};
 pub use store::{StoreArgs, StoreSettings};
 
 use crate::limiter::{HeaderNames, HeaderStyle, RequestBounds};
+use crate::listener::Limits;
 use crate::storage::redis::{RedisTarget, RedisType, TargetOptions};
 
 /// Resolved settings.
@@ -60,6 +62,8 @@ pub struct Settings {
     pub admin: AdminSettings,
     /// The shared store's deployment and failure handling.
     pub store: StoreSettings,
+    /// Both listeners' bounds on connections, streams, sizes and time.
+    pub listener: Limits,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -252,6 +256,9 @@ impl Settings {
             ));
         }
 
+        let listener =
+            listener::resolve(args.listener, listener::max_message_bytes(bounds.max_bytes))?;
+
         let auth_over_limit_status = args.auth_over_limit_status.unwrap_or(403);
         if !matches!(auth_over_limit_status, 401 | 403) {
             return Err(SettingsError::Invalid(format!(
@@ -352,6 +359,7 @@ impl Settings {
                 n => n,
             },
             store,
+            listener,
         })
     }
 }

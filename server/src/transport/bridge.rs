@@ -3,8 +3,10 @@
 //! matters.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::poll_fn;
@@ -16,7 +18,26 @@ use http_body_util::BodyExt;
 use tower::Service;
 
 /// A call's request body as tonic reads it: the stream's data frames, then its trailers.
-pub struct CallBody(RecvStream);
+///
+/// As for `ShouldRateLimit`, the window is given back only once the request has ended (health
+/// requests are one small message), so the connection window bounds what a stalled one holds;
+/// and the request must end within the message timeout.
+pub struct CallBody {
+    stream: RecvStream,
+    /// Bytes read and not yet given back to the flow-control window.
+    unreleased: usize,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl CallBody {
+    fn new(stream: RecvStream, timeout: Duration) -> Self {
+        Self {
+            stream,
+            unreleased: 0,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+}
 
 impl Body for CallBody {
     type Data = Bytes;
@@ -26,26 +47,35 @@ impl Body for CallBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
-        let stream = &mut self.0;
+        let this = &mut *self;
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(h2::Error::from(h2::Reason::CANCEL))));
+        }
+        let stream = &mut this.stream;
         match stream.poll_data(cx) {
             Poll::Ready(Some(Ok(data))) => {
-                // The service holds what it read; give the window back.
-                let _ = stream.flow_control().release_capacity(data.len());
+                this.unreleased += data.len();
                 Poll::Ready(Some(Ok(Frame::data(data))))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
-            Poll::Ready(None) => match stream.poll_trailers(cx) {
-                Poll::Ready(Ok(Some(trailers))) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
-                Poll::Ready(Ok(None)) => Poll::Ready(None),
-                Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Ready(None) => {
+                let released = std::mem::take(&mut this.unreleased);
+                let _ = stream.flow_control().release_capacity(released);
+                match stream.poll_trailers(cx) {
+                    Poll::Ready(Ok(Some(trailers))) => {
+                        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+                    }
+                    Poll::Ready(Ok(None)) => Poll::Ready(None),
+                    Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
             Poll::Pending => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.is_end_stream()
+        self.stream.is_end_stream()
     }
 }
 
@@ -55,10 +85,12 @@ pub async fn serve<H>(
     mut service: H,
     request: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
+    message_timeout: Duration,
 ) where
     H: Service<Request<CallBody>, Response = Response<tonic::body::Body>, Error = Infallible>,
 {
-    let response = match service.call(request.map(CallBody)).await {
+    let request = request.map(|stream| CallBody::new(stream, message_timeout));
+    let response = match service.call(request).await {
         Ok(response) => response,
         Err(never) => match never {},
     };

@@ -17,16 +17,26 @@
 //!
 //! A client's `grpc-timeout` is not enforced here: Envoy stops waiting by itself, and every
 //! store call is already bounded by the store's own timeout.
+//!
+//! **Bounds** ([`crate::listener::Limits`]). The connection cap, idle and eviction are the
+//! listener's; on top of them each connection here has: a handshake timeout; at most
+//! `max_concurrent_streams` calls in flight, counting calls whose stream the client already reset
+//! (at that count no new stream is taken, so rapid resets cannot pile up work: h2 itself closes
+//! a connection whose reset streams pile up unaccepted); a budget for the headers of its calls in
+//! flight (a stream over it is refused); flow-control window returned only once a message is
+//! whole, so the connection window bounds what a client can park in half-sent messages; a
+//! message timeout per stream; and keepalive pings when the client falls silent.
 
 mod bridge;
 mod coalesce;
 mod unary;
 
+mod keepalive;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -34,30 +44,17 @@ use futures::future::BoxFuture;
 use futures::future::poll_fn;
 use futures::stream::FuturesUnordered;
 use http::{Request, Response};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tonic::server::NamedService;
 use tower::Service;
 
 use crate::grpc::RlsService;
+use crate::listener::budget::{Budget, Charge};
+use crate::listener::{Accepted, Acceptor, CLOSE_GRACE, Closing, Limits, Tracked};
 use crate::storage::Store;
 pub use bridge::CallBody;
 use coalesce::Coalesce;
-
-/// Streams one connection may have open at once. Envoy multiplexes a worker's checks over one
-/// connection and opens another when a connection is full, so this bounds the memory one client
-/// can pin without limiting throughput.
-const MAX_CONCURRENT_STREAMS: u32 = 1024;
-/// Flow-control windows, per stream and per connection. Requests are ~100 bytes, so these never
-/// bind; they are hyper's defaults, which the service used before.
-const WINDOW: u32 = 1024 * 1024;
-/// Request headers larger than this are refused (HTTP/2's `SETTINGS_MAX_HEADER_LIST_SIZE`).
-const MAX_HEADER_LIST: u32 = 16 * 1024;
-
-/// How long to wait before accepting again after `accept` failed (typically out of file
-/// descriptors): retrying at once would spin a core while nothing can change.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// The path of the one method Sluice answers itself.
 const SHOULD_RATE_LIMIT: &str = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit";
@@ -95,6 +92,7 @@ impl<T> TonicService for T where
 pub struct Routes<S, H> {
     rls: Arc<RlsService<S>>,
     health: H,
+    limits: Arc<Limits>,
 }
 
 impl<S, H: Clone> Clone for Routes<S, H> {
@@ -102,6 +100,7 @@ impl<S, H: Clone> Clone for Routes<S, H> {
         Self {
             rls: Arc::clone(&self.rls),
             health: self.health.clone(),
+            limits: Arc::clone(&self.limits),
         }
     }
 }
@@ -111,24 +110,29 @@ where
     S: Store,
     H: TonicService,
 {
-    pub fn new(rls: RlsService<S>, health: H) -> Self {
+    pub fn new(rls: RlsService<S>, health: H, limits: Arc<Limits>) -> Self {
         Self {
             rls: Arc::new(rls),
             health,
+            limits,
         }
     }
 
-    /// One call's future, run by its connection's task.
+    /// One call's future, run by its connection's task. `held` is the call's share of the
+    /// connection's header budget, given back when the call ends.
     fn call(
         &self,
         request: Request<h2::RecvStream>,
         respond: h2::server::SendResponse<Bytes>,
+        held: Charge,
     ) -> Call {
         let path = request.uri().path();
+        let message_timeout = self.limits.message_timeout;
         if path == SHOULD_RATE_LIMIT {
             let rls = Arc::clone(&self.rls);
             return Box::pin(async move {
-                unary::should_rate_limit(&rls, request, respond).await;
+                unary::should_rate_limit(&rls, request, respond, message_timeout).await;
+                drop(held);
             });
         }
         // A gRPC path is `/<package.Service>/<Method>`; tonic-health matches its methods itself.
@@ -138,30 +142,37 @@ where
             .map_or("", |(service, _)| service);
         if service == H::NAME {
             let health = self.health.clone();
-            Box::pin(bridge::serve(health, request, respond))
+            Box::pin(async move {
+                bridge::serve(health, request, respond, message_timeout).await;
+                drop(held);
+            })
         } else {
             let status = tonic::Status::unimplemented(format!("unknown method {path:?}"));
             Box::pin(async move { unary::answer_status(respond, &status) })
         }
     }
+
+    /// HTTP/2 settings for every connection.
+    fn h2_builder(&self) -> h2::server::Builder {
+        let limits = &self.limits;
+        let mut builder = h2::server::Builder::new();
+        builder
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .initial_window_size(limits.stream_window(self.rls.max_message_bytes()))
+            .initial_connection_window_size(limits.connection_window())
+            .max_header_list_size(limits.max_header_bytes)
+            // Answers are a few hundred bytes; a client that stops reading them cannot make the
+            // server queue more than this per stream.
+            .max_send_buffer_size(64 * 1024);
+        builder
+    }
 }
 
-/// HTTP/2 settings for every connection.
-fn h2_builder() -> h2::server::Builder {
-    let mut builder = h2::server::Builder::new();
-    builder
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .initial_window_size(WINDOW)
-        .initial_connection_window_size(WINDOW)
-        .max_header_list_size(MAX_HEADER_LIST);
-    builder
-}
-
-/// Serves `routes` on `listener` until `shutdown` resolves; then stops accepting (the listening
-/// socket is closed at once), asks every connection to finish its calls in flight (an HTTP/2
-/// GOAWAY), and returns once they all have.
+/// Serves `routes` on the connections `acceptor` takes until `shutdown` resolves; then stops
+/// accepting (the listening socket is closed at once), asks every connection to finish its calls
+/// in flight (an HTTP/2 GOAWAY), and returns once they all have.
 pub async fn serve<S, H>(
-    listener: TcpListener,
+    mut acceptor: Acceptor,
     routes: Routes<S, H>,
     shutdown: impl Future<Output = ()>,
 ) where
@@ -174,55 +185,86 @@ pub async fn serve<S, H>(
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => {
-                    connections.spawn(serve_connection(tcp, routes.clone(), drain_rx.clone()));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot accept a gRPC connection");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                }
-            },
+            accepted = acceptor.accept(false) => {
+                let stats = acceptor.stats().clone();
+                connections.spawn(serve_connection(accepted, routes.clone(), stats, drain_rx.clone()));
+            }
             // Reap finished connections so the set does not grow with every client that left.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
-    drop(listener);
+    drop(acceptor);
     let _ = drain_tx.send(true);
     while connections.join_next().await.is_some() {}
 }
 
 /// Drives one connection and every call on it until the client leaves or, once draining, until
-/// the calls in flight have been answered.
+/// the calls in flight have been answered; or until the connection expires (idle, evicted, a
+/// silent peer), when it is sent a GOAWAY and dropped after [`CLOSE_GRACE`].
 async fn serve_connection<S, H>(
-    tcp: TcpStream,
+    accepted: Accepted,
     routes: Routes<S, H>,
+    stats: crate::listener::ListenerStats,
     mut drain: watch::Receiver<bool>,
 ) where
     S: Store,
     H: TonicService,
 {
+    // The connection keeps its place in the listener's registry until this task ends.
+    let Accepted {
+        tcp,
+        activity,
+        slot: _slot,
+        ..
+    } = accepted;
     // Answers are a few hundred bytes: Nagle would hold them for a delayed ACK.
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY on a gRPC connection");
     }
-    let mut conn = match h2_builder().handshake(Coalesce::new(tcp)).await {
-        Ok(conn) => conn,
-        Err(e) => {
+    let limits = Arc::clone(&routes.limits);
+    let io = Tracked::new(Coalesce::new(tcp), Arc::clone(&activity));
+    let handshake = routes.h2_builder().handshake(io);
+    let mut conn = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
             tracing::debug!(error = %e, "gRPC connection ended during the HTTP/2 handshake");
             return;
         }
+        Err(_) => {
+            stats.closed("grpc", "handshake_timeout");
+            return;
+        }
     };
+    let budget = Arc::new(Budget::new(limits.connection_buffer_bytes as usize));
+    let keepalive = keepalive::run(conn.ping_pong(), &activity, &limits);
+    let expired = activity.expired(&limits);
+    let mut keepalive = std::pin::pin!(keepalive);
+    let mut expired = std::pin::pin!(expired);
+    let mut close_by: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     let mut calls = FuturesUnordered::new();
     let mut draining = false;
+    let cap = limits.max_concurrent_streams as usize;
     loop {
         tokio::select! {
-            () = poll_fn(|cx| drive(&mut conn, &mut calls, &routes, cx)) => break,
+            () = poll_fn(|cx| drive(&mut conn, &mut calls, &routes, cap, &budget, &activity, cx)) => break,
             // Also taken when the sender is gone: nothing is left to serve for.
             _ = drain.wait_for(|draining| *draining), if !draining => {
                 draining = true;
                 conn.graceful_shutdown();
             }
+            why = &mut expired, if close_by.is_none() && !draining => {
+                if why != Closing::Evicted {
+                    stats.closed("grpc", why.as_str());
+                }
+                conn.graceful_shutdown();
+                close_by = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
+            }
+            () = &mut keepalive, if close_by.is_none() => {
+                // The peer did not answer a ping: it is gone, or not reading.
+                stats.closed("grpc", "keepalive");
+                break;
+            }
+            () = async { if let Some(at) = close_by.as_mut() { at.await } }, if close_by.is_some() => break,
         }
     }
 }
@@ -230,7 +272,7 @@ async fn serve_connection<S, H>(
 /// Rounds of [`drive`] before it lets the worker's other tasks run.
 const ROUNDS: usize = 16;
 
-type Connection = h2::server::Connection<Coalesce, Bytes>;
+type Connection = h2::server::Connection<Tracked<Coalesce>, Bytes>;
 /// One call's future: every kind is boxed, so one connection's calls share one collection.
 type Call = BoxFuture<'static, ()>;
 
@@ -244,6 +286,9 @@ fn drive<S, H>(
     conn: &mut Connection,
     calls: &mut FuturesUnordered<Call>,
     routes: &Routes<S, H>,
+    cap: usize,
+    budget: &Arc<Budget>,
+    activity: &crate::listener::Activity,
     cx: &mut Context<'_>,
 ) -> Poll<()>
 where
@@ -253,9 +298,24 @@ where
     for _ in 0..ROUNDS {
         let mut moved = false;
         loop {
-            match conn.poll_accept(cx) {
-                Poll::Ready(Some(Ok((request, respond)))) => {
-                    calls.push(routes.call(request, respond));
+            // At the cap (which calls whose stream the client reset still count toward), only
+            // the connection's I/O is driven; new streams wait in h2's queue.
+            let polled = if calls.len() < cap {
+                conn.poll_accept(cx)
+            } else {
+                match conn.poll_closed(cx) {
+                    Poll::Ready(Ok(())) => Poll::Ready(None),
+                    Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+                    Poll::Pending => Poll::Pending,
+                }
+            };
+            match polled {
+                Poll::Ready(Some(Ok((request, mut respond)))) => {
+                    match budget.charge(header_bytes(request.headers())) {
+                        Some(held) => calls.push(routes.call(request, respond, held)),
+                        // The headers of the calls in flight already fill the budget.
+                        None => respond.send_reset(h2::Reason::REFUSED_STREAM),
+                    }
                     moved = true;
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -270,6 +330,7 @@ where
         while let Poll::Ready(Some(())) = calls.poll_next_unpin(cx) {
             moved = true;
         }
+        activity.set_in_flight(calls.len());
         if !moved {
             return Poll::Pending;
         }
@@ -277,4 +338,13 @@ where
     // Still busy: come back after the other tasks of this worker had their turn.
     cx.waker().wake_by_ref();
     Poll::Pending
+}
+
+/// What a request's headers count against the connection's budget: HTTP/2's own measure
+/// (RFC 9113 section 6.5.2: name, value and 32 bytes per field).
+fn header_bytes(headers: &http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum()
 }

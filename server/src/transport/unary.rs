@@ -6,6 +6,8 @@
 //! other malformed request, with `INVALID_ARGUMENT`; a compressed message (Sluice negotiates no
 //! compression, so a client must not send one) with `UNIMPLEMENTED`.
 
+use std::time::Duration;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
 use h2::RecvStream;
@@ -33,14 +35,26 @@ enum Unread {
     Gone,
 }
 
-/// One `ShouldRateLimit` call, from its request headers to its trailers.
+/// One `ShouldRateLimit` call, from its request headers to its trailers. The message must arrive
+/// whole within `message_timeout` of the headers.
 pub async fn should_rate_limit<S: Store>(
     rls: &RlsService<S>,
     request: Request<RecvStream>,
     respond: SendResponse<Bytes>,
+    message_timeout: Duration,
 ) {
     let (parts, mut body) = request.into_parts();
-    let answer = match read_message(&mut body, rls.max_message_bytes()).await {
+    let read = tokio::time::timeout(
+        message_timeout,
+        read_message(&mut body, rls.max_message_bytes()),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(Unread::Refused(Status::deadline_exceeded(format!(
+            "the request message did not arrive within {message_timeout:?}"
+        ))))
+    });
+    let answer = match read {
         Ok(bytes) => match RateLimitRequest::decode(bytes) {
             Ok(message) => rls.should_rate_limit(&parts.headers, message).await,
             Err(e) => Err(rls.refuse(Status::invalid_argument(format!(
@@ -58,6 +72,11 @@ pub async fn should_rate_limit<S: Store>(
 
 /// Reads the call's one message. It returns as soon as the message is complete: a unary client
 /// ends its stream right after it, and waiting for the end would only add a wake-up.
+///
+/// The flow-control window is given back only then: until a message is whole its bytes keep
+/// counting against the stream's and the connection's windows, so a client that stalls halfway
+/// through messages can park at most one connection window of them, however many streams it
+/// opens.
 async fn read_message(body: &mut RecvStream, cap: usize) -> Result<Bytes, Unread> {
     // Nearly always the whole message arrives in one data frame, which is then used as it is.
     let mut first: Option<Bytes> = None;
@@ -71,6 +90,7 @@ async fn read_message(body: &mut RecvStream, cap: usize) -> Result<Bytes, Unread
                     Some(bytes) => bytes,
                     None => std::mem::take(&mut joined).freeze(),
                 };
+                let _ = body.flow_control().release_capacity(whole.len());
                 return Ok(whole.split_off(PREFIX));
             }
             if have > expected {
@@ -96,8 +116,6 @@ async fn read_message(body: &mut RecvStream, cap: usize) -> Result<Bytes, Unread
                 )));
             }
         };
-        // Give the window back at once: the bytes are now ours, and the cap bounds them.
-        let _ = body.flow_control().release_capacity(chunk.len());
         if let Some(bytes) = first.take() {
             joined.extend_from_slice(&bytes);
         }
