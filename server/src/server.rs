@@ -72,14 +72,9 @@ pub struct Listeners {
 
 impl Listeners {
     pub async fn bind(grpc: SocketAddr, http: SocketAddr) -> Result<Self, StartupError> {
-        let bind = |addr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartupError::Bind { addr, source })
-        };
         Ok(Self {
-            grpc: bind(grpc).await?,
-            http: bind(http).await?,
+            grpc: listen(grpc)?,
+            http: listen(http)?,
         })
     }
 
@@ -90,6 +85,28 @@ impl Listeners {
     pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
         self.http.local_addr()
     }
+}
+
+/// Connections the kernel may hold for a listener before Sluice accepts them. A burst of
+/// connections (a fleet of proxies reconnecting, or a flood) queues here while the accept loop
+/// makes room; past it the kernel drops handshakes, and clients wait for their retransmit. The
+/// kernel caps it at `net.core.somaxconn` (4096 by default since Linux 5.4).
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> Result<TcpListener, StartupError> {
+    let bind = || -> std::io::Result<TcpListener> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As std's and tokio's own bind do, so a restarted Sluice can bind while old
+        // connections linger in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    bind().map_err(|source| StartupError::Bind { addr, source })
 }
 
 /// A ready-to-serve Sluice: rules loaded, store open.

@@ -1,9 +1,11 @@
 //! Shared helpers for the end-to-end tests.
 
 pub mod admin;
+pub mod attack;
 pub mod cluster;
 pub mod etcd;
 pub mod fault;
+pub mod h2raw;
 pub mod load;
 pub mod nginx;
 pub mod node;

@@ -45,6 +45,8 @@ pub struct SluiceBuilder {
     files: Vec<(String, String)>,
     args: Vec<String>,
     envs: Vec<(String, String)>,
+    /// A command the binary runs under (`prlimit --nofile=1024:1024 --`).
+    wrapper: Vec<String>,
 }
 
 impl SluiceBuilder {
@@ -54,7 +56,15 @@ impl SluiceBuilder {
             files: vec![("rules.yaml".into(), yaml.into())],
             args: Vec::new(),
             envs: Vec::new(),
+            wrapper: Vec::new(),
         }
+    }
+
+    /// Runs the binary under `command` (its arguments end with `--`), e.g. `prlimit` to start it
+    /// with fewer file descriptors.
+    pub fn under(mut self, command: &[&str]) -> Self {
+        self.wrapper = command.iter().map(|s| (*s).to_owned()).collect();
+        self
     }
 
     pub fn file(mut self, name: &str, yaml: &str) -> Self {
@@ -96,7 +106,14 @@ impl SluiceBuilder {
         for (name, yaml) in &self.files {
             std::fs::write(dir.path().join(name), yaml).expect("write rules");
         }
-        let mut cmd = Command::new(sluice_bin());
+        let mut cmd = match self.wrapper.split_first() {
+            None => Command::new(sluice_bin()),
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(sluice_bin());
+                cmd
+            }
+        };
         cmd.arg("--config")
             .arg(dir.path())
             .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
@@ -164,6 +181,44 @@ impl Sluice {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http_addr)
+    }
+
+    /// The process id (under a wrapper such as `prlimit`, which execs, the same process).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The process's resident memory, from `/proc`.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status");
+        kb * 1024
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The value of one sample of `/metrics`, e.g.
+    /// `sluice_connections_closed_by_server_total{listener="grpc",reason="idle"}`; 0 when absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        sample_of(&self.metrics().await, sample)
+    }
+
+    /// One scrape of `/metrics`, for reading several samples at one instant with [`sample_of`].
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
     }
 
     /// Log lines so far.
@@ -244,6 +299,14 @@ impl Drop for Sluice {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The value of `sample` (a metric name with its labels) in a scrape; 0 when absent.
+pub fn sample_of(scrape: &str, sample: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// Run `sluice` with `args` until it exits by itself (bounded by `within`; killed after that) and

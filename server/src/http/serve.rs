@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
-use crate::listener::budget::{Budget, Charge};
+use crate::listener::budget::{Budget, Charge, header_bytes};
 use crate::listener::{Accepted, Acceptor, CLOSE_GRACE, Closing, Limits, ListenerStats, Tracked};
 
 /// Serves `app` on the connections `acceptor` takes until `shutdown` resolves; then stops
@@ -113,6 +113,7 @@ async fn serve_connection(
         let limits = Arc::clone(&limits);
         hyper::service::service_fn(move |request: http::Request<Incoming>| {
             let in_flight = activity.begin();
+            let headers = budget.charge(header_bytes(request.headers()));
             let mut request = request.map(|body| {
                 Body::new(LimitedBody::new(
                     body,
@@ -124,8 +125,16 @@ async fn serve_connection(
             // The peer address is what the admin API logs for a refused request.
             request.extensions_mut().insert(ConnectInfo(peer));
             let app = app.clone();
+            let capacity = limits.connection_buffer_bytes;
             async move {
-                let response = app.oneshot(request).await;
+                let response = match headers {
+                    Some(_held) => app.oneshot(request).await,
+                    // Only HTTP/2 can have several requests in flight on one connection.
+                    None => Ok(crate::http::error(
+                        http::StatusCode::TOO_MANY_REQUESTS,
+                        BodyLimit::Budget(capacity).to_string(),
+                    )),
+                };
                 drop(in_flight);
                 response
             }
@@ -151,9 +160,11 @@ async fn serve_connection(
                 conn.as_mut().graceful_shutdown();
             }
             why = &mut expired, if close_by.is_none() && !draining => {
-                if why != Closing::Evicted {
-                    stats.closed("http", why.as_str());
+                // Evicted: the listener needs the descriptor now, and the connection is idle.
+                if why == Closing::Evicted {
+                    break;
                 }
+                stats.closed("http", why.as_str());
                 conn.as_mut().graceful_shutdown();
                 close_by = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
             }
@@ -168,7 +179,8 @@ pub enum BodyLimit {
     #[error("the request body did not arrive within {0:?}")]
     Timeout(std::time::Duration),
     #[error(
-        "this connection's requests in flight already hold {0} bytes of body: send fewer at once"
+        "this connection's requests in flight already hold {0} bytes of headers and bodies: \
+         send fewer at once"
     )]
     Budget(u32),
     #[error(transparent)]

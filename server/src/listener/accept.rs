@@ -19,15 +19,19 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::Limits;
 use super::activity::{Activity, Closing};
+use super::{CLOSE_GRACE, Limits};
 use crate::log_throttle::LogThrottle;
 
 /// How long to wait before accepting again after `accept` failed (typically out of file
 /// descriptors): retrying at once would spin a core while nothing can change.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Connections evicted ahead at the cap: closing several at once lets a burst of newcomers in
+/// without each waiting for one close.
+const EVICT_AHEAD: usize = 8;
 /// At most one warning per this interval for each kind a client can cause.
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -45,6 +49,7 @@ struct ClosedLabels {
 /// Connection metrics of both listeners.
 #[derive(Debug, Clone, Default)]
 pub struct ListenerStats {
+    accepted: Family<ListenerLabels, Counter>,
     open: Family<ListenerLabels, Gauge>,
     closed: Family<ClosedLabels, Counter>,
     accept_errors: Family<ListenerLabels, Counter>,
@@ -52,6 +57,11 @@ pub struct ListenerStats {
 
 impl ListenerStats {
     pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "connections_accepted",
+            "Connections accepted, by listener (refused ones are counted as closed, not here)",
+            self.accepted.clone(),
+        );
         registry.register(
             "connections_open",
             "Client connections open, by listener",
@@ -97,14 +107,17 @@ impl Drop for Slot {
     fn drop(&mut self) {
         if self.registry.conns.lock().remove(&self.id).is_some() {
             self.registry.gauge.dec();
+            self.registry.closed.notify_waiters();
         }
     }
 }
 
-/// The open connections of one listener.
+/// The open connections of one listener, each until its task has ended and its socket is closed.
 struct OpenSet {
     conns: Mutex<HashMap<u64, Arc<Activity>>>,
     gauge: Gauge,
+    /// Signalled whenever a connection's socket has been closed.
+    closed: Notify,
 }
 
 /// One listener's accept loop.
@@ -115,6 +128,8 @@ pub struct Acceptor {
     limits: Arc<Limits>,
     registry: Arc<OpenSet>,
     next_id: u64,
+    /// A connection taken from the kernel and waiting for room.
+    pending: Option<(TcpStream, SocketAddr)>,
     epoch: Instant,
     stats: ListenerStats,
     refused_log: LogThrottle,
@@ -141,8 +156,10 @@ impl Acceptor {
             registry: Arc::new(OpenSet {
                 conns: Mutex::new(HashMap::new()),
                 gauge,
+                closed: Notify::new(),
             }),
             next_id: 0,
+            pending: None,
             epoch: Instant::now(),
             stats,
             refused_log: LogThrottle::new(WARN_INTERVAL),
@@ -160,10 +177,34 @@ impl Acceptor {
 
     /// The next connection to serve. `head_pending` starts its header-read timer at once (HTTP/1,
     /// where the first request must arrive within it).
+    ///
+    /// Cancel-safe (callers `select!` on it): a connection taken from the kernel but not yet
+    /// given room is kept here, and the next call carries on with it.
     pub async fn accept(&mut self, head_pending: bool) -> Accepted {
         loop {
-            let (tcp, peer) = match self.listener.accept().await {
-                Ok(accepted) => accepted,
+            if self.pending.is_some() {
+                // The connection stays in `pending` while waiting, so a cancelled call loses
+                // nothing.
+                let room = self.make_room().await;
+                let Some((tcp, peer)) = self.pending.take() else {
+                    continue;
+                };
+                if !room {
+                    self.stats.closed(self.name, "refused");
+                    crate::warn_throttled!(
+                        self.refused_log,
+                        listener = self.name,
+                        %peer,
+                        max_connections = self.max_connections,
+                        "connection refused: every connection is busy and the cap is reached"
+                    );
+                    drop(tcp);
+                    continue;
+                }
+                return self.admit(tcp, peer, head_pending);
+            }
+            match self.listener.accept().await {
+                Ok(accepted) => self.pending = Some(accepted),
                 Err(e) => {
                     self.stats
                         .accept_errors
@@ -178,57 +219,74 @@ impl Acceptor {
                         "cannot accept a connection; retrying shortly"
                     );
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
                 }
-            };
-            if !self.make_room() {
-                self.stats.closed(self.name, "refused");
-                crate::warn_throttled!(
-                    self.refused_log,
-                    listener = self.name,
-                    %peer,
-                    max_connections = self.max_connections,
-                    "connection refused: every connection is busy and the cap is reached"
-                );
-                drop(tcp);
-                continue;
             }
-            let activity = Arc::new(Activity::new(self.epoch, head_pending));
-            let id = self.next_id;
-            self.next_id += 1;
-            self.registry.conns.lock().insert(id, Arc::clone(&activity));
-            self.registry.gauge.inc();
-            return Accepted {
-                tcp,
-                peer,
-                activity,
-                slot: Slot {
-                    id,
-                    registry: Arc::clone(&self.registry),
-                },
-            };
         }
     }
 
-    /// Whether a new connection may be served: below the cap, or after evicting the connection
-    /// idle the longest. The scan runs only at the cap.
-    fn make_room(&self) -> bool {
-        let mut open = self.registry.conns.lock();
-        if open.len() < self.max_connections {
-            return true;
+    /// Registers a connection that has room.
+    fn admit(&mut self, tcp: TcpStream, peer: SocketAddr, head_pending: bool) -> Accepted {
+        self.stats
+            .accepted
+            .get_or_create(&ListenerLabels {
+                listener: self.name,
+            })
+            .inc();
+        let activity = Arc::new(Activity::new(self.epoch, head_pending));
+        let id = self.next_id;
+        self.next_id += 1;
+        self.registry.conns.lock().insert(id, Arc::clone(&activity));
+        self.registry.gauge.inc();
+        Accepted {
+            tcp,
+            peer,
+            activity,
+            slot: Slot {
+                id,
+                registry: Arc::clone(&self.registry),
+            },
         }
-        let idlest = open
-            .iter()
-            .filter_map(|(id, a)| a.idle_since().map(|since| (since, *id)))
-            .min();
-        let Some((_, id)) = idlest else {
-            return false;
-        };
-        if let Some(activity) = open.remove(&id) {
-            self.registry.gauge.dec();
-            activity.evict();
-            self.stats.closed(self.name, Closing::Evicted.as_str());
+    }
+
+    /// Whether a new connection may be served: below the cap, or once the connection idle the
+    /// longest has been evicted and has closed its socket. Waiting for the close (not just asking
+    /// for it) is what keeps the descriptors in use within the cap when a flood outpaces the
+    /// connections' own tasks; the acceptor takes no one else meanwhile. With every connection
+    /// busy, or a close that does not come within [`CLOSE_GRACE`], the newcomer is refused.
+    async fn make_room(&self) -> bool {
+        loop {
+            let closed = self.registry.closed.notified();
+            let mut closed = std::pin::pin!(closed);
+            closed.as_mut().enable();
+            {
+                let open = self.registry.conns.lock();
+                if open.len() < self.max_connections {
+                    return true;
+                }
+                // Up to EVICT_AHEAD closing at once, so a flood finds room already made
+                // instead of waiting for each close in turn.
+                let closing = open.values().filter(|a| a.is_evicted()).count();
+                if closing < EVICT_AHEAD {
+                    // Idle the longest first; among equals, the oldest connection first, so a
+                    // newcomer goes last even when a flood makes every connection equally new.
+                    let mut idle: Vec<((u64, u64), &Arc<Activity>)> = open
+                        .iter()
+                        .filter(|(_, a)| !a.is_evicted())
+                        .filter_map(|(id, a)| a.idle_since().map(|since| ((since, *id), a)))
+                        .collect();
+                    if idle.is_empty() && closing == 0 {
+                        return false;
+                    }
+                    idle.sort_unstable_by_key(|(key, _)| *key);
+                    for (_, activity) in idle.into_iter().take(EVICT_AHEAD - closing) {
+                        activity.evict();
+                        self.stats.closed(self.name, Closing::Evicted.as_str());
+                    }
+                }
+            }
+            if tokio::time::timeout(CLOSE_GRACE, closed).await.is_err() {
+                return false;
+            }
         }
-        true
     }
 }

@@ -141,6 +141,11 @@ impl Activity {
         }
     }
 
+    /// Whether the listener has asked the connection to close.
+    pub fn is_evicted(&self) -> bool {
+        self.evicted.load(Ordering::Acquire)
+    }
+
     /// Asks the connection to close (the listener needs its slot).
     pub fn evict(&self) {
         self.evicted.store(true, Ordering::Release);

@@ -5,10 +5,20 @@
 //! by handlers add to it. Charging what each request holds to one budget per connection
 //! (`connection_buffer_bytes`) until the request ends bounds all of it: the gRPC listener charges
 //! each call's headers (a stream over the budget is refused with `REFUSED_STREAM`, which tells the
-//! client it was not processed), the HTTP listener each body as it is read.
+//! client it was not processed), the HTTP listener each request's headers (429 over the budget)
+//! and its body as it is read.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// What a request's headers count against its connection's budget: HTTP/2's own measure
+/// (RFC 9113 section 6.5.2: name, value and 32 bytes per field).
+pub fn header_bytes(headers: &http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum()
+}
 
 /// One connection's budget.
 #[derive(Debug)]

@@ -54,10 +54,10 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_connections: 4096,
+            max_connections: 1024,
             max_concurrent_streams: 100,
             max_header_bytes: 16 * 1024,
-            connection_buffer_bytes: 256 * 1024,
+            connection_buffer_bytes: 128 * 1024,
             handshake_timeout: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(5),
             message_timeout: Duration::from_secs(10),

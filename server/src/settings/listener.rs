@@ -10,7 +10,7 @@ use crate::listener::Limits;
 #[derive(Debug, Default, clap::Args)]
 pub struct ListenerArgs {
     /// Connections each listener keeps open at once; at the cap the idlest is closed for a
-    /// newcomer (also capped by the open-file limit) [default: 4096].
+    /// newcomer (also capped by the open-file limit) [default: 1024].
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
     /// HTTP/2 streams one connection may have open at once [default: 100].
@@ -20,7 +20,7 @@ pub struct ListenerArgs {
     #[arg(long, env = "SLUICE_MAX_HEADER_BYTES")]
     pub max_header_bytes: Option<u32>,
     /// Request bytes one connection may hold before they are processed: its HTTP/2 window, and
-    /// the budget for the headers and bodies of its requests in flight [default: 262144].
+    /// the budget for the headers and bodies of its requests in flight [default: 131072].
     #[arg(long, env = "SLUICE_CONNECTION_BUFFER_BYTES")]
     pub connection_buffer_bytes: Option<u32>,
     /// Milliseconds from accept to the end of the HTTP/2 preface (gRPC) [default: 5000].

@@ -50,7 +50,7 @@ use tonic::server::NamedService;
 use tower::Service;
 
 use crate::grpc::RlsService;
-use crate::listener::budget::{Budget, Charge};
+use crate::listener::budget::{self, Budget, Charge};
 use crate::listener::{Accepted, Acceptor, CLOSE_GRACE, Closing, Limits, Tracked};
 use crate::storage::Store;
 pub use bridge::CallBody;
@@ -223,23 +223,33 @@ async fn serve_connection<S, H>(
     }
     let limits = Arc::clone(&routes.limits);
     let io = Tracked::new(Coalesce::new(tcp), Arc::clone(&activity));
-    let handshake = routes.h2_builder().handshake(io);
-    let mut conn = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
-        Ok(Ok(conn)) => conn,
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "gRPC connection ended during the HTTP/2 handshake");
-            return;
-        }
-        Err(_) => {
-            stats.closed("grpc", "handshake_timeout");
+    let expired = activity.expired(&limits);
+    let mut expired = std::pin::pin!(expired);
+    let handshake =
+        tokio::time::timeout(limits.handshake_timeout, routes.h2_builder().handshake(io));
+    let mut conn = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "gRPC connection ended during the HTTP/2 handshake");
+                return;
+            }
+            Err(_) => {
+                stats.closed("grpc", "handshake_timeout");
+                return;
+            }
+        },
+        // Evicted before it even finished its handshake: the listener needs the descriptor.
+        why = &mut expired => {
+            if why != Closing::Evicted {
+                stats.closed("grpc", why.as_str());
+            }
             return;
         }
     };
     let budget = Arc::new(Budget::new(limits.connection_buffer_bytes as usize));
     let keepalive = keepalive::run(conn.ping_pong(), &activity, &limits);
-    let expired = activity.expired(&limits);
     let mut keepalive = std::pin::pin!(keepalive);
-    let mut expired = std::pin::pin!(expired);
     let mut close_by: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     let mut calls = FuturesUnordered::new();
     let mut draining = false;
@@ -253,9 +263,11 @@ async fn serve_connection<S, H>(
                 conn.graceful_shutdown();
             }
             why = &mut expired, if close_by.is_none() && !draining => {
-                if why != Closing::Evicted {
-                    stats.closed("grpc", why.as_str());
+                // Evicted: the listener needs the descriptor now, and the connection is idle.
+                if why == Closing::Evicted {
+                    break;
                 }
+                stats.closed("grpc", why.as_str());
                 conn.graceful_shutdown();
                 close_by = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
             }
@@ -311,7 +323,7 @@ where
             };
             match polled {
                 Poll::Ready(Some(Ok((request, mut respond)))) => {
-                    match budget.charge(header_bytes(request.headers())) {
+                    match budget.charge(budget::header_bytes(request.headers())) {
                         Some(held) => calls.push(routes.call(request, respond, held)),
                         // The headers of the calls in flight already fill the budget.
                         None => respond.send_reset(h2::Reason::REFUSED_STREAM),
@@ -338,13 +350,4 @@ where
     // Still busy: come back after the other tasks of this worker had their turn.
     cx.waker().wake_by_ref();
     Poll::Pending
-}
-
-/// What a request's headers count against the connection's budget: HTTP/2's own measure
-/// (RFC 9113 section 6.5.2: name, value and 32 bytes per field).
-fn header_bytes(headers: &http::HeaderMap) -> usize {
-    headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 32)
-        .sum()
 }
