@@ -1,6 +1,13 @@
 //! The gRPC adapter for `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`: the only
 //! module that sees the service's generated proto types; it converts them to and from the
 //! limiter's. [`crate::transport`] frames the messages on HTTP/2.
+//!
+//! A request whose values cannot be counted (over the byte bound, or not UTF-8, which prost
+//! refuses to decode: [`lenient`]) is answered OVER_LIMIT with a problem document of status 400,
+//! never with an error: those values come from the proxy's client, and Envoy lets a request
+//! through on an error whenever it fails open.
+
+mod lenient;
 
 use std::sync::Arc;
 
@@ -89,14 +96,77 @@ impl<S: Store> RlsService<S> {
                 };
                 Ok(to_proto(decision))
             }
+            Err(CheckError::Unusable(reason)) => {
+                counters.unusable.inc();
+                Ok(self.unusable(check.descriptors.len(), &reason))
+            }
             Err(e) => {
                 let status = to_status(&e);
                 match e {
-                    CheckError::Invalid(_) => counters.invalid.inc(),
+                    CheckError::Invalid(_) | CheckError::Unusable(_) => counters.invalid.inc(),
                     CheckError::Store(_) => counters.error.inc(),
                 };
                 Err(status)
             }
+        }
+    }
+
+    /// The answer for a message prost could not decode: a refusal when only its text is bad
+    /// (see [`lenient`]), `INVALID_ARGUMENT` otherwise.
+    pub fn undecodable(
+        &self,
+        bytes: &[u8],
+        error: &prost::DecodeError,
+    ) -> Result<RateLimitResponse, Status> {
+        match lenient::descriptors_if_only_text_is_bad(bytes) {
+            Some(descriptors) => {
+                self.counters.unusable.inc();
+                Ok(self.unusable(
+                    descriptors,
+                    "a descriptor entry's key or value (or the domain) is not UTF-8",
+                ))
+            }
+            None => Err(self.refuse(Status::invalid_argument(format!(
+                "cannot decode the RateLimitRequest: {error}"
+            )))),
+        }
+    }
+
+    /// OVER_LIMIT for every descriptor, with the problem document as the body Envoy sends; or,
+    /// under the global shadow mode (which never refuses), OK.
+    fn unusable(&self, descriptors: usize, reason: &str) -> RateLimitResponse {
+        if self.limiter.options().global_shadow_mode {
+            let ok = rate_limit_response::Code::Ok as i32;
+            return RateLimitResponse {
+                overall_code: ok,
+                statuses: vec![
+                    PbStatus {
+                        code: ok,
+                        ..Default::default()
+                    };
+                    descriptors
+                ],
+                ..Default::default()
+            };
+        }
+        let over = rate_limit_response::Code::OverLimit as i32;
+        let rejection = crate::limiter::problem::unusable(reason);
+        RateLimitResponse {
+            overall_code: over,
+            statuses: vec![
+                PbStatus {
+                    code: over,
+                    ..Default::default()
+                };
+                descriptors
+            ],
+            raw_body: rejection.body().into_bytes(),
+            response_headers_to_add: vec![HeaderValue {
+                key: "content-type".into(),
+                value: crate::limiter::headers::PROBLEM_CONTENT_TYPE.into(),
+                ..Default::default()
+            }],
+            ..Default::default()
         }
     }
 }
@@ -104,7 +174,10 @@ impl<S: Store> RlsService<S> {
 /// The one place errors become gRPC codes.
 pub fn to_status(e: &CheckError) -> Status {
     match e {
-        CheckError::Invalid(msg) => Status::invalid_argument(msg.clone()),
+        // Adapters answer `Unusable` as a refusal; this is only for callers that cannot.
+        CheckError::Invalid(msg) | CheckError::Unusable(msg) => {
+            Status::invalid_argument(msg.clone())
+        }
         // UNAVAILABLE, not UNKNOWN: it is what Envoy's `failure_mode_deny` acts on, and it tells
         // clients the call may succeed later.
         CheckError::Store(err) => {

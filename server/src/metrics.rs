@@ -54,6 +54,8 @@ pub struct RequestCounters {
     pub ok: Counter,
     pub over_limit: Counter,
     pub invalid: Counter,
+    /// Refused because their values cannot be counted (too long, not UTF-8).
+    pub unusable: Counter,
     pub error: Counter,
 }
 
@@ -315,6 +317,7 @@ impl Metrics {
             ok: counter("ok"),
             over_limit: counter("over_limit"),
             invalid: counter("invalid"),
+            unusable: counter("unusable"),
             error: counter("error"),
         }
     }

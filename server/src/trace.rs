@@ -137,6 +137,7 @@ impl CheckSpan {
         let Some(mut span) = self.0 else { return };
         let kind = match e {
             CheckError::Invalid(_) => "invalid_argument",
+            CheckError::Unusable(_) => "unusable",
             CheckError::Store(_) => "store_unavailable",
         };
         span.set_attribute(KeyValue::new("error.type", kind));

@@ -89,8 +89,18 @@ async fn auth_builds_descriptors_from_headers_and_answers_for_nginx() {
     let r = auth(&sluice, &[("x-upload-bytes", "5")]).await;
     assert_eq!(r.status(), 403);
     assert_eq!(header(&r, "sluice-status").as_deref(), Some("402"));
+    // A cost that is not a number is the client's doing: refused, with the status it should see.
     let r = auth(&sluice, &[("x-upload-bytes", "lots")]).await;
-    assert_eq!(r.status(), 400);
+    assert_eq!(r.status(), 403);
+    assert_eq!(header(&r, "sluice-status").as_deref(), Some("400"));
+    let problem: Value =
+        serde_json::from_str(&header(&r, "sluice-problem").expect("problem header")).expect("JSON");
+    assert_eq!(problem["kind"], "invalid");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("x-upload-bytes"))
+    );
 
     // A domain without a mapping is an error NGINX turns into its failure path.
     let r = reqwest::get(sluice.url("/auth/nowhere"))
@@ -147,28 +157,37 @@ async fn auth_can_answer_401_and_allows_what_it_cannot_describe() {
 }
 
 /// A 20 MB upload used to have its connection cut mid-way, leaving the client with a broken pipe
-/// instead of an answer; now it reads a 413 with the reason, on both endpoints.
+/// instead of an answer; now it reads a 413 with the reason. `/auth` refuses it (NGINX would turn
+/// a 413 into its failure path) and says 413 in `Sluice-Status`.
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_bodies_get_413_with_a_reason() {
     let sluice = Sluice::builder(RULES).start();
     let client = reqwest::Client::new();
     let big = vec![b'a'; 20 * 1024 * 1024];
-    for path in ["/json", "/auth/edge"] {
-        let r = client
-            .post(sluice.url(path))
-            .body(big.clone())
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{path}: no answer to a 20 MB body: {e}"));
-        assert_eq!(r.status(), 413, "{path}");
-        let body: Value = r.json().await.expect("JSON");
-        assert!(
-            body["error"]
-                .as_str()
-                .is_some_and(|e| e.contains("larger than")),
-            "{path}: {body}"
-        );
-    }
+    let r = client
+        .post(sluice.url("/json"))
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("/json: no answer to a 20 MB body: {e}"));
+    assert_eq!(r.status(), 413);
+    let body: Value = r.json().await.expect("JSON");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("larger than")),
+        "{body}"
+    );
+    let r = client
+        .post(sluice.url("/auth/edge"))
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("/auth: no answer to a 20 MB body: {e}"));
+    assert_eq!(r.status(), 403);
+    assert_eq!(header(&r, "sluice-status").as_deref(), Some("413"));
+    let body: Value = r.json().await.expect("JSON");
+    assert_eq!(body["kind"], "invalid", "{body}");
 
     // Without a Content-Length (chunked), the bound applies as the body arrives.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =

@@ -2,14 +2,15 @@
 //! domain's `http_descriptors`, for NGINX `auth_request` and other proxies that ask over HTTP.
 //!
 //! NGINX passes on only 2xx, 401 and 403 from an auth subrequest (anything else becomes its own
-//! 500), so the answers are:
+//! 500, which a proxy configured to fail open lets through), so everything the client caused is
+//! answered as a refusal, and only Sluice's own trouble as an error:
 //!
 //! | case | status | headers |
 //! |---|---|---|
 //! | allowed (or no descriptor could be built) | 200 | rate-limit headers of the configured style |
 //! | over the limit | 403 (or 401, `--auth-over-limit-status`) | the same, `Retry-After`, `Sluice-Status` (the rule's status, 429 unless `over_limit_status`) and `Sluice-Problem` (the RFC 9457 document, compact, ASCII) |
-//! | a domain without `http_descriptors` | 404 | |
-//! | a malformed header value, an oversized body | 400, 413 | |
+//! | the client's request cannot be used: a header value that is not UTF-8, a cost that is not a number, values past the request bound, a body too large or too slow | 403 (or 401) | `Sluice-Status: 400` (413, 408 for the body), `Sluice-Problem` with `kind: "invalid"` |
+//! | a domain without `http_descriptors` (a configuration error) | 404 | |
 //! | the counter store failed | 500 | |
 //!
 //! `auth_request_set` copies the headers into variables, so the location that answers a 403 can
@@ -42,10 +43,18 @@ pub(super) async fn check<S: Store>(
     body: Body,
 ) -> Response {
     let counters = &state.counters;
+    let refuse = |status: u16, detail: &str| {
+        counters.unusable.inc();
+        refusal(status, detail, state.auth_over_limit_status)
+    };
     let cap = state.limiter.options().bounds.max_bytes * 4;
     if let Err(answer) = body::discard(&headers, body, cap).await {
-        counters.invalid.inc();
-        return answer;
+        let detail = match answer.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => "the request body is larger than Sluice reads",
+            StatusCode::REQUEST_TIMEOUT => "the request body did not arrive in time",
+            _ => "the request body could not be read",
+        };
+        return refuse(answer.status().as_u16(), detail);
     }
     let descriptors = {
         let rules = state.limiter.rules();
@@ -61,10 +70,7 @@ pub(super) async fn check<S: Store>(
         };
         match from_headers(mapping, &headers) {
             Ok(d) => d,
-            Err(msg) => {
-                counters.invalid.inc();
-                return error(StatusCode::BAD_REQUEST, msg);
-            }
+            Err(msg) => return refuse(400, &msg),
         }
     };
     if descriptors.is_empty() {
@@ -91,10 +97,7 @@ pub(super) async fn check<S: Store>(
             };
             answer(&decision, state.auth_over_limit_status)
         }
-        Err(CheckError::Invalid(msg)) => {
-            counters.invalid.inc();
-            error(StatusCode::BAD_REQUEST, msg)
-        }
+        Err(CheckError::Invalid(msg) | CheckError::Unusable(msg)) => refuse(400, &msg),
         Err(e @ CheckError::Store(_)) => {
             counters.error.inc();
             let status = crate::grpc::to_status(&e);
@@ -146,6 +149,30 @@ fn from_headers(
         out.push(Descriptor::from_parts(entries, None, hits_addend, false));
     }
     Ok(out)
+}
+
+/// A refusal of a request the client made unusable: the deny status NGINX acts on, with the
+/// status the client should see (`Sluice-Status`) and a problem document saying why.
+fn refusal(status: u16, detail: &str, deny_status: u16) -> Response {
+    let mut rejection = crate::limiter::problem::unusable(detail);
+    rejection.status = status;
+    rejection
+        .problem
+        .insert("status".into(), serde_json::json!(status));
+    let body = rejection.body();
+    let deny = StatusCode::from_u16(deny_status).unwrap_or(StatusCode::FORBIDDEN);
+    let mut response = (
+        deny,
+        [(header::CONTENT_TYPE, PROBLEM_CONTENT_TYPE)],
+        body.clone(),
+    )
+        .into_response();
+    let h = response.headers_mut();
+    h.insert(HeaderName::from_static(STATUS_HEADER), status.into());
+    if let Ok(v) = HeaderValue::try_from(ascii_json(&body)) {
+        h.insert(HeaderName::from_static(PROBLEM_HEADER), v);
+    }
+    response
 }
 
 fn answer(decision: &Decision, over_limit_status: u16) -> Response {

@@ -106,6 +106,12 @@ pub(super) async fn check<S: Store>(
             counters.invalid.inc();
             error(StatusCode::BAD_REQUEST, msg)
         }
+        // A 400, as the reference answers what it cannot use; the wasm filter, which builds
+        // these requests from its client's data, refuses its request on it.
+        Err(CheckError::Unusable(msg)) => {
+            counters.unusable.inc();
+            error(StatusCode::BAD_REQUEST, msg)
+        }
         Err(e @ CheckError::Store(_)) => {
             counters.error.inc();
             let status = crate::grpc::to_status(&e);

@@ -118,7 +118,7 @@ fn check_request(r: &LeaseRequest, lease: Option<&str>, release: bool) -> CheckR
 
 fn failed(e: CheckError) -> Response {
     match e {
-        CheckError::Invalid(msg) => error(StatusCode::BAD_REQUEST, msg),
+        CheckError::Invalid(msg) | CheckError::Unusable(msg) => error(StatusCode::BAD_REQUEST, msg),
         e @ CheckError::Store(_) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             crate::grpc::to_status(&e).message().to_string(),

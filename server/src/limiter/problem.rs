@@ -27,6 +27,26 @@ use serde_json::json;
 
 pub const PROBLEM_TYPE: &str = "https://iana.org/assignments/http-problem-types#quota-exceeded";
 
+/// The answer for a request whose values cannot be counted ([`super::CheckError::Unusable`]):
+/// refused with status 400 and `kind: "invalid"`, so a client (or the proxy relaying the body)
+/// can tell it from a limit.
+pub fn unusable(detail: &str) -> Rejection {
+    let members = [
+        ("type", json!("about:blank")),
+        ("title", json!("Bad Request")),
+        ("status", json!(400)),
+        ("detail", json!(detail)),
+        ("kind", json!("invalid")),
+    ];
+    Rejection {
+        status: 400,
+        problem: members
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+    }
+}
+
 /// The answer for a request rejected by `by`, with every limit that was over in `violated`.
 pub(super) fn rejection(
     request: &CheckRequest,

@@ -98,9 +98,17 @@ pub struct CheckRequest {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
-    /// The request is malformed or over a size bound: the caller's fault, `INVALID_ARGUMENT`.
+    /// The request is malformed: its shape is wrong (no domain, no descriptors, an empty key,
+    /// too many descriptors or entries). A proxy builds that shape from its own configuration, so
+    /// this is the proxy's fault: `INVALID_ARGUMENT`.
     #[error("{0}")]
     Invalid(String),
+    /// The request is well formed but its values cannot be counted: together past the request's
+    /// byte bound, or not UTF-8. Values come from the proxy's client (a header, a JWT claim), so
+    /// an error here would let that client through any proxy that fails open: adapters answer it
+    /// as a refusal (OVER_LIMIT with a problem document of status 400; a deny on `/auth`).
+    #[error("{0}")]
+    Unusable(String),
     /// The counters could not be read or written: `UNAVAILABLE`.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -175,10 +183,10 @@ pub(super) fn validate(request: &CheckRequest, bounds: &RequestBounds) -> Result
         }
     }
     if bytes > bounds.max_bytes {
-        return invalid(format!(
+        return Err(CheckError::Unusable(format!(
             "request carries {bytes} bytes of domain, keys and values; at most {} are accepted",
             bounds.max_bytes
-        ));
+        )));
     }
     Ok(())
 }

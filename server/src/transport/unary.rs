@@ -55,14 +55,12 @@ pub async fn should_rate_limit<S: Store>(
         ))))
     });
     let answer = match read {
-        Ok(bytes) => match RateLimitRequest::decode(bytes) {
+        Ok(bytes) => match RateLimitRequest::decode(&bytes[..]) {
             // Boxed so the deciding part's state (several KiB) is allocated only once a message
             // is whole: a call still waiting for its message costs its stream a few hundred
             // bytes, whatever the client leaves half-sent.
             Ok(message) => Box::pin(rls.should_rate_limit(&parts.headers, message)).await,
-            Err(e) => Err(rls.refuse(Status::invalid_argument(format!(
-                "cannot decode the RateLimitRequest: {e}"
-            )))),
+            Err(e) => rls.undecodable(&bytes, &e),
         },
         Err(Unread::Refused(status)) => Err(rls.refuse(status)),
         Err(Unread::Gone) => return,
