@@ -163,3 +163,72 @@ async fn uploads_are_metered_in_bytes_and_refused_with_402() {
     assert_eq!(problem["rule"], "upload-bytes");
     assert_eq!(app.hits(), 1, "the refused upload reached the app");
 }
+
+/// What an attacker sent through the examples to get past its limit: a hundred junk headers
+/// (Sluice's 431 became NGINX's 500, then "Sluice unavailable", then allowed), a header byte that
+/// is not UTF-8 (400, the same path), both while over the per-app limit and while flooding the
+/// per-address limit under fresh app ids. Each is refused now; only a Sluice that cannot answer
+/// lets requests through (the first test).
+async fn garbage_never_gets_a_client_past_its_limit(example: &str) {
+    let app = Upstream::start();
+    let sluice = start_sluice();
+    let nginx = Nginx::start(&conf(example, sluice.http_addr, app.addr, false));
+    let client = reqwest::Client::new();
+    let junk = |mut request: reqwest::RequestBuilder| {
+        for i in 0..100 {
+            request = request.header(format!("x-junk-{i}"), "j".repeat(100));
+        }
+        request
+    };
+    for _ in 0..5 {
+        assert_eq!(get(&client, &nginx, "spent").await.status(), 200);
+    }
+    assert_eq!(get(&client, &nginx, "spent").await.status(), 429);
+
+    for _ in 0..5 {
+        let r = junk(client.get(nginx.url("/orders")).header("x-app-id", "spent"))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(r.status(), 429, "junk headers{}", nginx.error_log());
+    }
+    let bad = reqwest::header::HeaderValue::from_bytes(b"spent\xff").expect("obs-text");
+    let r = client
+        .get(nginx.url("/orders"))
+        .header("x-app-id", bad)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 400, "a byte that is not UTF-8{}", nginx.error_log());
+    assert_eq!(app.hits(), 5, "a refused request reached the app");
+
+    // The per-address limit (50 a second), with junk headers and a new app id each time.
+    let started = std::time::Instant::now();
+    let mut passed = 0u64;
+    for i in 0..200 {
+        let r = junk(client.get(nginx.url("/orders")).header("x-app-id", format!("fresh-{i}")))
+            .send()
+            .await
+            .expect("GET");
+        match r.status().as_u16() {
+            200 => passed += 1,
+            429 => {}
+            other => panic!("request {i}: {other}{}", nginx.error_log()),
+        }
+    }
+    // One fixed window a second: at most 50 in each window the loop touched.
+    let windows = started.elapsed().as_secs() + 2;
+    println!("{example}: {passed} of 200 passed the per-address limit in {:?}", started.elapsed());
+    assert!(passed <= 50 * windows, "{passed} passed in {windows} windows");
+    assert!(passed >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_request_example_refuses_garbage() {
+    garbage_never_gets_a_client_past_its_limit("nginx.conf").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openresty_example_refuses_garbage() {
+    garbage_never_gets_a_client_past_its_limit("openresty.conf").await;
+}
