@@ -132,6 +132,19 @@ impl<S: Store> RlsService<S> {
         }
     }
 
+    /// The answer for a message larger than the transport reads, refused unread: OVER_LIMIT
+    /// without statuses (the descriptors were never seen; Envoy acts on the overall code).
+    pub fn oversized(&self, len: usize) -> RateLimitResponse {
+        self.counters.unusable.inc();
+        self.unusable(
+            0,
+            &format!(
+                "request is {len} bytes; at most {} are read",
+                self.max_message_bytes()
+            ),
+        )
+    }
+
     /// OVER_LIMIT for every descriptor, with the problem document as the body Envoy sends; or,
     /// under the global shadow mode (which never refuses), OK.
     fn unusable(&self, descriptors: usize, reason: &str) -> RateLimitResponse {

@@ -3,9 +3,13 @@
 //! Per-rule counters carry one label, `rule`: the rule's stats key (`domain.key_value.key2`), which
 //! is bounded by the config. Descriptor values from requests only reach a label when a rule opts in
 //! with `detailed_metric` or `value_to_metric`, because unbounded values would blow up the series
-//! count of every Prometheus scraping Sluice.
+//! count of every Prometheus scraping Sluice; a request's `limit` override is counted under
+//! `<domain>.limit_override`. And whatever a rule opts into, each per-rule family holds at most
+//! `--max-metric-series` series: past that, hits count in the family's `rule="overflow"` series and
+//! in `sluice_metric_series_overflow_total`, so a flood of distinct values cannot grow `/metrics`
+//! (or this process) without bound.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -29,6 +33,17 @@ impl EncodeLabelValue for Shared {
 pub struct RuleLabels {
     pub rule: Shared,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct FamilyLabels {
+    pub family: &'static str,
+}
+
+/// The label value hits are counted under once a family is full.
+pub const OVERFLOW_SERIES: &str = "overflow";
+
+/// Series one per-rule family holds by default.
+pub const DEFAULT_MAX_SERIES: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct KindLabels {
@@ -87,6 +102,18 @@ impl RuleStats {
             RuleCount::NearLimit => &self.near_limit,
             RuleCount::WithinLimit => &self.within_limit,
             RuleCount::ShadowMode => &self.shadow_mode,
+        }
+    }
+}
+
+impl RuleCount {
+    fn name(self) -> &'static str {
+        match self {
+            RuleCount::TotalHits => "sluice_rule_total_hits",
+            RuleCount::OverLimit => "sluice_rule_over_limit",
+            RuleCount::NearLimit => "sluice_rule_near_limit",
+            RuleCount::WithinLimit => "sluice_rule_within_limit",
+            RuleCount::ShadowMode => "sluice_rule_shadow_mode",
         }
     }
 }
@@ -183,6 +210,11 @@ pub struct Metrics {
     pub config_loads: Family<ResultLabels, Counter>,
     pub config_rules: Gauge,
     pub global_shadow_mode: Counter,
+    /// Hits counted in a family's overflow series because the family was full, by family.
+    pub series_overflow: Family<FamilyLabels, Counter>,
+    /// Series each per-rule family may hold, and how many each has created.
+    max_series: usize,
+    rule_series_created: [AtomicUsize; 5],
     registry: Registry,
     /// Tells this instance's cached [`RuleSeries`] from another's.
     id: u64,
@@ -262,6 +294,13 @@ impl Metrics {
             "Over-limit requests let through because SHADOW_MODE is on",
             global_shadow_mode.clone(),
         );
+        let series_overflow = Family::<FamilyLabels, Counter>::default();
+        registry.register(
+            "metric_series_overflow",
+            "Increments counted in a metric family's rule=\"overflow\" series because the family \
+             already held --max-metric-series series",
+            series_overflow.clone(),
+        );
         Self {
             rules,
             leases,
@@ -271,25 +310,57 @@ impl Metrics {
             config_loads,
             config_rules,
             global_shadow_mode,
+            series_overflow,
+            max_series: DEFAULT_MAX_SERIES,
+            rule_series_created: Default::default(),
             registry,
             id: NEXT_METRICS_ID.fetch_add(1, Ordering::Relaxed),
         }
     }
 
+    /// Sets how many series each per-rule family may hold (`--max-metric-series`).
+    pub fn set_max_series(&mut self, max: usize) {
+        self.max_series = max.max(1);
+    }
+
     /// Adds `by` to a rule's count under the label `stat_key`, through the rule's cached series.
     pub fn inc_rule(&self, series: &RuleSeries, stat_key: &Arc<str>, count: RuleCount, by: u64) {
-        let family = self.rules.family(count);
         let labels = || RuleLabels {
             rule: Shared(Arc::clone(stat_key)),
         };
         let (id, counter) = series
             .slot(count)
-            .get_or_init(|| (self.id, family.get_or_create(&labels()).clone()));
+            .get_or_init(|| (self.id, self.rule_series(count, &labels())));
         if *id == self.id {
             counter.inc_by(by);
         } else {
-            family.get_or_create(&labels()).inc_by(by);
+            self.rule_series(count, &labels()).inc_by(by);
         }
+    }
+
+    /// The series of `labels` in a per-rule family, or the family's overflow series once it is
+    /// full. The bound holds within a series or two: concurrent first hits of new names may each
+    /// pass the check before either is created.
+    pub fn rule_series(&self, count: RuleCount, labels: &RuleLabels) -> Counter {
+        let family = self.rules.family(count);
+        if let Some(counter) = family.get(labels) {
+            return counter.clone();
+        }
+        // Counted here rather than asked of the family (which does not say): two first hits of
+        // one name at once count twice, which only makes the bound stricter.
+        let created = &self.rule_series_created[count as usize];
+        if created.fetch_add(1, Ordering::Relaxed) < self.max_series {
+            return family.get_or_create_owned(labels);
+        }
+        created.fetch_sub(1, Ordering::Relaxed);
+        self.series_overflow
+            .get_or_create(&FamilyLabels {
+                family: count.name(),
+            })
+            .inc();
+        family.get_or_create_owned(&RuleLabels {
+            rule: Shared(Arc::from(OVERFLOW_SERIES)),
+        })
     }
 
     /// The registry, for modules that register their own metrics (the shared store's breaker,
@@ -335,5 +406,60 @@ impl Metrics {
         // Encoding into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(rule: &str) -> RuleLabels {
+        RuleLabels {
+            rule: Shared(Arc::from(rule)),
+        }
+    }
+
+    #[test]
+    fn a_full_family_counts_new_names_in_its_overflow_series() {
+        let mut metrics = Metrics::new();
+        metrics.set_max_series(3);
+        for i in 0..5 {
+            metrics
+                .rule_series(RuleCount::TotalHits, &labels(&format!("d.k_{i}")))
+                .inc();
+        }
+        // Known names keep their series once the family is full.
+        metrics
+            .rule_series(RuleCount::TotalHits, &labels("d.k_0"))
+            .inc();
+        let text = metrics.encode();
+        assert!(
+            text.contains("sluice_rule_total_hits_total{rule=\"d.k_0\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sluice_rule_total_hits_total{rule=\"d.k_2\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("d.k_3"), "{text}");
+        assert!(
+            text.contains("sluice_rule_total_hits_total{rule=\"overflow\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "sluice_metric_series_overflow_total{family=\"sluice_rule_total_hits\"} 2"
+            ),
+            "{text}"
+        );
+        // Each family has its own bound.
+        metrics
+            .rule_series(RuleCount::OverLimit, &labels("d.k_9"))
+            .inc();
+        assert!(
+            metrics
+                .encode()
+                .contains("sluice_rule_over_limit_total{rule=\"d.k_9\"} 1")
+        );
     }
 }

@@ -130,6 +130,7 @@ impl Sluice {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
         let mut metrics = Metrics::new();
+        metrics.set_max_series(settings.max_metric_series);
         let listener_stats = ListenerStats::default();
         listener_stats.register(metrics.registry());
         let opts = LoadOptions {

@@ -199,17 +199,26 @@ async fn garbage_never_gets_a_client_past_its_limit(example: &str) {
         .send()
         .await
         .expect("GET");
-    assert_eq!(r.status(), 400, "a byte that is not UTF-8{}", nginx.error_log());
+    assert_eq!(
+        r.status(),
+        400,
+        "a byte that is not UTF-8{}",
+        nginx.error_log()
+    );
     assert_eq!(app.hits(), 5, "a refused request reached the app");
 
     // The per-address limit (50 a second), with junk headers and a new app id each time.
     let started = std::time::Instant::now();
     let mut passed = 0u64;
     for i in 0..200 {
-        let r = junk(client.get(nginx.url("/orders")).header("x-app-id", format!("fresh-{i}")))
-            .send()
-            .await
-            .expect("GET");
+        let r = junk(
+            client
+                .get(nginx.url("/orders"))
+                .header("x-app-id", format!("fresh-{i}")),
+        )
+        .send()
+        .await
+        .expect("GET");
         match r.status().as_u16() {
             200 => passed += 1,
             429 => {}
@@ -218,8 +227,14 @@ async fn garbage_never_gets_a_client_past_its_limit(example: &str) {
     }
     // One fixed window a second: at most 50 in each window the loop touched.
     let windows = started.elapsed().as_secs() + 2;
-    println!("{example}: {passed} of 200 passed the per-address limit in {:?}", started.elapsed());
-    assert!(passed <= 50 * windows, "{passed} passed in {windows} windows");
+    println!(
+        "{example}: {passed} of 200 passed the per-address limit in {:?}",
+        started.elapsed()
+    );
+    assert!(
+        passed <= 50 * windows,
+        "{passed} passed in {windows} windows"
+    );
     assert!(passed >= 1);
 }
 

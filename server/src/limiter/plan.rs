@@ -200,20 +200,6 @@ pub(super) fn settle_overflow(hits: &mut [Hit]) {
     }
 }
 
-/// `domain.key_value.key2_value2`, the reference's key for a descriptor as sent.
-fn descriptor_key(domain: &str, d: &Descriptor) -> String {
-    let mut key = String::from(domain);
-    for e in &d.entries {
-        key.push('.');
-        key.push_str(&e.key);
-        if !e.value.is_empty() {
-            key.push('_');
-            key.push_str(&e.value);
-        }
-    }
-    key
-}
-
 /// The rule an Envoy `limit` override stands for: one fixed window, as in the reference.
 fn override_rule(domain: &str, d: &Descriptor, o: LimitOverride) -> Rule {
     Rule {
@@ -236,7 +222,9 @@ fn override_rule(domain: &str, d: &Descriptor, o: LimitOverride) -> Rule {
         shadow_mode: false,
         quota_mode: false,
         detailed_metric: false,
-        stat_key: descriptor_key(domain, d).into(),
+        // Not the descriptor's key with its values, as the reference names it: those values come
+        // from requests, and each distinct one would be a new metrics series.
+        stat_key: format!("{domain}.limit_override").into(),
         overflow: None,
         series: Default::default(),
     }

@@ -38,7 +38,7 @@ pub(super) fn record(
     });
     let inc = |count: RuleCount, by: u64| match &labels {
         Some(labels) => {
-            metrics.rules.family(count).get_or_create(labels).inc_by(by);
+            metrics.rule_series(count, labels).inc_by(by);
         }
         None => metrics.inc_rule(&rule.series, &rule.stat_key, count, by),
     };

@@ -156,6 +156,10 @@ pub struct ServeArgs {
     /// Log format [default: text].
     #[arg(long, env = "SLUICE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Series each per-rule metric family may hold; past it, hits count in its `rule="overflow"`
+    /// series [default: 10000].
+    #[arg(long, env = "SLUICE_MAX_METRIC_SERIES")]
+    pub max_metric_series: Option<usize>,
     /// Runtime worker threads [default: one per CPU].
     #[arg(long, env = "SLUICE_WORKER_THREADS")]
     pub worker_threads: Option<usize>,

@@ -46,6 +46,8 @@ pub struct Settings {
     pub header_style: HeaderStyle,
     pub hash_values_key_file: Option<PathBuf>,
     pub max_counters: usize,
+    /// Series each per-rule metric family may hold.
+    pub max_metric_series: usize,
     pub bounds: RequestBounds,
     pub shutdown_grace: Duration,
     /// What `/auth/{domain}` answers an over-limit request with (401 or 403).
@@ -343,6 +345,10 @@ impl Settings {
             header_style,
             hash_values_key_file: args.hash_values_key_file,
             max_counters: args.max_counters.unwrap_or(1_000_000).max(1),
+            max_metric_series: args
+                .max_metric_series
+                .unwrap_or(crate::metrics::DEFAULT_MAX_SERIES)
+                .max(1),
             bounds,
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs.unwrap_or(10)),
             auth_over_limit_status,

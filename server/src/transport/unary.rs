@@ -33,6 +33,9 @@ enum Unread {
     Refused(Status),
     /// The client reset the stream or left: nobody is waiting for an answer.
     Gone,
+    /// The message declares more bytes than are read. Only values from a proxy's client make a
+    /// request that large, so it is refused, not an error (see `RlsService::oversized`).
+    Oversized(usize),
 }
 
 /// One `ShouldRateLimit` call, from its request headers to its trailers. The message must arrive
@@ -63,6 +66,7 @@ pub async fn should_rate_limit<S: Store>(
             Err(e) => rls.undecodable(&bytes, &e),
         },
         Err(Unread::Refused(status)) => Err(rls.refuse(status)),
+        Err(Unread::Oversized(len)) => Ok(rls.oversized(len)),
         Err(Unread::Gone) => return,
     };
     match answer {
@@ -149,9 +153,7 @@ fn message_len(held: &[u8], cap: usize) -> Result<Option<usize>, Unread> {
     }
     let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
     if len > cap {
-        return Err(Unread::Refused(Status::invalid_argument(format!(
-            "request is {len} bytes; at most {cap} are read"
-        ))));
+        return Err(Unread::Oversized(len));
     }
     Ok(Some(len))
 }
@@ -244,10 +246,10 @@ mod tests {
         assert!(matches!(message_len(&[0, 0, 0], 10), Ok(None)));
         assert!(matches!(message_len(&[0, 0, 0, 0, 7], 10), Ok(Some(7))));
         assert!(matches!(message_len(&[0, 0, 0, 0, 0], 10), Ok(Some(0))));
-        assert_eq!(
-            refused(message_len(&[0, 0, 0, 0, 11], 10)),
-            tonic::Code::InvalidArgument
-        );
+        assert!(matches!(
+            message_len(&[0, 0, 0, 0, 11], 10),
+            Err(Unread::Oversized(11))
+        ));
         assert_eq!(
             refused(message_len(&[1, 0, 0, 0, 1], 10)),
             tonic::Code::Unimplemented
