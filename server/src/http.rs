@@ -36,6 +36,8 @@ pub struct HttpState<S> {
     auth_over_limit_status: u16,
     /// The longest `wait_ms` a lease acquire may ask for.
     lease_max_wait: std::time::Duration,
+    /// The admin API, when on: its tokens let `/rlconfig` show runtime overrides in full.
+    admin: Option<Arc<crate::admin::AdminState<S>>>,
 }
 
 impl<S: Store> HttpState<S> {
@@ -47,7 +49,14 @@ impl<S: Store> HttpState<S> {
             counters,
             auth_over_limit_status: 403,
             lease_max_wait: std::time::Duration::from_secs(30),
+            admin: None,
         }
+    }
+
+    /// The admin API, whose tokens unlock the override details of `/rlconfig`.
+    pub fn with_admin(mut self, admin: Option<Arc<crate::admin::AdminState<S>>>) -> Self {
+        self.admin = admin;
+        self
     }
 
     /// The longest a lease acquire may wait for a slot (30 s unless set).
@@ -106,12 +115,30 @@ async fn healthcheck<S: Store>(State(state): State<Arc<HttpState<S>>>) -> Respon
     }
 }
 
-async fn rlconfig<S: Store>(State(state): State<Arc<HttpState<S>>>) -> Response {
+/// The rules, and the runtime overrides in force. Overrides name tenants (descriptor values),
+/// the token and person that set them and why, so anyone who can reach the port sees only how
+/// many there are; a request with an admin token sees them in full (as `/admin/overrides` shows).
+async fn rlconfig<S: Store>(
+    State(state): State<Arc<HttpState<S>>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
     let rules = state.limiter.rules();
     let overrides = state.limiter.overrides();
+    let authorized = state
+        .admin
+        .as_ref()
+        .is_some_and(|admin| admin.authorized(&headers).is_some());
+    let shown = match overrides.overrides().count() {
+        0 => String::new(),
+        _ if authorized => overrides.dump.clone(),
+        n => format!(
+            "# runtime overrides: {n} in force; their targets and authors are shown with an \
+             admin token (Authorization: Bearer) or on /admin/overrides\n"
+        ),
+    };
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        format!("{}{}", rules.dump, overrides.dump),
+        format!("{}{shown}", rules.dump),
     )
         .into_response()
 }

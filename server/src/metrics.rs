@@ -35,6 +35,11 @@ pub struct RuleLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct FamilyLabels {
     pub family: &'static str,
 }
@@ -212,6 +217,8 @@ pub struct Metrics {
     pub global_shadow_mode: Counter,
     /// Hits counted in a family's overflow series because the family was full, by family.
     pub series_overflow: Family<FamilyLabels, Counter>,
+    /// Admin API requests refused for their token, by reason.
+    pub admin_refused: Family<ReasonLabels, Counter>,
     /// Series each per-rule family may hold, and how many each has created.
     max_series: usize,
     rule_series_created: [AtomicUsize; 5],
@@ -301,6 +308,12 @@ impl Metrics {
              already held --max-metric-series series",
             series_overflow.clone(),
         );
+        let admin_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "admin_refused",
+            "Admin API requests refused: no bearer token, or a wrong one",
+            admin_refused.clone(),
+        );
         Self {
             rules,
             leases,
@@ -311,6 +324,7 @@ impl Metrics {
             config_rules,
             global_shadow_mode,
             series_overflow,
+            admin_refused,
             max_series: DEFAULT_MAX_SERIES,
             rule_series_created: Default::default(),
             registry,

@@ -235,13 +235,8 @@ impl Sluice {
             Arc::clone(&limiter),
             settings.admin.override_poll,
         );
-        let admin = tokens.map(|tokens| {
-            Arc::new(AdminState {
-                limiter: Arc::clone(&limiter),
-                tokens,
-                overrides: store,
-            })
-        });
+        let admin =
+            tokens.map(|tokens| Arc::new(AdminState::new(Arc::clone(&limiter), tokens, store)));
         Ok(Self {
             limiter,
             settings,
@@ -289,7 +284,8 @@ impl Sluice {
         let mut app = router(Arc::new(
             HttpState::new(Arc::clone(&self.limiter), Arc::clone(&ready))
                 .with_auth_over_limit_status(self.settings.auth_over_limit_status)
-                .with_lease_max_wait(self.settings.admin.lease_max_wait),
+                .with_lease_max_wait(self.settings.admin.lease_max_wait)
+                .with_admin(self.admin.clone()),
         ));
         if let Some(state) = &self.admin {
             app = app.nest("/admin", admin::router(Arc::clone(state)));

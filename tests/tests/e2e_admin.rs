@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sluice_tests::admin::{Admin, TOKEN, token_file};
 use sluice_tests::rls::{OK, OVER_LIMIT, descriptor, request};
-use sluice_tests::sluice::{Sluice, run_to_exit};
+use sluice_tests::sluice::{Sluice, run_to_exit, sample_of};
 
 const RULES: &str = r#"
 domain: edge
@@ -64,14 +64,25 @@ async fn requests_without_the_right_token_are_refused_logged_and_change_nothing(
             "unknown paths too"
         );
     }
-    let refused = sluice.wait_for_logs("admin request refused", 12, Duration::from_secs(10));
-    assert_eq!(refused.len(), 12, "every refusal is logged, once");
-    assert!(refused.iter().any(|l| l.contains("no bearer token")));
-    assert!(refused.iter().any(|l| l.contains("wrong token")));
-    assert!(
-        refused.iter().all(|l| l.contains("127.0.0.1")),
-        "with the peer"
+    // Every refusal is counted; the log has one line per 10 s (anyone who can reach the port
+    // can send these), with the peer and the reason.
+    let scrape = sluice.metrics().await;
+    let refused = sample_of(&scrape, "sluice_admin_refused_total{reason=\"no bearer token\"}")
+        + sample_of(&scrape, "sluice_admin_refused_total{reason=\"wrong token\"}");
+    assert_eq!(refused, 12.0, "{scrape}");
+    assert_eq!(
+        sample_of(&scrape, "sluice_admin_refused_total{reason=\"no bearer token\"}"),
+        4.0
     );
+    // The helper's token file has the default mode (0644): Sluice says so at start-up.
+    assert!(
+        sluice.wait_for_log("readable by others than its owner", Duration::from_secs(5)),
+        "no warning about a world-readable token file"
+    );
+    let logged = sluice.wait_for_logs("admin request refused", 1, Duration::from_secs(10));
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert!(logged[0].contains("127.0.0.1"), "with the peer: {logged:?}");
+    assert!(logged[0].contains("no bearer token"), "{logged:?}");
 
     // Nothing changed: no override, no audit entry, the counter still at 1.
     let (status, list) = admin.get("/overrides").await;
@@ -221,17 +232,35 @@ async fn overrides_win_show_in_rlconfig_and_are_audited() {
     assert_eq!(check(&sluice, "bot").await, OK);
     assert_eq!(check(&sluice, "bot").await, OK);
     assert_eq!(check(&sluice, "bot").await, OVER_LIMIT);
-    let rlconfig = reqwest::get(sluice.url("/rlconfig"))
-        .await
-        .expect("rlconfig")
-        .text()
-        .await
-        .expect("text");
+    // Anyone sees that an override is in force; only an admin sees whom it names, and who set it.
+    let rlconfig = |token: Option<&str>| {
+        let mut request = reqwest::Client::new().get(sluice.url("/rlconfig"));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("bEaReR {token}"));
+        }
+        async move {
+            request
+                .send()
+                .await
+                .expect("rlconfig")
+                .text()
+                .await
+                .expect("text")
+        }
+    };
+    let public = rlconfig(None).await;
     assert!(
-        rlconfig.contains("edge.app_id: override [app_id=bot] limit=5"),
-        "{rlconfig}"
+        public.contains("# runtime overrides: 1 in force"),
+        "{public}"
     );
-    assert!(rlconfig.contains("by ops"), "{rlconfig}");
+    assert!(!public.contains("bot") && !public.contains("ops") && !public.contains("launch"));
+    assert_eq!(rlconfig(Some("not-the-token-0123456789")).await, public);
+    let full = rlconfig(Some(sluice_tests::admin::TOKEN)).await;
+    assert!(
+        full.contains("edge.app_id: override [app_id=bot] limit=5"),
+        "{full}"
+    );
+    assert!(full.contains("by ops"), "{full}");
 
     // Bad overrides change nothing.
     for body in [

@@ -248,6 +248,14 @@ async fn http_api(backend: Backend) {
     )
     .await;
     assert_eq!(status, 400, "{why}");
+    // A release that cannot be one: no pool matched, or a domain the rules do not know.
+    let mut nowhere = job(json!([{"key": "nothing", "value": "x"}]));
+    nowhere["lease_id"] = json!(id);
+    let (status, why) = lease_api(&sluice, "release", nowhere.clone()).await;
+    assert_eq!(status, 400, "{why}");
+    nowhere["domain"] = json!("no-such-domain");
+    let (status, why) = lease_api(&sluice, "release", nowhere).await;
+    assert_eq!(status, 404, "{why}");
 }
 
 #[tokio::test]

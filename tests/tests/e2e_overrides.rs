@@ -21,8 +21,12 @@ descriptors:
 /// How long a replica may take to apply a change made on another.
 const WITHIN: Duration = Duration::from_secs(1);
 
+/// `/rlconfig` as an admin sees it: overrides in full.
 async fn rlconfig(s: &Sluice) -> String {
-    reqwest::get(s.url("/rlconfig"))
+    reqwest::Client::new()
+        .get(s.url("/rlconfig"))
+        .bearer_auth(sluice_tests::admin::TOKEN)
+        .send()
         .await
         .expect("rlconfig")
         .text()

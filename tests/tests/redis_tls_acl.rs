@@ -123,8 +123,12 @@ async fn tls_with_client_certificates_and_the_minimal_acl_user() {
     assert!(denied.trim().is_empty(), "ACL LOG: {denied}");
 }
 
+/// `/rlconfig` as an admin sees it: overrides in full.
 async fn rlconfig(sluice: &Sluice) -> String {
-    reqwest::get(sluice.url("/rlconfig"))
+    reqwest::Client::new()
+        .get(sluice.url("/rlconfig"))
+        .bearer_auth(sluice_tests::admin::TOKEN)
+        .send()
         .await
         .expect("GET /rlconfig")
         .text()

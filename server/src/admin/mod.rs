@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 
 use crate::limiter::RateLimiter;
+use crate::log_throttle::LogThrottle;
 use crate::overrides::OverrideStore;
 use crate::storage::Store;
 
@@ -78,8 +79,23 @@ impl AdminTokens {
         Ok(Self { tokens })
     }
 
+    /// Reads the tokens in `path`, warning when the file is readable by others than its owner:
+    /// anyone who can read it can change every replica's limits.
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+        #[cfg(unix)]
+        if let Ok(meta) = std::fs::metadata(path) {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = %format!("{mode:o}"),
+                    "the admin token file is readable by others than its owner: make it 0600 \
+                     (0400 in a Kubernetes Secret volume's defaultMode)"
+                );
+            }
+        }
         Self::parse(&text)
     }
 
@@ -102,6 +118,37 @@ pub struct AdminState<S> {
     pub limiter: Arc<RateLimiter<S>>,
     pub tokens: AdminTokens,
     pub overrides: Arc<OverrideStore>,
+    /// Refused requests are logged at most once per interval: anyone who can reach the port can
+    /// send them.
+    pub refused_log: LogThrottle,
+}
+
+impl<S: Store> AdminState<S> {
+    pub fn new(
+        limiter: Arc<RateLimiter<S>>,
+        tokens: AdminTokens,
+        overrides: Arc<OverrideStore>,
+    ) -> Self {
+        Self {
+            limiter,
+            tokens,
+            overrides,
+            refused_log: LogThrottle::new(std::time::Duration::from_secs(10)),
+        }
+    }
+
+    /// The name of the token `headers` carry, when it is a configured one.
+    pub fn authorized(&self, headers: &axum::http::HeaderMap) -> Option<&str> {
+        self.tokens.check(bearer_token(headers)?)
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header. The scheme is case-insensitive (RFC
+/// 9110 section 11.1).
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once([' ', '\t'])?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Who made an authenticated request: the token's name, plus the actor header when given.
@@ -134,15 +181,8 @@ async fn authenticate<S: Store>(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        });
-    let name = presented.and_then(|t| state.tokens.check(t.trim()));
+    let presented = bearer_token(request.headers());
+    let name = presented.and_then(|t| state.tokens.check(t));
     let Some(name) = name else {
         let peer = request
             .extensions()
@@ -154,8 +194,15 @@ async fn authenticate<S: Store>(
         } else {
             "no bearer token"
         };
+        state
+            .limiter
+            .metrics()
+            .admin_refused
+            .get_or_create(&crate::metrics::ReasonLabels { reason })
+            .inc();
         // Nested under `/admin`, which the router strips from the path.
-        tracing::warn!(
+        crate::warn_throttled!(
+            state.refused_log,
             method = %request.method(),
             path = %format!("/admin{}", request.uri().path()),
             peer = %peer,
@@ -209,5 +256,20 @@ mod tests {
             "{err}"
         );
         assert!(AdminTokens::parse("# nothing\n").is_err());
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        let with = |v: &str| {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+            bearer_token(&h).map(str::to_owned)
+        };
+        for v in ["Bearer t0k", "bearer t0k", "BEARER  t0k ", "bEaReR\tt0k"] {
+            assert_eq!(with(v).as_deref(), Some("t0k"), "{v:?}");
+        }
+        assert_eq!(with("Basic dXNlcg=="), None);
+        assert_eq!(with("Bearer"), None);
+        assert_eq!(bearer_token(&axum::http::HeaderMap::new()), None);
     }
 }

@@ -8,6 +8,7 @@
 //!   429 problem document with Retry-After          (still full when the wait ran out)
 //! POST /leases/renew    {"domain", "descriptors", "lease_id"}  200 as acquire, or 429
 //! POST /leases/release  {"domain", "descriptors", "lease_id"}  204
+//!   (404 for a domain not in the rule set, 400 for descriptors that match no pool)
 //! POST /leases/holders  {"domain", "descriptors"}             200 {"pools": [...]}
 //! ```
 //!
@@ -79,6 +80,14 @@ pub(super) async fn handle<S: Store>(
             );
         }
     };
+    // A domain the rule set does not know has no pools: answering 204 to a release there would
+    // tell a client whose configuration is wrong that all is well.
+    if state.limiter.rules().domain(&request.domain).is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("domain '{}' is not in the rule set", request.domain),
+        );
+    }
     let result = match action.as_str() {
         "acquire" => acquire(&state, request).await,
         "renew" => renew(&state, request).await,
@@ -209,11 +218,17 @@ async fn renew<S: Store>(state: &HttpState<S>, r: LeaseRequest) -> Result<Respon
 
 async fn release<S: Store>(state: &HttpState<S>, r: LeaseRequest) -> Result<Response, Response> {
     let id = lease_id(&r).map_err(|why| error(StatusCode::BAD_REQUEST, why))?;
-    state
+    let decision = state
         .limiter
         .check(&check_request(&r, Some(&id), true))
         .await
         .map_err(failed)?;
+    if decision.statuses.iter().all(|s| s.current_limit.is_none()) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "the descriptors match no concurrency pool: there is no lease to release".into(),
+        ));
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
