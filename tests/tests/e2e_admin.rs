@@ -67,11 +67,19 @@ async fn requests_without_the_right_token_are_refused_logged_and_change_nothing(
     // Every refusal is counted; the log has one line per 10 s (anyone who can reach the port
     // can send these), with the peer and the reason.
     let scrape = sluice.metrics().await;
-    let refused = sample_of(&scrape, "sluice_admin_refused_total{reason=\"no bearer token\"}")
-        + sample_of(&scrape, "sluice_admin_refused_total{reason=\"wrong token\"}");
+    let refused = sample_of(
+        &scrape,
+        "sluice_admin_refused_total{reason=\"no bearer token\"}",
+    ) + sample_of(
+        &scrape,
+        "sluice_admin_refused_total{reason=\"wrong token\"}",
+    );
     assert_eq!(refused, 12.0, "{scrape}");
     assert_eq!(
-        sample_of(&scrape, "sluice_admin_refused_total{reason=\"no bearer token\"}"),
+        sample_of(
+            &scrape,
+            "sluice_admin_refused_total{reason=\"no bearer token\"}"
+        ),
         4.0
     );
     // The helper's token file has the default mode (0644): Sluice says so at start-up.
