@@ -2,10 +2,15 @@
 //!
 //! The path of one check, each step naming the module that owns it:
 //!
+//! 0. A [`listener`] accepts the connection within its bounds (a connection cap that evicts the
+//!    idlest, timeouts for what a client leaves half-sent or idle, a per-connection buffer
+//!    budget; `docs/security.md`).
 //! 1. A transport adapter decodes the request: [`grpc`] for Envoy's
 //!    `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit` (framed on HTTP/2 by
-//!    [`transport`], one task per connection and no task per call), [`http`] for `POST /json`.
-//!    Only these modules see wire types.
+//!    [`transport`], one task per connection and no task per call), [`http`] for `POST /json`
+//!    (served by [`http::serve`]). Only these modules see wire types. Values a client controls
+//!    that cannot be counted (too long, not UTF-8) are answered as refusals, never as errors a
+//!    proxy would fail open on.
 //! 2. [`limiter::RateLimiter::check`] validates the request's shape and bounds.
 //! 3. Each descriptor is matched against the live rule set ([`descriptor`] over the immutable tree
 //!    built by [`config`], swapped atomically on reload). A rule holds one limit or several
@@ -32,7 +37,7 @@
 //!
 //! [`settings`] reads flags and environment once; [`server`] binds, serves and drains, with
 //! [`transport`] serving HTTP/2 for the gRPC listener (`ShouldRateLimit` itself, the health
-//! service through tonic-health).
+//! service through tonic-health). Warnings a client can trigger go through [`log_throttle`].
 
 pub mod admin;
 pub mod algorithm;

@@ -151,6 +151,7 @@ fn every_manifest_has_what_the_api_server_requires() {
         ("Service", "v1"),
         ("Deployment", "apps/v1"),
         ("PodDisruptionBudget", "policy/v1"),
+        ("NetworkPolicy", "networking.k8s.io/v1"),
     ]);
     let namespace = find(&docs, "Namespace", "sluice");
     assert!(namespace["metadata"].get("namespace").is_none());
@@ -600,4 +601,48 @@ async fn a_configmap_update_reloads_the_rules() {
         "the broken update was not refused"
     );
     assert!(wait_for_rules(&sluice, "edge.app_id: 7 per MINUTE").await);
+}
+
+/// The NetworkPolicy selects the Sluice pods, leaves gRPC open to the cluster's proxies and
+/// keeps the HTTP port (the admin API among it) to labelled namespaces; and the Deployment's
+/// connection cap fits its memory limit at the per-connection bound docs/security.md states.
+#[test]
+fn the_network_policy_and_the_memory_bound_match_the_deployment() {
+    let docs = manifests();
+    let deployment = find(&docs, "Deployment", "sluice");
+    let policy = find(&docs, "NetworkPolicy", "sluice");
+    let pod_labels = labels(&deployment["spec"]["template"]["metadata"]["labels"]);
+    assert!(selects(
+        &labels(&policy["spec"]["podSelector"]["matchLabels"]),
+        &pod_labels
+    ));
+    let rules = policy["spec"]["ingress"].as_sequence().expect("ingress");
+    let port_of = |rule: &Value| rule["ports"][0]["port"].as_u64().expect("port");
+    let grpc = rules.iter().find(|r| port_of(r) == 8081).expect("a gRPC rule");
+    assert!(grpc.get("from").is_none(), "gRPC is for every proxy of the cluster");
+    let http = rules.iter().find(|r| port_of(r) == 8080).expect("an HTTP rule");
+    assert!(
+        http["from"].as_sequence().is_some_and(|f| !f.is_empty()),
+        "the HTTP port is restricted"
+    );
+
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let args = str_list(&container["args"]);
+    let connections: u64 = flag(&args, "--max-connections")
+        .expect("--max-connections")
+        .parse()
+        .expect("a number");
+    let limit = container["resources"]["limits"]["memory"]
+        .as_str()
+        .expect("a memory limit");
+    let limit_mib: u64 = match limit.strip_suffix("Gi") {
+        Some(g) => g.parse::<u64>().expect("Gi") * 1024,
+        None => limit.strip_suffix("Mi").expect("Mi or Gi").parse().expect("Mi"),
+    };
+    // Two listeners at ~1.2 MiB a connection, plus what Sluice itself uses.
+    let worst_mib = 2 * connections * 12 / 10 + 64;
+    assert!(
+        worst_mib <= limit_mib,
+        "{connections} connections need ~{worst_mib} MiB; the limit is {limit}"
+    );
 }
