@@ -112,7 +112,7 @@ impl<S: Store> RlsService<S> {
     }
 
     /// The answer for a message prost could not decode: a refusal when only its text is bad
-    /// (see [`lenient`]), `INVALID_ARGUMENT` otherwise.
+    /// (see the `lenient` module), `INVALID_ARGUMENT` otherwise.
     pub fn undecodable(
         &self,
         bytes: &[u8],

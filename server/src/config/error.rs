@@ -38,7 +38,7 @@ pub enum ConfigError {
     /// Well-formed YAML that is not a valid rule set.
     #[error("{at}: {reason}")]
     Invalid { at: Position, reason: String },
-    /// Errors past the first [`MAX_REPORTED`] of a load, counted only.
+    /// Errors past the first `MAX_REPORTED` of a load, counted only.
     #[error("... and {0} more errors")]
     More(usize),
 }
@@ -62,7 +62,7 @@ impl ConfigError {
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
 impl ConfigErrors {
-    /// The errors of one load, the first [`MAX_REPORTED`] of them and a count of the rest.
+    /// The errors of one load, the first `MAX_REPORTED` of them and a count of the rest.
     pub fn capped(mut errors: Vec<ConfigError>) -> Self {
         if errors.len() > MAX_REPORTED {
             let more = errors.len() - MAX_REPORTED;
