@@ -13,9 +13,11 @@
 //!
 //! **Closed**: every call goes to the store; the hot path is a few relaxed atomics, no lock.
 //! **Open**: no call goes to the store; the failure policy answers at memory speed.
-//! **HalfOpen**: one trial call at a time goes to the store (the others are answered by the failure
-//! policy meanwhile), so a store that is still down costs one request one budget per probe, and a
-//! store that is back closes the breaker within a few calls.
+//! **HalfOpen**: one trial call at a time goes to the store, and checks are answered by the failure
+//! policy meanwhile. The trials are the store's own health probes, not checks
+//! ([`super::recovery`]): so the breaker closes whether or not traffic arrives (a replica taken
+//! out of its Service for failing readiness gets none), and nothing is decided against the
+//! store's counts before the hits admitted during the outage are handed over.
 //!
 //! Time is passed in by the caller (`Instant`), so tests drive the breaker without sleeping.
 
@@ -178,7 +180,22 @@ impl Breaker {
         BreakerState::from_u8(self.state.load(Ordering::Acquire))
     }
 
-    /// Whether a call may go to the store now.
+    /// Whether a check may call the store: only while closed. Trials are the probes' business.
+    pub fn permit_call(&self) -> Permit {
+        if self.state() == BreakerState::Closed {
+            Permit::Call
+        } else {
+            Permit::Refused
+        }
+    }
+
+    /// Whether one more successful trial closes the breaker.
+    pub fn trial_would_close(&self) -> bool {
+        self.state() == BreakerState::HalfOpen
+            && self.transitions.lock().trial_successes + 1 >= self.config.probes
+    }
+
+    /// Whether a trial may go to the store now (the probe loop asks).
     pub fn permit(&self, now: Instant) -> Permit {
         if self.state() == BreakerState::Closed {
             return Permit::Call;
@@ -207,8 +224,8 @@ impl Breaker {
         }
     }
 
-    /// The store answered a health probe while the breaker is open: allow a trial call now
-    /// instead of waiting out the opening.
+    /// The store answered a health probe while the breaker is open: allow a trial now instead
+    /// of waiting out the opening.
     pub fn probe_succeeded(&self, now: Instant) {
         if self.state() != BreakerState::Open {
             return;

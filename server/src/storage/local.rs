@@ -9,8 +9,17 @@
 //! that receives all of a tenant's traffic admits only its share: the price of deciding without
 //! talking to the others.
 //!
+//! **What was already spent.** A replica remembers, for the fixed and sliding windows of `local`
+//! domains, the count it last read from the shared store (until that window is over), and takes
+//! its share of what was *left*: `floor((limit − seen) × share)`. So a tenant that spent 15 of 20
+//! before the outage gets at most 5 more across the fleet, not another 20. Across an outage one
+//! window therefore admits at most its limit, plus what other replicas admitted in it after this
+//! one last read the counter: the part no replica can know about the others. (Token buckets take
+//! their plain share: their state is not a count.)
+//!
 //! **Reconciliation.** Every counter charged locally is remembered (its key and its full policy).
-//! When the breaker closes, and then every [`RECONCILE_EVERY`] while any remain, the units each
+//! Before the breaker closes ([`super::failover`]'s probes: reconcile, then decide), and then
+//! every [`RECONCILE_EVERY`] while any remain, the units each
 //! local counter still holds (hits of a fixed window that has not ended, of a sliding window not
 //! yet aged out, a token bucket's debt not yet refilled) are added to the shared counter with
 //! [`Admission::Reconcile`]: counted in full even past the limit, a token bucket going into debt.
@@ -86,8 +95,28 @@ pub struct LocalShare {
     clock: Arc<dyn Clock>,
     /// Counters charged locally and not yet handed over: key → the full (shared) policy.
     pending: Mutex<HashMap<Vec<u8>, Policy>>,
+    /// The count last read from the shared store per window counter of a `local` domain.
+    seen: Mutex<Seen>,
     reconciled: Counter,
 }
+
+/// Counts last read from the shared store, bounded.
+#[derive(Default)]
+struct Seen {
+    counts: HashMap<Vec<u8>, SeenCount>,
+    /// When expired entries were last dropped (micros): at most once a second when full.
+    swept: u64,
+}
+
+#[derive(Clone, Copy)]
+struct SeenCount {
+    used: u64,
+    /// Until when the count holds (the window's end, or until a sliding window is empty), micros.
+    until: u64,
+}
+
+/// Counts remembered at most: ~100 bytes each.
+const SEEN_ENTRIES: usize = 100_000;
 
 impl LocalShare {
     pub fn new(share: Share, max_counters: usize, clock: Arc<dyn Clock>) -> Self {
@@ -96,8 +125,57 @@ impl LocalShare {
             share,
             clock,
             pending: Mutex::new(HashMap::new()),
+            seen: Mutex::new(Seen::default()),
             reconciled: Counter::default(),
         }
+    }
+
+    fn now_micros(&self) -> u64 {
+        u64::try_from(self.clock.now().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Remembers what the shared store said of `batch`'s window counters.
+    pub fn saw(&self, batch: &Batch, outcome: &Outcome) {
+        let now = self.now_micros();
+        let mut seen = self.seen.lock();
+        for (hit, reading) in batch.hits.iter().zip(&outcome.readings) {
+            if !matches!(
+                hit.policy.algorithm,
+                Algorithm::FixedWindow | Algorithm::SlidingWindow
+            ) {
+                continue;
+            }
+            if seen.counts.len() >= SEEN_ENTRIES && !seen.counts.contains_key(&hit.key) {
+                if now.saturating_sub(seen.swept) < 1_000_000 {
+                    continue;
+                }
+                seen.swept = now;
+                seen.counts.retain(|_, c| c.until > now);
+                if seen.counts.len() >= SEEN_ENTRIES {
+                    continue;
+                }
+            }
+            let used = if outcome.charged {
+                reading.used_after
+            } else {
+                reading.used_before
+            };
+            let until = now.saturating_add(reading.reset);
+            seen.counts.insert(hit.key.clone(), SeenCount { used, until });
+        }
+    }
+
+    /// The policy this replica enforces locally for `hit`: its share of what the shared count it
+    /// last saw left of the limit.
+    fn local_policy(&self, hit: &Hit, seen: &Seen, now: u64) -> Policy {
+        let left = match seen.counts.get(&hit.key) {
+            Some(c) if c.until > now => Policy {
+                limit: hit.policy.limit.saturating_sub(c.used),
+                ..hit.policy
+            },
+            _ => hit.policy,
+        };
+        self.share.policy(&left)
     }
 
     pub fn register(&self, registry: &mut Registry) {
@@ -115,15 +193,20 @@ impl LocalShare {
 
     /// Decides `batch` against this replica's share of each limit.
     pub fn apply(&self, batch: &Batch) -> Outcome {
-        let local = Batch {
-            hits: batch
+        let now = self.now_micros();
+        let hits = {
+            let seen = self.seen.lock();
+            batch
                 .hits
                 .iter()
                 .map(|h| Hit {
-                    policy: self.share.policy(&h.policy),
+                    policy: self.local_policy(h, &seen, now),
                     ..h.clone()
                 })
-                .collect(),
+                .collect()
+        };
+        let local = Batch {
+            hits,
             admission: batch.admission,
         };
         let outcome = self.store.apply_now(&local);

@@ -29,9 +29,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+mod recovery;
+
 use super::breaker::{Breaker, BreakerConfig, BreakerState, Permit};
 use super::l1::OverLimitCache;
-use super::local::{LocalShare, RECONCILE_EVERY};
+use super::local::LocalShare;
+pub use recovery::PROBE_EVERY;
 use super::{Admission, Batch, Outcome, Store, StoreError, rejects};
 use crate::algorithm::{MICROS_PER_SEC, Reading};
 
@@ -181,11 +184,11 @@ impl<S: Store> Failover<S> {
                 inner.reconcile_now.notify_one();
             }
         });
-        tokio::spawn(reconcile_loop(
+        tokio::spawn(recovery::reconcile_loop(
             Arc::downgrade(&inner),
             Arc::clone(&inner.reconcile_now),
         ));
-        tokio::spawn(probe_loop(Arc::downgrade(&inner)));
+        tokio::spawn(recovery::probe_loop(Arc::downgrade(&inner)));
         Self { inner }
     }
 
@@ -235,7 +238,9 @@ impl<S: Store> Inner<S> {
             return (Ok(outcome), false);
         }
         let now = Instant::now();
-        let permit = self.breaker.permit(now);
+        // Only while closed: the probes make the trials (see `recovery`), so no check is decided
+        // against the store's counts before an outage's local hits are handed over.
+        let permit = self.breaker.permit_call();
         let error = if permit == Permit::Refused {
             StoreError::CircuitOpen
         } else {
@@ -253,6 +258,9 @@ impl<S: Store> Inner<S> {
                 Ok(outcome) => {
                     if let Some(l1) = &self.l1 {
                         l1.learn(batch, &outcome, now);
+                    }
+                    if mode.unwrap_or(self.options.default_mode) == FailureMode::Local {
+                        self.local.saw(batch, &outcome);
                     }
                     return (Ok(outcome), true);
                 }
@@ -333,53 +341,6 @@ fn synthetic(batch: &Batch, over: bool) -> Outcome {
             })
             .collect(),
         charged: false,
-    }
-}
-
-/// Hands local hits over whenever the breaker closes, and retries while some remain. Holds the
-/// store weakly, so it ends (within [`RECONCILE_EVERY`]) once the store is dropped.
-async fn reconcile_loop<S: Store>(
-    inner: std::sync::Weak<Inner<S>>,
-    wake: Arc<tokio::sync::Notify>,
-) {
-    loop {
-        {
-            let Some(i) = inner.upgrade() else {
-                return;
-            };
-            if i.local.pending() > 0 && i.breaker.state() == BreakerState::Closed {
-                match i.local.reconcile(&i.shared, i.options.slow_timeout).await {
-                    Ok(0) => {}
-                    Ok(units) => tracing::info!(units, "local hits added to the shared counters"),
-                    Err(e) => tracing::warn!(error = %e, "cannot hand local hits over yet"),
-                }
-            }
-        }
-        let _ = tokio::time::timeout(RECONCILE_EVERY, wake.notified()).await;
-    }
-}
-
-/// How often the store is pinged while the breaker is not closed.
-pub const PROBE_EVERY: Duration = Duration::from_millis(100);
-
-/// While the breaker is not closed, pings the store every [`PROBE_EVERY`]: that revives its
-/// connections before checks need them, and an answer lets the next check be the trial call at
-/// once instead of after the rest of the opening. So decisions are back to normal within a few
-/// hundred milliseconds of the store answering again, whatever the opening's length.
-async fn probe_loop<S: Store>(inner: std::sync::Weak<Inner<S>>) {
-    loop {
-        tokio::time::sleep(PROBE_EVERY).await;
-        let Some(i) = inner.upgrade() else {
-            return;
-        };
-        if i.breaker.state() == BreakerState::Closed {
-            continue;
-        }
-        // Bounded well below the probe period's multiples, so a hung store does not pile pings.
-        let bound = PROBE_EVERY * 3;
-        if let Ok(Ok(())) = tokio::time::timeout(bound, i.shared.ping()).await {
-            i.breaker.probe_succeeded(Instant::now());
-        }
     }
 }
 
