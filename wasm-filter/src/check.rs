@@ -9,6 +9,9 @@ use crate::headers::{self, LocalReply};
 use crate::negative;
 use crate::shared::{SharedStore, slot_key};
 
+mod failure;
+pub use failure::{ErrorKind, Failure};
+
 /// `RateLimitResponse.Code`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Code {
@@ -56,82 +59,20 @@ pub struct Answer {
     pub request_headers: Vec<(String, String)>,
     /// `raw_body`, or the problem document `/json` answered with.
     pub body: Vec<u8>,
-    /// The `status` of a problem document in the body.
-    pub problem_status: Option<u16>,
-    /// The `retry_after` (seconds) of a problem document in the body.
-    pub problem_retry_after_s: Option<u64>,
-    /// The problem document names a concurrency pool (`"algorithm": "concurrency"`): a full
-    /// pool frees a slot whenever a holder releases its lease, not at the wait Sluice reports,
-    /// so the answer must not go into the negative cache.
-    pub problem_concurrency: bool,
+    /// What a problem document in the body says.
+    pub problem: Problem,
 }
 
-/// Why Sluice gave no usable answer; each kind has its own error counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The call could not be started (unknown cluster, host refused it).
-    Dispatch,
-    /// gRPC DEADLINE_EXCEEDED: the timeout passed.
-    Timeout,
-    /// gRPC UNAVAILABLE: Sluice unreachable, or its store is down.
-    Unavailable,
-    /// Any other gRPC status.
-    GrpcStatus,
-    /// An HTTP call without a response: timeout, reset or unreachable.
-    NoResponse,
-    /// An HTTP status that is neither an answer nor a rejection.
-    HttpStatus,
-    /// An answer that does not decode, is too big, or does not fit the request.
-    Malformed,
-}
-
-impl ErrorKind {
-    pub const ALL: [Self; 7] = [
-        Self::Dispatch,
-        Self::Timeout,
-        Self::Unavailable,
-        Self::GrpcStatus,
-        Self::NoResponse,
-        Self::HttpStatus,
-        Self::Malformed,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Dispatch => "dispatch",
-            Self::Timeout => "timeout",
-            Self::Unavailable => "unavailable",
-            Self::GrpcStatus => "grpc_status",
-            Self::NoResponse => "no_response",
-            Self::HttpStatus => "http_status",
-            Self::Malformed => "malformed",
-        }
-    }
-
-    /// The kind for a non-OK gRPC status.
-    pub fn from_grpc(status: u32) -> Self {
-        match status {
-            4 => Self::Timeout,
-            14 => Self::Unavailable,
-            _ => Self::GrpcStatus,
-        }
-    }
-}
-
-/// A failed check: its kind and a line for the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    pub kind: ErrorKind,
-    pub detail: String,
-}
-
-impl Failure {
-    pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
-        Self {
-            kind,
-            detail: detail.into(),
-        }
-    }
+/// The members of a problem document (Sluice's RFC 9457 body) the filter acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Problem {
+    /// `status`: the reply's status.
+    pub status: Option<u16>,
+    /// `retry_after`, in seconds.
+    pub retry_after_s: Option<u64>,
+    /// `"algorithm": "concurrency"`: a full pool frees a slot whenever a holder releases its
+    /// lease, not at the wait Sluice reports, so the answer must not go into the negative cache.
+    pub concurrency: bool,
 }
 
 /// What answered a request locally.
@@ -274,12 +215,13 @@ pub fn finish(
     let style = headers::rate_limit_headers(config.header_style, &answer.statuses);
     if answer.overall == Code::OverLimit {
         let wait_ms = headers::over_limit_wait_ms(&answer.statuses)
-            .or(answer.problem_retry_after_s.map(|s| s.saturating_mul(1000)));
+            .or(answer.problem.retry_after_s.map(|s| s.saturating_mul(1000)));
         let status = answer
-            .problem_status
+            .problem
+            .status
             .filter(|s| (400..=599).contains(s))
             .unwrap_or(429);
-        if let (Some(store), Some(wait), false) = (store, wait_ms, answer.problem_concurrency) {
+        if let (Some(store), Some(wait), false) = (store, wait_ms, answer.problem.concurrency) {
             remember(
                 config,
                 descriptors,

@@ -4,7 +4,7 @@
 //! as extension members, or the plain proto3 JSON from older servers). Field names are accepted
 //! in lowerCamelCase and snake_case, integers as numbers or strings, enums as names or numbers.
 
-use crate::check::{Answer, Code, DescriptorStatus, ErrorKind, Failure, Limit};
+use crate::check::{Answer, Code, DescriptorStatus, ErrorKind, Failure, Limit, Problem};
 use crate::headers::{PROBLEM_JSON, has_header};
 use crate::proto::WireDescriptor;
 use crate::value::{self, Value, write_str};
@@ -115,11 +115,7 @@ pub fn decode_response(
                 .response_headers
                 .push(("content-type".into(), PROBLEM_JSON.into()));
         }
-        (
-            answer.problem_status,
-            answer.problem_retry_after_s,
-            answer.problem_concurrency,
-        ) = problem_fields(&doc);
+        answer.problem = problem_fields(&doc);
     } else if let Some(raw) = field(&doc, "rawBody", "raw_body").and_then(Value::as_str) {
         answer.body = crate::jwt::base64(raw)
             .ok_or_else(|| Failure::new(ErrorKind::Malformed, "rawBody is not base64"))?;
@@ -127,22 +123,24 @@ pub fn decode_response(
     Ok(answer)
 }
 
-/// `status` and `retry_after` of a problem document (gRPC's `raw_body` carries one too).
-pub fn problem_fields(doc: &Value) -> (Option<u16>, Option<u64>, bool) {
-    let status = doc
-        .get("status")
-        .and_then(uint)
-        .and_then(|s| u16::try_from(s).ok());
-    let concurrency = doc.get("algorithm").and_then(Value::as_str) == Some("concurrency");
-    (status, doc.get("retry_after").and_then(uint), concurrency)
+/// What the filter reads of a problem document (gRPC's `raw_body` carries one too).
+pub fn problem_fields(doc: &Value) -> Problem {
+    Problem {
+        status: doc
+            .get("status")
+            .and_then(uint)
+            .and_then(|s| u16::try_from(s).ok()),
+        retry_after_s: doc.get("retry_after").and_then(uint),
+        concurrency: doc.get("algorithm").and_then(Value::as_str) == Some("concurrency"),
+    }
 }
 
 /// [`problem_fields`] of a body, when it is a JSON object.
-pub fn problem_in(body: &[u8]) -> (Option<u16>, Option<u64>, bool) {
+pub fn problem_in(body: &[u8]) -> Problem {
     if body.first() != Some(&b'{') {
-        return (None, None, false);
+        return Problem::default();
     }
-    value::parse(body).map_or((None, None, false), |doc| problem_fields(&doc))
+    value::parse(body).map_or(Problem::default(), |doc| problem_fields(&doc))
 }
 
 fn field<'a>(o: &'a Value, camel: &str, snake: &str) -> Option<&'a Value> {

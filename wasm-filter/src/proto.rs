@@ -228,11 +228,7 @@ pub fn decode_response(buf: &[u8]) -> Result<Answer, DecodeError> {
         }
     }
     // Sluice's OVER_LIMIT `raw_body` is a problem document; its status is the reply's.
-    (
-        answer.problem_status,
-        answer.problem_retry_after_s,
-        answer.problem_concurrency,
-    ) = crate::json::problem_in(&answer.body);
+    answer.problem = crate::json::problem_in(&answer.body);
     Ok(answer)
 }
 

@@ -87,7 +87,10 @@ fn over_limit_fills_the_negative_cache_for_the_wait() {
     let c = config("");
     let store = MemoryStore::default();
     let a = Answer {
-        problem_status: Some(402),
+        problem: Problem {
+            status: Some(402),
+            ..Problem::default()
+        },
         ..answer(
             Code::OverLimit,
             vec![
@@ -128,7 +131,10 @@ fn a_full_concurrency_pool_is_not_cached() {
     let c = config("");
     let store = MemoryStore::default();
     let a = Answer {
-        problem_concurrency: true,
+        problem: Problem {
+            concurrency: true,
+            ..Problem::default()
+        },
         ..answer(
             Code::OverLimit,
             vec![

@@ -89,9 +89,9 @@ fn over_limit_answers_plain_and_problem() {
     assert_eq!(a.body, problem.to_vec());
     assert_eq!(
         (
-            a.problem_status,
-            a.problem_retry_after_s,
-            a.problem_concurrency
+            a.problem.status,
+            a.problem.retry_after_s,
+            a.problem.concurrency
         ),
         (Some(402), Some(86_400), false)
     );

@@ -153,9 +153,9 @@ fn responses_encoded_by_prost_decode() {
     assert_eq!(a.body, body);
     assert_eq!(
         (
-            a.problem_status,
-            a.problem_retry_after_s,
-            a.problem_concurrency
+            a.problem.status,
+            a.problem.retry_after_s,
+            a.problem.concurrency
         ),
         (Some(402), Some(3600), false)
     );
