@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Builds the proxy-wasm filter: target/wasm32-unknown-unknown/release-wasm/sluice_filter.wasm,
-# optimised with binaryen's wasm-opt when Debian has it, and checked against the 300 KB budget.
-# Installs what it needs. Prints the path and size of the result on the last line.
+# Builds the proxy-wasm filter: target/wasm32-unknown-unknown/release-wasm/sluice_filter.wasm
+# (under $CARGO_TARGET_DIR when it is set, as cargo builds it there), optimised with binaryen's
+# wasm-opt when Debian has it, and checked against the 300 KB budget. Installs what it needs.
+# Prints the path and size of the result on the last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TARGET=wasm32-unknown-unknown
 PROFILE=release-wasm
 MAX_BYTES=$((300 * 1024))
-OUT=target/$TARGET/$PROFILE/sluice_filter.wasm
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+OUT=$TARGET_DIR/$TARGET/$PROFILE/sluice_filter.wasm
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -36,9 +38,9 @@ build_with_debian_rust() {
     RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
         CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=wasm-ld \
         /usr/bin/cargo build --locked -p sluice-filter --target "$TARGET" --profile "$PROFILE" \
-        --target-dir target/debian-rust -Z build-std=std,panic_abort
+        --target-dir "$TARGET_DIR/debian-rust" -Z build-std=std,panic_abort
     mkdir -p "$(dirname "$OUT")"
-    cp "target/debian-rust/$TARGET/$PROFILE/sluice_filter.wasm" "$OUT"
+    cp "$TARGET_DIR/debian-rust/$TARGET/$PROFILE/sluice_filter.wasm" "$OUT"
 }
 
 build_with_rustup || build_with_debian_rust

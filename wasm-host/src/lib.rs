@@ -135,15 +135,17 @@ fn compiled() -> &'static (Engine, Module) {
     })
 }
 
-/// `SLUICE_FILTER_WASM`, or what `scripts/build-wasm.sh` builds.
+/// `SLUICE_FILTER_WASM`, or what `scripts/build-wasm.sh` builds: under `CARGO_TARGET_DIR` when
+/// it is set (cargo passes the environment on to tests), else the workspace's `target`.
 pub fn wasm_path() -> PathBuf {
-    std::env::var_os("SLUICE_FILTER_WASM").map_or_else(
-        || {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/wasm32-unknown-unknown/release-wasm/sluice_filter.wasm")
-        },
-        PathBuf::from,
-    )
+    if let Some(path) = std::env::var_os("SLUICE_FILTER_WASM") {
+        return PathBuf::from(path);
+    }
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    // A relative target directory is relative to where cargo ran: the workspace, for the script.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace.join("target"), |dir| workspace.join(dir));
+    target.join("wasm32-unknown-unknown/release-wasm/sluice_filter.wasm")
 }
 
 impl Default for Host {
