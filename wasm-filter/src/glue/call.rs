@@ -1,11 +1,13 @@
-//! Calls to Sluice: a check, a charge or a lease renewal or release, over gRPC or HTTP.
+//! Calls to Sluice: a check, a charge or a lease renewal or release, over gRPC or HTTP, and the
+//! answers to checks as the host delivers them.
 
 use std::time::Duration;
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::Status;
+use proxy_wasm::types::{BufferType, MapType, Status};
 
-use super::Plugin;
+use super::{Plugin, host};
+use crate::check::{Answer, ErrorKind, Failure};
 use crate::config::Transport;
 use crate::json;
 use crate::proto::{self, WireDescriptor};
@@ -58,4 +60,60 @@ pub fn from_root(plugin: &Plugin, stream: u32, wire: &[WireDescriptor<'_>]) -> R
         let _ = hostcalls::set_effective_context(stream);
     }
     result
+}
+
+/// The answer to a gRPC check, from `on_grpc_call_response`.
+pub fn grpc_answer(status_code: u32, size: usize, max: usize) -> Result<Answer, Failure> {
+    if status_code != 0 {
+        return Err(Failure::new(
+            ErrorKind::from_grpc(status_code),
+            format!("gRPC status {status_code}"),
+        ));
+    }
+    if size > max {
+        return Err(Failure::new(
+            ErrorKind::Malformed,
+            format!("{size}-byte answer, over max_response_bytes"),
+        ));
+    }
+    match host::buffer(BufferType::GrpcReceiveBuffer, size) {
+        Some(body) => proto::decode_response(&body)
+            .map_err(|e| Failure::new(ErrorKind::Malformed, e.to_string())),
+        None => Err(Failure::new(
+            ErrorKind::Malformed,
+            "the answer could not be read",
+        )),
+    }
+}
+
+/// The answer to an HTTP check, from `on_http_call_response`.
+pub fn http_answer(num_headers: usize, body_size: usize, max: usize) -> Result<Answer, Failure> {
+    if num_headers == 0 {
+        return Err(Failure::new(
+            ErrorKind::NoResponse,
+            "no response (timeout, reset or unreachable)",
+        ));
+    }
+    if body_size > max {
+        return Err(Failure::new(
+            ErrorKind::Malformed,
+            format!("{body_size}-byte answer, over max_response_bytes"),
+        ));
+    }
+    let text = |name| {
+        host::header(MapType::HttpCallResponseHeaders, name).and_then(|v| String::from_utf8(v).ok())
+    };
+    let Some(status) = text(":status").and_then(|s| s.parse::<u16>().ok()) else {
+        return Err(Failure::new(
+            ErrorKind::Malformed,
+            "answer without a valid :status",
+        ));
+    };
+    match host::buffer(BufferType::HttpCallResponseBody, body_size) {
+        Some(body) => json::decode_response(status, text("content-type").as_deref(), &body),
+        None => Err(Failure::new(
+            ErrorKind::Malformed,
+            "the answer body could not be read",
+        )),
+    }
 }

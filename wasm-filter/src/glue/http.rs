@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
+use proxy_wasm::types::{Action, LogLevel, MapType};
 
 use super::host::{self, HostRequest};
 use super::{Plugin, call};
@@ -15,10 +15,9 @@ use crate::check::{self, Answer, ErrorKind, Failure, LocalCause, Start, Verdict}
 use crate::config::ChargeSource;
 use crate::descriptor::{self, Descriptor};
 use crate::headers::LocalReply;
-use crate::json;
 use crate::lease;
 use crate::metrics::Counter;
-use crate::proto::{self, WireDescriptor};
+use crate::proto::WireDescriptor;
 
 pub struct Stream {
     id: u32,
@@ -238,27 +237,8 @@ impl Context for Stream {
         else {
             return;
         };
-        let max = plugin.config.max_response_bytes;
-        let answer = if status_code != 0 {
-            Err(Failure::new(
-                ErrorKind::from_grpc(status_code),
-                format!("gRPC status {status_code}"),
-            ))
-        } else if response_size > max {
-            Err(Failure::new(
-                ErrorKind::Malformed,
-                format!("{response_size}-byte answer, over max_response_bytes"),
-            ))
-        } else {
-            match host::buffer(BufferType::GrpcReceiveBuffer, response_size) {
-                Some(body) => proto::decode_response(&body)
-                    .map_err(|e| Failure::new(ErrorKind::Malformed, e.to_string())),
-                None => Err(Failure::new(
-                    ErrorKind::Malformed,
-                    "the answer could not be read",
-                )),
-            }
-        };
+        let answer =
+            call::grpc_answer(status_code, response_size, plugin.config.max_response_bytes);
         self.conclude(&plugin, answer, true);
     }
 
@@ -276,37 +256,7 @@ impl Context for Stream {
         else {
             return;
         };
-        let answer = if num_headers == 0 {
-            Err(Failure::new(
-                ErrorKind::NoResponse,
-                "no response (timeout, reset or unreachable)",
-            ))
-        } else if body_size > plugin.config.max_response_bytes {
-            Err(Failure::new(
-                ErrorKind::Malformed,
-                format!("{body_size}-byte answer, over max_response_bytes"),
-            ))
-        } else {
-            let text = |name| {
-                host::header(MapType::HttpCallResponseHeaders, name)
-                    .and_then(|v| String::from_utf8(v).ok())
-            };
-            match text(":status").and_then(|s| s.parse::<u16>().ok()) {
-                None => Err(Failure::new(
-                    ErrorKind::Malformed,
-                    "answer without a valid :status",
-                )),
-                Some(status) => match host::buffer(BufferType::HttpCallResponseBody, body_size) {
-                    Some(body) => {
-                        json::decode_response(status, text("content-type").as_deref(), &body)
-                    }
-                    None => Err(Failure::new(
-                        ErrorKind::Malformed,
-                        "the answer body could not be read",
-                    )),
-                },
-            }
-        };
+        let answer = call::http_answer(num_headers, body_size, plugin.config.max_response_bytes);
         self.conclude(&plugin, answer, true);
     }
 }
