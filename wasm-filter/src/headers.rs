@@ -106,9 +106,13 @@ pub fn merge(headers: &mut Vec<(String, String)>, extra: Vec<(String, String)>) 
 /// The reason phrase used as a problem document's `title`.
 fn title(status: u16) -> &'static str {
     match status {
+        400 => "Bad Request",
         402 => "Payment Required",
         403 => "Forbidden",
+        413 => "Content Too Large",
+        422 => "Unprocessable Content",
         429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
@@ -117,8 +121,14 @@ fn title(status: u16) -> &'static str {
     }
 }
 
-/// An RFC 9457 problem document for replies the filter makes up itself.
-pub fn problem(status: u16, detail: &str, retry_after_s: Option<u64>) -> Vec<u8> {
+/// An RFC 9457 problem document for replies the filter makes up itself; `kind` as Sluice's
+/// documents name it (`throttle`, `quota`, or `invalid` for a request refused as malformed).
+pub fn problem(
+    status: u16,
+    detail: &str,
+    retry_after_s: Option<u64>,
+    kind: Option<&str>,
+) -> Vec<u8> {
     let mut doc = String::with_capacity(128);
     doc.push_str("{\"type\":\"about:blank\",\"title\":");
     write_str(&mut doc, title(status));
@@ -126,6 +136,10 @@ pub fn problem(status: u16, detail: &str, retry_after_s: Option<u64>) -> Vec<u8>
     write_str(&mut doc, detail);
     if let Some(secs) = retry_after_s {
         doc.push_str(&format!(",\"retry_after\":{secs}"));
+    }
+    if let Some(kind) = kind {
+        doc.push_str(",\"kind\":");
+        write_str(&mut doc, kind);
     }
     doc.push('}');
     doc.into_bytes()
@@ -150,7 +164,18 @@ pub fn made_up_reply(
     LocalReply {
         status,
         headers,
-        body: problem(status, detail, retry_after),
+        body: problem(status, detail, retry_after, None),
+    }
+}
+
+/// The reply to a request refused as invalid: a value the filter cannot use, or a check Sluice
+/// refused as malformed. A problem document of kind `invalid` and no `Retry-After`: the same
+/// request is refused again whenever it comes, so there is nothing to wait for.
+pub fn invalid_reply(status: u16, detail: &str) -> LocalReply {
+    LocalReply {
+        status,
+        headers: vec![("content-type".into(), PROBLEM_JSON.into())],
+        body: problem(status, detail, None, Some("invalid")),
     }
 }
 
@@ -247,7 +272,7 @@ mod tests {
             doc.get("title").and_then(|v| v.as_str()),
             Some("Too Many Requests")
         );
-        let detail = problem(503, "quote \" and \\", None);
+        let detail = problem(503, "quote \" and \\", None, None);
         assert_eq!(
             crate::value::parse(&detail)
                 .unwrap()
@@ -257,5 +282,35 @@ mod tests {
         );
         let closed = made_up_reply(503, "unavailable", None, Vec::new());
         assert!(!has_header(&closed.headers, "retry-after"));
+    }
+
+    #[test]
+    fn invalid_replies_are_problems_of_kind_invalid_without_a_wait() {
+        let r = invalid_reply(400, "descriptor \"app\", action 0: the value is not UTF-8");
+        assert_eq!(r.status, 400);
+        assert_eq!(
+            r.headers,
+            vec![("content-type".into(), PROBLEM_JSON.into())]
+        );
+        let doc = crate::value::parse(&r.body).unwrap();
+        assert_eq!(doc.get("status").and_then(|v| v.as_u64()), Some(400));
+        assert_eq!(doc.get("kind").and_then(|v| v.as_str()), Some("invalid"));
+        assert_eq!(
+            doc.get("title").and_then(|v| v.as_str()),
+            Some("Bad Request")
+        );
+        assert_eq!(
+            doc.get("detail").and_then(|v| v.as_str()),
+            Some("descriptor \"app\", action 0: the value is not UTF-8")
+        );
+        assert!(doc.get("retry_after").is_none());
+        let r = invalid_reply(431, "x");
+        assert_eq!(
+            crate::value::parse(&r.body)
+                .unwrap()
+                .get("title")
+                .and_then(|v| v.as_str()),
+            Some("Request Header Fields Too Large")
+        );
     }
 }

@@ -3,9 +3,11 @@
 //! it), or a client picks whose quota it spends. Behind `jwt_authn`, the `metadata` action reading
 //! the verified payload is the stronger choice; this one needs no proxy configuration.
 
+use crate::descriptor::Unusable;
 use crate::value::{self, Value};
 
-/// The token in an `Authorization` value: after a case-insensitive `Bearer ` scheme.
+/// The token in an `Authorization` value: after a case-insensitive `Bearer ` scheme. A value
+/// with another scheme, or none, or an empty token holds no token: the claim is absent.
 pub fn bearer_token(header_value: &str) -> Option<&str> {
     let (scheme, token) = header_value.trim().split_once(' ')?;
     scheme
@@ -15,29 +17,45 @@ pub fn bearer_token(header_value: &str) -> Option<&str> {
 }
 
 /// The claim at `path` (object keys, outermost first) of a compact JWS, as an entry value:
-/// strings as they are, numbers and booleans in their JSON form; `None` for anything else, an
-/// oversized token, or a token that does not decode.
-pub fn claim(token: &str, path: &[String], max_token_bytes: usize) -> Option<String> {
+/// strings as they are, numbers and booleans in their JSON form. `Ok(None)` when the token has
+/// no such claim (or it is `null`): the claim is absent. An error when the token is present but
+/// unusable: longer than `max_token_bytes`, not decodable, or the claim is an object or array.
+pub fn claim(
+    token: &str,
+    path: &[String],
+    max_token_bytes: usize,
+) -> Result<Option<String>, Unusable> {
     if token.len() > max_token_bytes {
-        return None;
+        return Err(Unusable::TokenTooLong {
+            bytes: token.len(),
+            max: max_token_bytes,
+        });
     }
+    let root = payload(token).ok_or(Unusable::TokenUndecodable)?;
+    let mut value = &root;
+    for key in path {
+        match value.get(key) {
+            Some(v) => value = v,
+            None => return Ok(None),
+        }
+    }
+    match value {
+        Value::String(s) => Ok(Some(s.clone())),
+        Value::Number(n) => Ok(Some(n.clone())),
+        Value::Bool(b) => Ok(Some(b.to_string())),
+        Value::Null => Ok(None),
+        Value::Array(_) | Value::Object(_) => Err(Unusable::ClaimNotScalar),
+    }
+}
+
+/// The JSON payload of a compact JWS (`header.payload.signature`).
+fn payload(token: &str) -> Option<Value> {
     let mut parts = token.split('.');
     let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() {
         return None;
     }
-    let json = base64(payload)?;
-    let root = value::parse(&json).ok()?;
-    let mut value = &root;
-    for key in path {
-        value = value.get(key)?;
-    }
-    match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.clone()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
+    value::parse(&base64(payload)?).ok()
 }
 
 /// Base64 in either alphabet (JWTs use base64url without padding, proto3 JSON `bytes` the
@@ -118,19 +136,30 @@ pub(crate) mod tests {
     #[test]
     fn reads_string_number_bool_and_nested_claims() {
         let t = token(r#"{"sub":"u-1","org":{"id":42,"paid":true,"tags":["a"]},"n":null}"#);
-        assert_eq!(claim(&t, &path("sub"), 8192).as_deref(), Some("u-1"));
-        assert_eq!(claim(&t, &path("org.id"), 8192).as_deref(), Some("42"));
-        assert_eq!(claim(&t, &path("org.paid"), 8192).as_deref(), Some("true"));
-        assert_eq!(claim(&t, &path("org.tags"), 8192), None);
-        assert_eq!(claim(&t, &path("n"), 8192), None);
-        assert_eq!(claim(&t, &path("missing"), 8192), None);
-        assert_eq!(claim(&t, &path("sub.deeper"), 8192), None);
+        let get = |p: &str| claim(&t, &path(p), 8192);
+        assert_eq!(get("sub"), Ok(Some("u-1".into())));
+        assert_eq!(get("org.id"), Ok(Some("42".into())));
+        assert_eq!(get("org.paid"), Ok(Some("true".into())));
+        // Absent: missing, null, or a path through a scalar.
+        assert_eq!(get("n"), Ok(None));
+        assert_eq!(get("missing"), Ok(None));
+        assert_eq!(get("sub.deeper"), Ok(None));
+        // Present but unusable as an entry value.
+        assert_eq!(get("org.tags"), Err(Unusable::ClaimNotScalar));
+        assert_eq!(get("org"), Err(Unusable::ClaimNotScalar));
     }
 
     #[test]
     fn refuses_malformed_and_oversized_tokens() {
         let good = token(r#"{"sub":"x"}"#);
-        assert_eq!(claim(&good, &path("sub"), good.len() - 1), None);
+        assert_eq!(
+            claim(&good, &path("sub"), good.len() - 1),
+            Err(Unusable::TokenTooLong {
+                bytes: good.len(),
+                max: good.len() - 1
+            })
+        );
+        assert_eq!(claim(&good, &path("sub"), good.len()), Ok(Some("x".into())));
         for bad in [
             "",
             "a.b",
@@ -139,7 +168,11 @@ pub(crate) mod tests {
             "x.!!!.y",
             &format!("h.{}.s", encode(b"not json")),
         ] {
-            assert_eq!(claim(bad, &path("sub"), 8192), None, "{bad}");
+            assert_eq!(
+                claim(bad, &path("sub"), 8192),
+                Err(Unusable::TokenUndecodable),
+                "{bad}"
+            );
         }
     }
 

@@ -10,7 +10,9 @@
 //! 2. [`descriptor`] builds the request's descriptors from its headers, path, query, remote address
 //!    ([`address`]), host properties and bearer-token claims ([`jwt`]) through the
 //!    [`descriptor::RequestData`] trait. As in Envoy, a descriptor is dropped when one of its
-//!    actions yields no value.
+//!    actions finds its value absent; a value present but unusable (not UTF-8, over the bounds)
+//!    makes the request [`descriptor::Invalid`], refused with a problem document, so malformed
+//!    input never bypasses a limit.
 //! 3. [`check::start`] answers locally when it can: the [`negative`] cache (Sluice said OVER_LIMIT
 //!    with a wait that has not passed) and the per-descriptor token [`bucket`]s, both kept in
 //!    proxy-wasm shared data through the compare-and-swap [`shared::SharedStore`], so every

@@ -31,6 +31,9 @@ pub enum Counter {
     LeaseRenewals,
     /// Lease releases or renewals that could not be sent.
     LeaseErrors,
+    /// Requests the filter refused as invalid: a value present but unusable, or descriptors over
+    /// `max_request_bytes`. Never sent to Sluice.
+    InvalidRequests,
 }
 
 impl Counter {
@@ -48,6 +51,7 @@ impl Counter {
             Self::LeaseReleases,
             Self::LeaseRenewals,
             Self::LeaseErrors,
+            Self::InvalidRequests,
         ]
         .into_iter()
         .chain(ErrorKind::ALL.into_iter().map(Self::RemoteErrors))
@@ -67,8 +71,9 @@ impl Counter {
             Self::LeaseReleases => 8,
             Self::LeaseRenewals => 9,
             Self::LeaseErrors => 10,
+            Self::InvalidRequests => 11,
             Self::RemoteErrors(kind) => {
-                11 + ErrorKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
+                12 + ErrorKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
             }
         }
     }
@@ -86,6 +91,7 @@ impl Counter {
             Self::LeaseReleases => "lease_releases",
             Self::LeaseRenewals => "lease_renewals",
             Self::LeaseErrors => "lease_errors",
+            Self::InvalidRequests => "invalid_requests",
             Self::RemoteErrors(kind) => {
                 return format!("sluice_filter.remote_errors.{}", kind.name());
             }

@@ -24,8 +24,15 @@ pub struct Config {
     pub negative_cache_max_ms: u64,
     /// Largest answer from Sluice the filter reads; a bigger one is malformed.
     pub max_response_bytes: usize,
-    /// Longest bearer token `jwt_claim` decodes; a longer one yields no value.
+    /// Longest bearer token `jwt_claim` decodes; a longer one present makes the request invalid.
     pub max_token_bytes: usize,
+    /// Longest entry value; a longer one read from the request makes the request invalid.
+    pub max_value_bytes: usize,
+    /// Most bytes of domain, keys and values in one check, as Sluice counts its
+    /// `--max-request-bytes`; a request whose descriptors carry more is invalid.
+    pub max_request_bytes: usize,
+    /// The status of the reply to an invalid request.
+    pub invalid_request_status: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +197,7 @@ fn err(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
 
 mod object;
 mod read;
+mod wire;
 
 #[cfg(test)]
 mod tests;

@@ -12,6 +12,9 @@ use crate::value::Value;
 /// Bounds matching Sluice's own request bounds: anything past them would be refused there.
 const MAX_DESCRIPTORS: u64 = 64;
 const MAX_ACTIONS: u64 = 32;
+/// The largest `max_value_bytes`: each value becomes part of a counter key in Sluice, and no
+/// legitimate one comes near this.
+const MAX_VALUE_BYTES: u64 = 64 * 1024;
 
 pub(super) fn config(doc: &Value) -> Result<Config> {
     let mut o = Obj::new(doc, String::new())?;
@@ -78,8 +81,12 @@ pub(super) fn config(doc: &Value) -> Result<Config> {
             .unwrap_or(60_000),
         max_response_bytes: u32_of(o.uint("max_response_bytes", 512, 1 << 20)?, 64 * 1024) as usize,
         max_token_bytes: u32_of(o.uint("max_token_bytes", 64, 1 << 20)?, 8 * 1024) as usize,
+        max_value_bytes: u32_of(o.uint("max_value_bytes", 1, MAX_VALUE_BYTES)?, 4096) as usize,
+        max_request_bytes: u32_of(o.uint("max_request_bytes", 256, 1 << 20)?, 16 * 1024) as usize,
+        invalid_request_status: u32_of(o.uint("invalid_request_status", 400, 599)?, 400) as u16,
     };
     o.done()?;
+    super::wire::check(&config)?;
     Ok(config)
 }
 

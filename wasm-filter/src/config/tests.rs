@@ -26,6 +26,12 @@ fn minimal_config_gets_the_defaults() {
     assert_eq!(c.negative_cache_max_ms, 60_000);
     assert_eq!(c.max_response_bytes, 65_536);
     assert_eq!(c.max_token_bytes, 8192);
+    assert_eq!(c.max_value_bytes, 4096);
+    assert_eq!(
+        c.max_request_bytes, 16_384,
+        "Sluice's default --max-request-bytes"
+    );
+    assert_eq!(c.invalid_request_status, 400);
     assert_eq!(c.descriptors[0].name, "descriptors[0]");
     assert_eq!(
         c.descriptors[0].actions,
@@ -44,6 +50,7 @@ fn every_field_reads() {
         "failure_mode":"deny","failure_status":500,"header_style":"x_ratelimit",
         "request_headers":{"request_id":"x-request-id","remaining":"x-quota-remaining","tenant":{"header":"x-tenant","key":"app_id"}},
         "shared_slots":16,"negative_cache_max_ms":0,"max_response_bytes":4096,"max_token_bytes":1024,
+        "max_value_bytes":512,"max_request_bytes":8192,"invalid_request_status":422,
         "descriptors":[{"name":"everything","actions":[
             {"generic_key":{"descriptor_value":"v","key":"k"}},
             {"request_header":{"header":":authority","key":"host","skip_if_absent":true}},
@@ -127,6 +134,14 @@ fn every_field_reads() {
         }
     );
     assert_eq!(c.negative_cache_max_ms, 0);
+    assert_eq!(
+        (
+            c.max_value_bytes,
+            c.max_request_bytes,
+            c.invalid_request_status
+        ),
+        (512, 8192, 422)
+    );
 }
 
 #[test]
@@ -266,6 +281,53 @@ fn errors_name_the_field() {
             "descriptors[0].charge.header",
             "only applies to `from: response_header`",
         ),
+        (
+            with(r#"{"actions":[{"generic_key":{"descriptor_value":"a"}}]}"#).replace(
+                "\"domain\":\"edge\",",
+                "\"domain\":\"edge\",\"invalid_request_status\":200,",
+            ),
+            "invalid_request_status",
+            "must be an integer from 400 to 599",
+        ),
+        (
+            with(r#"{"actions":[{"generic_key":{"descriptor_value":"a"}}]}"#)
+                .replace("\"domain\":\"edge\",", "\"domain\":\"edge\",\"max_value_bytes\":0,"),
+            "max_value_bytes",
+            "must be an integer from 1 to 65536",
+        ),
+        (
+            with(r#"{"actions":[{"generic_key":{"descriptor_value":"a"}}]}"#)
+                .replace("\"domain\":\"edge\",", "\"domain\":\"edge\",\"max_request_bytes\":100,"),
+            "max_request_bytes",
+            "must be an integer from 256 to 1048576",
+        ),
+        (
+            with(r#"{"actions":[{"generic_key":{"descriptor_value":"a"}}]}"#)
+                .replace("\"domain\":\"edge\",", "\"domain\":\"edge\",\"max_request_bytes\":1000,"),
+            "max_value_bytes",
+            "must not exceed max_request_bytes (1000)",
+        ),
+        (
+            with(&format!(
+                r#"{{"actions":[{{"request_header":{{"header":"x","key":"k"}}}},{{"path":{{"prefix":"/","descriptor_value":"{}"}}}}]}}"#,
+                "v".repeat(4097)
+            )),
+            "descriptors[0].actions[1].path.descriptor_value",
+            "is longer than max_value_bytes (4096)",
+        ),
+        (
+            with(
+                r#"{"actions":[{"metadata":{"property":["p"],"key":"k","default_value":"toolong"}}]}"#,
+            )
+            .replace("\"domain\":\"edge\",", "\"domain\":\"edge\",\"max_value_bytes\":4,"),
+            "descriptors[0].actions[0].metadata.default_value",
+            "is longer than max_value_bytes (4)",
+        ),
+        (
+            with(r#"{"actions":[{"request_header":{"header":"x","key":"sluice.lease_id"}}]}"#),
+            "descriptors[0].actions[0].request_header.key",
+            "\"sluice.lease_id\" is the entry Sluice reads lease ids from",
+        ),
     ] {
         let e = parse_str(&config).expect_err(&config);
         assert_eq!(
@@ -281,6 +343,6 @@ fn errors_name_the_field() {
     .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "typo: unknown field (known here: domain, service, failure_mode, failure_status, header_style, request_headers, descriptors, shared_slots, negative_cache_max_ms, max_response_bytes, max_token_bytes)"
+        "typo: unknown field (known here: domain, service, failure_mode, failure_status, header_style, request_headers, descriptors, shared_slots, negative_cache_max_ms, max_response_bytes, max_token_bytes, max_value_bytes, max_request_bytes, invalid_request_status)"
     );
 }

@@ -14,7 +14,7 @@ use crate::charge::{self, Measured};
 use crate::check::{self, Answer, ErrorKind, Failure, LocalCause, Start, Verdict};
 use crate::config::ChargeSource;
 use crate::descriptor::{self, Descriptor};
-use crate::headers::LocalReply;
+use crate::headers::{self, LocalReply};
 use crate::lease;
 use crate::metrics::Counter;
 use crate::proto::WireDescriptor;
@@ -267,8 +267,23 @@ impl HttpContext for Stream {
             return Action::Continue;
         };
         let mut request = HostRequest::default();
-        let (descriptors, dropped) = descriptor::build(&plugin.config, &mut request);
-        for d in dropped {
+        let built = match descriptor::build(&plugin.config, &mut request) {
+            Ok(built) => built,
+            Err(invalid) => {
+                // Refused rather than checked without the descriptor: that would be a bypass.
+                let detail = invalid.detail(&plugin.config);
+                plugin.count(Counter::InvalidRequests);
+                host::log(
+                    LogLevel::Debug,
+                    &format!("sluice-filter: invalid request: {detail}"),
+                );
+                return send(headers::invalid_reply(
+                    plugin.config.invalid_request_status,
+                    &detail,
+                ));
+            }
+        };
+        for d in built.dropped {
             let name = plugin
                 .config
                 .descriptors
@@ -282,7 +297,7 @@ impl HttpContext for Stream {
                 ),
             );
         }
-        self.descriptors = descriptors;
+        self.descriptors = built.descriptors;
         self.upstream_headers(&plugin);
         match check::start(
             &plugin.config,
