@@ -10,7 +10,7 @@ use crate::negative;
 use crate::shared::{SharedStore, slot_key};
 
 mod failure;
-pub use failure::{ErrorKind, Failure};
+pub use failure::{ErrorKind, Failure, from_grpc_status};
 
 /// `RateLimitResponse.Code`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -61,6 +61,20 @@ pub struct Answer {
     pub body: Vec<u8>,
     /// What a problem document in the body says.
     pub problem: Problem,
+    /// Sluice refused the check as malformed (HTTP 400 or 413, gRPC INVALID_ARGUMENT), with its
+    /// message; nothing else of the answer is set. The filter's own parts of a check (domain,
+    /// keys, the number of descriptors and entries) are validated at start-up, so only the
+    /// client's values can make it malformed: the request is invalid, not Sluice unavailable.
+    pub refused: Option<String>,
+}
+
+impl Answer {
+    pub fn refused(message: impl Into<String>) -> Self {
+        Self {
+            refused: Some(message.into()),
+            ..Self::default()
+        }
+    }
 }
 
 /// The members of a problem document (Sluice's RFC 9457 body) the filter acts on.
@@ -73,6 +87,9 @@ pub struct Problem {
     /// `"algorithm": "concurrency"`: a full pool frees a slot whenever a holder releases its
     /// lease, not at the wait Sluice reports, so the answer must not go into the negative cache.
     pub concurrency: bool,
+    /// `"kind": "invalid"`: Sluice refused the request's values, not a rate limit. Counted as an
+    /// invalid request and never put in the negative cache (there is no wait to cache).
+    pub invalid: bool,
 }
 
 /// What answered a request locally.
@@ -99,6 +116,9 @@ pub enum Start {
 pub enum Verdict {
     Allow(Allowed),
     Reject(LocalReply),
+    /// The request is invalid: Sluice refused it as malformed, or rejected it with a problem
+    /// document of kind `invalid`.
+    Invalid(LocalReply),
     /// No usable answer: `reply` is the failure-closed reply, `None` lets the request through.
     Failed {
         failure: Failure,
@@ -178,6 +198,20 @@ pub fn finish(
     store: Option<&dyn SharedStore>,
     now_ns: u64,
 ) -> Verdict {
+    if let Ok(Answer {
+        refused: Some(message),
+        ..
+    }) = &answer
+    {
+        let detail = format!(
+            "the rate-limit service refused the request: {}",
+            bounded(message, MAX_DETAIL_BYTES)
+        );
+        return Verdict::Invalid(headers::invalid_reply(
+            config.invalid_request_status,
+            &detail,
+        ));
+    }
     let answer = answer.and_then(|a| {
         if a.statuses.len() != descriptors.len() {
             return Err(Failure::new(
@@ -221,7 +255,8 @@ pub fn finish(
             .status
             .filter(|s| (400..=599).contains(s))
             .unwrap_or(429);
-        if let (Some(store), Some(wait), false) = (store, wait_ms, answer.problem.concurrency) {
+        let cacheable = !answer.problem.concurrency && !answer.problem.invalid;
+        if let (Some(store), Some(wait), true) = (store, wait_ms, cacheable) {
             remember(
                 config,
                 descriptors,
@@ -256,7 +291,11 @@ pub fn finish(
                 body: answer.body,
             }
         };
-        return Verdict::Reject(reply);
+        return if answer.problem.invalid {
+            Verdict::Invalid(reply)
+        } else {
+            Verdict::Reject(reply)
+        };
     }
     let mut request_headers = answer.request_headers;
     if let Some(name) = &config.request_headers.remaining {
@@ -321,6 +360,18 @@ fn remember(
             status,
         );
     }
+}
+
+/// The most of Sluice's message a client is shown.
+const MAX_DETAIL_BYTES: usize = 256;
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn bounded(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or_default()
 }
 
 /// The value for the tenant request header: the first entry with the configured key.

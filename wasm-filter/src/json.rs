@@ -67,6 +67,7 @@ pub fn decode_response(
                 "answer is not a JSON object",
             ));
         }
+        _ if refuses(status) => return Ok(Answer::refused(format!("HTTP {status}"))),
         _ => {
             return Err(Failure::new(
                 ErrorKind::HttpStatus,
@@ -75,8 +76,16 @@ pub fn decode_response(
         }
     };
     let overall = code(field(&doc, "overallCode", "overall_code"));
-    // Any status but 200 is only an answer when it says OVER_LIMIT (400 and 500 are errors).
+    // Any status but 200 is only an answer when it says OVER_LIMIT; 400 and 413 without it are
+    // Sluice refusing the check, 5xx an outage.
     if status != 200 && overall != Code::OverLimit {
+        if refuses(status) {
+            let message = match doc.get("error").and_then(Value::as_str) {
+                Some(e) => format!("HTTP {status}: {e}"),
+                None => format!("HTTP {status}"),
+            };
+            return Ok(Answer::refused(message));
+        }
         return Err(Failure::new(
             ErrorKind::HttpStatus,
             format!("HTTP {status}"),
@@ -123,6 +132,12 @@ pub fn decode_response(
     Ok(answer)
 }
 
+/// Sluice answers `/json` with 400 for a malformed check and 413 for one over its body bound:
+/// from the filter, only client values can cause either ([`Answer::refused`]).
+fn refuses(status: u16) -> bool {
+    matches!(status, 400 | 413)
+}
+
 /// What the filter reads of a problem document (gRPC's `raw_body` carries one too).
 pub fn problem_fields(doc: &Value) -> Problem {
     Problem {
@@ -132,6 +147,7 @@ pub fn problem_fields(doc: &Value) -> Problem {
             .and_then(|s| u16::try_from(s).ok()),
         retry_after_s: doc.get("retry_after").and_then(uint),
         concurrency: doc.get("algorithm").and_then(Value::as_str) == Some("concurrency"),
+        invalid: doc.get("kind").and_then(Value::as_str) == Some("invalid"),
     }
 }
 

@@ -22,7 +22,9 @@
 //! 5. [`check::finish`] decodes the answer ([`proto`] / [`json`], bounded, never trusting the
 //!    bytes) into a [`check::Verdict`]: allowed with the headers to add ([`headers`]), rejected
 //!    with a local reply (the problem document's status, `Retry-After`, rate-limit headers,
-//!    Sluice's headers and body), or a failure that `failure_mode` turns into a pass or a reply.
+//!    Sluice's headers and body), invalid when Sluice refused the check as malformed (only
+//!    client values can make it so; never `failure_mode`), or a failure that `failure_mode`
+//!    turns into a pass or a reply.
 //! 6. After the response, [`charge`] turns the response size or a response header into a second
 //!    `ShouldRateLimit` with per-descriptor `hits_addend`, sent without delaying the response.
 //! 7. A request that took a concurrency [`lease`] renews it every half TTL while the stream is

@@ -34,6 +34,9 @@ pub enum Counter {
     /// Requests the filter refused as invalid: a value present but unusable, or descriptors over
     /// `max_request_bytes`. Never sent to Sluice.
     InvalidRequests,
+    /// Requests Sluice refused as invalid (HTTP 400 or 413, gRPC INVALID_ARGUMENT, or a problem
+    /// document of kind `invalid`): client data, not an outage, so never `failure_mode`.
+    RemoteInvalid,
 }
 
 impl Counter {
@@ -52,6 +55,7 @@ impl Counter {
             Self::LeaseRenewals,
             Self::LeaseErrors,
             Self::InvalidRequests,
+            Self::RemoteInvalid,
         ]
         .into_iter()
         .chain(ErrorKind::ALL.into_iter().map(Self::RemoteErrors))
@@ -72,8 +76,9 @@ impl Counter {
             Self::LeaseRenewals => 9,
             Self::LeaseErrors => 10,
             Self::InvalidRequests => 11,
+            Self::RemoteInvalid => 12,
             Self::RemoteErrors(kind) => {
-                12 + ErrorKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
+                13 + ErrorKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
             }
         }
     }
@@ -92,6 +97,7 @@ impl Counter {
             Self::LeaseRenewals => "lease_renewals",
             Self::LeaseErrors => "lease_errors",
             Self::InvalidRequests => "invalid_requests",
+            Self::RemoteInvalid => "remote_invalid",
             Self::RemoteErrors(kind) => {
                 return format!("sluice_filter.remote_errors.{}", kind.name());
             }

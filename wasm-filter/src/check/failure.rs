@@ -1,5 +1,7 @@
 //! Why Sluice gave no usable answer: the kinds `failure_mode` acts on, each with its own counter.
 
+use super::Answer;
+
 /// Why Sluice gave no usable answer; each kind has its own error counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -66,4 +68,21 @@ impl Failure {
             detail: detail.into(),
         }
     }
+}
+
+/// gRPC INVALID_ARGUMENT: Sluice's status for a malformed or oversized check.
+const INVALID_ARGUMENT: u32 = 3;
+
+/// What a gRPC status other than OK means. INVALID_ARGUMENT is Sluice refusing the check as
+/// malformed, which only the client's values can cause ([`Answer::refused`]): letting it through
+/// under `failure_mode: allow` would be a bypass. Any other status is a failure. Its message is
+/// not read: the SDK's `get_grpc_status` panics on hosts that do not answer as it expects.
+pub fn from_grpc_status(status: u32) -> Result<Answer, Failure> {
+    if status == INVALID_ARGUMENT {
+        return Ok(Answer::refused("gRPC status INVALID_ARGUMENT"));
+    }
+    Err(Failure::new(
+        ErrorKind::from_grpc(status),
+        format!("gRPC status {status}"),
+    ))
 }

@@ -306,3 +306,122 @@ fn tenant_is_the_first_entry_with_the_key() {
     assert_eq!(tenant_value(&c, &descriptors()), Some("a"));
     assert_eq!(tenant_value(&c, &[]), None);
 }
+
+/// Sluice's OVER_LIMIT answer over gRPC for a check it refuses as malformed (over-long or
+/// non-UTF-8 values): every status OVER_LIMIT, and a `raw_body` problem document with
+/// `status: 400`, encoded with Envoy's own protos.
+fn grpc_invalid_answer(kind: &str) -> Vec<u8> {
+    use envoy_types::pb::envoy::config::core::v3::HeaderValue;
+    use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitResponse;
+    use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::DescriptorStatus;
+    use prost::Message;
+    let body = format!(
+        r#"{{"type":"about:blank","title":"Bad Request","status":400,"detail":"descriptor 0 entry 0 value is not UTF-8","kind":"{kind}"}}"#
+    );
+    RateLimitResponse {
+        overall_code: 2,
+        statuses: vec![
+            DescriptorStatus {
+                code: 2,
+                ..Default::default()
+            };
+            2
+        ],
+        response_headers_to_add: vec![HeaderValue {
+            key: "content-type".into(),
+            value: "application/problem+json".into(),
+            ..Default::default()
+        }],
+        raw_body: body.into_bytes(),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn grpc_over_limit_with_an_invalid_problem_replies_with_its_status_and_body() {
+    let c = config("");
+    let store = MemoryStore::default();
+    let wire = grpc_invalid_answer("invalid");
+    let answer = crate::proto::decode_response(&wire).unwrap();
+    let body = answer.body.clone();
+    let Verdict::Invalid(reply) = finish(&c, &descriptors(), Ok(answer), Some(&store), 0) else {
+        panic!("not invalid")
+    };
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.body, body);
+    assert!(
+        reply
+            .headers
+            .contains(&("content-type".into(), "application/problem+json".into()))
+    );
+    assert!(!has_header(&reply.headers, "retry-after"));
+    assert!(store.map.borrow().is_empty(), "never negative-cached");
+
+    // Without `kind: invalid` it is a rejection like any other, with the document's status.
+    let answer = crate::proto::decode_response(&grpc_invalid_answer("throttle")).unwrap();
+    let Verdict::Reject(reply) = finish(&c, &descriptors(), Ok(answer), None, 0) else {
+        panic!("not rejected")
+    };
+    assert_eq!(reply.status, 400);
+}
+
+#[test]
+fn sluice_refusing_the_check_is_an_invalid_request_whatever_the_failure_mode() {
+    for extra in ["", r#""failure_mode":"deny","failure_status":503,"#] {
+        let c = config(&format!(r#"{extra}"invalid_request_status":422,"#));
+        for (answer, detail) in [
+            (
+                crate::json::decode_response(
+                    413,
+                    Some("application/json"),
+                    br#"{"error":"the request body is larger than 65536 bytes"}"#,
+                ),
+                "the rate-limit service refused the request: HTTP 413: the request body is larger than 65536 bytes",
+            ),
+            (
+                crate::json::decode_response(400, Some("text/plain"), b"bad request"),
+                "the rate-limit service refused the request: HTTP 400",
+            ),
+            (
+                from_grpc_status(3),
+                "the rate-limit service refused the request: gRPC status INVALID_ARGUMENT",
+            ),
+        ] {
+            let Verdict::Invalid(reply) = finish(&c, &descriptors(), answer, None, 0) else {
+                panic!("not invalid: {extra}")
+            };
+            assert_eq!(reply.status, 422);
+            let doc = crate::value::parse(&reply.body).unwrap();
+            assert_eq!(doc.get("kind").and_then(|v| v.as_str()), Some("invalid"));
+            assert_eq!(doc.get("status").and_then(|v| v.as_u64()), Some(422));
+            assert_eq!(doc.get("detail").and_then(|v| v.as_str()), Some(detail));
+        }
+    }
+}
+
+#[test]
+fn other_grpc_statuses_stay_failures() {
+    for (status, kind) in [
+        (4, ErrorKind::Timeout),
+        (14, ErrorKind::Unavailable),
+        (8, ErrorKind::GrpcStatus),
+        (13, ErrorKind::GrpcStatus),
+    ] {
+        assert_eq!(from_grpc_status(status).map_err(|f| f.kind), Err(kind));
+    }
+}
+
+#[test]
+fn sluices_message_is_bounded_in_the_detail() {
+    let c = config("");
+    let long = format!("é{}", "x".repeat(1000));
+    let Verdict::Invalid(reply) = finish(&c, &descriptors(), Ok(Answer::refused(long)), None, 0)
+    else {
+        panic!("not invalid")
+    };
+    let doc = crate::value::parse(&reply.body).unwrap();
+    let detail = doc.get("detail").and_then(|v| v.as_str()).unwrap();
+    assert!(detail.len() < 320, "{}", detail.len());
+    assert!(detail.ends_with("x"));
+}

@@ -7,7 +7,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, Status};
 
 use super::{Plugin, host};
-use crate::check::{Answer, ErrorKind, Failure};
+use crate::check::{self, Answer, ErrorKind, Failure};
 use crate::config::Transport;
 use crate::json;
 use crate::proto::{self, WireDescriptor};
@@ -65,10 +65,7 @@ pub fn from_root(plugin: &Plugin, stream: u32, wire: &[WireDescriptor<'_>]) -> R
 /// The answer to a gRPC check, from `on_grpc_call_response`.
 pub fn grpc_answer(status_code: u32, size: usize, max: usize) -> Result<Answer, Failure> {
     if status_code != 0 {
-        return Err(Failure::new(
-            ErrorKind::from_grpc(status_code),
-            format!("gRPC status {status_code}"),
-        ));
+        return check::from_grpc_status(status_code);
     }
     if size > max {
         return Err(Failure::new(

@@ -124,6 +124,16 @@ impl Stream {
                 plugin.count(Counter::RemoteOverLimit);
                 send(reply)
             }
+            Verdict::Invalid(reply) => {
+                // Client data, so debug: at a higher level any client could flood the log. A
+                // steady count means the filter's bounds are above Sluice's.
+                plugin.count(Counter::RemoteInvalid);
+                host::log(
+                    LogLevel::Debug,
+                    "sluice-filter: the rate-limit service refused the request as invalid",
+                );
+                send(reply)
+            }
             Verdict::Failed { failure, reply } => {
                 plugin.count(Counter::RemoteErrors(failure.kind));
                 let mode = if reply.is_some() { "deny" } else { "allow" };

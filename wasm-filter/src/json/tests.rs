@@ -111,7 +111,6 @@ fn errors_and_garbage_are_failures() {
             .map(|_| ())
             .map_err(|f| f.kind)
     };
-    assert_eq!(kind(400, br#"{"error":"bad"}"#), Err(ErrorKind::HttpStatus));
     assert_eq!(
         kind(500, br#"{"error":"store down"}"#),
         Err(ErrorKind::HttpStatus)
@@ -134,6 +133,60 @@ fn errors_and_garbage_are_failures() {
             .body,
         b"hi"
     );
+}
+
+#[test]
+fn sluice_refusing_the_check_is_not_a_failure() {
+    let refused = |status, content_type, body: &[u8]| {
+        decode_response(status, content_type, body).map(|a| a.refused)
+    };
+    assert_eq!(
+        refused(
+            400,
+            Some("application/json"),
+            br#"{"error":"descriptor 0 entry 0 has an empty key"}"#
+        ),
+        Ok(Some(
+            "HTTP 400: descriptor 0 entry 0 has an empty key".into()
+        ))
+    );
+    assert_eq!(
+        refused(413, Some("application/json"), br#"{"error":"too large"}"#),
+        Ok(Some("HTTP 413: too large".into()))
+    );
+    // Not JSON, or JSON without `error`: still a refusal.
+    assert_eq!(
+        refused(413, Some("text/html"), b"<html>"),
+        Ok(Some("HTTP 413".into()))
+    );
+    assert_eq!(refused(400, None, b"{}"), Ok(Some("HTTP 400".into())));
+    // A 400 that says OVER_LIMIT is a rule's status (`over_limit_status: 400`), not a refusal.
+    let a = decode_response(
+        400,
+        Some("application/problem+json"),
+        br#"{"status":400,"kind":"throttle","overallCode":"OVER_LIMIT","statuses":[{"code":"OVER_LIMIT"}]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        (a.overall, a.refused, a.problem.status),
+        (Code::OverLimit, None, Some(400))
+    );
+    assert!(!a.problem.invalid);
+    let a = decode_response(
+        400,
+        Some("application/problem+json"),
+        br#"{"status":400,"kind":"invalid","overallCode":"OVER_LIMIT","statuses":[{"code":"OVER_LIMIT"}]}"#,
+    )
+    .unwrap();
+    assert!(a.problem.invalid);
+    // Other statuses stay failures for `failure_mode`.
+    for status in [401, 404, 429, 500, 502, 503] {
+        assert_eq!(
+            refused(status, Some("application/json"), br#"{"error":"x"}"#).map_err(|f| f.kind),
+            Err(ErrorKind::HttpStatus),
+            "{status}"
+        );
+    }
 }
 
 #[test]
