@@ -863,3 +863,239 @@ fn malformed_truncated_oversized_or_unknown_answers_follow_the_failure_mode() {
     }
     assert_eq!(seen, 18);
 }
+
+/// The descriptors of the invalid-request tests: the app from a header or a query parameter
+/// (both `app_id`, 2 an hour in [`RULES`]), and the organisation from a bearer token.
+fn app_sources() -> Value {
+    json!([
+        {"actions": [{"request_header": {"header": "x-app-id", "key": "app_id"}}]},
+        {"actions": [{"query_parameter": {"name": "app", "key": "app_id"}}]},
+        {"actions": [{"jwt_claim": {"claim": "org", "key": "org", "skip_if_absent": true}}]}
+    ])
+}
+
+/// `request` with a request target that is not text.
+fn with_path(mut request: Request, path: &[u8]) -> Request {
+    for (k, v) in &mut request.headers {
+        if k == ":path" {
+            *v = path.to_vec();
+        }
+    }
+    request
+}
+
+#[test]
+fn a_client_over_its_limit_is_refused_whatever_unusable_value_it_sends() {
+    for transport in ["grpc", "http"] {
+        let env = env();
+        let config = config(app_sources(), json!({"service": service(transport)}));
+        let mut w = worker(&env.host, &config);
+        // The client spends its limit; then it is over it however it names itself.
+        for _ in 0..2 {
+            let ex = w.exchange(Request::get("/").header("x-app-id", "web"));
+            assert_eq!(ex.status(), 200, "{transport}: {ex:?}");
+        }
+        let ex = w.exchange(Request::get("/").header("x-app-id", "web"));
+        assert_eq!(ex.status(), 429, "{transport}: over its limit");
+        assert_eq!(w.exchange(Request::get("/?app=web")).status(), 429);
+        let checks = sluice_checks(&env, transport);
+
+        // Each of these used to drop its descriptor, and with it the only limit on the request:
+        // the client went through.
+        let token = |payload: &str| format!("Bearer h.{}.s", base64_url(payload.as_bytes()));
+        let attempts: Vec<(&str, Request, &str)> = vec![
+            (
+                "a 5 KB header",
+                Request::get("/").header("x-app-id", "w".repeat(5000)),
+                "action 0 (request_header \"x-app-id\"): the value is 5000 bytes, over max_value_bytes (4096)",
+            ),
+            (
+                "a header byte that is not UTF-8",
+                Request::get("/").header("x-app-id", b"web\xff"),
+                "action 0 (request_header \"x-app-id\"): the value is not UTF-8",
+            ),
+            (
+                "a percent-encoding that is not UTF-8",
+                Request::get("/?app=web%ff"),
+                "action 0 (query_parameter \"app\"): the percent-decoded value is not UTF-8",
+            ),
+            (
+                "a query byte that is not UTF-8",
+                with_path(Request::get("/"), b"/?app=web\xfe"),
+                "action 0 (query_parameter \"app\"): the percent-decoded value is not UTF-8",
+            ),
+            (
+                "a bearer token that does not decode",
+                Request::get("/").header("authorization", "Bearer web"),
+                "action 0 (jwt_claim \"org\" from \"authorization\"): the bearer token does not decode as a JWT",
+            ),
+            (
+                "a bearer token over max_token_bytes",
+                Request::get("/").header(
+                    "authorization",
+                    token(&format!(r#"{{"org":"{}"}}"#, "a".repeat(9000))),
+                ),
+                "over max_token_bytes (8192)",
+            ),
+        ];
+        for (what, request, detail) in attempts {
+            let ex = w.exchange(request);
+            assert_eq!(
+                ex.status(),
+                400,
+                "{transport}, {what}: {:?}",
+                ex.local_reply
+            );
+            assert!(
+                ex.forwarded.is_none(),
+                "{transport}, {what}: reached the upstream"
+            );
+            let reply = ex.reply();
+            assert_eq!(
+                reply.header("content-type"),
+                Some("application/problem+json"),
+                "{transport}, {what}"
+            );
+            assert!(reply.header("retry-after").is_none(), "{transport}, {what}");
+            let doc = reply.json();
+            assert_eq!(doc["status"], 400, "{transport}, {what}");
+            assert_eq!(doc["kind"], "invalid", "{transport}, {what}");
+            let got = doc["detail"].as_str().expect("detail");
+            assert!(got.contains(detail), "{transport}, {what}: {got}");
+        }
+        assert_eq!(
+            sluice_checks(&env, transport),
+            checks,
+            "{transport}: refused without a remote call"
+        );
+        assert_eq!(env.host.metric("sluice_filter.invalid_requests"), Some(6));
+        assert_eq!(env.host.metric("sluice_filter.fail_open"), Some(0));
+
+        // A normal client is unaffected, and absent values keep Envoy's rule: no x-app-id, no
+        // `app` parameter and no token drop their descriptors and the request goes through.
+        let ex = w.exchange(
+            Request::get("/")
+                .header("x-app-id", "mobile")
+                .header("authorization", token(r#"{"org":"acme"}"#)),
+        );
+        assert_eq!(ex.status(), 200, "{transport}: {ex:?}");
+        assert_eq!(ex.header("ratelimit-remaining").as_deref(), Some("1"));
+        let ex = w.exchange(Request::get("/other"));
+        assert_eq!(ex.status(), 200, "{transport}: nothing to limit");
+        assert!(ex.forwarded.is_some());
+        assert_eq!(env.host.metric("sluice_filter.invalid_requests"), Some(6));
+    }
+}
+
+#[test]
+fn the_invalid_request_status_and_the_bounds_are_configurable() {
+    let env = env();
+    let small = config(
+        app_descriptor(),
+        json!({"invalid_request_status": 431, "max_value_bytes": 16, "max_request_bytes": 256}),
+    );
+    let mut w = worker(&env.host, &small);
+    let ex = w.exchange(Request::get("/").header("x-app-id", "a".repeat(16)));
+    assert_eq!(ex.status(), 200, "{ex:?}");
+    let ex = w.exchange(Request::get("/").header("x-app-id", "a".repeat(17)));
+    assert_eq!(ex.status(), 431);
+    assert_eq!(ex.reply().json()["status"], 431);
+    assert_eq!(
+        ex.reply().json()["title"],
+        "Request Header Fields Too Large"
+    );
+
+    // Descriptors that together carry more than max_request_bytes are refused before Sluice:
+    // "edge", "app_id" and "tenant" with two 121-byte values make 258 bytes.
+    let many = config(
+        json!([
+            {"actions": [{"request_header": {"header": "x-a", "key": "app_id"}}]},
+            {"actions": [{"request_header": {"header": "x-b", "key": "tenant"}}]}
+        ]),
+        json!({"max_request_bytes": 256, "max_value_bytes": 128}),
+    );
+    let mut w = worker(&env.host, &many);
+    let ex = w.exchange(
+        Request::get("/")
+            .header("x-a", "a".repeat(121))
+            .header("x-b", "b".repeat(121)),
+    );
+    assert_eq!(ex.status(), 400, "{ex:?}");
+    assert_eq!(
+        ex.reply().json()["detail"],
+        "the descriptors carry 258 bytes of domain, keys and values, over max_request_bytes (256)"
+    );
+    assert_eq!(env.host.metric("sluice_filter.invalid_requests"), Some(2));
+    assert_eq!(sluice_checks(&env, "grpc"), 1);
+}
+
+#[test]
+fn sluice_refusing_a_check_as_malformed_denies_it_over_both_transports() {
+    // Sluice's bound below the filter's: values the filter accepts reach Sluice, which refuses
+    // the check (HTTP 400 past --max-request-bytes, 413 past four times it in body bytes, gRPC
+    // INVALID_ARGUMENT). Under `failure_mode: allow` that used to let the request through.
+    let redis = RedisServer::start();
+    let sluice = Sluice::builder(RULES)
+        .redis(&redis.url())
+        .arg("--max-request-bytes")
+        .arg("512")
+        .start();
+    let host = Host::default();
+    host.cluster("ratelimit", Cluster::Addr(sluice.grpc_addr));
+    host.cluster("ratelimit-http", Cluster::Addr(sluice.http_addr));
+    let env = Env {
+        _redis: redis,
+        sluice,
+        host,
+    };
+    let cases = [
+        ("grpc", 1000, "gRPC status INVALID_ARGUMENT"),
+        (
+            "http",
+            1000,
+            "HTTP 400: request carries 1010 bytes of domain, keys and values; at most 512 are accepted",
+        ),
+        (
+            "http",
+            3000,
+            "HTTP 413: the request body is larger than 2048 bytes",
+        ),
+    ];
+    for (i, (transport, len, detail)) in cases.into_iter().enumerate() {
+        let config = config(app_descriptor(), json!({"service": service(transport)}));
+        let mut w = worker(&env.host, &config);
+        let ex = w.exchange(Request::get("/").header("x-app-id", "a".repeat(len)));
+        assert_eq!(ex.status(), 400, "{transport} {len}: {:?}", ex.local_reply);
+        assert!(ex.forwarded.is_none(), "{transport} {len}");
+        let doc = ex.reply().json();
+        assert_eq!(doc["kind"], "invalid", "{transport} {len}");
+        let got = doc["detail"].as_str().expect("detail");
+        assert!(
+            got.starts_with(&format!(
+                "the rate-limit service refused the request: {detail}"
+            )),
+            "{transport} {len}: {got}"
+        );
+        assert_eq!(
+            env.host.metric("sluice_filter.remote_invalid"),
+            Some(i as i64 + 1)
+        );
+        // A normal client on the same worker is checked as usual.
+        assert_eq!(
+            w.exchange(Request::get("/").header("x-app-id", format!("ok{i}")))
+                .status(),
+            200,
+            "{transport}"
+        );
+    }
+    assert_eq!(env.host.metric("sluice_filter.fail_open"), Some(0));
+    assert_eq!(
+        env.host.metric("sluice_filter.remote_errors.grpc_status"),
+        Some(0)
+    );
+    assert_eq!(
+        env.host.metric("sluice_filter.remote_errors.http_status"),
+        Some(0)
+    );
+    assert_eq!(env.host.metric("sluice_filter.remote_over_limit"), Some(0));
+}
