@@ -96,13 +96,7 @@ fn run(s: &Scenario) -> (u64, u64) {
         )));
         let shared = MemoryStore::new(1000, clock.clone());
         let locals: Vec<LocalShare> = (0..s.replicas)
-            .map(|_| {
-                LocalShare::new(
-                    Share::of_replicas(s.replicas as u32),
-                    1000,
-                    clock.clone(),
-                )
-            })
+            .map(|_| LocalShare::new(Share::of_replicas(s.replicas as u32), 1000, clock.clone()))
             .collect();
         let mut admitted = 0u64;
         // What each replica last read of the shared count.
@@ -168,7 +162,10 @@ fn run(s: &Scenario) -> (u64, u64) {
         let bound = s.limit + stale + rounding + unreconciled_at_resume;
         // Every admitted hit is in the shared store once everyone is back.
         let in_store = shared.apply_now(&one(s.limit, 0)).readings[0].used_before;
-        assert_eq!(in_store, admitted, "the store holds every admitted hit once");
+        assert_eq!(
+            in_store, admitted,
+            "the store holds every admitted hit once"
+        );
         (admitted, bound)
     })
 }
@@ -211,7 +208,9 @@ fn the_reported_double_spend_is_gone() {
         replicas: 2,
         limit: 20,
         before: vec![0; 10],
-        during: vec![0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1],
+        during: vec![
+            0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
+        ],
         after: vec![0, 1, 0, 1, 0, 1],
         recovery: vec![0, 1],
         stagger: 0,

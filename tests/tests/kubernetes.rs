@@ -618,9 +618,18 @@ fn the_network_policy_and_the_memory_bound_match_the_deployment() {
     ));
     let rules = policy["spec"]["ingress"].as_sequence().expect("ingress");
     let port_of = |rule: &Value| rule["ports"][0]["port"].as_u64().expect("port");
-    let grpc = rules.iter().find(|r| port_of(r) == 8081).expect("a gRPC rule");
-    assert!(grpc.get("from").is_none(), "gRPC is for every proxy of the cluster");
-    let http = rules.iter().find(|r| port_of(r) == 8080).expect("an HTTP rule");
+    let grpc = rules
+        .iter()
+        .find(|r| port_of(r) == 8081)
+        .expect("a gRPC rule");
+    assert!(
+        grpc.get("from").is_none(),
+        "gRPC is for every proxy of the cluster"
+    );
+    let http = rules
+        .iter()
+        .find(|r| port_of(r) == 8080)
+        .expect("an HTTP rule");
     assert!(
         http["from"].as_sequence().is_some_and(|f| !f.is_empty()),
         "the HTTP port is restricted"
@@ -637,7 +646,11 @@ fn the_network_policy_and_the_memory_bound_match_the_deployment() {
         .expect("a memory limit");
     let limit_mib: u64 = match limit.strip_suffix("Gi") {
         Some(g) => g.parse::<u64>().expect("Gi") * 1024,
-        None => limit.strip_suffix("Mi").expect("Mi or Gi").parse().expect("Mi"),
+        None => limit
+            .strip_suffix("Mi")
+            .expect("Mi or Gi")
+            .parse()
+            .expect("Mi"),
     };
     // Two listeners at ~1.2 MiB a connection, plus what Sluice itself uses.
     let worst_mib = 2 * connections * 12 / 10 + 64;

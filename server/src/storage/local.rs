@@ -161,7 +161,8 @@ impl LocalShare {
                 reading.used_before
             };
             let until = now.saturating_add(reading.reset);
-            seen.counts.insert(hit.key.clone(), SeenCount { used, until });
+            seen.counts
+                .insert(hit.key.clone(), SeenCount { used, until });
         }
     }
 

@@ -34,9 +34,9 @@ mod recovery;
 use super::breaker::{Breaker, BreakerConfig, BreakerState, Permit};
 use super::l1::OverLimitCache;
 use super::local::LocalShare;
-pub use recovery::PROBE_EVERY;
 use super::{Admission, Batch, Outcome, Store, StoreError, rejects};
 use crate::algorithm::{MICROS_PER_SEC, Reading};
+pub use recovery::PROBE_EVERY;
 
 /// What a domain's checks get while the shared store cannot answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
