@@ -38,6 +38,8 @@ pub struct HttpState<S> {
     lease_max_wait: std::time::Duration,
     /// The admin API, when on: its tokens let `/rlconfig` show runtime overrides in full.
     admin: Option<Arc<crate::admin::AdminState<S>>>,
+    /// `--ready-when-store-down`: readiness holds while the store cannot answer.
+    ready_when_store_down: bool,
 }
 
 impl<S: Store> HttpState<S> {
@@ -50,7 +52,14 @@ impl<S: Store> HttpState<S> {
             auth_over_limit_status: 403,
             lease_max_wait: std::time::Duration::from_secs(30),
             admin: None,
+            ready_when_store_down: false,
         }
+    }
+
+    /// Whether `/healthcheck` stays 200 while the counter store cannot answer.
+    pub fn with_ready_when_store_down(mut self, ready: bool) -> Self {
+        self.ready_when_store_down = ready;
+        self
     }
 
     /// The admin API, whose tokens unlock the override details of `/rlconfig`.
@@ -101,12 +110,19 @@ fn add_headers(response: &mut Response, headers: &[(String, String)]) {
     }
 }
 
+/// 503 once shutdown has started; 200 when the store answers; when it does not, 500, or with
+/// `--ready-when-store-down` 200 saying so (the failure policies answer checks meanwhile).
 async fn healthcheck<S: Store>(State(state): State<Arc<HttpState<S>>>) -> Response {
     if !state.ready.load(Ordering::Acquire) {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
     match state.limiter.store().ping().await {
         Ok(()) => (StatusCode::OK, "OK\n").into_response(),
+        Err(e) if state.ready_when_store_down => (
+            StatusCode::OK,
+            format!("OK; counter store unavailable ({e}): the failure policies answer checks\n"),
+        )
+            .into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("counter store unavailable: {e}\n"),

@@ -62,7 +62,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(settings)) {
+    let result = runtime.block_on(run(settings));
+    // A trace flush that outlived the grace period is left behind, not waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -80,10 +83,28 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let sluice = Sluice::open(settings.clone()).await?;
     let listeners = Listeners::bind(settings.grpc_addr, settings.http_addr).await?;
-    let served = sluice.serve(listeners, shutdown_signal()).await;
+    let signalled = std::sync::Arc::new(std::sync::OnceLock::new());
+    let signal = {
+        let signalled = std::sync::Arc::clone(&signalled);
+        async move {
+            shutdown_signal().await;
+            let _ = signalled.set(std::time::Instant::now());
+        }
+    };
+    let served = sluice.serve(listeners, signal).await;
     if let Some(tracing) = tracing {
-        // Flushing blocks until the exporter has sent the last spans, over this runtime.
-        let _ = tokio::task::spawn_blocking(move || tracing.shutdown()).await;
+        // Flushing blocks until the exporter has sent the last spans (its own timeout is 5 s),
+        // so it gets what is left of the drain window and grace period, and no more: a hung
+        // collector must not hold up a shutdown.
+        let allowed = settings.drain_window + settings.shutdown_grace;
+        let spent = signalled.get().map_or(allowed, |at| at.elapsed());
+        let left = allowed
+            .saturating_sub(spent)
+            .max(std::time::Duration::from_millis(100));
+        let flush = tokio::task::spawn_blocking(move || tracing.shutdown());
+        if tokio::time::timeout(left, flush).await.is_err() {
+            tracing::warn!(waited = ?left, "trace export did not finish within the grace period; the last spans are dropped");
+        }
     }
     served?;
     Ok(())

@@ -6,15 +6,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use tokio::net::TcpListener;
-
 use crate::admin::{self, AdminState, AdminTokens};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, ConfigErrors, LoadOptions};
 use crate::grpc::RlsService;
 use crate::http::{HttpState, router};
 use crate::limiter::{LimiterOptions, RateLimiter};
-use crate::listener::{Acceptor, Limits, ListenerStats, nofile};
+use crate::listener::{Acceptor, ListenerStats};
 use crate::metrics::Metrics;
 use crate::overrides::{self, OverrideStore};
 use crate::settings::{Backend, Settings};
@@ -22,7 +20,12 @@ use crate::storage::keys::{KeySchema, ValueHasher};
 use crate::storage::{Admission, AnyStore, StoreError};
 use crate::transport;
 
+mod health;
+mod listen;
 mod store;
+
+pub use health::shutdown_signal;
+pub use listen::Listeners;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -62,51 +65,6 @@ pub enum StartupError {
     },
     #[error("cannot open the override store: {0}")]
     Overrides(#[from] overrides::store::OverrideError),
-}
-
-/// Both listeners, bound before serving so callers (tests) can bind port 0 and read the ports.
-pub struct Listeners {
-    pub grpc: TcpListener,
-    pub http: TcpListener,
-}
-
-impl Listeners {
-    pub async fn bind(grpc: SocketAddr, http: SocketAddr) -> Result<Self, StartupError> {
-        Ok(Self {
-            grpc: listen(grpc)?,
-            http: listen(http)?,
-        })
-    }
-
-    pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {
-        self.grpc.local_addr()
-    }
-
-    pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
-        self.http.local_addr()
-    }
-}
-
-/// Connections the kernel may hold for a listener before Sluice accepts them. A burst of
-/// connections (a fleet of proxies reconnecting, or a flood) queues here while the accept loop
-/// makes room; past it the kernel drops handshakes, and clients wait for their retransmit. The
-/// kernel caps it at `net.core.somaxconn` (4096 by default since Linux 5.4).
-const LISTEN_BACKLOG: u32 = 4096;
-
-fn listen(addr: SocketAddr) -> Result<TcpListener, StartupError> {
-    let bind = || -> std::io::Result<TcpListener> {
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        // As std's and tokio's own bind do, so a restarted Sluice can bind while old
-        // connections linger in TIME_WAIT.
-        socket.set_reuseaddr(true)?;
-        socket.bind(addr)?;
-        socket.listen(LISTEN_BACKLOG)
-    };
-    bind().map_err(|source| StartupError::Bind { addr, source })
 }
 
 /// A ready-to-serve Sluice: rules loaded, store open.
@@ -171,6 +129,7 @@ impl Sluice {
                 Some(hasher)
             }
         };
+        let redis_deadline = tokio::time::Instant::now() + settings.redis_timeout;
         let (store, override_client) = store::open(&settings, &mut metrics, &clock).await?;
         let tokens = match &settings.admin.token_file {
             None => None,
@@ -208,18 +167,36 @@ impl Sluice {
         let limiter = Arc::new(limiter);
         let _ = target.set(Arc::clone(&limiter));
         // Overrides apply from the first request on, and follow the shared store after that.
+        // etcd gets at least a second per call; Redis what --redis-timeout-ms says.
+        let override_timeout = match settings.admin.override_store {
+            crate::settings::OverrideBackend::Etcd => settings
+                .redis_timeout
+                .max(std::time::Duration::from_secs(1)),
+            _ => settings.redis_timeout,
+        };
         let store = Arc::new(
             OverrideStore::open(
                 &settings.admin,
                 &settings.key_prefix,
-                settings
-                    .redis_timeout
-                    .max(std::time::Duration::from_secs(1)),
+                override_timeout,
                 override_client,
             )
             .await?,
         );
-        match store.load().await {
+        // Start-up waits for Redis at most --redis-timeout-ms in all: the counters' connection
+        // above took part of it, the overrides get what is left.
+        let load = match store.name() {
+            "redis" => tokio::time::timeout_at(redis_deadline, store.load())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(overrides::store::OverrideError::Unreachable(format!(
+                        "no answer within --redis-timeout-ms ({:?})",
+                        settings.redis_timeout
+                    )))
+                }),
+            _ => store.load().await,
+        };
+        match load {
             Ok(list) => {
                 limiter.set_overrides(list);
             }
@@ -260,13 +237,19 @@ impl Sluice {
             .map_err(|e| StartupError::Serve(e.to_string()))?;
         let ready = Arc::new(AtomicBool::new(true));
         let (health, health_service) = tonic_health::server::health_reporter();
-        set_health(&health, tonic_health::ServingStatus::Serving).await;
+        health::set(&health, tonic_health::ServingStatus::Serving).await;
+        tokio::spawn(health::follow_store(
+            health.clone(),
+            Arc::clone(&self.limiter),
+            Arc::clone(&ready),
+            self.settings.ready_when_store_down,
+        ));
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let grpc_stop = wait_for(stop_rx.clone());
         let http_stop = wait_for(stop_rx);
 
-        let limits = Arc::new(self.connection_limits());
+        let limits = Arc::new(listen::connection_limits(&self.settings.listener));
         let grpc = transport::serve(
             Acceptor::new(
                 listeners.grpc,
@@ -283,6 +266,7 @@ impl Sluice {
         );
         let mut app = router(Arc::new(
             HttpState::new(Arc::clone(&self.limiter), Arc::clone(&ready))
+                .with_ready_when_store_down(self.settings.ready_when_store_down)
                 .with_auth_over_limit_status(self.settings.auth_over_limit_status)
                 .with_lease_max_wait(self.settings.admin.lease_max_wait)
                 .with_admin(self.admin.clone()),
@@ -314,9 +298,23 @@ impl Sluice {
             r = &mut http => return Err(StartupError::Serve(format!("HTTP server stopped: {r:?}"))),
         }
 
-        tracing::info!(grace = ?self.settings.shutdown_grace, "shutting down: draining in-flight calls");
+        // Not ready at once; still accepting and answering for the drain window, so load
+        // balancers polling readiness stop sending before the listeners close.
         ready.store(false, Ordering::Release);
-        set_health(&health, tonic_health::ServingStatus::NotServing).await;
+        health::set(&health, tonic_health::ServingStatus::NotServing).await;
+        let window = self.settings.drain_window;
+        tracing::info!(
+            drain_window = ?window,
+            grace = ?self.settings.shutdown_grace,
+            "shutting down: not ready; serving through the drain window, then draining in-flight calls"
+        );
+        if !window.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(window) => {}
+                r = &mut grpc => return Err(StartupError::Serve(format!("gRPC server stopped: {r:?}"))),
+                r = &mut http => return Err(StartupError::Serve(format!("HTTP server stopped: {r:?}"))),
+            }
+        }
         let _ = stop_tx.send(true);
         let drained = tokio::time::timeout(self.settings.shutdown_grace, async {
             let _ = (&mut grpc).await;
@@ -332,35 +330,6 @@ impl Sluice {
             }
         }
         Ok(())
-    }
-}
-
-impl Sluice {
-    /// The listener bounds, with the connection cap fitted to the open-file limit (raised to its
-    /// hard limit first).
-    fn connection_limits(&self) -> Limits {
-        let mut limits = self.settings.listener.clone();
-        match nofile::raise() {
-            Some(files) => {
-                let usable = nofile::usable_connections(limits.max_connections, files);
-                if usable < limits.max_connections {
-                    tracing::warn!(
-                        open_files = files,
-                        configured = limits.max_connections,
-                        usable,
-                        "the open-file limit allows fewer connections per listener than configured"
-                    );
-                }
-                limits.max_connections = usable;
-                tracing::info!(
-                    open_files = files,
-                    max_connections = usable,
-                    "connection limits"
-                );
-            }
-            None => tracing::warn!("cannot read the open-file limit"),
-        }
-        limits
     }
 }
 
@@ -390,42 +359,6 @@ fn watch_rules(settings: &Settings, target: Target) -> Result<config::WatchHandl
     .map_err(|source| StartupError::Watch { path, source })
 }
 
-/// The reference registers its health under the name `ratelimit`; Sluice also answers for the
-/// whole server (`""`), which is what most probes ask.
-async fn set_health(
-    health: &tonic_health::server::HealthReporter,
-    status: tonic_health::ServingStatus,
-) {
-    for service in ["ratelimit", ""] {
-        health.set_service_status(service, status).await;
-    }
-}
-
 async fn wait_for(mut stop: tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received"),
-        () = term => tracing::info!("SIGTERM received"),
-    }
 }

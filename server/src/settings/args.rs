@@ -138,6 +138,15 @@ pub struct ServeArgs {
     /// Seconds to finish in-flight calls after SIGTERM/SIGINT [default: 10].
     #[arg(long, env = "SLUICE_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
+    /// Seconds between SIGTERM and closing the listeners: health says NOT_SERVING at once while
+    /// both listeners keep accepting and answering, so load balancers stop sending first
+    /// [default: 0].
+    #[arg(long, env = "SLUICE_DRAIN_WINDOW_SECS")]
+    pub drain_window_secs: Option<u64>,
+    /// Stay ready (`/healthcheck` 200, gRPC health SERVING) while the counter store cannot
+    /// answer, the failure policies answering checks meanwhile [default: false: not ready].
+    #[arg(long, env = "SLUICE_READY_WHEN_STORE_DOWN", num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub ready_when_store_down: Option<bool>,
     /// Status `/auth/{domain}` answers an over-limit request with: 403 or 401, the only
     /// refusals NGINX's `auth_request` passes on [default: 403].
     #[arg(long, env = "SLUICE_AUTH_OVER_LIMIT_STATUS")]

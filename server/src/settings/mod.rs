@@ -50,6 +50,10 @@ pub struct Settings {
     pub max_metric_series: usize,
     pub bounds: RequestBounds,
     pub shutdown_grace: Duration,
+    /// Between SIGTERM and closing the listeners: not ready, still serving.
+    pub drain_window: Duration,
+    /// Whether readiness holds while the counter store cannot answer.
+    pub ready_when_store_down: bool,
     /// What `/auth/{domain}` answers an over-limit request with (401 or 403).
     pub auth_over_limit_status: u16,
     /// Where to export trace spans (OTLP/gRPC); `None` turns tracing off.
@@ -351,6 +355,8 @@ impl Settings {
                 .max(1),
             bounds,
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs.unwrap_or(10)),
+            drain_window: Duration::from_secs(args.drain_window_secs.unwrap_or(0)),
+            ready_when_store_down: args.ready_when_store_down.unwrap_or(false),
             auth_over_limit_status,
             otlp_endpoint,
             trace_sample_ratio,

@@ -38,7 +38,7 @@ use prometheus_client::registry::Registry;
 
 use super::memory::MemoryStore;
 use super::{Admission, Batch, Hit, Outcome, Role, Store, StoreError};
-use crate::algorithm::{self, Algorithm, Claim, Policy, State};
+use crate::algorithm::{Algorithm, Claim, Policy};
 use crate::clock::Clock;
 
 /// How often a replica retries handing over local hits while some remain.
@@ -235,29 +235,28 @@ impl LocalShare {
 
     /// Hands every local counter's units over to `shared`, each call bounded by `timeout`.
     /// Returns the units handed over, or the first failure (what was not handed over stays).
+    ///
+    /// The local counters stay in place while a call is in flight, and only the units the
+    /// shared store took are then taken back from them: checks decided locally meanwhile (the
+    /// store may be failing while the breaker has not noticed yet) still count what was admitted
+    /// before, and what they admit stays for the next hand-over.
     pub async fn reconcile(
         &self,
         shared: &impl Store,
         timeout: Duration,
     ) -> Result<u64, StoreError> {
+        let keys: Vec<(Vec<u8>, Policy)> = self
+            .pending
+            .lock()
+            .iter()
+            .map(|(k, p)| (k.clone(), *p))
+            .collect();
         let mut total = 0;
-        loop {
-            let chunk: Vec<(Vec<u8>, Policy)> = {
-                let mut pending = self.pending.lock();
-                let keys: Vec<Vec<u8>> = pending.keys().take(CHUNK).cloned().collect();
-                keys.into_iter()
-                    .filter_map(|k| pending.remove_entry(&k))
-                    .collect()
-            };
-            if chunk.is_empty() {
-                return Ok(total);
-            }
-            let now = self.clock.now().as_micros() as u64;
+        for chunk in keys.chunks(CHUNK) {
             let hits: Vec<Hit> = chunk
                 .iter()
                 .filter_map(|(key, policy)| {
-                    let state = self.store.take(key)?;
-                    let units = self.units(policy, &state, now);
+                    let units = self.units(key, policy);
                     (units > 0).then(|| Hit {
                         key: key.clone(),
                         policy: *policy,
@@ -267,56 +266,67 @@ impl LocalShare {
                     })
                 })
                 .collect();
-            if hits.is_empty() {
-                continue;
-            }
-            let batch = Batch {
-                hits,
-                admission: Admission::Reconcile,
-            };
-            let result = match tokio::time::timeout(timeout, shared.apply(&batch)).await {
-                Ok(r) => r,
-                Err(_) => Err(StoreError::Timeout(timeout)),
-            };
-            match result {
-                Ok(_) => {
-                    let units: u64 = batch.hits.iter().map(|h| h.delta as u64).sum();
-                    self.reconciled.inc_by(units);
-                    total += units;
+            if !hits.is_empty() {
+                let batch = Batch {
+                    hits,
+                    admission: Admission::Reconcile,
+                };
+                match tokio::time::timeout(timeout, shared.apply(&batch)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => return Err(StoreError::Timeout(timeout)),
                 }
-                Err(e) => {
-                    self.put_back(batch.hits);
-                    return Err(e);
+                for hit in &batch.hits {
+                    self.store.apply_now(&Batch {
+                        hits: vec![Hit {
+                            policy: self.share.policy(&hit.policy),
+                            delta: -hit.delta,
+                            ..hit.clone()
+                        }],
+                        admission: Admission::Reconcile,
+                    });
+                }
+                // The shared counts now hold these units too: a check still decided locally
+                // (the breaker has not closed yet) takes its share of what is left after them.
+                let now = self.now_micros();
+                let mut seen = self.seen.lock();
+                for hit in &batch.hits {
+                    if let Some(c) = seen.counts.get_mut(&hit.key)
+                        && c.until > now
+                    {
+                        c.used = c.used.saturating_add(hit.delta as u64);
+                    }
+                }
+                drop(seen);
+                let units: u64 = batch.hits.iter().map(|h| h.delta as u64).sum();
+                self.reconciled.inc_by(units);
+                total += units;
+            }
+            // Checked under the lock `apply` takes after charging: a key charged meanwhile is
+            // either still counting here, or inserted again after this removal.
+            let mut pending = self.pending.lock();
+            for (key, policy) in chunk {
+                if self.units(key, policy) == 0 {
+                    pending.remove(key);
                 }
             }
         }
+        Ok(total)
     }
 
-    /// The units a local counter still holds at `now`.
-    fn units(&self, policy: &Policy, state: &State, now: u64) -> u64 {
-        algorithm::step(&self.share.policy(policy), state, now, 0)
-            .reading
-            .used_before
-    }
-
-    /// Counts hits that could not be handed over locally again (in the current window) and
-    /// remembers them for the next attempt.
-    fn put_back(&self, hits: Vec<Hit>) {
-        let mut pending = self.pending.lock();
-        for hit in &hits {
-            pending.insert(hit.key.clone(), hit.policy);
-        }
-        drop(pending);
-        self.store.apply_now(&Batch {
-            hits: hits
-                .into_iter()
-                .map(|h| Hit {
-                    policy: self.share.policy(&h.policy),
-                    ..h
-                })
-                .collect(),
+    /// The units a local counter holds now (0 when it has none).
+    fn units(&self, key: &[u8], policy: &Policy) -> u64 {
+        let look = Batch {
+            hits: vec![Hit {
+                key: key.to_vec(),
+                policy: self.share.policy(policy),
+                delta: 0,
+                role: Role::Shadow,
+                claim: Claim::None,
+            }],
             admission: Admission::Reconcile,
-        });
+        };
+        self.store.apply_now(&look).readings[0].used_before
     }
 }
 

@@ -370,9 +370,10 @@ impl<S: Store> Store for Failover<S> {
         }
     }
 
-    /// Not ready while the breaker is open; otherwise the shared store's own ping.
+    /// Not ready until the breaker has closed (checks are decided against the store again);
+    /// then the shared store's own ping.
     async fn ping(&self) -> Result<(), StoreError> {
-        if self.inner.breaker.state() == BreakerState::Open {
+        if self.inner.breaker.state() != BreakerState::Closed {
             return Err(StoreError::CircuitOpen);
         }
         let timeout = self.inner.options.slow_timeout;
