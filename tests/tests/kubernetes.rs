@@ -317,15 +317,17 @@ fn sluice_deployment_service_budget_and_image_agree() {
         Some(image.uid)
     );
     let grace: u64 = flag(&args, "--shutdown-grace-secs").map_or(10, |s| s.parse().expect("secs"));
-    let pre_stop: u64 = str_list(&container["lifecycle"]["preStop"]["exec"]["command"])
-        .last()
-        .map_or(0, |s| s.parse().expect("sleep seconds"));
+    // The drain window replaces a preStop sleep (which needs a shell tool in the image).
+    let window: u64 =
+        flag(&args, "--drain-window-secs").map_or(0, |s| s.parse().expect("secs"));
+    assert!(window > 0, "a drain window lets the pod leave its Service first");
+    assert!(container.get("lifecycle").is_none());
     let termination = pod["terminationGracePeriodSeconds"]
         .as_u64()
         .expect("grace period");
     assert!(
-        termination > grace + pre_stop,
-        "{termination} ≤ {grace} + {pre_stop}"
+        termination > grace + window,
+        "{termination} ≤ {grace} + {window}"
     );
 
     // --config is the mounted ConfigMap, as a directory (subPath mounts never see updates), and
