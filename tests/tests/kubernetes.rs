@@ -318,9 +318,11 @@ fn sluice_deployment_service_budget_and_image_agree() {
     );
     let grace: u64 = flag(&args, "--shutdown-grace-secs").map_or(10, |s| s.parse().expect("secs"));
     // The drain window replaces a preStop sleep (which needs a shell tool in the image).
-    let window: u64 =
-        flag(&args, "--drain-window-secs").map_or(0, |s| s.parse().expect("secs"));
-    assert!(window > 0, "a drain window lets the pod leave its Service first");
+    let window: u64 = flag(&args, "--drain-window-secs").map_or(0, |s| s.parse().expect("secs"));
+    assert!(
+        window > 0,
+        "a drain window lets the pod leave its Service first"
+    );
     assert!(container.get("lifecycle").is_none());
     let termination = pod["terminationGracePeriodSeconds"]
         .as_u64()

@@ -168,3 +168,97 @@ async fn replicas_admit_within_the_bound_flush_every_hit_and_spare_redis() {
         "{local} of {decisions_total} checks decided from the local views"
     );
 }
+
+/// The same on a Redis Cluster: the batching layer sits above the store, and its flushes go to
+/// each counter's slot like any other call. Two replicas, one window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_too() {
+    use sluice_tests::cluster::Cluster;
+    let cluster = tokio::task::block_in_place(|| Cluster::start(3, 0, Duration::from_secs(5)));
+    let rules = format!(
+        "domain: batch\ndescriptors:\n  - key: k\n    rate_limit: {{unit: second, \
+         unit_multiplier: {WINDOW}, requests_per_unit: {LIMIT}}}\n"
+    );
+    let replicas: Vec<Sluice> = (0..2)
+        .map(|_| {
+            Sluice::builder(&rules)
+                .arg("--backend")
+                .arg("redis")
+                .arg("--redis-type")
+                .arg("cluster")
+                .arg("--redis-url")
+                .arg(&cluster.seeds())
+                .arg("--store-budget-ms")
+                .arg("1000")
+                .arg("--local-batch=100ms")
+                .arg("--replicas")
+                .arg("2")
+                .arg("--override-store")
+                .arg("memory")
+                .start()
+        })
+        .collect();
+    for r in &replicas {
+        r.wait_ready(Duration::from_secs(15)).await;
+    }
+    let check = request("batch", vec![descriptor(&[("k", "hot")])]);
+    let bound = LIMIT + 2 * (LIMIT / 2);
+    let start = next_window(Duration::from_millis(150)).await;
+    let load_until = tokio::time::Instant::now() + Duration::from_millis(1_500);
+    let admitted = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for sluice in &replicas {
+        for _ in 0..CLIENTS_PER_REPLICA {
+            let mut client = sluice.grpc().await;
+            let (check, admitted) = (check.clone(), admitted.clone());
+            clients.push(tokio::spawn(async move {
+                for _ in 0..MAX_CHECKS {
+                    if tokio::time::Instant::now() >= load_until {
+                        break;
+                    }
+                    let code = client
+                        .should_rate_limit(check.clone())
+                        .await
+                        .expect("a decision")
+                        .into_inner()
+                        .overall_code;
+                    if code == OK {
+                        admitted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+    }
+    for c in clients {
+        c.await.expect("client task");
+    }
+    let admitted = admitted.load(Ordering::Relaxed);
+    // The counter's key (with its hash tag on a Cluster), from the master that holds it.
+    let (node, key) = cluster
+        .nodes
+        .iter()
+        .find_map(|n| {
+            let keys = n.try_cli(&["--scan", "--pattern", "*hot*"])?;
+            let key = keys.lines().find(|k| !k.is_empty())?.to_owned();
+            Some((n, key))
+        })
+        .expect("the counter's key on some master");
+    let stored = || -> (u64, u64) {
+        let field = |f| node.cli(&["HGET", &key, f]).trim().parse().unwrap_or(0);
+        (field("w"), field("n"))
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(1_000);
+    while stored() != (start, admitted) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "cluster: {admitted} admitted (limit {LIMIT}, bound {bound}), Redis holds {:?}",
+        stored()
+    );
+    assert_eq!(
+        stored(),
+        (start, admitted),
+        "the Cluster holds every admitted hit, once"
+    );
+    assert!((LIMIT..=bound).contains(&admitted), "admitted {admitted}");
+}

@@ -174,7 +174,10 @@ pub fn validate(
         Some(t) if t > MAX_TTL_SECS => {
             return Err(format!("`ttl_seconds` must be at most {MAX_TTL_SECS}"));
         }
-        Some(t) => Some(now_ms / 1000 + t),
+        // Rounded up to the next whole second: the override then lasts at least `t` seconds.
+        // Rounded down, one set at x.9 s with a TTL of 1 s lapsed 0.1 s later, often before the
+        // other replicas had loaded it.
+        Some(t) => Some(now_ms.div_ceil(1000) + t),
     };
     let o = Override {
         id: target_id(&r.domain, &r.descriptor),

@@ -229,3 +229,21 @@ fn an_override_the_rules_no_longer_fit_is_listed_not_applied() {
     let rule = changed.lookup("edge", &entries).unwrap();
     assert!(Arc::ptr_eq(&set.apply("edge", &entries, rule, 0), rule));
 }
+
+#[test]
+fn a_ttl_is_never_cut_short_by_the_second_it_starts_in() {
+    let body = serde_json::json!({
+        "domain": "edge", "descriptor": [{"key": "app_id", "value": "bot"}], "limit": 5,
+        "ttl_seconds": 1
+    });
+    for (now_ms, expires) in [
+        (1_700_000_000_000, 1_700_000_001),
+        (1_700_000_000_001, 1_700_000_002),
+        (1_700_000_000_900, 1_700_000_002),
+    ] {
+        let o = validate(request(body.clone()), &rules(), "ops", now_ms).unwrap();
+        assert_eq!(o.expires_at, Some(expires), "set at {now_ms} ms");
+        // Still in force a whole second after it was set.
+        assert!(!o.lapsed((now_ms + 999) / 1000));
+    }
+}
