@@ -252,3 +252,33 @@ async fn buffered_spans_are_flushed_on_shutdown() {
     });
     assert_eq!(span["parent_span_id"], "", "a root span: {span:#}");
 }
+
+/// A collector that accepts connections and never answers must not hold up a shutdown: the last
+/// flush gets what is left of the grace period, then the process exits without it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_collector_does_not_hold_up_shutdown() {
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = hung.local_addr().expect("addr").port();
+    let holder = std::thread::spawn(move || {
+        let held: Vec<_> = hung.incoming().take(8).map_while(Result::ok).collect();
+        held
+    });
+    let mut sluice = Sluice::builder(RULES)
+        .arg("--otlp-endpoint")
+        .arg(&format!("http://127.0.0.1:{port}"))
+        .arg("--trace-sample-ratio")
+        .arg("1")
+        .arg("--shutdown-grace-secs")
+        .arg("1")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "60000")
+        .start();
+    grpc_check(&sluice, "team", "t", None).await.expect("check");
+    let started = Instant::now();
+    let status = sluice.terminate(Duration::from_secs(15));
+    let took = started.elapsed();
+    println!("SIGTERM to exit with a hung collector: {took:?}");
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    // The exporter's own timeout is 5 s; the grace period is 1 s.
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+    drop(holder);
+}
