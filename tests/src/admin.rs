@@ -70,3 +70,16 @@ impl Admin {
         self.call("DELETE", path, None).await
     }
 }
+
+/// `/rlconfig` as an admin sees it (runtime overrides in full).
+pub async fn rlconfig(sluice: &crate::sluice::Sluice) -> String {
+    reqwest::Client::new()
+        .get(sluice.url("/rlconfig"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("GET /rlconfig")
+        .text()
+        .await
+        .expect("rlconfig text")
+}

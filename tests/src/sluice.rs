@@ -312,7 +312,24 @@ pub fn sample_of(scrape: &str, sample: &str) -> f64 {
 /// Run `sluice` with `args` until it exits by itself (bounded by `within`; killed after that) and
 /// return its exit status and stderr.
 pub fn run_to_exit(args: &[&str], within: Duration) -> (Option<ExitStatus>, String) {
-    let mut child = Command::new(sluice_bin())
+    run_to_exit_under(&[], args, within)
+}
+
+/// [`run_to_exit`] with the binary run under `wrapper` (`prlimit --data=… --`).
+pub fn run_to_exit_under(
+    wrapper: &[&str],
+    args: &[&str],
+    within: Duration,
+) -> (Option<ExitStatus>, String) {
+    let mut command = match wrapper.split_first() {
+        None => Command::new(sluice_bin()),
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(sluice_bin());
+            c
+        }
+    };
+    let mut child = command
         .args(args)
         .env_clear()
         .stdin(Stdio::null())

@@ -7,11 +7,10 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sluice_tests::rls::{OVER_LIMIT, descriptor, request};
-use sluice_tests::sluice::{Sluice, sluice_bin};
+use sluice_tests::sluice::{Sluice, run_to_exit_under};
 
 /// A data-segment limit far above what any real rule file needs, far below what the bombs used
 /// to take.
@@ -83,40 +82,16 @@ fn bombs() -> Vec<(&'static str, String, &'static str)> {
     ]
 }
 
-/// Runs `sluice args…` under the data limit until it exits (bounded): its status, stderr and how
-/// long it took.
+/// Runs `sluice args…` under the data limit until it exits (bounded): its exit code, stderr and
+/// how long it took.
 fn run_limited(args: &[&str]) -> (Option<i32>, String, Duration) {
     let started = Instant::now();
-    let mut child = Command::new("prlimit")
-        .arg(DATA_LIMIT)
-        .arg("--")
-        .arg(sluice_bin())
-        .args(args)
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sluice under prlimit");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let reader = std::thread::spawn(move || {
-        let mut out = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut out);
-        out
-    });
-    let deadline = started + Duration::from_secs(30);
-    let status = loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            break status.code();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    (status, reader.join().unwrap_or_default(), started.elapsed())
+    let (status, stderr) = run_to_exit_under(
+        &["prlimit", DATA_LIMIT, "--"],
+        args,
+        Duration::from_secs(30),
+    );
+    (status.and_then(|s| s.code()), stderr, started.elapsed())
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {

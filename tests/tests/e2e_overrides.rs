@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sluice_tests::admin::{Admin, token_file};
+use sluice_tests::admin::{Admin, rlconfig, token_file};
 use sluice_tests::etcd::EtcdServer;
 use sluice_tests::redis::RedisServer;
 use sluice_tests::rls::{OK, OVER_LIMIT, descriptor, request};
@@ -20,19 +20,6 @@ descriptors:
 
 /// How long a replica may take to apply a change made on another.
 const WITHIN: Duration = Duration::from_secs(1);
-
-/// `/rlconfig` as an admin sees it: overrides in full.
-async fn rlconfig(s: &Sluice) -> String {
-    reqwest::Client::new()
-        .get(s.url("/rlconfig"))
-        .bearer_auth(sluice_tests::admin::TOKEN)
-        .send()
-        .await
-        .expect("rlconfig")
-        .text()
-        .await
-        .expect("text")
-}
 
 /// Polls every replica until `done` holds for its `/rlconfig`; returns how long the slowest took.
 async fn until_all(replicas: &[Sluice], bound: Duration, done: impl Fn(&str) -> bool) -> Duration {

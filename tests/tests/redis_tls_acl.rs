@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sluice_tests::admin::{Admin, token_file};
+use sluice_tests::admin::{Admin, rlconfig, token_file};
 use sluice_tests::node::{RedisNode, base_args, free_port_pair};
 use sluice_tests::rls::{OK, OVER_LIMIT, descriptor, request};
 use sluice_tests::sluice::Sluice;
@@ -121,19 +121,6 @@ async fn tls_with_client_certificates_and_the_minimal_acl_user() {
     // No command of Sluice's was refused.
     let denied = redis.cli(&["ACL", "LOG"]);
     assert!(denied.trim().is_empty(), "ACL LOG: {denied}");
-}
-
-/// `/rlconfig` as an admin sees it: overrides in full.
-async fn rlconfig(sluice: &Sluice) -> String {
-    reqwest::Client::new()
-        .get(sluice.url("/rlconfig"))
-        .bearer_auth(sluice_tests::admin::TOKEN)
-        .send()
-        .await
-        .expect("GET /rlconfig")
-        .text()
-        .await
-        .expect("rlconfig text")
 }
 
 /// Polls `sluice`'s `/rlconfig` (bounded) until `done` holds for it.

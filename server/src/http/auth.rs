@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use super::{HttpState, add_headers, body, error};
 use crate::config::{EntrySource, HttpDescriptor};
 use crate::limiter::headers::PROBLEM_CONTENT_TYPE;
-use crate::limiter::{CheckError, CheckRequest, Code, Decision, Descriptor};
+use crate::limiter::{CheckError, CheckRequest, Code, Decision, Descriptor, Rejection};
 use crate::storage::Store;
 use crate::trace::{CheckSpan, HeaderCarrier};
 
@@ -159,6 +159,28 @@ fn refusal(status: u16, detail: &str, deny_status: u16) -> Response {
     rejection
         .problem
         .insert("status".into(), serde_json::json!(status));
+    refused(deny_status, &rejection)
+}
+
+fn answer(decision: &Decision, over_limit_status: u16) -> Response {
+    if decision.overall == Code::Ok {
+        let mut response = StatusCode::OK.into_response();
+        add_headers(&mut response, &decision.response_headers);
+        return response;
+    }
+    let mut response = match &decision.rejection {
+        Some(r) => refused(over_limit_status, r),
+        None => StatusCode::from_u16(over_limit_status)
+            .unwrap_or(StatusCode::FORBIDDEN)
+            .into_response(),
+    };
+    add_headers(&mut response, &decision.response_headers);
+    response
+}
+
+/// `deny_status` (403 or 401) with the rejection's problem document as the body and, for
+/// `auth_request_set`, its status in `Sluice-Status` and the document in `Sluice-Problem`.
+fn refused(deny_status: u16, rejection: &Rejection) -> Response {
     let body = rejection.body();
     let deny = StatusCode::from_u16(deny_status).unwrap_or(StatusCode::FORBIDDEN);
     let mut response = (
@@ -168,39 +190,13 @@ fn refusal(status: u16, detail: &str, deny_status: u16) -> Response {
     )
         .into_response();
     let h = response.headers_mut();
-    h.insert(HeaderName::from_static(STATUS_HEADER), status.into());
+    h.insert(
+        HeaderName::from_static(STATUS_HEADER),
+        rejection.status.into(),
+    );
     if let Ok(v) = HeaderValue::try_from(ascii_json(&body)) {
         h.insert(HeaderName::from_static(PROBLEM_HEADER), v);
     }
-    response
-}
-
-fn answer(decision: &Decision, over_limit_status: u16) -> Response {
-    if decision.overall == Code::Ok {
-        let mut response = StatusCode::OK.into_response();
-        add_headers(&mut response, &decision.response_headers);
-        return response;
-    }
-    let status = StatusCode::from_u16(over_limit_status).unwrap_or(StatusCode::FORBIDDEN);
-    let mut response = match &decision.rejection {
-        Some(r) => {
-            let body = r.body();
-            let mut response = (
-                status,
-                [(header::CONTENT_TYPE, PROBLEM_CONTENT_TYPE)],
-                body.clone(),
-            )
-                .into_response();
-            let h = response.headers_mut();
-            h.insert(HeaderName::from_static(STATUS_HEADER), r.status.into());
-            if let Ok(v) = HeaderValue::try_from(ascii_json(&body)) {
-                h.insert(HeaderName::from_static(PROBLEM_HEADER), v);
-            }
-            response
-        }
-        None => status.into_response(),
-    };
-    add_headers(&mut response, &decision.response_headers);
     response
 }
 

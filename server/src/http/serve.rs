@@ -23,7 +23,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use crate::listener::budget::{Budget, Charge, header_bytes};
@@ -35,36 +34,26 @@ use crate::listener::{Accepted, Acceptor, CLOSE_GRACE, Closing, Limits, Listener
 /// `max_body` is the largest body any handler keeps (larger ones are refused with 413): what a
 /// body counts against the connection's budget at most, however much of it is read and dropped.
 pub async fn serve(
-    mut acceptor: Acceptor,
+    acceptor: Acceptor,
     app: Router,
     max_body: usize,
     shutdown: impl Future<Output = ()>,
 ) {
     let limits = Arc::clone(acceptor.limits());
     let builder = Arc::new(builder(&limits));
-    let (drain_tx, drain_rx) = watch::channel(false);
-    let mut connections = JoinSet::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = acceptor.accept(true) => {
-                connections.spawn(serve_connection(
-                    accepted,
-                    Arc::clone(&builder),
-                    app.clone(),
-                    Arc::clone(&limits),
-                    max_body,
-                    acceptor.stats().clone(),
-                    drain_rx.clone(),
-                ));
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    drop(acceptor);
-    let _ = drain_tx.send(true);
-    while connections.join_next().await.is_some() {}
+    acceptor
+        .run(true, shutdown, |accepted, stats, drain| {
+            serve_connection(
+                accepted,
+                Arc::clone(&builder),
+                app.clone(),
+                Arc::clone(&limits),
+                max_body,
+                stats,
+                drain,
+            )
+        })
+        .await;
 }
 
 fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {

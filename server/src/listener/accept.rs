@@ -18,8 +18,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use std::future::Future;
+
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::activity::{Activity, Closing};
@@ -169,6 +172,37 @@ impl Acceptor {
 
     pub fn limits(&self) -> &Arc<Limits> {
         &self.limits
+    }
+
+    /// Accepts connections until `shutdown` resolves, each served on its own task by `serve`
+    /// (given the connection, the listener's stats and a signal that turns true when draining
+    /// starts); then stops accepting (the listening socket closes at once), signals the drain,
+    /// and returns once every connection has ended. `head_pending` as for [`Self::accept`].
+    pub async fn run<F, Fut>(
+        mut self,
+        head_pending: bool,
+        shutdown: impl Future<Output = ()>,
+        mut serve: F,
+    ) where
+        F: FnMut(Accepted, ListenerStats, watch::Receiver<bool>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (drain_tx, drain_rx) = watch::channel(false);
+        let mut connections = JoinSet::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = self.accept(head_pending) => {
+                    connections.spawn(serve(accepted, self.stats.clone(), drain_rx.clone()));
+                }
+                // Reap finished connections so the set does not grow with every client that left.
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+        drop(self);
+        let _ = drain_tx.send(true);
+        while connections.join_next().await.is_some() {}
     }
 
     pub fn stats(&self) -> &ListenerStats {

@@ -45,7 +45,6 @@ use futures::future::poll_fn;
 use futures::stream::FuturesUnordered;
 use http::{Request, Response};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tonic::server::NamedService;
 use tower::Service;
 
@@ -172,30 +171,18 @@ where
 /// accepting (the listening socket is closed at once), asks every connection to finish its calls
 /// in flight (an HTTP/2 GOAWAY), and returns once they all have.
 pub async fn serve<S, H>(
-    mut acceptor: Acceptor,
+    acceptor: Acceptor,
     routes: Routes<S, H>,
     shutdown: impl Future<Output = ()>,
 ) where
     S: Store,
     H: TonicService,
 {
-    let (drain_tx, drain_rx) = watch::channel(false);
-    let mut connections = JoinSet::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = acceptor.accept(false) => {
-                let stats = acceptor.stats().clone();
-                connections.spawn(serve_connection(accepted, routes.clone(), stats, drain_rx.clone()));
-            }
-            // Reap finished connections so the set does not grow with every client that left.
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    drop(acceptor);
-    let _ = drain_tx.send(true);
-    while connections.join_next().await.is_some() {}
+    acceptor
+        .run(false, shutdown, |accepted, stats, drain| {
+            serve_connection(accepted, routes.clone(), stats, drain)
+        })
+        .await;
 }
 
 /// Drives one connection and every call on it until the client leaves or, once draining, until
