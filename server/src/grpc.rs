@@ -29,7 +29,6 @@ use crate::limiter::{
 };
 use crate::metrics::RequestCounters;
 use crate::storage::Store;
-use crate::trace::{CheckSpan, HeaderCarrier};
 
 /// The rate-limit service: a decoded request in, an answer or a status out.
 pub struct RlsService<S> {
@@ -63,13 +62,6 @@ impl<S: Store> RlsService<S> {
         metadata: &http::HeaderMap,
         request: RateLimitRequest,
     ) -> Result<RateLimitResponse, Status> {
-        let span = crate::trace::enabled().then(|| {
-            CheckSpan::start(
-                "envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
-                &HeaderCarrier(metadata),
-                &request.domain,
-            )
-        });
         let bound = self.limiter.options().bounds.max_bytes;
         let counters = &self.counters;
         // Entries are bounded by the limiter; this bounds everything else a message can carry.
@@ -84,30 +76,20 @@ impl<S: Store> RlsService<S> {
         let check = from_proto(request).inspect_err(|_| {
             counters.invalid.inc();
         })?;
-        let result = self.limiter.check(&check).await;
-        if let Some(span) = span {
-            span.finish(&result);
-        }
+        let result = crate::adapter::check(
+            &self.limiter,
+            counters,
+            "envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
+            metadata,
+            &check,
+        )
+        .await;
         match result {
-            Ok(decision) => {
-                match decision.overall {
-                    Code::Ok => counters.ok.inc(),
-                    Code::OverLimit => counters.over_limit.inc(),
-                };
-                Ok(to_proto(decision))
-            }
+            Ok(decision) => Ok(to_proto(decision)),
             Err(CheckError::Unusable(reason)) => {
-                counters.unusable.inc();
                 Ok(self.unusable(check.descriptors.len(), &reason))
             }
-            Err(e) => {
-                let status = to_status(&e);
-                match e {
-                    CheckError::Invalid(_) | CheckError::Unusable(_) => counters.invalid.inc(),
-                    CheckError::Store(_) => counters.error.inc(),
-                };
-                Err(status)
-            }
+            Err(e) => Err(to_status(&e)),
         }
     }
 
@@ -193,10 +175,7 @@ pub fn to_status(e: &CheckError) -> Status {
         }
         // UNAVAILABLE, not UNKNOWN: it is what Envoy's `failure_mode_deny` acts on, and it tells
         // clients the call may succeed later.
-        CheckError::Store(err) => {
-            tracing::warn!(error = %err, transient = err.is_transient(), "counter store failed");
-            Status::unavailable(format!("rate-limit counters unavailable: {err}"))
-        }
+        CheckError::Store(err) => Status::unavailable(crate::adapter::store_failure(err)),
     }
 }
 

@@ -12,7 +12,7 @@
 //!    that cannot be counted (too long, not UTF-8) are answered as refusals, never as errors a
 //!    proxy would fail open on.
 //! 2. [`limiter::RateLimiter::check`] validates the request's shape and bounds.
-//! 3. Each descriptor is matched against the live rule set ([`descriptor`] over the immutable tree
+//! 3. Each descriptor is matched against the live rule set ([`config::matcher`] over the immutable tree
 //!    built by [`config`], swapped atomically on reload). A rule holds one limit or several
 //!    (`rate_limits`), each with its algorithm, window and burst, or a pool: a concurrency pool
 //!    of leases or a weighted fair-share pool; `overflow: parent` links a rule to its parent's
@@ -39,11 +39,11 @@
 //! [`transport`] serving HTTP/2 for the gRPC listener (`ShouldRateLimit` itself, the health
 //! service through tonic-health). Warnings a client can trigger go through [`log_throttle`].
 
+pub mod adapter;
 pub mod admin;
 pub mod algorithm;
 pub mod clock;
 pub mod config;
-pub mod descriptor;
 pub mod grpc;
 pub mod http;
 pub mod limiter;

@@ -159,6 +159,7 @@ impl Sluice {
             global_quota_mode: settings.quota_mode,
             header_style: settings.header_style.clone(),
             bounds: settings.bounds,
+            traced: settings.otlp_endpoint.is_some(),
         };
         let mut limiter = RateLimiter::new(rules, store, Arc::new(metrics), options);
         if tokens.is_some() {

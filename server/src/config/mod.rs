@@ -45,6 +45,7 @@ mod domain;
 mod error;
 mod http_descriptors;
 mod limit;
+pub mod matcher;
 mod model;
 mod parse;
 mod pool;

@@ -158,7 +158,7 @@ impl ShareSpec {
             .or_else(|| {
                 self.weights
                     .iter()
-                    .find(|(p, _)| p.contains('*') && crate::descriptor::wildcard_match(p, value))
+                    .find(|(p, _)| p.contains('*') && super::matcher::wildcard_match(p, value))
             })
             .map_or(self.default_weight, |&(_, w)| w)
     }

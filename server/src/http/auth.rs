@@ -29,7 +29,6 @@ use crate::config::{EntrySource, HttpDescriptor};
 use crate::limiter::headers::PROBLEM_CONTENT_TYPE;
 use crate::limiter::{CheckError, CheckRequest, Code, Decision, Descriptor, Rejection};
 use crate::storage::Store;
-use crate::trace::{CheckSpan, HeaderCarrier};
 
 /// The rejecting rule's own status, for proxies that answer the client themselves.
 pub const STATUS_HEADER: &str = "sluice-status";
@@ -83,29 +82,24 @@ pub(super) async fn check<S: Store>(
         descriptors,
         hits_addend: 0,
     };
-    let span = crate::trace::enabled()
-        .then(|| CheckSpan::start("/auth/{domain}", &HeaderCarrier(&headers), &request.domain));
-    let result = state.limiter.check(&request).await;
-    if let Some(span) = span {
-        span.finish(&result);
-    }
+    let result = crate::adapter::check(
+        &state.limiter,
+        counters,
+        "/auth/{domain}",
+        &headers,
+        &request,
+    )
+    .await;
     match result {
-        Ok(decision) => {
-            match decision.overall {
-                Code::Ok => counters.ok.inc(),
-                Code::OverLimit => counters.over_limit.inc(),
-            };
-            answer(&decision, state.auth_over_limit_status)
+        Ok(decision) => answer(&decision, state.auth_over_limit_status),
+        // Counted by the check; refused like the other unusable requests.
+        Err(CheckError::Invalid(msg) | CheckError::Unusable(msg)) => {
+            refusal(400, &msg, state.auth_over_limit_status)
         }
-        Err(CheckError::Invalid(msg) | CheckError::Unusable(msg)) => refuse(400, &msg),
-        Err(e @ CheckError::Store(_)) => {
-            counters.error.inc();
-            let status = crate::grpc::to_status(&e);
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                status.message().to_string(),
-            )
-        }
+        Err(CheckError::Store(e)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            crate::adapter::store_failure(&e),
+        ),
     }
 }
 

@@ -16,7 +16,6 @@ use crate::config::Unit;
 use crate::limiter::headers::PROBLEM_CONTENT_TYPE;
 use crate::limiter::{CheckError, CheckRequest, Code, Decision, Descriptor, LimitOverride};
 use crate::storage::Store;
-use crate::trace::{CheckSpan, HeaderCarrier};
 
 pub(super) async fn check<S: Store>(
     State(state): State<Arc<HttpState<S>>>,
@@ -49,21 +48,13 @@ pub(super) async fn check<S: Store>(
             return error(StatusCode::BAD_REQUEST, msg);
         }
     };
-    let span = crate::trace::enabled()
-        .then(|| CheckSpan::start("POST /json", &HeaderCarrier(&headers), &request.domain));
-    let result = state.limiter.check(&request).await;
-    if let Some(span) = span {
-        span.finish(&result);
-    }
+    let result =
+        crate::adapter::check(&state.limiter, counters, "POST /json", &headers, &request).await;
     match result {
         Ok(decision) => {
             let json = JsonResponse::from(&decision);
             let (status, body, content_type) = match &decision.rejection {
                 None => {
-                    match decision.overall {
-                        Code::Ok => counters.ok.inc(),
-                        Code::OverLimit => counters.over_limit.inc(),
-                    };
                     let status = match decision.overall {
                         Code::Ok => StatusCode::OK,
                         Code::OverLimit => StatusCode::TOO_MANY_REQUESTS,
@@ -71,7 +62,6 @@ pub(super) async fn check<S: Store>(
                     (status, serde_json::to_value(&json), "application/json")
                 }
                 Some(rejection) => {
-                    counters.over_limit.inc();
                     // The problem document, with the reference's proto3-JSON fields as extension
                     // members, so clients of either shape read it. The status is the rule's.
                     let status = StatusCode::from_u16(rejection.status)
@@ -102,24 +92,16 @@ pub(super) async fn check<S: Store>(
             add_headers(&mut response, &decision.response_headers);
             response
         }
-        Err(CheckError::Invalid(msg)) => {
-            counters.invalid.inc();
+        // A 400 for what the request carries, as the reference answers what it cannot use; the
+        // wasm filter, which builds these requests from its client's data, refuses its request
+        // on it.
+        Err(CheckError::Invalid(msg) | CheckError::Unusable(msg)) => {
             error(StatusCode::BAD_REQUEST, msg)
         }
-        // A 400, as the reference answers what it cannot use; the wasm filter, which builds
-        // these requests from its client's data, refuses its request on it.
-        Err(CheckError::Unusable(msg)) => {
-            counters.unusable.inc();
-            error(StatusCode::BAD_REQUEST, msg)
-        }
-        Err(e @ CheckError::Store(_)) => {
-            counters.error.inc();
-            let status = crate::grpc::to_status(&e);
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                status.message().to_string(),
-            )
-        }
+        Err(CheckError::Store(e)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            crate::adapter::store_failure(&e),
+        ),
     }
 }
 

@@ -128,9 +128,9 @@ fn check_request(r: &LeaseRequest, lease: Option<&str>, release: bool) -> CheckR
 fn failed(e: CheckError) -> Response {
     match e {
         CheckError::Invalid(msg) | CheckError::Unusable(msg) => error(StatusCode::BAD_REQUEST, msg),
-        e @ CheckError::Store(_) => error(
+        CheckError::Store(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
-            crate::grpc::to_status(&e).message().to_string(),
+            crate::adapter::store_failure(&e),
         ),
     }
 }

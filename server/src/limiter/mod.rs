@@ -56,6 +56,8 @@ pub struct LimiterOptions {
     /// Which rate-limit headers answers carry.
     pub header_style: HeaderStyle,
     pub bounds: RequestBounds,
+    /// Checks are traced (`--otlp-endpoint`): the store round trip is timed for their spans.
+    pub traced: bool,
 }
 
 impl Default for LimiterOptions {
@@ -68,6 +70,7 @@ impl Default for LimiterOptions {
             global_quota_mode: false,
             header_style: HeaderStyle::Off,
             bounds: RequestBounds::default(),
+            traced: false,
         }
     }
 }
@@ -233,7 +236,7 @@ impl<S: Store> RateLimiter<S> {
             admission: self.options.admission,
         };
         // Timed only for a trace span: no clock read per check otherwise.
-        let store_started = crate::trace::enabled().then(Instant::now);
+        let store_started = self.options.traced.then(Instant::now);
         let outcome = self.store.apply_or(&batch, on_failure).await?;
         let store_latency = store_started.map(|t| t.elapsed());
         let verdict = Verdict::of(&batch.hits, &outcome.readings);

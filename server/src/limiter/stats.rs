@@ -3,7 +3,7 @@
 
 use super::decision::Checked;
 use super::request::CheckRequest;
-use crate::descriptor::{metric_key, metric_key_is_stat_key};
+use crate::config::matcher::{metric_key, metric_key_is_stat_key};
 use crate::metrics::{Metrics, RuleCount, RuleLabels, Shared};
 
 /// Records one descriptor's hits against its most constraining limit (a rule with several limits

@@ -1,4 +1,5 @@
-//! Descriptor matching: which [`Rule`] a request descriptor's entries select.
+//! Rule matching: which [`Rule`] a request descriptor's entries select, and the names a matched
+//! rule gives its counters and metrics.
 //!
 //! The walk is the reference service's, step for step. For each entry, in order, the child of the
 //! current node is chosen as
@@ -18,7 +19,7 @@
 
 use std::sync::Arc;
 
-use crate::config::{Level, Node, Rule, RuleSet};
+use super::{Level, Node, Rule, RuleSet};
 
 impl RuleSet {
     /// The root of a domain's tree.

@@ -1,0 +1,42 @@
+//! What every transport adapter ([`crate::grpc`], `/json` and `/auth/{domain}` in
+//! [`crate::http`]) does around a check, in one place: the check's trace span, the count of its
+//! result in `sluice_requests_total`, and the message (and log line) of a store failure. The
+//! adapters then only turn the decision or the error into their wire's answer.
+
+use crate::limiter::{CheckError, CheckRequest, Code, Decision, RateLimiter};
+use crate::metrics::RequestCounters;
+use crate::storage::{Store, StoreError};
+use crate::trace::{CheckSpan, HeaderCarrier};
+
+/// Runs `request` through `limiter`: traced as `name` (continuing the trace context in
+/// `headers`) when tracing is on, and counted in `counters` whatever the result.
+pub async fn check<S: Store>(
+    limiter: &RateLimiter<S>,
+    counters: &RequestCounters,
+    name: &'static str,
+    headers: &http::HeaderMap,
+    request: &CheckRequest,
+) -> Result<Decision, CheckError> {
+    let span = crate::trace::enabled()
+        .then(|| CheckSpan::start(name, &HeaderCarrier(headers), &request.domain));
+    let result = limiter.check(request).await;
+    if let Some(span) = span {
+        span.finish(&result);
+    }
+    let counter = match &result {
+        Ok(d) if d.overall == Code::Ok => &counters.ok,
+        Ok(_) => &counters.over_limit,
+        Err(CheckError::Invalid(_)) => &counters.invalid,
+        Err(CheckError::Unusable(_)) => &counters.unusable,
+        Err(CheckError::Store(_)) => &counters.error,
+    };
+    counter.inc();
+    result
+}
+
+/// The message a store failure is answered with, logged once here (with whether it looks
+/// transient) so every adapter reports it alike.
+pub fn store_failure(e: &StoreError) -> String {
+    tracing::warn!(error = %e, transient = e.is_transient(), "counter store failed");
+    format!("rate-limit counters unavailable: {e}")
+}
