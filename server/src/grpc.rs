@@ -46,7 +46,7 @@ impl<S: Store> RlsService<S> {
     /// request bound, so an oversized request is normally refused by the handler's own check, with
     /// its size in the message; past this cap the transport refuses it unread.
     pub fn max_message_bytes(&self) -> usize {
-        crate::settings::listener::max_message_bytes(self.limiter.options().bounds.max_bytes)
+        self.limiter.options().bounds.max_message_bytes()
     }
 
     /// A request refused before it could be decoded (framing, size, compression): counted with

@@ -1,11 +1,12 @@
 //! `sluice`: serve, `sluice check-config PATH`, or `sluice admin …` (a client of the admin API).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use sluice_server::config::{self, LoadOptions};
 use sluice_server::server::{Listeners, Sluice, shutdown_signal};
-use sluice_server::settings::{Cli, Command, LogFormat, Settings};
+use sluice_server::settings::{LogFormat, ServeArgs, Settings};
 use sluice_server::trace;
 
 // Every check allocates a handful of small, short-lived buffers (protobuf messages, HTTP/2
@@ -13,6 +14,34 @@ use sluice_server::trace;
 // thread-local free lists make those cheap.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Envoy-compatible external rate-limit service"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a rule file or directory and exit: 0 when valid, 1 with every error otherwise.
+    CheckConfig {
+        /// A YAML file, or a directory of them.
+        path: PathBuf,
+        /// Merge domains defined in more than one file instead of rejecting them.
+        #[arg(long)]
+        merge_domains: bool,
+    },
+    /// Talk to a running Sluice's admin API: counters, resets, top consumers, leases,
+    /// runtime overrides and the audit log.
+    Admin(Box<sluice_server::admin::cli::AdminArgs>),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -14,7 +14,6 @@ use crate::http::{HttpState, router};
 use crate::limiter::{LimiterOptions, RateLimiter};
 use crate::listener::{Acceptor, ListenerStats};
 use crate::metrics::Metrics;
-use crate::overrides::{self, OverrideStore};
 use crate::settings::{Backend, Settings};
 use crate::storage::keys::{KeySchema, ValueHasher};
 use crate::storage::{Admission, AnyStore, StoreError};
@@ -22,6 +21,7 @@ use crate::transport;
 
 mod health;
 mod listen;
+mod overrides;
 mod store;
 
 pub use health::shutdown_signal;
@@ -64,7 +64,7 @@ pub enum StartupError {
         reason: String,
     },
     #[error("cannot open the override store: {0}")]
-    Overrides(#[from] overrides::store::OverrideError),
+    Overrides(#[from] crate::overrides::store::OverrideError),
 }
 
 /// A ready-to-serve Sluice: rules loaded, store open.
@@ -168,47 +168,9 @@ impl Sluice {
         let limiter = Arc::new(limiter);
         let _ = target.set(Arc::clone(&limiter));
         // Overrides apply from the first request on, and follow the shared store after that.
-        // etcd gets at least a second per call; Redis what --redis-timeout-ms says.
-        let override_timeout = match settings.admin.override_store {
-            crate::settings::OverrideBackend::Etcd => settings
-                .redis_timeout
-                .max(std::time::Duration::from_secs(1)),
-            _ => settings.redis_timeout,
-        };
-        let store = Arc::new(
-            OverrideStore::open(
-                &settings.admin,
-                &settings.key_prefix,
-                override_timeout,
-                override_client,
-            )
-            .await?,
-        );
-        // Start-up waits for Redis at most --redis-timeout-ms in all: the counters' connection
-        // above took part of it, the overrides get what is left.
-        let load = match store.name() {
-            "redis" => tokio::time::timeout_at(redis_deadline, store.load())
-                .await
-                .unwrap_or_else(|_| {
-                    Err(overrides::store::OverrideError::Unreachable(format!(
-                        "no answer within --redis-timeout-ms ({:?})",
-                        settings.redis_timeout
-                    )))
-                }),
-            _ => store.load().await,
-        };
-        match load {
-            Ok(list) => {
-                limiter.set_overrides(list);
-            }
-            // The counters' Redis may be down at start-up: Sluice serves under the failure
-            // policies meanwhile, and the sync task loads the overrides once Redis answers.
-            Err(e) if store.name() == "redis" => {
-                tracing::warn!(error = %e, "cannot load overrides yet; they apply once Redis answers");
-            }
-            Err(e) => return Err(e.into()),
-        }
-        overrides::sync::spawn(
+        let store = Arc::new(overrides::open(&settings, override_client).await?);
+        overrides::load(&store, &limiter, &settings, redis_deadline).await?;
+        overrides::follow(
             Arc::clone(&store),
             Arc::clone(&limiter),
             settings.admin.override_poll,
@@ -270,7 +232,11 @@ impl Sluice {
                 .with_ready_when_store_down(self.settings.ready_when_store_down)
                 .with_auth_over_limit_status(self.settings.auth_over_limit_status)
                 .with_lease_max_wait(self.settings.admin.lease_max_wait)
-                .with_admin(self.admin.clone()),
+                .with_admin_token(self.admin.clone().map(|admin| {
+                    Arc::new(move |headers: &axum::http::HeaderMap| {
+                        admin.authorized(headers).is_some()
+                    }) as crate::http::Authorize
+                })),
         ));
         if let Some(state) = &self.admin {
             app = app.nest("/admin", admin::router(Arc::clone(state)));
@@ -278,7 +244,7 @@ impl Sluice {
         let http = crate::http::serve::serve(
             Acceptor::new(listeners.http, "http", limits, self.listener_stats.clone()),
             app,
-            crate::settings::listener::max_message_bytes(self.settings.bounds.max_bytes),
+            self.settings.bounds.max_message_bytes(),
             http_stop,
         );
 

@@ -134,6 +134,14 @@ impl Default for RequestBounds {
     }
 }
 
+impl RequestBounds {
+    /// The largest request message (or body) read: far above the byte bound, so an oversized
+    /// request is normally refused with its size in the message; past this, refused unread.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_bytes.saturating_mul(4).max(64 * 1024)
+    }
+}
+
 pub(super) fn validate(request: &CheckRequest, bounds: &RequestBounds) -> Result<(), CheckError> {
     let invalid = |msg: String| Err(CheckError::Invalid(msg));
     if request.domain.is_empty() {

@@ -7,19 +7,19 @@
 //! - [`set::OverrideSet`]: the overrides in force, indexed for the check path and resolved
 //!   against the live rule set (re-resolved on every reload of either).
 //! - [`store::OverrideStore`]: where they live (memory for one instance, Redis or etcd for a
-//!   fleet), with the audit log of every change; [`sync`] keeps each replica's set current
-//!   (a notification, with polling as the fallback).
+//!   fleet), with the audit log of every change. Each replica's set is kept current by a task the
+//!   server starts (`server::overrides`: a notification, with polling as the fallback).
 //!
 //! Validation refuses, with the reason and without changing anything: an unknown domain, a target
 //! that matches no limited rule, a field that does not apply to the rule (a weight on a rule that
 //! is not a fair-share pool, a concurrency on one that is not a pool), values out of range, a
 //! prefix anywhere but on the last entry, and an expiry in the past.
 
+mod changes;
 pub mod etcd;
 pub mod redis;
 pub mod set;
 pub mod store;
-pub mod sync;
 
 use serde::{Deserialize, Serialize};
 

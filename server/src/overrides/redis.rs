@@ -194,30 +194,18 @@ impl RedisOverrides {
     /// Fires on every message on the channel, and after every (re)subscription, since messages
     /// published while disconnected are lost.
     pub fn changes(&self) -> tokio::sync::mpsc::Receiver<()> {
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
         let client = self.client.clone();
         let channel = self.channel.clone();
-        tokio::spawn(async move {
-            while !tx.is_closed() {
-                match client.get_async_pubsub().await {
-                    Ok(mut pubsub) => {
-                        if let Err(e) = pubsub.subscribe(&channel).await {
-                            tracing::warn!(error = %e, "cannot subscribe to override changes");
-                        } else {
-                            let _ = tx.try_send(());
-                            let mut messages = pubsub.on_message();
-                            while messages.next().await.is_some() {
-                                // A full channel already holds a pending reload.
-                                let _ = tx.try_send(());
-                            }
-                            tracing::warn!("override change subscription ended; reconnecting");
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot subscribe to override changes"),
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+        super::changes::follow("the override change subscription", move || {
+            let (client, channel) = (client.clone(), channel.clone());
+            async move {
+                let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
+                pubsub
+                    .subscribe(&channel)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(pubsub.into_on_message().map(|_| Ok(())))
             }
-        });
-        rx
+        })
     }
 }

@@ -72,39 +72,6 @@ impl OverrideStore {
         OverrideStore::Memory(MemoryOverrides::default())
     }
 
-    /// The store `settings` name. `redis` reaches the Redis of overrides: the one of
-    /// `--override-redis-url`, else the counters' (a single one), with the counters' TLS files
-    /// either way. A Redis store connects on first use, so an unreachable Redis does not hold up
-    /// start-up.
-    pub async fn open(
-        settings: &crate::settings::AdminSettings,
-        key_prefix: &str,
-        timeout: std::time::Duration,
-        redis: Option<redis::Client>,
-    ) -> Result<Self, OverrideError> {
-        use crate::settings::OverrideBackend;
-        Ok(match settings.override_store {
-            OverrideBackend::Memory => Self::memory(),
-            OverrideBackend::Redis => {
-                let Some(client) = redis else {
-                    return Err(OverrideError::Unreachable(
-                        "overrides in Redis need --override-redis-url".into(),
-                    ));
-                };
-                let store = super::redis::RedisOverrides::new(client, key_prefix, timeout);
-                OverrideStore::Redis(Box::new(store))
-            }
-            OverrideBackend::Etcd => OverrideStore::Etcd(
-                super::etcd::EtcdOverrides::connect(
-                    &settings.etcd_endpoints,
-                    &settings.etcd_prefix,
-                    timeout,
-                )
-                .await?,
-            ),
-        })
-    }
-
     pub fn name(&self) -> &'static str {
         match self {
             OverrideStore::Memory(_) => "memory",

@@ -1,39 +1,11 @@
-//! The command line: `sluice [FLAGS]` to serve, `sluice check-config PATH` to validate. Every
-//! serve flag is optional, so [`super::Settings::resolve`] can tell "not given" from a default and
-//! fall back to the reference service's variable names.
+//! The serve flags (`sluice [FLAGS]`; the subcommands are `main.rs`'s). Every flag is optional,
+//! so [`super::Settings::resolve`] can tell "not given" from a default and fall back to the
+//! reference service's variable names.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "sluice",
-    version,
-    about = "Envoy-compatible external rate-limit service"
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    #[command(flatten)]
-    pub serve: ServeArgs,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Validate a rule file or directory and exit: 0 when valid, 1 with every error otherwise.
-    CheckConfig {
-        /// A YAML file, or a directory of them.
-        path: PathBuf,
-        /// Merge domains defined in more than one file instead of rejecting them.
-        #[arg(long)]
-        merge_domains: bool,
-    },
-    /// Talk to a running Sluice's admin API: counters, resets, top consumers, leases,
-    /// runtime overrides and the audit log.
-    Admin(Box<crate::admin::cli::AdminArgs>),
-}
+use clap::ValueEnum;
 
 /// Where runtime overrides live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -97,9 +97,3 @@ pub(super) fn resolve(args: ListenerArgs, max_message: usize) -> Result<Limits, 
     }
     Ok(limits)
 }
-
-/// The largest gRPC request message read, for request bounds of `max_request_bytes`: far above
-/// the bound, so an oversized request is normally refused with its size in the message.
-pub fn max_message_bytes(max_request_bytes: usize) -> usize {
-    max_request_bytes.saturating_mul(4).max(64 * 1024)
-}

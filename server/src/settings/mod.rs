@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use admin::AdminSettings;
-pub use args::{Backend, Cli, Command, LogFormat, OverrideBackend, ServeArgs};
+pub use args::{Backend, LogFormat, OverrideBackend, ServeArgs};
 use reference::{host_port, log_level, parse_bool, reference_redis_url};
 pub use store::{StoreArgs, StoreSettings};
 
@@ -262,8 +262,7 @@ impl Settings {
             ));
         }
 
-        let listener =
-            listener::resolve(args.listener, listener::max_message_bytes(bounds.max_bytes))?;
+        let listener = listener::resolve(args.listener, bounds.max_message_bytes())?;
 
         let auth_over_limit_status = args.auth_over_limit_status.unwrap_or(403);
         if !matches!(auth_over_limit_status, 401 | 403) {

@@ -5,6 +5,13 @@ use crate::storage::redis::Auth;
 use clap::Parser;
 use std::collections::HashMap;
 
+/// The serve flags, parsed as the binary parses them.
+#[derive(clap::Parser)]
+struct Cli {
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
 fn resolve(args: &[&str], env: &[(&str, &str)]) -> Result<Settings, SettingsError> {
     let mut argv = vec!["sluice"];
     argv.extend_from_slice(args);

@@ -206,37 +206,22 @@ impl EtcdOverrides {
 
     /// Fires on every change under the overrides prefix, and after every (re)opened watch.
     pub fn changes(&self) -> tokio::sync::mpsc::Receiver<()> {
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
         let client = self.client.clone();
         let key = self.overrides.clone();
-        tokio::spawn(async move {
-            while !tx.is_closed() {
-                match client.watch(key.clone(), proto::prefix_end(&key)).await {
-                    Ok(mut stream) => {
-                        while let Some(message) = stream.next().await {
-                            match message {
-                                Ok(r) if r.canceled => {
-                                    tracing::warn!(reason = %r.cancel_reason, "etcd cancelled the override watch");
-                                    break;
-                                }
-                                // Created, or events: either way, reload.
-                                Ok(_) => {
-                                    let _ = tx.try_send(());
-                                }
-                                Err(e) => {
-                                    tracing::warn!(error = %e.message(), "override watch failed");
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e.message(), "cannot watch overrides in etcd")
-                    }
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+        super::changes::follow("the etcd override watch", move || {
+            let (client, key) = (client.clone(), key.clone());
+            async move {
+                let stream = client
+                    .watch(key.clone(), proto::prefix_end(&key))
+                    .await
+                    .map_err(|e| e.message().to_owned())?;
+                // Created, or events: either way, reload; a cancelled watch or an error ends it.
+                Ok(stream.map(|message| match message {
+                    Ok(r) if r.canceled => Err(format!("etcd cancelled it: {}", r.cancel_reason)),
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e.message().to_owned()),
+                }))
             }
-        });
-        rx
+        })
     }
 }
