@@ -9,7 +9,7 @@ mod args;
 mod client;
 mod closed;
 // The same socket adapter as Sluice's gRPC listener: one source for both.
-#[path = "../../server/src/transport/coalesce.rs"]
+#[path = "../../server/src/grpc/coalesce.rs"]
 mod coalesce;
 mod open;
 mod redis_info;

@@ -15,8 +15,8 @@ use sluice_server::clock::{ManualClock, SystemClock};
 use sluice_server::config::parse_str;
 use sluice_server::limiter::{CheckRequest, Descriptor, Entry, LimiterOptions, RateLimiter};
 use sluice_server::metrics::Metrics;
+use sluice_server::storage::backend::memory::MemoryStore;
 use sluice_server::storage::keys::KeySchema;
-use sluice_server::storage::memory::MemoryStore;
 use sluice_server::storage::{Admission, Batch, Hit, Role};
 
 const ALGORITHMS: [Algorithm; 3] = [

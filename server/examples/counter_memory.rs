@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use sluice_server::algorithm::{Algorithm, Period, Policy};
 use sluice_server::clock::ManualClock;
+use sluice_server::storage::backend::memory::MemoryStore;
 use sluice_server::storage::keys::KeySchema;
-use sluice_server::storage::memory::MemoryStore;
 use sluice_server::storage::{Admission, Batch, Hit, Role};
 
 #[global_allocator]

@@ -24,11 +24,11 @@
 //! 5. A [`storage::Store`] applies the batch atomically, stepping each counter with the pure
 //!    [`algorithm`] math (fixed window, sliding window, token bucket, calendar windows, leases,
 //!    fair share) on its own clock: by default all-or-nothing, so a rejected request is charged
-//!    nowhere ([`storage::Verdict`]; [`storage::memory`] in process with the injected [`clock`],
-//!    [`storage::redis`] with a Lua script that mirrors the math on Redis's clock, one call per
+//!    nowhere ([`storage::Verdict`]; [`storage::backend::memory`] in process with the injected [`clock`],
+//!    [`storage::backend::redis`] with a Lua script that mirrors the math on Redis's clock, one call per
 //!    request or, under load, per batch of concurrent requests decided one after another:
-//!    [`storage::redis::batcher`]), behind [`storage::failover`]; with `--local-batch`,
-//!    [`storage::batched`] first decides fixed windows from a local view of Redis's count and
+//!    [`storage::backend::redis::batcher`]), behind [`storage::layer::failover`]; with `--local-batch`,
+//!    [`storage::layer::local_batch`] first decides fixed windows from a local view of Redis's count and
 //!    flushes their hits to Redis in batches).
 //! 6. The limiter turns the readings into per-descriptor statuses (each from its most
 //!    constraining limit), the overall code, rate-limit headers in the configured style, the
@@ -55,4 +55,3 @@ pub mod server;
 pub mod settings;
 pub mod storage;
 pub mod trace;
-pub mod transport;

@@ -17,8 +17,8 @@ use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use sluice_server::algorithm::{self, Algorithm, MICROS_PER_SEC, Micros, Period, Policy, State};
 use sluice_server::clock::{Clock, ManualClock};
+use sluice_server::storage::backend::memory::MemoryStore;
 use sluice_server::storage::keys::KeySchema;
-use sluice_server::storage::memory::MemoryStore;
 use sluice_server::storage::{Admission, Batch, Hit, Role, rejects};
 
 struct Rule {

@@ -15,8 +15,8 @@ use std::time::Duration;
 use proptest::prelude::*;
 use sluice_server::algorithm::{Algorithm, Claim, Period, Policy};
 use sluice_server::clock::ManualClock;
-use sluice_server::storage::local::{LocalShare, Share};
-use sluice_server::storage::memory::MemoryStore;
+use sluice_server::storage::backend::memory::MemoryStore;
+use sluice_server::storage::layer::local_share::{LocalShare, Share};
 use sluice_server::storage::{Admission, Batch, Hit, Role};
 
 const KEY: &[u8] = b"tenant";

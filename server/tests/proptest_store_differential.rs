@@ -21,8 +21,8 @@ use sluice_server::algorithm::lease::LeaseId;
 use sluice_server::algorithm::share::Tenant;
 use sluice_server::algorithm::{Algorithm, Claim, Period, Policy};
 use sluice_server::clock::{Clock, ManualClock};
-use sluice_server::storage::memory::MemoryStore;
-use sluice_server::storage::redis::{RedisClock, RedisOptions, RedisStore};
+use sluice_server::storage::backend::memory::MemoryStore;
+use sluice_server::storage::backend::redis::{RedisClock, RedisOptions, RedisStore};
 use sluice_server::storage::{Admission, Batch, Hit, Role, Store};
 use sluice_tests::redis::RedisServer;
 

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use sluice_server::algorithm::calendar::CalendarUnit;
 use sluice_server::algorithm::{Algorithm, MICROS_PER_SEC, Period, Policy};
 use sluice_server::clock::ManualClock;
+use sluice_server::storage::backend::memory::MemoryStore;
+use sluice_server::storage::backend::redis::{RedisOptions, RedisStore};
 use sluice_server::storage::keys::KeySchema;
-use sluice_server::storage::memory::MemoryStore;
-use sluice_server::storage::redis::{RedisOptions, RedisStore};
 use sluice_server::storage::{Admission, Batch, Hit, Outcome, Role, Store, StoreError};
 use sluice_tests::redis::{Auth, RedisServer};
 

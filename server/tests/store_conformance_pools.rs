@@ -12,8 +12,8 @@ use sluice_server::algorithm::lease::{Lease, LeaseId};
 use sluice_server::algorithm::share::Tenant;
 use sluice_server::algorithm::{Algorithm, Claim, MICROS_PER_SEC, Period, Policy};
 use sluice_server::clock::ManualClock;
-use sluice_server::storage::memory::MemoryStore;
-use sluice_server::storage::redis::{RedisClock, RedisOptions, RedisStore};
+use sluice_server::storage::backend::memory::MemoryStore;
+use sluice_server::storage::backend::redis::{RedisClock, RedisOptions, RedisStore};
 use sluice_server::storage::{Admission, Batch, Hit, Outcome, Role, Store};
 use sluice_tests::redis::RedisServer;
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use sluice_server::algorithm::{Algorithm, Claim, MICROS_PER_SEC, Period, Policy};
 use sluice_server::clock::{Clock, ManualClock};
-use sluice_server::storage::memory::MemoryStore;
-use sluice_server::storage::redis::{RedisOptions, RedisStore};
+use sluice_server::storage::backend::memory::MemoryStore;
+use sluice_server::storage::backend::redis::{RedisOptions, RedisStore};
 use sluice_server::storage::{Admission, Batch, Hit, Outcome, Role, Store};
 use sluice_tests::redis::RedisServer;
 

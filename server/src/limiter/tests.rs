@@ -4,7 +4,7 @@ use super::*;
 use crate::clock::ManualClock;
 use crate::config::Unit;
 use crate::config::parse_str;
-use crate::storage::memory::MemoryStore;
+use crate::storage::backend::memory::MemoryStore;
 
 const RULES: &str = r#"
 domain: d

@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::*;
 use crate::clock::ManualClock;
 use crate::config::parse_str;
-use crate::storage::memory::MemoryStore;
+use crate::storage::backend::memory::MemoryStore;
 
 const RULES: &str = r#"
 domain: d

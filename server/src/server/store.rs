@@ -1,6 +1,7 @@
 //! Opening the counter store the settings name: memory, or Redis (one server, Sentinel or
-//! Cluster, with TLS) behind the time budget, circuit breaker, L1 cache and failure policy, and
-//! with `--local-batch` the batched local counting in front of them.
+//! Cluster, with TLS) inside the layers `storage::stack` composes (the time budget, circuit
+//! breaker, L1 cache and failure policy, and with `--local-batch` the batched local counting in
+//! front of them).
 
 use std::sync::Arc;
 
@@ -8,15 +9,14 @@ use super::StartupError;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::settings::{Backend, Settings};
-use crate::storage::batched::{BatchOptions, Batched};
-use crate::storage::breaker::BreakerConfig;
-use crate::storage::failover::{Failover, FailoverOptions};
-use crate::storage::l1::OverLimitCache;
-use crate::storage::local::LocalShare;
-use crate::storage::memory::MemoryStore;
-use crate::storage::redis::{
+use crate::storage::backend::memory::MemoryStore;
+use crate::storage::backend::redis::{
     RedisClock, RedisOptions, RedisStore, RedisTarget, RedisType, TargetOptions, TlsFiles,
 };
+use crate::storage::layer::breaker::BreakerConfig;
+use crate::storage::layer::failover::FailoverOptions;
+use crate::storage::layer::local_batch::BatchOptions;
+use crate::storage::stack::{self, Stack};
 use crate::storage::{AnyStore, StoreError};
 
 /// The counter store, and a client for the Redis of runtime overrides when there is one: the
@@ -71,20 +71,8 @@ async fn open_counters(
                 RedisType::Single => target.client(target.nodes[0].clone()).ok(),
                 _ => None,
             };
-            let store = open_shared(settings, target, metrics.registry(), clock).await?;
-            let store = match settings.store.local_batch {
-                None => AnyStore::Redis(store),
-                Some(interval) => {
-                    let options = BatchOptions {
-                        interval,
-                        share: settings.store.share,
-                        max_counters: settings.max_counters,
-                    };
-                    let batched =
-                        Batched::new(store, options, Arc::clone(clock), metrics.registry());
-                    AnyStore::Batched(batched)
-                }
-            };
+            let backend = open_backend(settings, target, metrics.registry()).await?;
+            let store = stack::shared(backend, layers(settings), clock, metrics.registry());
             (store, client)
         }
     })
@@ -127,15 +115,13 @@ fn redis_target(settings: &Settings) -> Result<RedisTarget, StartupError> {
     Ok(target)
 }
 
-/// Redis at `settings`' address behind the time budget, breaker, L1 cache and failure policy.
-/// Returns without waiting for an unreachable Redis (it is connected in the background).
-async fn open_shared(
+/// Redis at `settings`' address. Returns without waiting for an unreachable Redis beyond
+/// `--redis-timeout-ms` (it is connected in the background).
+async fn open_backend(
     settings: &Settings,
     target: RedisTarget,
     registry: &mut prometheus_client::registry::Registry,
-    clock: &Arc<dyn Clock>,
-) -> Result<Failover<RedisStore>, StartupError> {
-    let s = &settings.store;
+) -> Result<RedisStore, StartupError> {
     let redis = RedisStore::open(
         target,
         RedisOptions {
@@ -146,18 +132,31 @@ async fn open_shared(
     )
     .await?;
     registry.register_collector(Box::new(redis.metrics()));
-    let options = FailoverOptions {
-        budget: s.budget,
-        default_mode: s.failure_mode,
-        deny_with: s.deny_with,
-        breaker: BreakerConfig {
-            consecutive_failures: s.breaker_failures,
-            open_for: s.breaker_open,
-            ..BreakerConfig::default()
+    Ok(redis)
+}
+
+/// The layers the settings put around a shared backend.
+fn layers(settings: &Settings) -> Stack {
+    let s = &settings.store;
+    Stack {
+        failover: FailoverOptions {
+            budget: s.budget,
+            default_mode: s.failure_mode,
+            deny_with: s.deny_with,
+            breaker: BreakerConfig {
+                consecutive_failures: s.breaker_failures,
+                open_for: s.breaker_open,
+                ..BreakerConfig::default()
+            },
+            slow_timeout: settings.redis_timeout,
         },
-        slow_timeout: settings.redis_timeout,
-    };
-    let l1 = (s.l1_entries > 0).then(|| OverLimitCache::new(s.l1_entries));
-    let local = LocalShare::new(s.share, settings.max_counters, Arc::clone(clock));
-    Ok(Failover::new(redis, options, l1, local, registry))
+        l1_entries: s.l1_entries,
+        share: s.share,
+        max_counters: settings.max_counters,
+        local_batch: s.local_batch.map(|interval| BatchOptions {
+            interval,
+            share: s.share,
+            max_counters: settings.max_counters,
+        }),
+    }
 }

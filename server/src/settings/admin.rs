@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::SettingsError;
 use super::args::{Backend, OverrideBackend};
-use crate::storage::redis::RedisType;
+use crate::storage::backend::redis::RedisType;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminSettings {

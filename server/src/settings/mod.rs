@@ -24,7 +24,7 @@ pub use store::{StoreArgs, StoreSettings};
 
 use crate::limiter::{HeaderNames, HeaderStyle, RequestBounds};
 use crate::listener::Limits;
-use crate::storage::redis::{RedisTarget, RedisType, TargetOptions};
+use crate::storage::backend::redis::{RedisTarget, RedisType, TargetOptions};
 
 /// Resolved settings.
 #[derive(Debug, Clone, PartialEq)]

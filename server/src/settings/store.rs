@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use super::SettingsError;
 use super::reference::parse_bool;
-use crate::storage::failover::{DenyWith, FailureMode};
-use crate::storage::local::Share;
-use crate::storage::redis::{Auth, RedisType};
+use crate::storage::backend::redis::{Auth, RedisType};
+use crate::storage::layer::failover::{DenyWith, FailureMode};
+use crate::storage::layer::local_share::Share;
 
 /// Flags of the shared store, flattened into [`super::ServeArgs`].
 #[derive(Debug, Default, clap::Args)]

@@ -1,7 +1,7 @@
 use super::*;
-use crate::storage::failover::{DenyWith, FailureMode};
-use crate::storage::local::Share;
-use crate::storage::redis::Auth;
+use crate::storage::backend::redis::Auth;
+use crate::storage::layer::failover::{DenyWith, FailureMode};
+use crate::storage::layer::local_share::Share;
 use clap::Parser;
 use std::collections::HashMap;
 

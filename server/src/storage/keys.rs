@@ -49,7 +49,7 @@
 //! ends the tag early: its counters still share one slot (the same truncated tag), possibly with
 //! other tenants; an empty value gives `{}`. Neither changes which counter a key names, only where
 //! it lives. A request whose counters are in several slots is still all-or-nothing
-//! (`storage::redis::cluster`), with one script per slot.
+//! (`storage::backend::redis::cluster`), with one script per slot.
 
 use crate::algorithm::{Algorithm, Period, Policy};
 

@@ -15,30 +15,29 @@
 //! A rejected batch writes nothing, except the arrivals fair-share pools record
 //! ([`crate::algorithm::uncharged`]).
 //!
-//! Backends: [`memory`] (sharded, embedded default) and [`redis`] (one Lua script per request).
-//! Both must pass the conformance suite in `server/tests/store_conformance.rs`.
+//! The shape of this folder is the stack a batch passes through:
 //!
-//! Redis is always used through [`failover::Failover`]: the [`l1`] over-limit cache, a time budget
-//! and a [`breaker`], and the domain's [`FailureMode`] when Redis cannot answer (`local` decides
-//! from this replica's share of each limit, [`local`], and reconciles afterwards). With
-//! `--local-batch`, [`batched::Batched`] sits in front of it: fixed windows are decided from a
-//! local view of the shared count and their hits flushed in batches, with a documented
-//! over-admission bound.
+//! - [`backend`]: where counters live: [`backend::memory`] (sharded, the embedded default) and
+//!   [`backend::redis`] (one Lua script per request). Both must pass the conformance suite in
+//!   `server/tests/store_conformance.rs`.
+//! - [`layer`]: what wraps the shared backend, outermost first: [`layer::local_batch`]
+//!   (`--local-batch`), then [`layer::failover`] with the [`layer::l1`] over-limit cache, the
+//!   [`layer::breaker`], the time budget and the domain's [`FailureMode`] when Redis cannot answer
+//!   (`local` decides from this replica's share, [`layer::local_share`], and reconciles before
+//!   deciding against Redis again).
+//! - [`stack`]: composes them in that order.
+//! - [`keys`]: the counter-key schema every backend stores under.
 
-pub mod batched;
-pub mod breaker;
-pub mod failover;
+pub mod backend;
 pub mod keys;
-pub mod l1;
-pub mod local;
-pub mod memory;
-pub mod redis;
+pub mod layer;
+pub mod stack;
 
 use std::future::Future;
 
 use crate::algorithm::lease::Lease;
 use crate::algorithm::{Claim, Policy, Reading};
-pub use failover::FailureMode;
+pub use layer::failover::FailureMode;
 
 /// How a hit takes part in the admission decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +70,7 @@ pub enum Admission {
     /// with): the hits are the charge's refunds, stepped at `at` so that a fixed window refunds
     /// only the window it charged and a sliding window the sub-window it charged. Expiry still
     /// follows the store's clock. Used to keep a request that spans Redis Cluster slots
-    /// all-or-nothing (`storage::redis::cluster`).
+    /// all-or-nothing (`storage::backend::redis::cluster`).
     Undo { at: crate::algorithm::Micros },
 }
 
@@ -270,11 +269,11 @@ pub trait Store: Send + Sync + 'static {
 
 /// The configured backend, dispatched without boxing on the hot path.
 pub enum AnyStore {
-    Memory(std::sync::Arc<memory::MemoryStore>),
+    Memory(std::sync::Arc<backend::memory::MemoryStore>),
     /// Redis behind the time budget, breaker, L1 cache and failure policy.
-    Redis(failover::Failover<redis::RedisStore>),
+    Redis(layer::failover::Failover<backend::redis::RedisStore>),
     /// The same, with fixed windows counted locally between flushes (`--local-batch`).
-    Batched(batched::Batched<failover::Failover<redis::RedisStore>>),
+    Batched(layer::local_batch::Batched<layer::failover::Failover<backend::redis::RedisStore>>),
 }
 
 impl Store for AnyStore {

@@ -43,10 +43,10 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
-use super::{Admission, Batch, Outcome, Store, StoreError, Verdict};
 use crate::algorithm::lease::{self, Lease};
 use crate::algorithm::{self, Algorithm, Micros, State};
 use crate::clock::Clock;
+use crate::storage::{Admission, Batch, Outcome, Store, StoreError, Verdict};
 use counters::{Counters, Place};
 
 mod counters;
@@ -269,7 +269,7 @@ impl MemoryStore {
 
 impl MemoryStore {
     /// Removes a counter and returns its state if it was live: the local share hands its counts
-    /// over to the shared store this way (`storage::local`), atomically with respect to batches.
+    /// over to the shared store this way (`storage::layer::local_share`), atomically with respect to batches.
     pub fn take(&self, key: &[u8]) -> Option<State> {
         let now = self.now();
         let mut counters = self.shards[self.shard_of(self.hash(key))].counters.lock();

@@ -36,10 +36,10 @@ use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 
-use super::memory::MemoryStore;
-use super::{Admission, Batch, Hit, Outcome, Role, Store, StoreError};
 use crate::algorithm::{Algorithm, Claim, Policy};
 use crate::clock::Clock;
+use crate::storage::backend::memory::MemoryStore;
+use crate::storage::{Admission, Batch, Hit, Outcome, Role, Store, StoreError};
 
 /// How often a replica retries handing over local hits while some remain.
 pub const RECONCILE_EVERY: Duration = Duration::from_millis(500);

@@ -38,8 +38,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::{Admission, Batch, Hit, Outcome, rejects};
 use crate::algorithm::{Algorithm, Policy, Reading};
+use crate::storage::{Admission, Batch, Hit, Outcome, rejects};
 
 const SHARDS: usize = 16;
 

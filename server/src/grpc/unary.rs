@@ -17,7 +17,7 @@ use http::{HeaderMap, HeaderValue, Request, Response};
 use prost::Message;
 use tonic::Status;
 
-use crate::grpc::RlsService;
+use super::service::RlsService;
 use crate::storage::Store;
 
 /// The flag byte and the length before each message.
@@ -209,7 +209,7 @@ mod tests {
         use crate::clock::SystemClock;
         use crate::limiter::{LimiterOptions, RateLimiter};
         use crate::metrics::Metrics;
-        use crate::storage::memory::MemoryStore;
+        use crate::storage::backend::memory::MemoryStore;
 
         let limiter = RateLimiter::new(
             crate::config::parse_str("rules.yaml", "domain: d\n").unwrap(),

@@ -9,7 +9,7 @@
 //!
 //! Opening the store never waits for Redis beyond [`RedisOptions::timeout`]: an unreachable Redis
 //! is connected in the background, and calls fail at once meanwhile (the failure policy of
-//! [`crate::storage::failover`] answers them). Every call is bounded by the same timeout.
+//! [`crate::storage::layer::failover`] answers them). Every call is bounded by the same timeout.
 //!
 //! Credentials come from the URL (`redis://user:password@host:port/db`, or `redis://:password@…`
 //! for `requirepass`) or from `--redis-auth`.
@@ -26,10 +26,10 @@ use std::time::Duration;
 use redis::io::tcp::TcpSettings;
 use redis::{ConnectionInfo, ErrorKind, RedisError, Script, ServerErrorKind};
 
-use super::{Batch, Hit, Outcome, Store, StoreError};
 use crate::algorithm::Micros;
 use crate::algorithm::lease::{Lease, LeaseId};
 use crate::clock::Clock;
+use crate::storage::{Batch, Hit, Outcome, Store, StoreError};
 use links::Links;
 pub use target::{Auth, RedisTarget, RedisType, TargetOptions, TlsFiles};
 
@@ -37,7 +37,7 @@ pub use target::{Auth, RedisTarget, RedisType, TargetOptions, TlsFiles};
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
     /// Bound on connecting and on every call. The time budget of a check is set apart
-    /// ([`crate::storage::failover`]); this only keeps a call from hanging forever.
+    /// ([`crate::storage::layer::failover`]); this only keeps a call from hanging forever.
     pub timeout: Duration,
     /// Multiplexed connections used in turn (at least one), per node.
     pub pool_size: usize,
@@ -132,7 +132,7 @@ impl RedisStore {
     async fn run(
         &self,
         hits: &[Hit],
-        admission: super::Admission,
+        admission: crate::storage::Admission,
     ) -> Result<(Outcome, Micros), StoreError> {
         let time = match &self.clock {
             RedisClock::Redis => None,

@@ -51,12 +51,12 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 
 use super::failover::{Failover, FailureMode};
-use super::local::Share;
-use super::memory::MemoryStore;
-use super::{Admission, Batch, Hit, Outcome, Store, StoreError, Verdict};
+use super::local_share::Share;
 use crate::algorithm::lease::Lease;
 use crate::algorithm::{self, Algorithm, MICROS_PER_SEC, Micros, Policy, Reading, State};
 use crate::clock::Clock;
+use crate::storage::backend::memory::MemoryStore;
+use crate::storage::{Admission, Batch, Hit, Outcome, Store, StoreError, Verdict};
 
 mod flush;
 

@@ -27,12 +27,6 @@
 //! whole, so the connection window bounds what a client can park in half-sent messages; a
 //! message timeout per stream; and keepalive pings when the client falls silent.
 
-mod bridge;
-mod coalesce;
-mod unary;
-
-mod keepalive;
-
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -48,12 +42,13 @@ use tokio::sync::watch;
 use tonic::server::NamedService;
 use tower::Service;
 
-use crate::grpc::RlsService;
+pub use super::bridge::CallBody;
+use super::coalesce::Coalesce;
+use super::service::RlsService;
+use super::{bridge, keepalive, unary};
 use crate::listener::budget::{self, Budget, Charge};
 use crate::listener::{Accepted, Acceptor, CLOSE_GRACE, Closing, Limits, Tracked};
 use crate::storage::Store;
-pub use bridge::CallBody;
-use coalesce::Coalesce;
 
 /// The path of the one method Sluice answers itself.
 const SHOULD_RATE_LIMIT: &str = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit";

@@ -17,7 +17,6 @@ use crate::metrics::Metrics;
 use crate::settings::{Backend, Settings};
 use crate::storage::keys::{KeySchema, ValueHasher};
 use crate::storage::{Admission, AnyStore, StoreError};
-use crate::transport;
 
 mod health;
 mod listen;
@@ -151,7 +150,8 @@ impl Sluice {
             keys: {
                 let keys = KeySchema::new(settings.key_prefix.clone(), hasher);
                 let cluster = settings.backend == Backend::Redis
-                    && settings.store.redis_type == crate::storage::redis::RedisType::Cluster;
+                    && settings.store.redis_type
+                        == crate::storage::backend::redis::RedisType::Cluster;
                 if cluster { keys.with_hash_tags() } else { keys }
             },
             near_limit_ratio: settings.near_limit_ratio,
@@ -213,14 +213,14 @@ impl Sluice {
         let http_stop = wait_for(stop_rx);
 
         let limits = Arc::new(listen::connection_limits(&self.settings.listener));
-        let grpc = transport::serve(
+        let grpc = crate::grpc::serve(
             Acceptor::new(
                 listeners.grpc,
                 "grpc",
                 Arc::clone(&limits),
                 self.listener_stats.clone(),
             ),
-            transport::Routes::new(
+            crate::grpc::Routes::new(
                 RlsService::new(Arc::clone(&self.limiter)),
                 health_service,
                 Arc::clone(&limits),

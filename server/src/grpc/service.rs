@@ -1,13 +1,11 @@
-//! The gRPC adapter for `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`: the only
-//! module that sees the service's generated proto types; it converts them to and from the
-//! limiter's. [`crate::transport`] frames the messages on HTTP/2.
+//! The rate-limit service: a decoded `ShouldRateLimit` request in, an answer or a status out. The
+//! only module that sees the service's generated proto types; it converts them to and from the
+//! limiter's. [`super::listener`] frames the messages on HTTP/2.
 //!
 //! A request whose values cannot be counted (over the byte bound, or not UTF-8, which prost
 //! refuses to decode: [`lenient`]) is answered OVER_LIMIT with a problem document of status 400,
 //! never with an error: those values come from the proxy's client, and Envoy lets a request
 //! through on an error whenever it fails open.
-
-mod lenient;
 
 use std::sync::Arc;
 
@@ -100,7 +98,7 @@ impl<S: Store> RlsService<S> {
         bytes: &[u8],
         error: &prost::DecodeError,
     ) -> Result<RateLimitResponse, Status> {
-        match lenient::descriptors_if_only_text_is_bad(bytes) {
+        match super::lenient::descriptors_if_only_text_is_bad(bytes) {
             Some(descriptors) => {
                 self.counters.unusable.inc();
                 Ok(self.unusable(

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use super::Inner;
 use crate::storage::Store;
-use crate::storage::breaker::{BreakerState, Permit};
-use crate::storage::local::RECONCILE_EVERY;
+use crate::storage::layer::breaker::{BreakerState, Permit};
+use crate::storage::layer::local_share::RECONCILE_EVERY;
 
 /// How often the store is pinged while the breaker is not closed.
 pub const PROBE_EVERY: Duration = Duration::from_millis(100);

@@ -33,9 +33,9 @@ mod recovery;
 
 use super::breaker::{Breaker, BreakerConfig, BreakerState, Permit};
 use super::l1::OverLimitCache;
-use super::local::LocalShare;
-use super::{Admission, Batch, Outcome, Store, StoreError, rejects};
+use super::local_share::LocalShare;
 use crate::algorithm::{MICROS_PER_SEC, Reading};
+use crate::storage::{Admission, Batch, Outcome, Store, StoreError, rejects};
 pub use recovery::PROBE_EVERY;
 
 /// What a domain's checks get while the shared store cannot answer.
