@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 use super::{AdminState, Who};
 use crate::http::{body, error, leases};
 use crate::limiter::Entry;
-use crate::limiter::admin::AdminError;
+use crate::limiter::inspect::AdminError;
 use crate::overrides::{self, AuditEntry, OverrideRequest};
 use crate::storage::Store;
 
@@ -372,7 +372,7 @@ pub(super) async fn audit<S: Store>(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let limit = match query(raw, &["limit"]).and_then(|p| limit_of(&p, 50)) {
-        Ok(l) => l.clamp(1, crate::overrides::store::AUDIT_KEPT),
+        Ok(l) => l.clamp(1, crate::overrides::backend::AUDIT_KEPT),
         Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
     match state.overrides.audit(limit).await {

@@ -10,7 +10,7 @@ use axum::response::Response;
 use futures::StreamExt;
 
 use super::error;
-use super::serve::BodyLimit;
+use super::listener::BodyLimit;
 
 /// The most bytes of an oversized body read and thrown away so the client gets the 413.
 const DRAIN_BYTES: u64 = 64 * 1024 * 1024;

@@ -267,7 +267,7 @@ pub(crate) fn now_micros() -> u64 {
 /// Pools and holders as JSON; ids in full only for the admin API.
 pub(crate) fn pools_json(
     pools: &[(
-        crate::limiter::admin::CounterView,
+        crate::limiter::inspect::CounterView,
         Vec<crate::algorithm::lease::Lease>,
     )],
     now: u64,

@@ -4,14 +4,14 @@
 //!
 //! [`json`] owns the proto3-JSON wire types, [`auth`] the header mapping and the answer NGINX can
 //! act on, [`body`] the bounded reading of request bodies (413 with a reason when too large),
-//! [`leases`] the lease API, [`serve`] the listener itself (HTTP/1.1 and h2c within the listener
+//! [`leases`] the lease API, [`listener`] the listener itself (HTTP/1.1 and h2c within the listener
 //! bounds). The admin API (`/admin/`) is [`crate::admin`], merged in when on.
 
 mod auth;
 pub(crate) mod body;
 mod json;
 pub(crate) mod leases;
-pub mod serve;
+pub mod listener;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -13,9 +13,9 @@
 //!    for a rejected request, the rejecting limit's [`problem`] document; [`headers`] in the
 //!    configured style; per-rule `stats`.
 
-pub mod admin;
 pub mod decision;
 pub mod headers;
+pub mod inspect;
 pub mod lease;
 mod plan;
 pub mod problem;

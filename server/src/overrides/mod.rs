@@ -6,7 +6,7 @@
 //!   removed.
 //! - [`set::OverrideSet`]: the overrides in force, indexed for the check path and resolved
 //!   against the live rule set (re-resolved on every reload of either).
-//! - [`store::OverrideStore`]: where they live (memory for one instance, Redis or etcd for a
+//! - [`backend::OverrideStore`]: where they live (memory for one instance, Redis or etcd for a
 //!   fleet), with the audit log of every change. Each replica's set is kept current by a task the
 //!   server starts (`server::overrides`: a notification, with polling as the fallback).
 //!
@@ -15,11 +15,11 @@
 //! is not a fair-share pool, a concurrency on one that is not a pool), values out of range, a
 //! prefix anywhere but on the last entry, and an expiry in the past.
 
+pub mod backend;
 mod changes;
 pub mod etcd;
 pub mod redis;
 pub mod set;
-pub mod store;
 
 use serde::{Deserialize, Serialize};
 
@@ -27,8 +27,8 @@ use crate::algorithm::MAX_UNITS;
 use crate::algorithm::share::MAX_WEIGHT;
 use crate::config::{Algorithm, Rule, RuleSet};
 
+pub use backend::{AuditEntry, OverrideStore};
 pub use set::OverrideSet;
-pub use store::{AuditEntry, OverrideStore};
 
 /// The most leases an override may give a pool (the config's bound).
 const MAX_SLOTS: u64 = 10_000;

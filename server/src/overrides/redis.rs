@@ -6,7 +6,7 @@
 //! - `<prefix>{sluice-overrides}`: a hash, override id → override JSON;
 //! - `<prefix>{sluice-overrides}:version`: a counter bumped by every change;
 //! - `<prefix>{sluice-overrides}:audit`: the audit log, newest first, capped at
-//!   [`AUDIT_KEPT`](super::store::AUDIT_KEPT) entries.
+//!   [`AUDIT_KEPT`](super::backend::AUDIT_KEPT) entries.
 //!
 //! A change is one script (read the old value, write the new one, bump the version, append the
 //! audit entry with that old value as `before`, publish the version on the channel
@@ -21,7 +21,7 @@ use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::Override;
-use super::store::{AUDIT_KEPT, AuditEntry, OverrideError};
+use super::backend::{AUDIT_KEPT, AuditEntry, OverrideError};
 
 const CHANGE: &str = r"
 local before = redis.call('HGET', KEYS[1], ARGV[1])

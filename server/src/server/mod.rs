@@ -21,7 +21,7 @@ use crate::storage::{Admission, AnyStore, StoreError};
 mod health;
 mod listen;
 mod overrides;
-mod store;
+mod storage;
 
 pub use health::shutdown_signal;
 pub use listen::Listeners;
@@ -63,7 +63,7 @@ pub enum StartupError {
         reason: String,
     },
     #[error("cannot open the override store: {0}")]
-    Overrides(#[from] crate::overrides::store::OverrideError),
+    Overrides(#[from] crate::overrides::backend::OverrideError),
 }
 
 /// A ready-to-serve Sluice: rules loaded, store open.
@@ -129,7 +129,7 @@ impl Sluice {
             }
         };
         let redis_deadline = tokio::time::Instant::now() + settings.redis_timeout;
-        let (store, override_client) = store::open(&settings, &mut metrics, &clock).await?;
+        let (store, override_client) = storage::open(&settings, &mut metrics, &clock).await?;
         let tokens = match &settings.admin.token_file {
             None => None,
             Some(path) => {
@@ -241,7 +241,7 @@ impl Sluice {
         if let Some(state) = &self.admin {
             app = app.nest("/admin", admin::router(Arc::clone(state)));
         }
-        let http = crate::http::serve::serve(
+        let http = crate::http::listener::serve(
             Acceptor::new(listeners.http, "http", limits, self.listener_stats.clone()),
             app,
             self.settings.bounds.max_message_bytes(),

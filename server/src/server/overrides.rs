@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::limiter::RateLimiter;
 use crate::overrides::OverrideStore;
-use crate::overrides::store::OverrideError;
+use crate::overrides::backend::OverrideError;
 use crate::settings::{OverrideBackend, Settings};
 use crate::storage::Store;
 

@@ -169,7 +169,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_LEASE_MAX_WAIT_MS")]
     pub lease_max_wait_ms: Option<u64>,
     #[command(flatten)]
-    pub store: super::store::StoreArgs,
+    pub store: super::storage::StorageArgs,
     #[command(flatten)]
     pub listener: super::listener::ListenerArgs,
 }

@@ -11,7 +11,7 @@ mod admin;
 pub mod args;
 pub mod listener;
 mod reference;
-pub mod store;
+pub mod storage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,7 +20,7 @@ use std::time::Duration;
 pub use admin::AdminSettings;
 pub use args::{Backend, LogFormat, OverrideBackend, ServeArgs};
 use reference::{host_port, log_level, parse_bool, reference_redis_url};
-pub use store::{StoreArgs, StoreSettings};
+pub use storage::{StorageArgs, StorageSettings};
 
 use crate::limiter::{HeaderNames, HeaderStyle, RequestBounds};
 use crate::listener::Limits;
@@ -67,7 +67,7 @@ pub struct Settings {
     /// The admin API, runtime overrides and the lease API's bounds.
     pub admin: AdminSettings,
     /// The shared store's deployment and failure handling.
-    pub store: StoreSettings,
+    pub store: StorageSettings,
     /// Both listeners' bounds on connections, streams, sizes and time.
     pub listener: Limits,
 }
@@ -153,7 +153,7 @@ impl Settings {
             },
         };
 
-        let store = store::resolve(args.store, &get)?;
+        let store = storage::resolve(args.store, &get)?;
         let redis_url = match args.redis_url {
             Some(u) => Some(u),
             // The reference's `host:port` with `REDIS_AUTH` and `REDIS_TLS` for one server; the

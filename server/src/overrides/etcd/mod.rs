@@ -18,7 +18,7 @@ use futures::StreamExt;
 use tonic::transport::{Channel, Endpoint};
 
 use super::Override;
-use super::store::{AuditEntry, OverrideError};
+use super::backend::{AuditEntry, OverrideError};
 use proto::{
     Client, Compare, CompareWith, DeleteRangeRequest, Op, PutRequest, RangeRequest, RequestOp,
     TxnRequest,

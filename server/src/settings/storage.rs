@@ -13,7 +13,7 @@ use crate::storage::layer::local_share::Share;
 
 /// Flags of the shared store, flattened into [`super::ServeArgs`].
 #[derive(Debug, Default, clap::Args)]
-pub struct StoreArgs {
+pub struct StorageArgs {
     /// Redis deployment: single, sentinel (address `master_name,host:port,…`) or cluster
     /// (address `host:port,…`) [default: single].
     #[arg(long, env = "SLUICE_REDIS_TYPE")]
@@ -72,7 +72,7 @@ pub struct StoreArgs {
 
 /// The shared store's resolved settings.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StoreSettings {
+pub struct StorageSettings {
     pub redis_type: RedisType,
     /// Credentials for addresses without them (single: already in the URL).
     pub redis_auth: Option<Auth>,
@@ -96,9 +96,9 @@ pub struct StoreSettings {
 pub const L1_ENTRY_BYTES: usize = 128;
 
 pub(super) fn resolve(
-    args: StoreArgs,
+    args: StorageArgs,
     get: &impl Fn(&'static str) -> Option<String>,
-) -> Result<StoreSettings, SettingsError> {
+) -> Result<StorageSettings, SettingsError> {
     let redis_type = match args.redis_type {
         Some(t) => RedisType::parse(&t).ok_or_else(|| {
             SettingsError::Invalid(format!(
@@ -197,7 +197,7 @@ pub(super) fn resolve(
             SettingsError::Invalid(format!("--local-batch {text:?}: {reason}"))
         })?,
     };
-    Ok(StoreSettings {
+    Ok(StorageSettings {
         redis_type,
         redis_auth: args
             .redis_auth
