@@ -15,8 +15,9 @@
 
 use std::fmt::Write as _;
 
+use super::fields::{Fields, Place};
 use super::model::{EntrySource, HttpDescriptor, HttpEntry};
-use super::parse::{Fields, Place, Reader, Spanned};
+use super::parse::{Reader, Spanned};
 use super::yaml::{Kind, Yaml};
 
 impl Reader {

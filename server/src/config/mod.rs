@@ -42,13 +42,16 @@
 
 mod build;
 mod domain;
+mod dump;
 mod error;
+mod fields;
 mod http_descriptors;
 mod limit;
 pub mod matcher;
 mod model;
 mod parse;
 mod pool;
+mod scalar;
 mod watch;
 mod yaml;
 

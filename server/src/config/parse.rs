@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 
+use super::fields::{Fields, Place};
 use super::limit::RawLimits;
 use super::model::HttpDescriptor;
 use super::yaml::{self, Kind, Mark, Yaml};
@@ -62,117 +63,6 @@ const MAX_PROBLEMS: usize = 100;
 pub(super) enum Problem {
     Syntax(Mark, String),
     Invalid(Mark, String),
-}
-
-/// The mappings of the format, each with its own fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Place {
-    Top,
-    Descriptor,
-    RateLimit,
-    Replaces,
-    HttpDescriptor,
-    HttpEntry,
-}
-
-const TOP_FIELDS: &[&str] = &[
-    "domain",
-    "descriptors",
-    "http_descriptors",
-    "failure_mode",
-    "shard_by",
-];
-const DESCRIPTOR_FIELDS: &[&str] = &[
-    "key",
-    "value",
-    "rate_limit",
-    "rate_limits",
-    "descriptors",
-    "shadow_mode",
-    "quota_mode",
-    "detailed_metric",
-    "value_to_metric",
-    "share_threshold",
-    "metadata",
-];
-const RATE_LIMIT_FIELDS: &[&str] = &[
-    "unit",
-    "requests_per_unit",
-    "unlimited",
-    "name",
-    "replaces",
-    "unit_multiplier",
-    "algorithm",
-    "burst",
-    "calendar",
-    "kind",
-    "over_limit_status",
-    "concurrency",
-    "lease_ttl",
-    "capacity",
-    "weights",
-    "weight",
-    "overflow",
-];
-const REPLACES_FIELDS: &[&str] = &["name"];
-const HTTP_DESCRIPTOR_FIELDS: &[&str] = &["entries", "hits_addend_header"];
-const HTTP_ENTRY_FIELDS: &[&str] = &["key", "header", "value"];
-
-impl Place {
-    fn fields(self) -> &'static [&'static str] {
-        match self {
-            Place::Top => TOP_FIELDS,
-            Place::Descriptor => DESCRIPTOR_FIELDS,
-            Place::RateLimit => RATE_LIMIT_FIELDS,
-            Place::Replaces => REPLACES_FIELDS,
-            Place::HttpDescriptor => HTTP_DESCRIPTOR_FIELDS,
-            Place::HttpEntry => HTTP_ENTRY_FIELDS,
-        }
-    }
-
-    fn describe(self) -> &'static str {
-        match self {
-            Place::Top => "at the top level",
-            Place::Descriptor => "in a descriptor",
-            Place::RateLimit => "in `rate_limit`",
-            Place::Replaces => "in a `replaces` entry",
-            Place::HttpDescriptor => "in an entry of `http_descriptors`",
-            Place::HttpEntry => "in an HTTP descriptor's entry",
-        }
-    }
-
-    /// Where a field that is not allowed here does belong, if anywhere.
-    fn home_of(self, field: &str) -> Option<&'static str> {
-        // HTTP descriptors share `key` and `value` with rule descriptors: only point there from
-        // rule descriptors, where a stray `header` is the likely mistake.
-        if matches!(self, Place::HttpDescriptor | Place::HttpEntry) {
-            return None;
-        }
-        if self != Place::RateLimit && RATE_LIMIT_FIELDS.contains(&field) {
-            Some("inside a descriptor's `rate_limit`")
-        } else if self != Place::Descriptor && DESCRIPTOR_FIELDS.contains(&field) {
-            Some("on a descriptor (an entry of `descriptors`)")
-        } else if self != Place::Top && TOP_FIELDS.contains(&field) {
-            Some("at the top level of the file")
-        } else {
-            None
-        }
-    }
-}
-
-/// The fields of one mapping, looked up by name.
-pub(super) struct Fields<'y> {
-    pub at: Mark,
-    entries: Vec<(&'y str, &'y Yaml)>,
-}
-
-impl<'y> Fields<'y> {
-    pub fn get(&self, name: &str) -> Option<&'y Yaml> {
-        self.entries
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| *v)
-    }
 }
 
 /// Reads one file. Never fails outright: problems are collected and as much as possible is still
@@ -465,51 +355,6 @@ impl Reader {
             value_to_metric,
             share_threshold,
         })
-    }
-
-    /// A string field. Any scalar is read by its text, as yaml.v2 does for a string target, so
-    /// `value: 200` is the string "200". Null reads as absent.
-    pub(super) fn string(&mut self, y: &Yaml, field: &str) -> Option<String> {
-        match &y.kind {
-            _ if y.is_null() => None,
-            Kind::Scalar { text, .. } => Some(text.clone()),
-            _ => {
-                self.invalid(
-                    y.at,
-                    format!("`{field}` must be a string, found {}", y.describe()),
-                );
-                None
-            }
-        }
-    }
-
-    /// A boolean field; absent or null is false. Unquoted YAML 1.1 spellings are accepted.
-    pub(super) fn flag(&mut self, f: &Fields<'_>, field: &str) -> bool {
-        let Some(y) = f.get(field) else {
-            return false;
-        };
-        if y.is_null() {
-            return false;
-        }
-        if let Kind::Scalar { text, plain: true } = &y.kind {
-            match text.as_str() {
-                "true" | "True" | "TRUE" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "y"
-                | "Y" => return true,
-                "false" | "False" | "FALSE" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "n"
-                | "N" => return false,
-                _ => {}
-            }
-        }
-        let found = match &y.kind {
-            Kind::Scalar { text, plain: true } => format!("'{text}'"),
-            Kind::Scalar { text, plain: false } => format!("the quoted string \"{text}\""),
-            _ => y.describe().to_owned(),
-        };
-        self.invalid(
-            y.at,
-            format!("`{field}` must be true or false, found {found}"),
-        );
-        false
     }
 }
 

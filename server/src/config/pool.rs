@@ -11,8 +11,9 @@
 //! replaces `requests_per_unit` (a fair-share pool counts fixed windows of its `unit`). Each
 //! field that does not apply is reported where it stands.
 
+use super::fields::{Fields, Shape};
 use super::model::{Kind, RateLimit, ShareSpec};
-use super::parse::{Fields, Reader};
+use super::parse::Reader;
 use super::yaml::{Kind as YamlKind, Mark, Yaml};
 use crate::algorithm::MAX_UNITS;
 use crate::algorithm::share::MAX_WEIGHT;
@@ -24,20 +25,6 @@ pub const MAX_LEASE_TTL: u64 = 7 * 86_400;
 /// `lease_ttl` when not given, in seconds.
 pub const DEFAULT_LEASE_TTL: u32 = 60;
 
-/// Fields a concurrency pool has no use for.
-const NOT_FOR_CONCURRENCY: &[&str] = &[
-    "unit",
-    "requests_per_unit",
-    "unit_multiplier",
-    "algorithm",
-    "burst",
-    "calendar",
-    "capacity",
-    "weights",
-    "weight",
-    "overflow",
-];
-
 impl Reader {
     /// `concurrency: N` with its optional `lease_ttl`, `kind`, `over_limit_status`.
     pub(super) fn concurrency_limit(
@@ -45,16 +32,8 @@ impl Reader {
         f: &Fields<'_>,
         name: Option<String>,
     ) -> Option<RateLimit> {
-        for field in NOT_FOR_CONCURRENCY {
-            if let Some(v) = f.get(field) {
-                self.invalid(
-                    v.at,
-                    format!(
-                        "`{field}` does not apply to a concurrency pool: `concurrency` limits how \
-                         many leases are held at once, not a rate"
-                    ),
-                );
-            }
+        for (field, v) in f.not_for(Shape::Concurrency) {
+            self.invalid(v.at, Shape::Concurrency.refusal(field));
         }
         let slots = f
             .get("concurrency")
@@ -87,56 +66,30 @@ impl Reader {
         })
     }
 
-    /// Reports pool fields given without the field that makes the pool.
-    pub(super) fn pool_only_fields(&mut self, f: &Fields<'_>) {
-        if let Some(t) = f.get("lease_ttl") {
-            self.invalid(
-                t.at,
-                "`lease_ttl` applies only to a pool with `concurrency`",
-            );
+    /// Reports the fields given that do not apply to this limit's shape: a counted limit or, with
+    /// `capacity`, a fair-share pool. Whether all of them apply.
+    pub(super) fn windowed_fields(&mut self, f: &Fields<'_>) -> bool {
+        let shape = if f.get("capacity").is_some() {
+            Shape::FairShare
+        } else {
+            Shape::Counted
+        };
+        let mut fit = true;
+        for (field, v) in f.not_for(shape) {
+            self.invalid(v.at, shape.refusal(field));
+            fit = false;
         }
-        if f.get("capacity").is_none() {
-            for field in ["weights", "weight"] {
-                if let Some(w) = f.get(field) {
-                    self.invalid(
-                        w.at,
-                        format!(
-                            "`{field}` applies only to a fair-share pool, one with a `capacity`"
-                        ),
-                    );
-                }
-            }
-        }
+        fit
     }
 
     /// `capacity` with its `weights` and default `weight`: `None` without `capacity`,
     /// `Some(None)` when something is wrong (already reported).
-    pub(super) fn fair_share(&mut self, f: &Fields<'_>) -> Option<Option<(u64, ShareSpec)>> {
+    pub(super) fn fair_share(
+        &mut self,
+        f: &Fields<'_>,
+        valid: bool,
+    ) -> Option<Option<(u64, ShareSpec)>> {
         let capacity = f.get("capacity")?;
-        let mut valid = true;
-        for (field, why) in [
-            (
-                "requests_per_unit",
-                "`capacity` is the pool's limit per window: give one or the other",
-            ),
-            (
-                "algorithm",
-                "a fair-share pool counts fixed windows of its `unit`; `algorithm` does not apply",
-            ),
-            (
-                "calendar",
-                "a fair-share pool counts fixed windows of its `unit`",
-            ),
-            (
-                "overflow",
-                "`overflow` applies to counted limits, not to a fair-share pool",
-            ),
-        ] {
-            if let Some(v) = f.get(field) {
-                self.invalid(v.at, format!("`{field}` with `capacity`: {why}"));
-                valid = false;
-            }
-        }
         let capacity = self.integer(capacity, "capacity", 0, MAX_UNITS);
         let default_weight = match f.get("weight") {
             None => Some(1),

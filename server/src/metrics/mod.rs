@@ -9,30 +9,21 @@
 //! in `sluice_metric_series_overflow_total`, so a flood of distinct values cannot grow `/metrics`
 //! (or this process) without bound.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// A label value shared with the rule tree, so labelling a hit clones a pointer, not a string.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Shared(pub Arc<str>);
+mod leases;
+mod rules;
 
-impl EncodeLabelValue for Shared {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-        EncodeLabelValue::encode(&&*self.0, encoder)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct RuleLabels {
-    pub rule: Shared,
-}
+pub use leases::LeaseStats;
+pub use rules::{OVERFLOW_SERIES, RuleCount, RuleLabels, RuleSeries, RuleStats, Shared};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -43,9 +34,6 @@ pub struct ReasonLabels {
 pub struct FamilyLabels {
     pub family: &'static str,
 }
-
-/// The label value hits are counted under once a family is full.
-pub const OVERFLOW_SERIES: &str = "overflow";
 
 /// Series one per-rule family holds by default.
 pub const DEFAULT_MAX_SERIES: usize = 10_000;
@@ -77,129 +65,6 @@ pub struct RequestCounters {
     /// Refused because their values cannot be counted (too long, not UTF-8).
     pub unusable: Counter,
     pub error: Counter,
-}
-
-/// Per-rule counts, all in hits (a request with `hits_addend: 5` adds 5).
-#[derive(Debug, Default)]
-pub struct RuleStats {
-    pub total_hits: Family<RuleLabels, Counter>,
-    pub over_limit: Family<RuleLabels, Counter>,
-    pub near_limit: Family<RuleLabels, Counter>,
-    pub within_limit: Family<RuleLabels, Counter>,
-    pub shadow_mode: Family<RuleLabels, Counter>,
-}
-
-/// One of the per-rule counts of [`RuleStats`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RuleCount {
-    TotalHits,
-    OverLimit,
-    NearLimit,
-    WithinLimit,
-    ShadowMode,
-}
-
-impl RuleStats {
-    pub fn family(&self, count: RuleCount) -> &Family<RuleLabels, Counter> {
-        match count {
-            RuleCount::TotalHits => &self.total_hits,
-            RuleCount::OverLimit => &self.over_limit,
-            RuleCount::NearLimit => &self.near_limit,
-            RuleCount::WithinLimit => &self.within_limit,
-            RuleCount::ShadowMode => &self.shadow_mode,
-        }
-    }
-}
-
-impl RuleCount {
-    fn name(self) -> &'static str {
-        match self {
-            RuleCount::TotalHits => "sluice_rule_total_hits",
-            RuleCount::OverLimit => "sluice_rule_over_limit",
-            RuleCount::NearLimit => "sluice_rule_near_limit",
-            RuleCount::WithinLimit => "sluice_rule_within_limit",
-            RuleCount::ShadowMode => "sluice_rule_shadow_mode",
-        }
-    }
-}
-
-/// A rule's own series of [`RuleStats`], kept with the rule once its first hit resolved them, so
-/// later hits skip the family lookup (which hashes the label set and takes the family's lock on
-/// every hit). Each is tied to the [`Metrics`] that resolved it: a rule counted by another
-/// `Metrics` (tests build several) looks its series up as before. Each series is resolved on its
-/// first increment, so the exposition is the same as without the cache. A cache, not part of the
-/// rule: a clone starts empty and any two compare equal.
-#[derive(Default)]
-pub struct RuleSeries([OnceLock<(u64, Counter)>; 5]);
-
-impl RuleSeries {
-    fn slot(&self, count: RuleCount) -> &OnceLock<(u64, Counter)> {
-        &self.0[count as usize]
-    }
-}
-
-impl Clone for RuleSeries {
-    fn clone(&self) -> Self {
-        Self::default()
-    }
-}
-
-impl PartialEq for RuleSeries {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for RuleSeries {}
-
-impl std::fmt::Debug for RuleSeries {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RuleSeries")
-    }
-}
-
-/// Concurrency pools, per rule: lease operations and the pool's depth as last seen by this
-/// instance.
-#[derive(Debug, Default)]
-pub struct LeaseStats {
-    pub acquisitions: Family<RuleLabels, Counter>,
-    pub renewals: Family<RuleLabels, Counter>,
-    pub rejections: Family<RuleLabels, Counter>,
-    pub releases: Family<RuleLabels, Counter>,
-    pub in_use: Family<RuleLabels, Gauge>,
-    pub capacity: Family<RuleLabels, Gauge>,
-}
-
-impl LeaseStats {
-    fn register(&self, registry: &mut Registry) {
-        let counters = [
-            ("lease_acquisitions", "Leases taken", &self.acquisitions),
-            ("lease_renewals", "Leases renewed", &self.renewals),
-            (
-                "lease_rejections",
-                "Acquisitions refused because the pool was full",
-                &self.rejections,
-            ),
-            (
-                "lease_releases",
-                "Leases given back before expiring",
-                &self.releases,
-            ),
-        ];
-        for (name, help, family) in counters {
-            registry.register(name, help, family.clone());
-        }
-        registry.register(
-            "lease_pool_in_use",
-            "Leases held in a pool, as of this instance's latest operation on it",
-            self.in_use.clone(),
-        );
-        registry.register(
-            "lease_pool_capacity",
-            "Leases a pool can hold",
-            self.capacity.clone(),
-        );
-    }
 }
 
 static NEXT_METRICS_ID: AtomicU64 = AtomicU64::new(0);
@@ -237,31 +102,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("sluice");
         let rules = RuleStats::default();
-        registry.register(
-            "rule_total_hits",
-            "Hits checked against a rule",
-            rules.total_hits.clone(),
-        );
-        registry.register(
-            "rule_over_limit",
-            "Hits that were over a rule's limit",
-            rules.over_limit.clone(),
-        );
-        registry.register(
-            "rule_near_limit",
-            "Hits within the limit but past the near-limit ratio",
-            rules.near_limit.clone(),
-        );
-        registry.register(
-            "rule_within_limit",
-            "Hits within a rule's limit",
-            rules.within_limit.clone(),
-        );
-        registry.register(
-            "rule_shadow_mode",
-            "Over-limit hits let through because the rule is in shadow mode",
-            rules.shadow_mode.clone(),
-        );
+        rules.register(&mut registry);
         let leases = LeaseStats::default();
         leases.register(&mut registry);
         let requests = Family::<RequestLabels, Counter>::default();
