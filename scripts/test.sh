@@ -43,5 +43,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build -p sluice-client --examples --locked
 # The filter's proxy-wasm glue only exists on wasm32.
 cargo clippy -p sluice-filter --target wasm32-unknown-unknown --locked -- -D warnings
+# The crate map (server/src/lib.rs) and every module doc link what they name: a broken link fails.
+# Private items are documented too, so links to them resolve and are allowed.
+RUSTDOCFLAGS="-D warnings -A rustdoc::private-intra-doc-links" cargo doc --no-deps --document-private-items --locked -p sluice-server
+# Imports point one way: no module imports one above it, no import cycle crosses a folder.
+python3 scripts/check-layers.py
 cargo test --workspace --all-targets --locked
 python3 -m unittest discover -s tests/conformance -v

@@ -2,6 +2,8 @@
 //! [`crate::http`]) does around a check, in one place: the check's trace span, the count of its
 //! result in `sluice_requests_total`, and the message (and log line) of a store failure. The
 //! adapters then only turn the decision or the error into their wire's answer.
+//!
+//! Boundary: sees the limiter's request and decision types, never a wire type.
 
 use crate::limiter::{CheckError, CheckRequest, Code, Decision, RateLimiter};
 use crate::metrics::RequestCounters;

@@ -1,5 +1,7 @@
 //! Time as the limiter sees it: seconds since the Unix epoch, behind a trait so tests drive windows
 //! with a manual clock instead of sleeping.
+//!
+//! Boundary: imports nothing else of Sluice's.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

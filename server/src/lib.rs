@@ -1,43 +1,78 @@
 //! Sluice server: an external rate-limit service for Envoy and other proxies.
 //!
-//! The path of one check, each step naming the module that owns it:
+//! # The path of one check
 //!
-//! 0. A [`listener`] accepts the connection within its bounds (a connection cap that evicts the
-//!    idlest, timeouts for what a client leaves half-sent or idle, a per-connection buffer
-//!    budget; `docs/security.md`).
-//! 1. A transport adapter decodes the request: [`grpc`] for Envoy's
-//!    `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit` (framed on HTTP/2 by
-//!    [`transport`], one task per connection and no task per call), [`http`] for `POST /json`
-//!    (served by [`http::serve`]). Only these modules see wire types. Values a client controls
-//!    that cannot be counted (too long, not UTF-8) are answered as refusals, never as errors a
-//!    proxy would fail open on.
-//! 2. [`limiter::RateLimiter::check`] validates the request's shape and bounds.
-//! 3. Each descriptor is matched against the live rule set ([`config::matcher`] over the immutable tree
-//!    built by [`config`], swapped atomically on reload). A rule holds one limit or several
-//!    (`rate_limits`), each with its algorithm, window and burst, or a pool: a concurrency pool
-//!    of leases or a weighted fair-share pool; `overflow: parent` links a rule to its parent's
-//!    budget. A `sluice.lease_id` entry is taken out of the descriptor before matching
-//!    ([`limiter::lease`]).
-//! 4. Every limit of every matched descriptor becomes one [`storage::Hit`] of one
-//!    [`storage::Batch`]: a counter key ([`storage::keys`]), a [`algorithm::Policy`], a delta and,
-//!    for pools, a [`algorithm::Claim`] (the request's lease id, or the tenant and its weight).
-//! 5. A [`storage::Store`] applies the batch atomically, stepping each counter with the pure
-//!    [`algorithm`] math (fixed window, sliding window, token bucket, calendar windows, leases,
-//!    fair share) on its own clock: by default all-or-nothing, so a rejected request is charged
-//!    nowhere ([`storage::Verdict`]; [`storage::backend::memory`] in process with the injected [`clock`],
-//!    [`storage::backend::redis`] with a Lua script that mirrors the math on Redis's clock, one call per
-//!    request or, under load, per batch of concurrent requests decided one after another:
-//!    [`storage::backend::redis::batcher`]), behind [`storage::layer::failover`]; with `--local-batch`,
-//!    [`storage::layer::local_batch`] first decides fixed windows from a local view of Redis's count and
-//!    flushes their hits to Redis in batches).
-//! 6. The limiter turns the readings into per-descriptor statuses (each from its most
-//!    constraining limit), the overall code, rate-limit headers in the configured style, the
-//!    lease the request now holds, the RFC 9457 problem document of a rejection, and [`metrics`];
-//!    the adapter encodes the answer (the lease also as gRPC dynamic metadata).
+//! Each step names the module that owns it; a step only calls the steps after it.
 //!
-//! [`settings`] reads flags and environment once; [`server`] binds, serves and drains, with
-//! [`transport`] serving HTTP/2 for the gRPC listener (`ShouldRateLimit` itself, the health
-//! service through tonic-health). Warnings a client can trigger go through [`log_throttle`].
+//! 1. **Listener.** [`grpc::listener`] (Envoy's `RateLimitService` over HTTP/2, one task per
+//!    connection and none per call) or [`http::listener`] (HTTP/1.1 and h2c) accepts the
+//!    connection within the bounds both share in [`listener`]: a connection cap that closes the
+//!    idlest, timeouts for whatever a client leaves half-sent or idle, a per-connection buffer
+//!    budget (`docs/security.md`).
+//! 2. **Adapter.** The wire's request becomes a [`limiter::CheckRequest`]: [`grpc::service`] for
+//!    `ShouldRateLimit`, [`http`] for `POST /json`, `/auth/{domain}` (descriptors from headers)
+//!    and the lease API. Only these modules see wire types. [`adapter`] wraps every check the same
+//!    way (its [`trace`] span, its count in [`metrics`], the message of a store failure). Values a
+//!    client sends that cannot be counted (too long, not UTF-8) are refused as over the limit,
+//!    never answered as an error a fail-open proxy would let through.
+//! 3. **Limiter.** [`limiter::RateLimiter::check`] validates the request's shape and bounds
+//!    ([`limiter::request`]), then matches each descriptor against the live rule set
+//!    ([`config::matcher`] over the immutable tree [`config`] built from YAML, swapped whole on
+//!    reload) with the runtime [`overrides`] in force applied on top of the rules they target
+//!    ("why isn't my YAML limit used?": `GET /admin/overrides`). A `sluice.lease_id` entry is taken
+//!    out first ([`limiter::lease`]). Every limit of every matched descriptor becomes one
+//!    [`storage::Hit`] of one [`storage::Batch`] (`limiter::plan`): a counter key
+//!    ([`storage::keys`]), an [`algorithm::Policy`], a delta and, for pools, an
+//!    [`algorithm::Claim`] (the lease id, or the tenant and its weight).
+//! 4. **Storage layers.** With Redis, the batch passes the layers [`storage::stack`] composes, in
+//!    this order: [`storage::layer::local_batch`] (`--local-batch`: fixed windows decided from a
+//!    local view, flushed in batches), then [`storage::layer::failover`] (the
+//!    [`storage::layer::l1`] over-limit cache, the [`storage::layer::breaker`], the time budget,
+//!    and the domain's failure policy when Redis cannot answer, `local` deciding from
+//!    [`storage::layer::local_share`]). The memory store needs none of them.
+//! 5. **Backend.** A [`storage::Store`] applies the batch atomically: by default all-or-nothing,
+//!    so a rejected request is charged nowhere ([`storage::Verdict`]).
+//!    [`storage::backend::memory`] works in process on the injected [`clock`];
+//!    [`storage::backend::redis`] runs one Lua script per request, or per batch of concurrent
+//!    requests ([`storage::backend::redis::batcher`]), on Redis's clock.
+//! 6. **Algorithm.** Each counter steps through the pure [`algorithm`] math (fixed and sliding
+//!    windows, token bucket, calendar windows, leases, fair share); the Redis script mirrors it
+//!    operation for operation.
+//! 7. **Answer.** The limiter turns the readings into per-descriptor statuses, each from its most
+//!    constraining limit, and the overall code ([`limiter::decision`]), rate-limit headers
+//!    ([`limiter::headers`]), the lease the request holds, the RFC 9457 problem document of a
+//!    rejection ([`limiter::problem`]) and per-rule counts ([`metrics`]); the adapter encodes it.
+//!
+//! # Around the path
+//!
+//! - [`server`] is start-up and shutdown: it reads [`settings`] (flags and environment, once),
+//!   loads the rules and watches them, opens the counter store and the override store, starts the
+//!   tasks that keep overrides and health current, binds both listeners, and drains on SIGTERM.
+//! - [`admin`] is the admin API under `/admin/` (counters, resets, top consumers from
+//!   `limiter::top`, lease holders, overrides and their audit log) and `sluice admin`, its CLI.
+//! - [`log_throttle`] keeps warnings a client can trigger from becoming a flood of log lines.
+//!
+//! # Layering
+//!
+//! Imports point down this list only, and no import cycle crosses a folder;
+//! `scripts/check-layers.py` checks both on every test run:
+//!
+//! | module | owns | may not touch |
+//! |---|---|---|
+//! | [`server`] | start-up wiring, drain, health | (top) |
+//! | [`settings`] | flags and environment → typed settings | start-up itself, listeners, adapters |
+//! | [`admin`] | the admin API and CLI | the gRPC listener |
+//! | [`grpc`], [`http`] | wire types, listeners, adapters | settings, start-up |
+//! | [`adapter`] | span, count and store-failure message of a check | wire types |
+//! | [`trace`] | OpenTelemetry spans | everything but the limiter's decision types |
+//! | [`listener`] | connection bounds shared by both listeners | what a connection carries |
+//! | [`limiter`] | the transport-free check | wire types, settings, tracing |
+//! | [`overrides`] | runtime overrides and their stores | the limiter, settings |
+//! | [`config`] | rule files, the rule tree, matching | the limiter, overrides |
+//! | [`storage`] | counters: layers and backends | descriptors, rules, settings |
+//! | [`algorithm`], [`metrics`], [`clock`] | the math, Prometheus families, time | everything above |
+//!
+//! The `fuzz` entry points (`--cfg fuzzing` and tests) drive the adapters on arbitrary bytes.
 
 pub mod adapter;
 pub mod admin;

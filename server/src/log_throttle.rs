@@ -1,6 +1,8 @@
 //! Warnings a client can trigger at will (a refused connection, a refused admin token, a failed
 //! `accept`), logged at most once per interval with a count of what was left out: a flood of
 //! them must not become a flood of log lines, which costs CPU, disk and the operator's attention.
+//!
+//! Boundary: imports nothing else of Sluice's.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -9,6 +9,9 @@
 //!
 //! When tracing is off nothing here allocates: [`enabled`] is one atomic load, and the adapters
 //! and the limiter skip every span step behind it.
+//!
+//! Boundary: reads the limiter's decision types only; the limiter is told whether tracing is on
+//! ([`crate::limiter::LimiterOptions`]) and never imports this module.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -8,6 +8,10 @@
 //!
 //! [`api`] has the endpoints (counters, reset, top consumers, lease holders, overrides, audit);
 //! [`cli`] is `sluice admin`, a client of the same endpoints.
+//!
+//! Boundary: reaches counters, leases and top consumers only through
+//! [`crate::limiter::RateLimiter`], and overrides through [`crate::overrides`]; it never touches
+//! the gRPC listener or start-up.
 
 pub mod api;
 pub mod cli;

@@ -2,12 +2,12 @@
 //! counter's [`State`], the time and the hit's delta.
 //!
 //! Both stores run exactly this: the memory store calls [`step`] under its shard locks, and the
-//! Redis script (`storage/redis/script.lua`) mirrors it operation for operation, so the two decide
+//! Redis script (`storage/backend/redis/script.lua`) mirrors it operation for operation, so the two decide
 //! identically (`server/tests/proptest_store_differential.rs` holds them together).
 //!
 //! Time is microseconds since the Unix epoch, from the caller's clock: the injected
 //! [`crate::clock::Clock`] for the memory store, Redis `TIME` for the Redis store (see
-//! `storage/redis/scripts.rs` for why).
+//! `storage/backend/redis/scripts.rs` for why).
 //!
 //! | algorithm | state per counter | bound |
 //! |---|---|---|
@@ -23,6 +23,8 @@
 //! consuming, negative to refund. A refund never goes below empty, never rejects and never
 //! creates a counter. Counts, limits and deltas stay below [`MAX_UNITS`] (2^53), because the Redis
 //! script computes with Lua's doubles, which are exact up to there.
+//!
+//! Boundary: pure functions of state, time and delta: no I/O, clock or store.
 
 pub mod calendar;
 pub mod gcra;

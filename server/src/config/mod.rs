@@ -38,7 +38,10 @@
 //! `rate_limit`) is an error with its position instead of being ignored. Every error of a load is
 //! reported at once, as `path:line:column: reason`.
 //!
-//! [`load`] reads a file or a directory; [`watch`] reloads on change.
+//! [`load`] reads a file or a directory; [`watch()`] reloads on change.
+//!
+//! Boundary: owns the rule tree and matching a descriptor against it; it never imports the limiter,
+//! overrides or a store backend.
 
 mod build;
 mod domain;

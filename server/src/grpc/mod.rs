@@ -7,6 +7,9 @@
 //! - [`service`]: the rate-limit service itself, between the wire's proto types and the
 //!   limiter's; [`lenient`] tells a request whose only fault is text that is not UTF-8 (refused)
 //!   from a malformed one (`INVALID_ARGUMENT`).
+//!
+//! Boundary: the only module that sees Envoy's proto types; it calls the limiter through
+//! [`crate::adapter`] and never reads settings or starts anything.
 
 mod bridge;
 mod coalesce;

@@ -3,7 +3,7 @@
 //! limiter's. [`super::listener`] frames the messages on HTTP/2.
 //!
 //! A request whose values cannot be counted (over the byte bound, or not UTF-8, which prost
-//! refuses to decode: [`lenient`]) is answered OVER_LIMIT with a problem document of status 400,
+//! refuses to decode: [`super::lenient`]) is answered OVER_LIMIT with a problem document of status 400,
 //! never with an error: those values come from the proxy's client, and Envoy lets a request
 //! through on an error whenever it fails open.
 

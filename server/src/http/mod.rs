@@ -6,6 +6,9 @@
 //! act on, [`body`] the bounded reading of request bodies (413 with a reason when too large),
 //! [`leases`] the lease API, [`listener`] the listener itself (HTTP/1.1 and h2c within the listener
 //! bounds). The admin API (`/admin/`) is [`crate::admin`], merged in when on.
+//!
+//! Boundary: owns the HTTP wire types; checks go through [`crate::adapter`] to the limiter, and it
+//! never reads settings, the gRPC module or start-up code.
 
 mod auth;
 pub(crate) mod body;

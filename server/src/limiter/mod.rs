@@ -3,7 +3,7 @@
 //!
 //! Steps, in order:
 //! 1. [`request`]: validate the request's shape and bounds.
-//! 2. `plan`: match each descriptor against the live rule set (`descriptor`); drop unlimited and
+//! 2. `plan`: match each descriptor against the live rule set ([`crate::config::matcher`]) with the runtime overrides applied; drop unlimited and
 //!    `replaces`-ed limits; build one store hit per remaining limit (counter key, policy, delta,
 //!    role). A descriptor whose rule has several limits (`rate_limits`) gets one hit per limit.
 //! 3. Apply every hit in one atomic store call (`storage`): all-or-nothing across every limit of
@@ -12,6 +12,9 @@
 //! 4. [`decision`]: each descriptor's status from its most constraining limit; the overall code;
 //!    for a rejected request, the rejecting limit's [`problem`] document; [`headers`] in the
 //!    configured style; per-rule `stats`.
+//!
+//! Boundary: transport-free: no wire types, settings, tracing or listener code; it reads rules from
+//! [`crate::config`], overrides from [`crate::overrides`] and counts through [`crate::storage`].
 
 pub mod decision;
 pub mod headers;

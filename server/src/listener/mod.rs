@@ -10,6 +10,9 @@
 //! before it is processed; a request head, message or body that does not arrive in time is
 //! dropped; an idle connection is closed; an unresponsive HTTP/2 peer is found by a ping and
 //! closed. `docs/security.md` lists each with its setting and the memory it bounds.
+//!
+//! Boundary: knows connections, bytes and time, never what a connection carries (no limiter, no
+//! wire types).
 
 pub mod accept;
 pub mod activity;

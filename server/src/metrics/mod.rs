@@ -8,6 +8,8 @@
 //! `--max-metric-series` series: past that, hits count in the family's `rule="overflow"` series and
 //! in `sluice_metric_series_overflow_total`, so a flood of distinct values cannot grow `/metrics`
 //! (or this process) without bound.
+//!
+//! Boundary: owns the Prometheus families; imports nothing else of Sluice's.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -99,7 +99,7 @@ impl RuleCount {
 
 /// A rule's own series of [`RuleStats`], kept with the rule once its first hit resolved them, so
 /// later hits skip the family lookup (which hashes the label set and takes the family's lock on
-/// every hit). Each is tied to the [`Metrics`] that resolved it: a rule counted by another
+/// every hit). Each is tied to the [`Metrics`](super::Metrics) that resolved it: a rule counted by another
 /// `Metrics` (tests build several) looks its series up as before. Each series is resolved on its
 /// first increment, so the exposition is the same as without the cache. A cache, not part of the
 /// rule: a clone starts empty and any two compare equal.

@@ -14,11 +14,12 @@
 //! that matches no limited rule, a field that does not apply to the rule (a weight on a rule that
 //! is not a fair-share pool, a concurrency on one that is not a pool), values out of range, a
 //! prefix anywhere but on the last entry, and an expiry in the past.
+//!
+//! Boundary: validates and indexes overrides against [`crate::config`]'s rules; it never imports
+//! the limiter (which holds the set) or settings (start-up opens the store).
 
 pub mod backend;
 mod changes;
-pub mod etcd;
-pub mod redis;
 pub mod set;
 
 use serde::{Deserialize, Serialize};

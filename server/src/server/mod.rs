@@ -1,5 +1,7 @@
 //! Start-up, serving and drain: load the rules, open the store, bind both listeners, serve until a
 //! shutdown signal, then stop accepting and let in-flight calls finish within a grace period.
+//!
+//! Boundary: the only module that reads [`crate::settings`] into running parts; nothing imports it.
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -81,12 +81,15 @@ pub(super) async fn open(
                     "overrides in Redis need --override-redis-url".into(),
                 ));
             };
-            let store =
-                crate::overrides::redis::RedisOverrides::new(client, &settings.key_prefix, timeout);
+            let store = crate::overrides::backend::redis::RedisOverrides::new(
+                client,
+                &settings.key_prefix,
+                timeout,
+            );
             OverrideStore::Redis(Box::new(store))
         }
         OverrideBackend::Etcd => OverrideStore::Etcd(
-            crate::overrides::etcd::EtcdOverrides::connect(
+            crate::overrides::backend::etcd::EtcdOverrides::connect(
                 &settings.admin.etcd_endpoints,
                 &settings.admin.etcd_prefix,
                 timeout,

@@ -30,7 +30,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// Flags of the server. Every field is optional so [`Settings::resolve`] can tell "not given"
+/// Flags of the server. Every field is optional so [`Settings::resolve`](super::Settings::resolve) can tell "not given"
 /// from a default and fall back to the reference service's variable names.
 #[derive(Debug, Default, clap::Args)]
 pub struct ServeArgs {

@@ -4,8 +4,12 @@
 //! Precedence for each setting: the flag, then its `SLUICE_*` variable (clap reads both), then the
 //! reference service's variable, then the default. `docs/settings.md` has the full table.
 //!
-//! [`args`] declares the flags, `resolve` (here) applies the precedence, and [`reference`] reads
+//! [`args`] declares the flags, `resolve` (here) applies the precedence, and [`reference`](mod@reference) reads
 //! the reference's environment names.
+//!
+//! Boundary: turns flags into the typed settings of lower modules ([`crate::listener::Limits`],
+//! [`crate::limiter::RequestBounds`], storage and metrics settings); it starts nothing and imports
+//! no listener, adapter or start-up code.
 
 mod admin;
 pub mod args;

@@ -27,6 +27,9 @@
 //!   deciding against Redis again).
 //! - [`stack`]: composes them in that order.
 //! - [`keys`]: the counter-key schema every backend stores under.
+//!
+//! Boundary: never sees descriptors, rules or settings: keys arrive encoded, limits as
+//! [`crate::algorithm::Policy`]; backends never import layers.
 
 pub mod backend;
 pub mod keys;
@@ -249,7 +252,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// [`apply`](Self::apply) for a domain whose failure policy is `on_failure` (`None`: the
     /// process default). Only a store that can fail over to a policy uses it
-    /// ([`failover::Failover`]); the others apply the batch.
+    /// ([`layer::failover::Failover`]); the others apply the batch.
     fn apply_or(
         &self,
         batch: &Batch,

@@ -15,7 +15,7 @@
 //! **Open**: no call goes to the store; the failure policy answers at memory speed.
 //! **HalfOpen**: one trial call at a time goes to the store, and checks are answered by the failure
 //! policy meanwhile. The trials are the store's own health probes, not checks
-//! ([`super::recovery`]): so the breaker closes whether or not traffic arrives (a replica taken
+//! (`failover::recovery`): so the breaker closes whether or not traffic arrives (a replica taken
 //! out of its Service for failing readiness gets none), and nothing is decided against the
 //! store's counts before the hits admitted during the outage are handed over.
 //!

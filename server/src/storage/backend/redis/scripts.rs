@@ -23,7 +23,7 @@
 //! next, so a later request sees the earlier ones' writes. Redis `TIME` is read once per call.
 //!
 //! **KEYS**: the counter key of every hit, request after request, each request's in batch order
-//! (see [`super::super::keys`]). A key may appear more than once. Every key the script touches is
+//! (see [`crate::storage::keys`]). A key may appear more than once. Every key the script touches is
 //! declared.
 //!
 //! **ARGV**, per request in the same order, three values and then seven per hit:
@@ -59,9 +59,9 @@
 //! 1. Reads each distinct key once. Steps every hit in batch order with the algorithm's function
 //!    (a repeated key sees the earlier hits applied).
 //! 2. Rejects when an enforced hit is over (and not rescued by its overflow) or when the request
-//!    has quota hits and every one of them is over ([`storage::rejects`](super::super::rejects)).
+//!    has quota hits and every one of them is over ([`storage::rejects`](crate::storage::rejects)).
 //!    Under charge-all it charges anyway.
-//! 3. When charging, writes each changed key's final state once ([`storage::writes`](super::super::writes)
+//! 3. When charging, writes each changed key's final state once ([`storage::writes`](crate::storage::Verdict::writes)
 //!    says which hits write); when not, records fair-share arrivals.
 //!
 //! The source is three files, concatenated: `script.lua` (clock, calendar, the counter

@@ -15,7 +15,7 @@
 //! |---|---|
 //! | `allow` | OK; statuses show every limit untouched (full remaining) |
 //! | `deny` | with `--deny-with over_limit`: OVER_LIMIT for every limit that enforces, retry in 1 s. With `--deny-with unavailable` (the default): gRPC `UNAVAILABLE`, so Envoy's `failure_mode_deny` decides, as it would for the reference |
-//! | `local` | decided from this replica's share of each limit ([`super::local`]), reconciled into the shared counters once the store is back |
+//! | `local` | decided from this replica's share of each limit ([`super::local_share`]), reconciled into the shared counters once the store is back |
 //!
 //! A call that timed out may still run in Redis later (a hung server works through its backlog
 //! when it resumes): the count then errs high, never low.

@@ -9,6 +9,9 @@
 //! A change and its audit entry are written in one atomic step, and the entry's `before` is what
 //! the step replaced, so concurrent admins cannot record a stale "before".
 
+pub mod etcd;
+pub mod redis;
+
 use std::collections::{BTreeMap, VecDeque};
 
 use parking_lot::Mutex;
@@ -63,8 +66,8 @@ pub enum OverrideError {
 /// The configured backend.
 pub enum OverrideStore {
     Memory(MemoryOverrides),
-    Redis(Box<super::redis::RedisOverrides>),
-    Etcd(super::etcd::EtcdOverrides),
+    Redis(Box<redis::RedisOverrides>),
+    Etcd(etcd::EtcdOverrides),
 }
 
 impl OverrideStore {

@@ -6,7 +6,7 @@
 //! - `<prefix>{sluice-overrides}`: a hash, override id → override JSON;
 //! - `<prefix>{sluice-overrides}:version`: a counter bumped by every change;
 //! - `<prefix>{sluice-overrides}:audit`: the audit log, newest first, capped at
-//!   [`AUDIT_KEPT`](super::backend::AUDIT_KEPT) entries.
+//!   [`AUDIT_KEPT`] entries.
 //!
 //! A change is one script (read the old value, write the new one, bump the version, append the
 //! audit entry with that old value as `before`, publish the version on the channel
@@ -20,8 +20,8 @@ use futures::StreamExt;
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::Override;
-use super::backend::{AUDIT_KEPT, AuditEntry, OverrideError};
+use super::{AUDIT_KEPT, AuditEntry, OverrideError};
+use crate::overrides::Override;
 
 const CHANGE: &str = r"
 local before = redis.call('HGET', KEYS[1], ARGV[1])
@@ -196,7 +196,7 @@ impl RedisOverrides {
     pub fn changes(&self) -> tokio::sync::mpsc::Receiver<()> {
         let client = self.client.clone();
         let channel = self.channel.clone();
-        super::changes::follow("the override change subscription", move || {
+        crate::overrides::changes::follow("the override change subscription", move || {
             let (client, channel) = (client.clone(), channel.clone());
             async move {
                 let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;

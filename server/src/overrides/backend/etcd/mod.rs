@@ -17,8 +17,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use tonic::transport::{Channel, Endpoint};
 
-use super::Override;
-use super::backend::{AuditEntry, OverrideError};
+use super::{AuditEntry, OverrideError};
+use crate::overrides::Override;
 use proto::{
     Client, Compare, CompareWith, DeleteRangeRequest, Op, PutRequest, RangeRequest, RequestOp,
     TxnRequest,
@@ -208,7 +208,7 @@ impl EtcdOverrides {
     pub fn changes(&self) -> tokio::sync::mpsc::Receiver<()> {
         let client = self.client.clone();
         let key = self.overrides.clone();
-        super::changes::follow("the etcd override watch", move || {
+        crate::overrides::changes::follow("the etcd override watch", move || {
             let (client, key) = (client.clone(), key.clone());
             async move {
                 let stream = client
