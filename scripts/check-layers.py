@@ -19,6 +19,7 @@ ROOT = "server/src"
 
 # Highest first: a module may import only modules below it. `lib.rs` and `main.rs` sit above all.
 LAYERS = [
+    "fuzz",         # the fuzz targets' entry points: a whole in-process server, wired as `server` does
     "server",       # start-up wiring: settings → listeners, store, overrides, tasks
     "settings",     # flags and environment, read once
     "admin",        # the admin API and its CLI

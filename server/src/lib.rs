@@ -72,13 +72,18 @@
 //! | [`storage`] | counters: layers and backends | descriptors, rules, settings |
 //! | [`algorithm`], [`metrics`], [`clock`] | the math, Prometheus families, time | everything above |
 //!
-//! The `fuzz` entry points (`--cfg fuzzing` and tests) drive the adapters on arbitrary bytes.
+//! The `fuzz` entry points (the `fuzz` feature, which `fuzz/` turns on, and tests) drive the
+//! adapters on arbitrary bytes.
 
 pub mod adapter;
 pub mod admin;
 pub mod algorithm;
 pub mod clock;
 pub mod config;
+// Entry points for the fuzz targets in `fuzz/`: not part of the API.
+#[cfg(any(test, feature = "fuzz"))]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod grpc;
 pub mod http;
 pub mod limiter;

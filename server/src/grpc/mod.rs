@@ -17,7 +17,7 @@ mod keepalive;
 mod lenient;
 pub mod listener;
 pub mod service;
-mod unary;
+pub(crate) mod unary;
 
 pub use listener::{CallBody, Routes, TonicService, serve};
 pub use service::{RlsService, to_status};

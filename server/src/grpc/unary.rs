@@ -28,7 +28,7 @@ const GRPC_OK: HeaderValue = HeaderValue::from_static("0");
 
 /// Why no message could be read.
 #[derive(Debug)]
-enum Unread {
+pub(crate) enum Unread {
     /// The request was malformed: answer with this status.
     Refused(Status),
     /// The client reset the stream or left: nobody is waiting for an answer.
@@ -134,7 +134,7 @@ async fn read_message(body: &mut RecvStream, cap: usize) -> Result<Bytes, Unread
 
 /// The message's length once its prefix has arrived; refuses compressed and oversized messages
 /// before reading them.
-fn message_len(held: &[u8], cap: usize) -> Result<Option<usize>, Unread> {
+pub(crate) fn message_len(held: &[u8], cap: usize) -> Result<Option<usize>, Unread> {
     let Some(prefix) = held.get(..PREFIX) else {
         return Ok(None);
     };
