@@ -89,6 +89,14 @@ pub fn over_limit_wait_ms(statuses: &[DescriptorStatus]) -> Option<u64> {
         .max()
 }
 
+/// Whether `value` is a valid HTTP field value (RFC 9110 section 5.5): no control character but
+/// horizontal tab. Hosts do not all check the values a filter sets.
+pub fn is_field_value(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
 pub fn has_header(headers: &[(String, String)], name: &str) -> bool {
     headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
 }

@@ -374,7 +374,11 @@ fn bounded(text: &str, max: usize) -> &str {
     text.get(..end).unwrap_or_default()
 }
 
-/// The value for the tenant request header: the first entry with the configured key.
+/// The value for the tenant request header: the first entry with the configured key, when it
+/// can be a header value. Entry values come from the client (a percent-decoded query parameter,
+/// a JWT claim, host metadata) and may hold any character; one with CR or LF would add headers of
+/// the client's choosing to the upstream request, so a value with a control character sets no
+/// header, and the header is removed as when no entry has the key.
 pub fn tenant_value<'a>(config: &Config, descriptors: &'a [Descriptor]) -> Option<&'a str> {
     let (_, key) = config.request_headers.tenant.as_ref()?;
     descriptors
@@ -382,6 +386,7 @@ pub fn tenant_value<'a>(config: &Config, descriptors: &'a [Descriptor]) -> Optio
         .flat_map(|d| d.entries.iter())
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.as_str())
+        .filter(|v| headers::is_field_value(v))
 }
 
 #[cfg(test)]

@@ -307,6 +307,27 @@ fn tenant_is_the_first_entry_with_the_key() {
     assert_eq!(tenant_value(&c, &[]), None);
 }
 
+/// Found by fuzzing (`fuzz/corpus/filter_request/regression-tenant-header-lf`): a tenant taken
+/// from `?tenant=%0A` set the upstream header to a line feed, so a client could add headers of
+/// its choosing to the request. A value that cannot be a header value sets no header.
+#[test]
+fn tenant_with_a_control_character_sets_no_header() {
+    let c = parse(br#"{"domain":"d","service":{"cluster":"c"},"request_headers":{"tenant":{"header":"x-tenant","key":"tenant"}},
+        "descriptors":[{"actions":[{"query_parameter":{"name":"tenant","key":"tenant"}}]}]}"#).unwrap();
+    let with = |value: &str| {
+        vec![Descriptor {
+            def: 0,
+            entries: vec![("tenant".into(), value.into())],
+        }]
+    };
+    for bad in ["acme\r\nx-admin: 1", "\n", "a\0b", "a\u{7f}"] {
+        assert_eq!(tenant_value(&c, &with(bad)), None, "{bad:?}");
+    }
+    for good in ["acme", "a\tb", "caf\u{e9}", ""] {
+        assert_eq!(tenant_value(&c, &with(good)), Some(good), "{good:?}");
+    }
+}
+
 /// Sluice's OVER_LIMIT answer over gRPC for a check it refuses as malformed (over-long or
 /// non-UTF-8 values): every status OVER_LIMIT, and a `raw_body` problem document with
 /// `status: 400`, encoded with Envoy's own protos.
