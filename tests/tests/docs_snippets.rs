@@ -151,7 +151,11 @@ fn every_rule_field_is_documented() {
             "docs/configuration.md has no row for `{field}`"
         );
     }
-    assert!(names.len() >= 30, "found only {} fields in fields.rs", names.len());
+    assert!(
+        names.len() >= 30,
+        "found only {} fields in fields.rs",
+        names.len()
+    );
 }
 
 /// The NGINX configuration the docs show is made of lines of the example configurations, which
