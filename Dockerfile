@@ -14,6 +14,7 @@ COPY tests tests
 COPY wasm-host wasm-host
 COPY bench bench
 COPY client client
+COPY fuzz fuzz
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --locked --release -p sluice-server --bin sluice \
