@@ -35,6 +35,7 @@ LAYERS = [
     "storage",      # counters: layers and backends
     "algorithm",    # the quota math
     "metrics",      # Prometheus families
+    "file_watch",   # files watched through their directories
     "clock",        # time
 ]
 

@@ -8,7 +8,8 @@
 //!    connection and none per call) or [`http::listener`] (HTTP/1.1 and h2c) accepts the
 //!    connection within the bounds both share in [`listener`]: a connection cap that closes the
 //!    idlest, timeouts for whatever a client leaves half-sent or idle, a per-connection buffer
-//!    budget (`docs/security.md`).
+//!    budget (`docs/security.md`), TLS with certificate rotation ([`listener::tls`]), and for
+//!    gRPC a Unix-socket option and connection ageing.
 //! 2. **Adapter.** The wire's request becomes a [`limiter::CheckRequest`]: [`grpc::service`] for
 //!    `ShouldRateLimit`, [`http`] for `POST /json`, `/auth/{domain}` (descriptors from headers)
 //!    and the lease API. Only these modules see wire types. [`adapter`] wraps every check the same
@@ -70,7 +71,7 @@
 //! | [`overrides`] | runtime overrides and their stores | the limiter, settings |
 //! | [`config`] | rule files, the rule tree, matching | the limiter, overrides |
 //! | [`storage`] | counters: layers and backends | descriptors, rules, settings |
-//! | [`algorithm`], [`metrics`], [`clock`] | the math, Prometheus families, time | everything above |
+//! | [`algorithm`], [`metrics`], [`file_watch`], [`clock`] | the math, Prometheus families, watched files, time | everything above |
 //!
 //! The `fuzz` entry points (the `fuzz` feature, which `fuzz/` turns on, and tests) drive the
 //! adapters on arbitrary bytes.
@@ -80,6 +81,7 @@ pub mod admin;
 pub mod algorithm;
 pub mod clock;
 pub mod config;
+pub mod file_watch;
 // Entry points for the fuzz targets in `fuzz/`: not part of the API.
 #[cfg(any(test, feature = "fuzz"))]
 #[doc(hidden)]

@@ -79,6 +79,9 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(&settings);
+    for note in &settings.reference_notes {
+        tracing::warn!("{note}");
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if let Some(n) = settings.worker_threads {
@@ -111,7 +114,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         None => None,
     };
     let sluice = Sluice::open(settings.clone()).await?;
-    let listeners = Listeners::bind(settings.grpc_addr, settings.http_addr).await?;
+    let listeners = Listeners::bind(
+        settings.grpc_addr,
+        settings.grpc_uds.as_deref(),
+        settings.http_addr,
+    )
+    .await?;
     let signalled = std::sync::Arc::new(std::sync::OnceLock::new());
     let signal = {
         let signalled = std::sync::Arc::clone(&signalled);

@@ -35,7 +35,10 @@ pub fn sluice_bin() -> PathBuf {
 /// A `sluice` process with its rule file in a temporary directory.
 pub struct Sluice {
     child: Child,
+    /// `0.0.0.0:0` when gRPC is served on a Unix socket ([`Self::grpc_uds`]).
     pub grpc_addr: SocketAddr,
+    /// The Unix socket gRPC is served on (`--grpc-uds`), if any.
+    pub grpc_uds: Option<PathBuf>,
     pub http_addr: SocketAddr,
     pub config_dir: tempfile::TempDir,
     logs: Arc<Mutex<Vec<String>>>,
@@ -158,8 +161,15 @@ impl SluiceBuilder {
                 .parse()
                 .expect("socket address")
         };
+        let grpc = v["fields"]["grpc"].as_str().unwrap_or_default();
+        let grpc_uds = grpc.strip_prefix("unix:").map(PathBuf::from);
         Sluice {
-            grpc_addr: field("grpc"),
+            grpc_addr: if grpc_uds.is_some() {
+                SocketAddr::from(([0, 0, 0, 0], 0))
+            } else {
+                field("grpc")
+            },
+            grpc_uds,
             http_addr: field("http"),
             child,
             config_dir: dir,
@@ -321,6 +331,16 @@ pub fn run_to_exit_under(
     args: &[&str],
     within: Duration,
 ) -> (Option<ExitStatus>, String) {
+    run_to_exit_with(wrapper, args, &[], within)
+}
+
+/// [`run_to_exit_under`] with these environment variables (and no others).
+pub fn run_to_exit_with(
+    wrapper: &[&str],
+    args: &[&str],
+    envs: &[(&str, &str)],
+    within: Duration,
+) -> (Option<ExitStatus>, String) {
     let mut command = match wrapper.split_first() {
         None => Command::new(sluice_bin()),
         Some((program, rest)) => {
@@ -332,6 +352,7 @@ pub fn run_to_exit_under(
     let mut child = command
         .args(args)
         .env_clear()
+        .envs(envs.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -203,3 +203,71 @@ pub fn create_user(node: &crate::node::RedisNode, acl: &[Vec<String>]) {
         );
     }
 }
+
+/// A test CA that keeps its key, to sign leaves for the listener TLS tests: other names, other
+/// roles, certificates already expired.
+pub struct TestCa {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+    dir: PathBuf,
+    prefix: String,
+    /// The CA certificate (PEM file).
+    pub cert: PathBuf,
+}
+
+impl TestCa {
+    pub fn new(dir: &Path, prefix: &str) -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("Sluice listener CA {prefix}"));
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let issuer =
+            CertifiedIssuer::self_signed(params, KeyPair::generate().expect("CA key")).expect("CA");
+        let cert = write(dir, &format!("{prefix}ca.pem"), &issuer.pem());
+        Self {
+            issuer,
+            dir: dir.to_path_buf(),
+            prefix: prefix.into(),
+            cert,
+        }
+    }
+
+    /// A leaf with these subject alternative names, written as `<prefix><role>.pem` / `.key`;
+    /// `expired` dates it 2020–2021.
+    pub fn leaf(&self, names: &[&str], role: &str, expired: bool) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().expect("leaf key");
+        let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+        let mut params = CertificateParams::new(names).expect("leaf params");
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, role);
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("leaf certificate");
+        (
+            write(
+                &self.dir,
+                &format!("{}{role}.pem", self.prefix),
+                &cert.pem(),
+            ),
+            write(
+                &self.dir,
+                &format!("{}{role}.key", self.prefix),
+                &key.serialize_pem(),
+            ),
+        )
+    }
+
+    /// The PEM text of a file this CA wrote.
+    pub fn read(path: &Path) -> String {
+        std::fs::read_to_string(path).expect("read PEM file")
+    }
+}

@@ -1,40 +1,17 @@
-//! Hot reload: watch the rule files and reload the whole set after a burst of changes settles.
-//!
-//! The directory is watched, never the file itself: editors and `kubectl` replace files by
-//! rename, which ends a watch on the old inode. A Kubernetes ConfigMap mount changes by swapping
-//! its `..data` symlink to a new `..<timestamp>` directory, so changes to `..`-prefixed entries
-//! count too. Events are only a hint to reload; the reload reads everything again.
+//! Hot reload: watch the rule files and reload the whole set after a burst of changes settles
+//! (through their directory, as [`crate::file_watch`] explains).
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::thread;
-use std::time::Duration;
-
-use notify::{EventKind, RecursiveMode, Watcher};
 
 use super::{ConfigErrors, LoadOptions, RuleSet, load};
-
-/// How long the files must stay quiet before a reload: a `kubectl apply` or an editor's save is
-/// several events in a few milliseconds, and reloading halfway through would report a torn file.
-const QUIET_PERIOD: Duration = Duration::from_millis(200);
+pub use crate::file_watch::WatchHandle;
+use crate::file_watch::{self, Spec};
 
 /// The reload thread's stack: the main thread's on Linux, where start-up loads the rules, so a
 /// rule set that loads at start-up also reloads (a spawned thread gets 2 MiB by default). The
 /// loader's recursion is bounded by the nesting limits either way; this keeps the two equal.
 const RELOAD_STACK: usize = 8 * 1024 * 1024;
-
-/// Keeps the watch alive; dropping it stops watching, and the reload thread ends after any
-/// reload in progress.
-pub struct WatchHandle {
-    _watcher: notify::RecommendedWatcher,
-}
-
-impl std::fmt::Debug for WatchHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("WatchHandle")
-    }
-}
 
 /// Watches `path` (a rule file or directory, as for [`load`]) and calls `on_load` with the result
 /// of a full reload after each burst of relevant changes. The caller decides what to do with an
@@ -51,51 +28,21 @@ pub fn watch(
     let (dir, file_name) = if is_dir {
         (path.clone(), None)
     } else {
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        (dir, path.file_name().map(OsStr::to_os_string))
+        (
+            file_watch::dir_of(&path),
+            path.file_name().map(OsStr::to_os_string),
+        )
     };
-
-    let (tx, rx) = mpsc::channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        match event {
-            Ok(event) => {
-                if !matches!(event.kind, EventKind::Access(_))
-                    && event
-                        .paths
-                        .iter()
-                        .any(|p| is_relevant(p, file_name.as_deref()))
-                {
-                    // The receiver is gone only once the handle is dropped.
-                    let _ = tx.send(());
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "rule file watch error"),
-        }
-    })?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-
-    thread::Builder::new()
-        .name("sluice-config-watch".into())
-        .stack_size(RELOAD_STACK)
-        .spawn(move || {
-            // Each turn: wait for a first event, then until QUIET_PERIOD passes without one.
-            while rx.recv().is_ok() {
-                loop {
-                    match rx.recv_timeout(QUIET_PERIOD) {
-                        Ok(()) => continue,
-                        Err(RecvTimeoutError::Timeout) => break,
-                        Err(RecvTimeoutError::Disconnected) => return,
-                    }
-                }
-                on_load(load(&path, &opts));
-            }
-        })
-        .map_err(notify::Error::io)?;
-
-    Ok(WatchHandle { _watcher: watcher })
+    let spec = Spec {
+        dirs: vec![dir],
+        thread: "sluice-config-watch",
+        stack: RELOAD_STACK,
+    };
+    file_watch::watch(
+        spec,
+        move |p| is_relevant(p, file_name.as_deref()),
+        move || on_load(load(&path, &opts)),
+    )
 }
 
 fn is_relevant(path: &Path, file_name: Option<&OsStr>) -> bool {
@@ -121,8 +68,8 @@ fn is_relevant(path: &Path, file_name: Option<&OsStr>) -> bool {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use std::sync::mpsc::Receiver;
-    use std::time::Instant;
+    use std::sync::mpsc::{self, Receiver};
+    use std::time::{Duration, Instant};
 
     const VALID: &str = "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: 1}\n";
     const CHANGED: &str = "domain: d\ndescriptors:\n  - key: k2\n    rate_limit: {unit: second, requests_per_unit: 2}\n";

@@ -19,14 +19,14 @@ use tokio::net::TcpStream;
 /// connection's task) would still miss that write. Here the first write of a burst returns
 /// `Pending` once and re-queues the connection's task behind the tasks already runnable, so their
 /// answers join the same buffer and the next attempt writes them all.
-pub struct Coalesce {
-    tcp: TcpStream,
+pub struct Coalesce<T = TcpStream> {
+    tcp: T,
     /// This burst already yielded once; cleared when the writer flushes.
     yielded: bool,
 }
 
-impl Coalesce {
-    pub fn new(tcp: TcpStream) -> Self {
+impl<T> Coalesce<T> {
+    pub fn new(tcp: T) -> Self {
         Self {
             tcp,
             yielded: false,
@@ -44,7 +44,7 @@ impl Coalesce {
     }
 }
 
-impl AsyncRead for Coalesce {
+impl<T: AsyncRead + Unpin> AsyncRead for Coalesce<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -54,7 +54,7 @@ impl AsyncRead for Coalesce {
     }
 }
 
-impl AsyncWrite for Coalesce {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -194,26 +194,42 @@ async fn serve_connection<S, H>(
 {
     // The connection keeps its place in the listener's registry until this task ends.
     let Accepted {
-        tcp,
+        stream,
+        tls,
         activity,
         slot: _slot,
         ..
     } = accepted;
-    // Answers are a few hundred bytes: Nagle would hold them for a delayed ACK.
-    if let Err(e) = tcp.set_nodelay(true) {
+    if let Err(e) = stream.set_nodelay() {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY on a gRPC connection");
     }
     let limits = Arc::clone(&routes.limits);
-    let io = Tracked::new(Coalesce::new(tcp), Arc::clone(&activity));
     let expired = activity.expired(&limits);
     let mut expired = std::pin::pin!(expired);
-    let handshake =
-        tokio::time::timeout(limits.handshake_timeout, routes.h2_builder().handshake(io));
+    let h2 = routes.h2_builder();
+    // TLS, then the HTTP/2 preface, both within the handshake timeout.
+    let handshake = async {
+        let stream = match &tls {
+            Some(tls) => tls
+                .accept(stream)
+                .await
+                .map_err(|e| ("tls_handshake", e.to_string()))?,
+            None => stream,
+        };
+        let io = Tracked::new(Coalesce::new(stream), Arc::clone(&activity));
+        h2.handshake(io)
+            .await
+            .map_err(|e| ("handshake", e.to_string()))
+    };
+    let handshake = tokio::time::timeout(limits.handshake_timeout, handshake);
     let mut conn = tokio::select! {
         done = handshake => match done {
             Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "gRPC connection ended during the HTTP/2 handshake");
+            Ok(Err((stage, e))) => {
+                tracing::debug!(error = %e, stage, "gRPC connection ended during its handshake");
+                if stage == "tls_handshake" {
+                    stats.closed("grpc", stage);
+                }
                 return;
             }
             Err(_) => {
@@ -233,6 +249,14 @@ async fn serve_connection<S, H>(
     let keepalive = keepalive::run(conn.ping_pong(), &activity, &limits);
     let mut keepalive = std::pin::pin!(keepalive);
     let mut close_by: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    let age = limits.connection_age();
+    let aged = async move {
+        match age {
+            Some(age) => tokio::time::sleep(age).await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut aged = std::pin::pin!(aged);
     let mut calls = FuturesUnordered::new();
     let mut draining = false;
     let cap = limits.max_concurrent_streams as usize;
@@ -253,6 +277,13 @@ async fn serve_connection<S, H>(
                 conn.graceful_shutdown();
                 close_by = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
             }
+            () = &mut aged, if close_by.is_none() && !draining => {
+                // Old enough: the client reconnects (to any replica) for its next calls, and
+                // those in flight have the grace to finish here.
+                stats.closed("grpc", "max_age");
+                conn.graceful_shutdown();
+                close_by = Some(Box::pin(tokio::time::sleep(limits.max_connection_age_grace)));
+            }
             () = &mut keepalive, if close_by.is_none() => {
                 // The peer did not answer a ping: it is gone, or not reading.
                 stats.closed("grpc", "keepalive");
@@ -266,7 +297,7 @@ async fn serve_connection<S, H>(
 /// Rounds of [`drive`] before it lets the worker's other tasks run.
 const ROUNDS: usize = 16;
 
-type Connection = h2::server::Connection<Tracked<Coalesce>, Bytes>;
+type Connection = h2::server::Connection<Tracked<Coalesce<crate::listener::Stream>>, Bytes>;
 /// One call's future: every kind is boxed, so one connection's calls share one collection.
 type Call = BoxFuture<'static, ()>;
 

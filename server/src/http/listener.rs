@@ -88,14 +88,44 @@ async fn serve_connection(
     mut drain: watch::Receiver<bool>,
 ) {
     let Accepted {
-        tcp,
+        stream,
         peer,
+        tls,
         activity,
         slot: _slot,
     } = accepted;
-    if let Err(e) = tcp.set_nodelay(true) {
+    if let Err(e) = stream.set_nodelay() {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY on an HTTP connection");
     }
+    let expired = activity.expired(&limits);
+    let mut expired = std::pin::pin!(expired);
+    let stream = match tls {
+        None => stream,
+        // Within the handshake timeout, and the header-read timeout that runs from accept.
+        Some(tls) => {
+            let handshake = tokio::time::timeout(limits.handshake_timeout, tls.accept(stream));
+            tokio::select! {
+                done = handshake => match done {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "HTTP connection failed its TLS handshake");
+                        stats.closed("http", "tls_handshake");
+                        return;
+                    }
+                    Err(_) => {
+                        stats.closed("http", "handshake_timeout");
+                        return;
+                    }
+                },
+                why = &mut expired => {
+                    if why != Closing::Evicted {
+                        stats.closed("http", why.as_str());
+                    }
+                    return;
+                }
+            }
+        }
+    };
     let budget = Arc::new(Budget::new(limits.connection_buffer_bytes as usize));
     let service = {
         let activity = Arc::clone(&activity);
@@ -129,11 +159,9 @@ async fn serve_connection(
             }
         })
     };
-    let io = TokioIo::new(Tracked::new(tcp, Arc::clone(&activity)));
+    let io = TokioIo::new(Tracked::new(stream, Arc::clone(&activity)));
     let conn = builder.serve_connection(io, service);
     let mut conn = std::pin::pin!(conn);
-    let expired = activity.expired(&limits);
-    let mut expired = std::pin::pin!(expired);
     let mut close_by: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut draining = false;
     loop {

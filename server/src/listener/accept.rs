@@ -20,12 +20,13 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::future::Future;
 
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::activity::{Activity, Closing};
+use super::stream::{Listening, Stream};
+use super::tls::Terminator;
 use super::{CLOSE_GRACE, Limits};
 use crate::log_throttle::LogThrottle;
 
@@ -73,7 +74,8 @@ impl ListenerStats {
         registry.register(
             "connections_closed_by_server",
             "Connections the server closed or refused, by listener and reason (idle, \
-             header_timeout, handshake_timeout, message_timeout, keepalive, evicted, refused)",
+             header_timeout, handshake_timeout, tls_handshake, message_timeout, keepalive, \
+             max_age, evicted, refused)",
             self.closed.clone(),
         );
         registry.register(
@@ -93,8 +95,12 @@ impl ListenerStats {
 
 /// A connection handed to its listener's serving code. Dropping it takes it off the registry.
 pub struct Accepted {
-    pub tcp: TcpStream,
+    /// The connection as accepted: TLS, when the listener terminates it, is still to be
+    /// negotiated ([`Self::tls`]), within the handshake timeout of the connection's own task.
+    pub stream: Stream,
+    /// The client's address ([`super::stream::UNIX_PEER`] on a Unix socket).
     pub peer: SocketAddr,
+    pub tls: Option<Arc<Terminator>>,
     pub activity: Arc<Activity>,
     /// Keep it for as long as the connection is served.
     pub slot: Slot,
@@ -125,14 +131,15 @@ struct OpenSet {
 
 /// One listener's accept loop.
 pub struct Acceptor {
-    listener: TcpListener,
+    listener: Listening,
+    tls: Option<Arc<Terminator>>,
     name: &'static str,
     max_connections: usize,
     limits: Arc<Limits>,
     registry: Arc<OpenSet>,
     next_id: u64,
     /// A connection taken from the kernel and waiting for room.
-    pending: Option<(TcpStream, SocketAddr)>,
+    pending: Option<(Stream, SocketAddr)>,
     epoch: Instant,
     stats: ListenerStats,
     refused_log: LogThrottle,
@@ -142,7 +149,7 @@ pub struct Acceptor {
 impl Acceptor {
     /// `name` labels metrics and logs (`grpc`, `http`).
     pub fn new(
-        listener: TcpListener,
+        listener: impl Into<Listening>,
         name: &'static str,
         limits: Arc<Limits>,
         stats: ListenerStats,
@@ -152,7 +159,8 @@ impl Acceptor {
             .get_or_create(&ListenerLabels { listener: name })
             .clone();
         Self {
-            listener,
+            listener: listener.into(),
+            tls: None,
             name,
             max_connections: limits.max_connections.max(1),
             limits,
@@ -168,6 +176,13 @@ impl Acceptor {
             refused_log: LogThrottle::new(WARN_INTERVAL),
             accept_log: LogThrottle::new(WARN_INTERVAL),
         }
+    }
+
+    /// Terminates TLS on every connection with `tls` (`None`: plaintext).
+    #[must_use]
+    pub fn with_tls(mut self, tls: Option<Arc<Terminator>>) -> Self {
+        self.tls = tls;
+        self
     }
 
     pub fn limits(&self) -> &Arc<Limits> {
@@ -220,7 +235,7 @@ impl Acceptor {
                 // The connection stays in `pending` while waiting, so a cancelled call loses
                 // nothing.
                 let room = self.make_room().await;
-                let Some((tcp, peer)) = self.pending.take() else {
+                let Some((stream, peer)) = self.pending.take() else {
                     continue;
                 };
                 if !room {
@@ -232,10 +247,10 @@ impl Acceptor {
                         max_connections = self.max_connections,
                         "connection refused: every connection is busy and the cap is reached"
                     );
-                    drop(tcp);
+                    drop(stream);
                     continue;
                 }
-                return self.admit(tcp, peer, head_pending);
+                return self.admit(stream, peer, head_pending);
             }
             match self.listener.accept().await {
                 Ok(accepted) => self.pending = Some(accepted),
@@ -259,7 +274,7 @@ impl Acceptor {
     }
 
     /// Registers a connection that has room.
-    fn admit(&mut self, tcp: TcpStream, peer: SocketAddr, head_pending: bool) -> Accepted {
+    fn admit(&mut self, stream: Stream, peer: SocketAddr, head_pending: bool) -> Accepted {
         self.stats
             .accepted
             .get_or_create(&ListenerLabels {
@@ -272,8 +287,9 @@ impl Acceptor {
         self.registry.conns.lock().insert(id, Arc::clone(&activity));
         self.registry.gauge.inc();
         Accepted {
-            tcp,
+            stream,
             peer,
+            tls: self.tls.clone(),
             activity,
             slot: Slot {
                 id,

@@ -1,7 +1,8 @@
 //! What both listeners (gRPC and HTTP) share: the bounds on connections and on what one
 //! connection may hold, the accept loop that keeps them ([`accept`]), each connection's activity
-//! and expiry ([`activity`]), the per-connection buffer budget ([`budget`]), and the
-//! file-descriptor limit ([`nofile`]).
+//! and expiry ([`activity`]), the per-connection buffer budget ([`budget`]), the
+//! file-descriptor limit ([`nofile`]), the sockets listened on and each connection's stream
+//! ([`stream`]), and TLS termination with certificate rotation ([`tls`]).
 //!
 //! Every bound holds whatever a client sends: a client can open at most `max_connections`
 //! connections per listener (the idlest is closed to make room for a newcomer); on one
@@ -18,11 +19,14 @@ pub mod accept;
 pub mod activity;
 pub mod budget;
 pub mod nofile;
+pub mod stream;
+pub mod tls;
 
 use std::time::Duration;
 
 pub use accept::{Accepted, Acceptor, ListenerStats};
 pub use activity::{Activity, Closing, InFlight, Tracked};
+pub use stream::{Listening, Stream};
 
 /// Per-listener bounds (the same for gRPC and HTTP).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +56,12 @@ pub struct Limits {
     pub keepalive_interval: Duration,
     /// ...and closed when its answer does not come within this.
     pub keepalive_timeout: Duration,
+    /// An HTTP/2 connection open this long (give or take a tenth, so a fleet's connections do not
+    /// all age together) is sent a GOAWAY: its client reconnects, and a replica added since gets
+    /// its share. `None`: connections never age.
+    pub max_connection_age: Option<Duration>,
+    /// After the GOAWAY, how long its calls in flight may take before the connection is closed.
+    pub max_connection_age_grace: Duration,
 }
 
 impl Default for Limits {
@@ -67,6 +77,8 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(300),
             keepalive_interval: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(20),
+            max_connection_age: Some(Duration::from_secs(24 * 3600)),
+            max_connection_age_grace: Duration::from_secs(3600),
         }
     }
 }
@@ -77,6 +89,17 @@ impl Limits {
     pub fn stream_window(&self, max_message: usize) -> u32 {
         let want = u32::try_from(max_message + 5).unwrap_or(u32::MAX);
         want.clamp(65_535, self.connection_window())
+    }
+
+    /// When this connection is to be aged out: `max_connection_age` less or more up to a tenth,
+    /// at random. Never, without an age.
+    pub fn connection_age(&self) -> Option<Duration> {
+        let age = self.max_connection_age?;
+        let mut bytes = [0u8; 8];
+        // Without randomness, the age as configured: only the spread is lost.
+        let _ = getrandom::fill(&mut bytes);
+        let unit = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64;
+        Some(age.mul_f64(0.9 + 0.2 * unit))
     }
 
     /// The HTTP/2 connection window: the per-connection budget, never below HTTP/2's initial

@@ -1,28 +1,37 @@
 //! Binding the two listeners, and the connection bounds they get.
 
 use std::net::SocketAddr;
+use std::path::Path;
 
 use tokio::net::TcpListener;
 
 use super::StartupError;
-use crate::listener::{Limits, nofile};
+use crate::listener::{Limits, Listening, nofile};
 
 /// Both listeners, bound before serving so callers (tests) can bind port 0 and read the ports.
 pub struct Listeners {
-    pub grpc: TcpListener,
+    /// TCP, or a Unix domain socket (`--grpc-uds`, the reference's `GRPC_UDS`) instead.
+    pub grpc: Listening,
     pub http: TcpListener,
 }
 
 impl Listeners {
-    pub async fn bind(grpc: SocketAddr, http: SocketAddr) -> Result<Self, StartupError> {
+    pub async fn bind(
+        grpc: SocketAddr,
+        grpc_uds: Option<&Path>,
+        http: SocketAddr,
+    ) -> Result<Self, StartupError> {
+        let grpc = match grpc_uds {
+            Some(path) => Listening::bind_unix(path).map_err(|source| StartupError::BindUnix {
+                path: path.to_path_buf(),
+                source,
+            })?,
+            None => Listening::Tcp(listen(grpc)?),
+        };
         Ok(Self {
-            grpc: listen(grpc)?,
+            grpc,
             http: listen(http)?,
         })
-    }
-
-    pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {
-        self.grpc.local_addr()
     }
 
     pub fn http_addr(&self) -> std::io::Result<SocketAddr> {

@@ -24,6 +24,7 @@ mod health;
 mod listen;
 mod overrides;
 mod storage;
+mod tls;
 
 pub use health::shutdown_signal;
 pub use listen::Listeners;
@@ -51,6 +52,16 @@ pub enum StartupError {
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
+    },
+    #[error("cannot listen on the Unix socket {path}: {source}")]
+    BindUnix {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot serve TLS on the {listener} listener: {source}")]
+    Tls {
+        listener: &'static str,
+        source: crate::listener::tls::TlsError,
     },
     #[error("cannot watch {path} for changes: {source}")]
     Watch {
@@ -194,9 +205,7 @@ impl Sluice {
         listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
-        let grpc_addr = listeners
-            .grpc_addr()
-            .map_err(|e| StartupError::Serve(e.to_string()))?;
+        let grpc_addr = listeners.grpc.describe();
         let http_addr = listeners
             .http_addr()
             .map_err(|e| StartupError::Serve(e.to_string()))?;
@@ -215,13 +224,15 @@ impl Sluice {
         let http_stop = wait_for(stop_rx);
 
         let limits = Arc::new(listen::connection_limits(&self.settings.listener));
+        let (grpc_tls, http_tls, _tls_watches) = tls::terminators(&self.settings.tls)?;
         let grpc = crate::grpc::serve(
             Acceptor::new(
                 listeners.grpc,
                 "grpc",
                 Arc::clone(&limits),
                 self.listener_stats.clone(),
-            ),
+            )
+            .with_tls(grpc_tls),
             crate::grpc::Routes::new(
                 RlsService::new(Arc::clone(&self.limiter)),
                 health_service,
@@ -244,7 +255,8 @@ impl Sluice {
             app = app.nest("/admin", admin::router(Arc::clone(state)));
         }
         let http = crate::http::listener::serve(
-            Acceptor::new(listeners.http, "http", limits, self.listener_stats.clone()),
+            Acceptor::new(listeners.http, "http", limits, self.listener_stats.clone())
+                .with_tls(http_tls),
             app,
             self.settings.bounds.max_message_bytes(),
             http_stop,
@@ -255,6 +267,8 @@ impl Sluice {
         tracing::info!(
             grpc = %grpc_addr,
             http = %http_addr,
+            grpc_tls = self.settings.tls.grpc.is_some(),
+            http_tls = self.settings.tls.http.is_some(),
             backend = ?self.settings.backend,
             config = %self.settings.config.display(),
             charge_rejected = self.settings.charge_rejected,

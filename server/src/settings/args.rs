@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// gRPC listen address [default: 0.0.0.0:8081].
     #[arg(long, env = "SLUICE_GRPC_ADDR")]
     pub grpc_addr: Option<SocketAddr>,
+    /// Serve gRPC on this Unix domain socket instead of TCP (a stale socket file is replaced)
+    /// [default: none].
+    #[arg(long, env = "SLUICE_GRPC_UDS")]
+    pub grpc_uds: Option<PathBuf>,
     /// HTTP listen address (`/json`, `/healthcheck`, `/rlconfig`, `/metrics`) [default: 0.0.0.0:8080].
     #[arg(long, env = "SLUICE_HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
@@ -172,4 +176,6 @@ pub struct ServeArgs {
     pub store: super::storage::StorageArgs,
     #[command(flatten)]
     pub listener: super::listener::ListenerArgs,
+    #[command(flatten)]
+    pub tls: super::tls::TlsArgs,
 }

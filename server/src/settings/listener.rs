@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::SettingsError;
+use super::reference::go_duration;
 use crate::listener::Limits;
 
 /// Flags of the listener bounds, flattened into [`super::ServeArgs`].
@@ -42,11 +43,23 @@ pub struct ListenerArgs {
     /// Seconds to wait for a ping's answer before closing the connection [default: 20].
     #[arg(long, env = "SLUICE_KEEPALIVE_TIMEOUT_SECS")]
     pub keepalive_timeout_secs: Option<u64>,
+    /// Milliseconds a gRPC connection may live before it is sent a GOAWAY (give or take a
+    /// tenth), so clients rebalance across replicas; 0: never [default: 86400000, 24 h].
+    #[arg(long, env = "SLUICE_MAX_CONNECTION_AGE_MS")]
+    pub max_connection_age_ms: Option<u64>,
+    /// Milliseconds an aged connection's calls in flight may take before it is closed
+    /// [default: 3600000, 1 h].
+    #[arg(long, env = "SLUICE_MAX_CONNECTION_AGE_GRACE_MS")]
+    pub max_connection_age_grace_ms: Option<u64>,
 }
 
 /// The bounds from the flags; `max_message` is the largest gRPC message the server reads, which
 /// one connection's buffer must be able to hold.
-pub(super) fn resolve(args: ListenerArgs, max_message: usize) -> Result<Limits, SettingsError> {
+pub(super) fn resolve(
+    args: ListenerArgs,
+    max_message: usize,
+    get: &impl Fn(&'static str) -> Option<String>,
+) -> Result<Limits, SettingsError> {
     let d = Limits::default();
     let ms = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_millis);
     let secs = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_secs);
@@ -65,6 +78,17 @@ pub(super) fn resolve(args: ListenerArgs, max_message: usize) -> Result<Limits, 
         idle_timeout: secs(args.idle_timeout_secs, d.idle_timeout),
         keepalive_interval: secs(args.keepalive_interval_secs, d.keepalive_interval),
         keepalive_timeout: secs(args.keepalive_timeout_secs, d.keepalive_timeout),
+        // The reference's GRPC_MAX_CONNECTION_AGE(_GRACE) are Go durations.
+        max_connection_age: match args.max_connection_age_ms {
+            Some(ms) => Some(Duration::from_millis(ms)),
+            None => go_duration(get, "GRPC_MAX_CONNECTION_AGE")?.or(d.max_connection_age),
+        }
+        .filter(|age| !age.is_zero()),
+        max_connection_age_grace: match args.max_connection_age_grace_ms {
+            Some(ms) => Duration::from_millis(ms),
+            None => go_duration(get, "GRPC_MAX_CONNECTION_AGE_GRACE")?
+                .unwrap_or(d.max_connection_age_grace),
+        },
     };
     let invalid = |msg: String| Err(SettingsError::Invalid(msg));
     if limits.max_connections == 0 || limits.max_concurrent_streams == 0 {

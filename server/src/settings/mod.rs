@@ -13,9 +13,12 @@
 
 mod admin;
 pub mod args;
+pub mod compat;
+mod headers;
 pub mod listener;
 mod reference;
 pub mod storage;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,8 +28,9 @@ pub use admin::AdminSettings;
 pub use args::{Backend, LogFormat, OverrideBackend, ServeArgs};
 use reference::{host_port, log_level, parse_bool, reference_redis_url};
 pub use storage::{StorageArgs, StorageSettings};
+pub use tls::{TlsArgs, TlsSettings};
 
-use crate::limiter::{HeaderNames, HeaderStyle, RequestBounds};
+use crate::limiter::{HeaderStyle, RequestBounds};
 use crate::listener::Limits;
 use crate::storage::backend::redis::{RedisTarget, RedisType, TargetOptions};
 
@@ -35,6 +39,8 @@ use crate::storage::backend::redis::{RedisTarget, RedisType, TargetOptions};
 pub struct Settings {
     pub config: PathBuf,
     pub grpc_addr: SocketAddr,
+    /// gRPC on a Unix domain socket instead of `grpc_addr`.
+    pub grpc_uds: Option<PathBuf>,
     pub http_addr: SocketAddr,
     pub backend: Backend,
     pub redis_url: Option<String>,
@@ -74,6 +80,11 @@ pub struct Settings {
     pub store: StorageSettings,
     /// Both listeners' bounds on connections, streams, sizes and time.
     pub listener: Limits,
+    /// TLS on each listener.
+    pub tls: TlsSettings,
+    /// The reference's settings that are set but mean nothing here, each with why: logged once
+    /// at start-up.
+    pub reference_notes: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -209,45 +220,15 @@ impl Settings {
             )));
         }
 
-        let style = match args.response_headers {
-            Some(style) => Some(("--response-headers", style)),
-            None => {
-                get("LIMIT_RESPONSE_HEADERS_ENABLED").map(|v| ("LIMIT_RESPONSE_HEADERS_ENABLED", v))
-            }
-        };
-        let header_style = match style {
-            None => HeaderStyle::Off,
-            Some((name, style)) => match style.to_ascii_lowercase().as_str() {
-                "off" | "false" | "0" | "no" => HeaderStyle::Off,
-                "ratelimit" | "true" | "1" | "yes" => {
-                    let d = HeaderNames::default();
-                    HeaderStyle::RateLimit(HeaderNames {
-                        limit: args
-                            .header_limit
-                            .or_else(|| get("LIMIT_LIMIT_HEADER"))
-                            .unwrap_or(d.limit),
-                        remaining: args
-                            .header_remaining
-                            .or_else(|| get("LIMIT_REMAINING_HEADER"))
-                            .unwrap_or(d.remaining),
-                        reset: args
-                            .header_reset
-                            .or_else(|| get("LIMIT_RESET_HEADER"))
-                            .unwrap_or(d.reset),
-                    })
-                }
-                "x-ratelimit" => HeaderStyle::XRateLimit,
-                "ietf" => HeaderStyle::Ietf,
-                _ => {
-                    return Err(SettingsError::Env {
-                        name,
-                        value: style,
-                        reason: "expected off, ratelimit, x-ratelimit or ietf (or true/false)"
-                            .into(),
-                    });
-                }
+        let header_style = headers::resolve(
+            headers::Args {
+                style: args.response_headers,
+                limit: args.header_limit,
+                remaining: args.header_remaining,
+                reset: args.header_reset,
             },
-        };
+            &get,
+        )?;
 
         let bounds = RequestBounds {
             max_descriptors: args
@@ -266,7 +247,8 @@ impl Settings {
             ));
         }
 
-        let listener = listener::resolve(args.listener, bounds.max_message_bytes())?;
+        let listener = listener::resolve(args.listener, bounds.max_message_bytes(), &get)?;
+        let tls = tls::resolve(args.tls, &get)?;
 
         let auth_over_limit_status = args.auth_over_limit_status.unwrap_or(403);
         if !matches!(auth_over_limit_status, 401 | 403) {
@@ -277,11 +259,18 @@ impl Settings {
         }
 
         // OpenTelemetry's own variables, as its SDKs read them, after Sluice's.
-        let otlp_endpoint = args
-            .otlp_endpoint
-            .or_else(|| get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
-            .or_else(|| get("OTEL_EXPORTER_OTLP_ENDPOINT"));
-        let trace_sample_ratio = args.trace_sample_ratio.unwrap_or(0.01);
+        // The reference exports only with TRACING_ENABLED=true; Sluice's flag needs no switch.
+        let reference_off = parse_env("TRACING_ENABLED")? == Some(false);
+        let otlp_endpoint = args.otlp_endpoint.or_else(|| {
+            get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                .or_else(|| get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+                .filter(|_| !reference_off)
+        });
+        let reference_notes = compat::review(&get, otlp_endpoint.is_some())?;
+        let trace_sample_ratio = match args.trace_sample_ratio {
+            Some(r) => r,
+            None => reference::sample_rate(&get)?.unwrap_or(0.01),
+        };
         if !(0.0..=1.0).contains(&trace_sample_ratio) {
             return Err(SettingsError::Invalid(format!(
                 "trace sample ratio {trace_sample_ratio} is not between 0 and 1"
@@ -321,6 +310,7 @@ impl Settings {
             admin,
             config,
             grpc_addr,
+            grpc_uds: args.grpc_uds.or_else(|| get("GRPC_UDS").map(PathBuf::from)),
             http_addr,
             backend,
             redis_url,
@@ -329,8 +319,19 @@ impl Settings {
                 None => parse_num("REDIS_POOL_SIZE")?.map_or(4, |n| n as usize),
             }
             .clamp(1, 64),
-            redis_timeout: Duration::from_millis(args.redis_timeout_ms.unwrap_or(1000).max(1)),
-            charge_rejected: args.charge_rejected.unwrap_or(false),
+            redis_timeout: match args.redis_timeout_ms {
+                Some(ms) => Duration::from_millis(ms.max(1)),
+                None => reference::go_duration(&get, "REDIS_TIMEOUT")?
+                    .unwrap_or(Duration::from_secs(1))
+                    .max(Duration::from_millis(1)),
+            },
+            // The reference charges every descriptor of a rejected request unless told to stop.
+            charge_rejected: match args.charge_rejected {
+                Some(b) => b,
+                None => {
+                    parse_env("STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT")?.is_some_and(|stop| !stop)
+                }
+            },
             merge_domains: match args.merge_domains {
                 Some(b) => b,
                 None => parse_env("MERGE_DOMAIN_CONFIG")?.unwrap_or(false),
@@ -375,9 +376,13 @@ impl Settings {
             },
             store,
             listener,
+            tls,
+            reference_notes,
         })
     }
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_compat;

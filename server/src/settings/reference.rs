@@ -1,6 +1,7 @@
 //! envoyproxy/ratelimit's environment names and value spellings, mapped onto Sluice's settings.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use super::SettingsError;
 
@@ -81,4 +82,81 @@ pub(super) fn reference_redis_url(
         Some(a) => format!("{scheme}://:{a}@{url}"),
         None => format!("{scheme}://{url}"),
     }
+}
+
+/// A Go `time.Duration` from the reference variable `name` (`1h30m`, `500ms`, `10s`, `0`), as
+/// the reference's envconfig reads its durations.
+pub(super) fn go_duration(
+    get: &impl Fn(&'static str) -> Option<String>,
+    name: &'static str,
+) -> Result<Option<Duration>, SettingsError> {
+    let Some(value) = get(name) else {
+        return Ok(None);
+    };
+    parse_go_duration(&value)
+        .map(Some)
+        .map_err(|reason| SettingsError::Env {
+            name,
+            value,
+            reason,
+        })
+}
+
+/// Go's `time.ParseDuration`, without negative durations (none of the reference's may be).
+pub(super) fn parse_go_duration(value: &str) -> Result<Duration, String> {
+    const UNITS: [(&str, f64); 8] = [
+        ("ns", 1e-9),
+        ("us", 1e-6),
+        ("\u{b5}s", 1e-6),
+        ("\u{3bc}s", 1e-6),
+        ("ms", 1e-3),
+        ("s", 1.0),
+        ("m", 60.0),
+        ("h", 3600.0),
+    ];
+    let bad = || format!("{value:?} is not a duration such as 500ms, 10s, 5m or 1h30m");
+    let mut rest = value.strip_prefix('+').unwrap_or(value);
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = 0.0f64;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("{value:?} has a number without a unit (ms, s, m, h)"))?;
+        let number: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let (unit, after) = rest.split_at(unit_len);
+        let scale = UNITS
+            .iter()
+            .find(|(name, _)| *name == unit)
+            .map(|(_, scale)| *scale)
+            .ok_or_else(bad)?;
+        total += number * scale;
+        rest = after;
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| bad())
+}
+
+/// The reference's `TRACING_SAMPLING_RATE`, a ratio between 0 and 1.
+pub(super) fn sample_rate(
+    get: &impl Fn(&'static str) -> Option<String>,
+) -> Result<Option<f64>, SettingsError> {
+    let name = "TRACING_SAMPLING_RATE";
+    get(name)
+        .map(|v| match v.parse::<f64>() {
+            Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+            _ => Err(SettingsError::Env {
+                name,
+                value: v,
+                reason: "expected a ratio between 0 and 1".into(),
+            }),
+        })
+        .transpose()
 }

@@ -203,7 +203,10 @@ pub(super) fn resolve(
             .redis_auth
             .or_else(|| get("REDIS_AUTH"))
             .map(|a| Auth::parse(&a)),
-        sentinel_auth: args.redis_sentinel_auth.map(|a| Auth::parse(&a)),
+        sentinel_auth: args
+            .redis_sentinel_auth
+            .or_else(|| get("REDIS_SENTINEL_AUTH"))
+            .map(|a| Auth::parse(&a)),
         tls,
         tls_ca: args
             .redis_tls_ca

@@ -1,4 +1,5 @@
 use super::*;
+use crate::limiter::HeaderNames;
 use crate::storage::backend::redis::Auth;
 use crate::storage::layer::failover::{DenyWith, FailureMode};
 use crate::storage::layer::local_share::Share;
