@@ -22,6 +22,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 mod leases;
+pub mod reference;
 mod rules;
 
 pub use leases::LeaseStats;

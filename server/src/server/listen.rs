@@ -45,7 +45,7 @@ impl Listeners {
 /// kernel caps it at `net.core.somaxconn` (4096 by default since Linux 5.4).
 const LISTEN_BACKLOG: u32 = 4096;
 
-fn listen(addr: SocketAddr) -> Result<TcpListener, StartupError> {
+pub(super) fn listen(addr: SocketAddr) -> Result<TcpListener, StartupError> {
     let bind = || -> std::io::Result<TcpListener> {
         let socket = if addr.is_ipv4() {
             tokio::net::TcpSocket::new_v4()?

@@ -23,6 +23,7 @@ use crate::storage::{Admission, AnyStore, StoreError};
 mod health;
 mod listen;
 mod overrides;
+mod stats;
 mod storage;
 mod tls;
 
@@ -221,7 +222,7 @@ impl Sluice {
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let grpc_stop = wait_for(stop_rx.clone());
-        let http_stop = wait_for(stop_rx);
+        let http_stop = wait_for(stop_rx.clone());
 
         let limits = Arc::new(listen::connection_limits(&self.settings.listener));
         let (grpc_tls, http_tls, _tls_watches) = tls::terminators(&self.settings.tls)?;
@@ -255,13 +256,37 @@ impl Sluice {
             app = app.nest("/admin", admin::router(Arc::clone(state)));
         }
         let http = crate::http::listener::serve(
-            Acceptor::new(listeners.http, "http", limits, self.listener_stats.clone())
-                .with_tls(http_tls),
+            Acceptor::new(
+                listeners.http,
+                "http",
+                Arc::clone(&limits),
+                self.listener_stats.clone(),
+            )
+            .with_tls(http_tls),
             app,
             self.settings.bounds.max_message_bytes(),
             http_stop,
         );
 
+        // The reference's stats, each on its own task, stopped with the listeners.
+        let mut stats_tasks = Vec::new();
+        if let Some((addr, path)) = &self.settings.stats.reference_prometheus {
+            stats_tasks.push(tokio::spawn(stats::serve_reference_prometheus(
+                listen::listen(*addr)?,
+                path.clone(),
+                Arc::clone(&self.limiter),
+                Arc::clone(&limits),
+                self.listener_stats.clone(),
+                wait_for(stop_rx.clone()),
+            )));
+        }
+        if let Some(statsd) = self.settings.stats.statsd.clone() {
+            stats_tasks.push(tokio::spawn(stats::push_statsd(
+                statsd,
+                Arc::clone(&self.limiter),
+                wait_for(stop_rx),
+            )));
+        }
         let mut grpc = tokio::spawn(grpc);
         let mut http = tokio::spawn(http);
         tracing::info!(
@@ -302,6 +327,10 @@ impl Sluice {
         let drained = tokio::time::timeout(self.settings.shutdown_grace, async {
             let _ = (&mut grpc).await;
             let _ = (&mut http).await;
+            // The statsd push sends the last interval's counts.
+            for task in &mut stats_tasks {
+                let _ = task.await;
+            }
         })
         .await;
         match drained {
@@ -309,6 +338,7 @@ impl Sluice {
             Err(_) => {
                 grpc.abort();
                 http.abort();
+                stats_tasks.iter().for_each(tokio::task::JoinHandle::abort);
                 tracing::warn!("grace period over: in-flight calls were cut off");
             }
         }

@@ -178,4 +178,6 @@ pub struct ServeArgs {
     pub listener: super::listener::ListenerArgs,
     #[command(flatten)]
     pub tls: super::tls::TlsArgs,
+    #[command(flatten)]
+    pub stats: super::stats::StatsArgs,
 }

@@ -26,11 +26,6 @@ fn is_false(v: &str) -> bool {
     parse_bool("", v) == Ok(false)
 }
 
-const NO_STATSD: &str = "Sluice does not push statsd: set it to false and scrape Prometheus \
-                         metrics from /metrics on the HTTP port (docs/observability.md)";
-const NOT_STATSD: &str = "Sluice pushes no statsd (USE_STATSD must be false); its metrics are on \
-                          /metrics";
-const NOT_PROMETHEUS: &str = "Sluice serves its Prometheus metrics on the HTTP port at /metrics";
 const NOT_XDS: &str = "rules come from files (CONFIG_TYPE=FILE); the xDS source is not built yet";
 const NOT_PERSECOND: &str = "only with REDIS_PERSECOND, which Sluice refuses";
 const NOT_MEMCACHE: &str = "Sluice has no memcached backend (BACKEND_TYPE=memcache is refused)";
@@ -89,44 +84,39 @@ pub const REFERENCE: &[(&str, Treatment)] = &[
     ("XDS_CLIENT_BACKOFF_RANDOM_FACTOR", Noted(NOT_XDS)),
     ("XDS_CLIENT_BACKOFF_JITTER", Noted(NOT_XDS)),
     ("XDS_CLIENT_MAX_MSG_SIZE_IN_BYTES", Noted(NOT_XDS)),
+    ("USE_DOG_STATSD", Honoured),
     (
-        "USE_DOG_STATSD",
+        "USE_DOG_STATSD_MOGRIFIERS",
         Limited {
-            accepts: is_false,
-            instead: NO_STATSD,
+            accepts: |_| false,
+            instead: "Sluice pushes the reference's stat names with EXTRA_TAGS as tags, without \
+                  mogrifiers: unset it and map the names in the DogStatsD agent",
         },
     ),
-    ("USE_DOG_STATSD_MOGRIFIERS", Noted(NOT_STATSD)),
+    ("USE_STATSD", Honoured),
+    ("STATSD_HOST", Honoured),
+    ("STATSD_PORT", Honoured),
+    ("EXTRA_TAGS", Honoured),
+    ("STATS_FLUSH_INTERVAL", Honoured),
+    ("DISABLE_STATS", Honoured),
+    ("USE_PROMETHEUS", Honoured),
+    ("PROMETHEUS_ADDR", Honoured),
+    ("PROMETHEUS_PATH", Honoured),
     (
-        "USE_STATSD",
+        "PROMETHEUS_MAPPER_YAML",
         Limited {
-            accepts: is_false,
-            instead: NO_STATSD,
+            accepts: |_| false,
+            instead: "Sluice serves the reference's default mapping only: unset it, or relabel in \
+                  Prometheus",
         },
     ),
-    ("STATSD_HOST", Noted(NOT_STATSD)),
-    ("STATSD_PORT", Noted(NOT_STATSD)),
-    ("EXTRA_TAGS", Noted(NOT_STATSD)),
-    ("STATS_FLUSH_INTERVAL", Noted(NOT_STATSD)),
-    (
-        "DISABLE_STATS",
-        Noted("Sluice keeps its Prometheus metrics on /metrics; nothing is pushed"),
-    ),
-    (
-        "USE_PROMETHEUS",
-        Limited {
-            accepts: is_false,
-            instead: "Sluice serves Prometheus metrics under its own names on the HTTP port at \
-                  /metrics (docs/observability.md), not the reference's names on PROMETHEUS_ADDR: \
-                  set it to false and scrape /metrics",
-        },
-    ),
-    ("PROMETHEUS_ADDR", Noted(NOT_PROMETHEUS)),
-    ("PROMETHEUS_PATH", Noted(NOT_PROMETHEUS)),
-    ("PROMETHEUS_MAPPER_YAML", Noted(NOT_PROMETHEUS)),
     (
         "PROMETHEUS_RESPONSE_TIME_AS_MILLISECONDS",
-        Noted(NOT_PROMETHEUS),
+        Limited {
+            accepts: is_false,
+            instead: "Sluice serves ratelimit_service_response_time_seconds in seconds, as the \
+                  reference does by default: set it to false",
+        },
     ),
     ("RUNTIME_ROOT", Honoured),
     ("RUNTIME_SUBDIRECTORY", Honoured),

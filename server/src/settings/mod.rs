@@ -17,6 +17,7 @@ pub mod compat;
 mod headers;
 pub mod listener;
 mod reference;
+pub mod stats;
 pub mod storage;
 pub mod tls;
 
@@ -27,6 +28,7 @@ use std::time::Duration;
 pub use admin::AdminSettings;
 pub use args::{Backend, LogFormat, OverrideBackend, ServeArgs};
 use reference::{host_port, log_level, parse_bool, reference_redis_url};
+pub use stats::{StatsArgs, StatsSettings, Statsd};
 pub use storage::{StorageArgs, StorageSettings};
 pub use tls::{TlsArgs, TlsSettings};
 
@@ -82,6 +84,8 @@ pub struct Settings {
     pub listener: Limits,
     /// TLS on each listener.
     pub tls: TlsSettings,
+    /// The reference's stats: the statsd push and its Prometheus names.
+    pub stats: StatsSettings,
     /// The reference's settings that are set but mean nothing here, each with why: logged once
     /// at start-up.
     pub reference_notes: Vec<String>,
@@ -249,6 +253,7 @@ impl Settings {
 
         let listener = listener::resolve(args.listener, bounds.max_message_bytes(), &get)?;
         let tls = tls::resolve(args.tls, &get)?;
+        let stats = stats::resolve(args.stats, &get)?;
 
         let auth_over_limit_status = args.auth_over_limit_status.unwrap_or(403);
         if !matches!(auth_over_limit_status, 401 | 403) {
@@ -377,6 +382,7 @@ impl Settings {
             store,
             listener,
             tls,
+            stats,
             reference_notes,
         })
     }
