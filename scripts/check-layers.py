@@ -31,6 +31,7 @@ LAYERS = [
     "log_throttle", # client-triggered warnings, throttled
     "limiter",      # the transport-free check
     "overrides",    # runtime overrides, applied during matching
+    "xds",          # rules from a control plane, loaded as files are
     "config",       # rule files → the rule tree, and matching
     "storage",      # counters: layers and backends
     "algorithm",    # the quota math

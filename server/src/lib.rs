@@ -47,8 +47,9 @@
 //! # Around the path
 //!
 //! - [`server`] is start-up and shutdown: it reads [`settings`] (flags and environment, once),
-//!   loads the rules and watches them, opens the counter store and the override store, starts the
-//!   tasks that keep overrides and health current, binds both listeners, and drains on SIGTERM.
+//!   loads the rules and watches them (or takes them from a control plane over [`xds`]), opens
+//!   the counter store and the override store, starts the tasks that keep overrides and health
+//!   current, binds both listeners, and drains on SIGTERM.
 //! - [`admin`] is the admin API under `/admin/` (counters, resets, top consumers from
 //!   `limiter::top`, lease holders, overrides and their audit log) and `sluice admin`, its CLI.
 //! - [`log_throttle`] keeps warnings a client can trigger from becoming a flood of log lines.
@@ -69,6 +70,7 @@
 //! | [`listener`] | connection bounds shared by both listeners | what a connection carries |
 //! | [`limiter`] | the transport-free check | wire types, settings, tracing |
 //! | [`overrides`] | runtime overrides and their stores | the limiter, settings |
+//! | [`xds`] | rules from a control plane, loaded as files are | the limiter, listeners |
 //! | [`config`] | rule files, the rule tree, matching | the limiter, overrides |
 //! | [`storage`] | counters: layers and backends | descriptors, rules, settings |
 //! | [`algorithm`], [`metrics`], [`file_watch`], [`clock`] | the math, Prometheus families, watched files, time | everything above |
@@ -97,3 +99,4 @@ pub mod server;
 pub mod settings;
 pub mod storage;
 pub mod trace;
+pub mod xds;

@@ -15,3 +15,4 @@ pub mod sentinel;
 pub mod sluice;
 pub mod tcp_proxy;
 pub mod tls;
+pub mod xds;

@@ -50,6 +50,8 @@ pub struct SluiceBuilder {
     envs: Vec<(String, String)>,
     /// A command the binary runs under (`prlimit --nofile=1024:1024 --`).
     wrapper: Vec<String>,
+    /// Pass no `--config` (the rules come from elsewhere: xDS).
+    no_config: bool,
 }
 
 impl SluiceBuilder {
@@ -60,7 +62,14 @@ impl SluiceBuilder {
             args: Vec::new(),
             envs: Vec::new(),
             wrapper: Vec::new(),
+            no_config: false,
         }
+    }
+
+    /// Starts without `--config`, for rules from an xDS server.
+    pub fn without_config(mut self) -> Self {
+        self.no_config = true;
+        self
     }
 
     /// Runs the binary under `command` (its arguments end with `--`), e.g. `prlimit` to start it
@@ -117,9 +126,10 @@ impl SluiceBuilder {
                 cmd
             }
         };
-        cmd.arg("--config")
-            .arg(dir.path())
-            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        if !self.no_config {
+            cmd.arg("--config").arg(dir.path());
+        }
+        cmd.args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
             .args(["--log-format", "json", "--log-level", "info"])
             .args(&self.args)
             .env_clear()

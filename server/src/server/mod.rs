@@ -5,12 +5,12 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use crate::admin::{self, AdminState, AdminTokens};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{self, ConfigErrors, LoadOptions};
+use crate::config::ConfigErrors;
 use crate::grpc::RlsService;
 use crate::http::{HttpState, router};
 use crate::limiter::{LimiterOptions, RateLimiter};
@@ -23,6 +23,7 @@ use crate::storage::{Admission, AnyStore, StoreError};
 mod health;
 mod listen;
 mod overrides;
+mod rules;
 mod stats;
 mod storage;
 mod tls;
@@ -85,7 +86,8 @@ pub struct Sluice {
     pub limiter: Arc<RateLimiter<AnyStore>>,
     settings: Settings,
     listener_stats: ListenerStats,
-    _watch: Option<config::WatchHandle>,
+    /// Keeps the rules current.
+    _rules: rules::Following,
     /// The admin API, when tokens are configured.
     admin: Option<Arc<AdminState<AnyStore>>>,
 }
@@ -104,29 +106,7 @@ impl Sluice {
         metrics.set_max_series(settings.max_metric_series);
         let listener_stats = ListenerStats::default();
         listener_stats.register(metrics.registry());
-        let opts = LoadOptions {
-            merge_domains: settings.merge_domains,
-        };
-        // Arm the watcher before the first load, so a change landing between the two is not
-        // missed; reloads that fire before the limiter exists are superseded by that first load.
-        let target = Arc::new(OnceLock::new());
-        let watch = if settings.watch {
-            Some(watch_rules(&settings, Arc::clone(&target))?)
-        } else {
-            None
-        };
-        let rules = match config::load(&settings.config, &opts) {
-            Ok(rules) => {
-                metrics.config_loaded(true);
-                rules
-            }
-            Err(errors) => {
-                return Err(StartupError::Config {
-                    path: settings.config.clone(),
-                    errors,
-                });
-            }
-        };
+        let (rules, follow) = rules::first(&settings, &metrics).await?;
         let hasher = match &settings.hash_values_key_file {
             None => None,
             Some(path) => {
@@ -180,7 +160,7 @@ impl Sluice {
             limiter = limiter.with_top_consumers();
         }
         let limiter = Arc::new(limiter);
-        let _ = target.set(Arc::clone(&limiter));
+        let following = follow.start(&limiter);
         // Overrides apply from the first request on, and follow the shared store after that.
         let store = Arc::new(overrides::open(&settings, override_client).await?);
         overrides::load(&store, &limiter, &settings, redis_deadline).await?;
@@ -195,7 +175,7 @@ impl Sluice {
             limiter,
             settings,
             listener_stats,
-            _watch: watch,
+            _rules: following,
             admin,
         })
     }
@@ -295,7 +275,7 @@ impl Sluice {
             grpc_tls = self.settings.tls.grpc.is_some(),
             http_tls = self.settings.tls.http.is_some(),
             backend = ?self.settings.backend,
-            config = %self.settings.config.display(),
+            rules = %self.settings.rules.describe(),
             charge_rejected = self.settings.charge_rejected,
             "sluice listening"
         );
@@ -344,32 +324,6 @@ impl Sluice {
         }
         Ok(())
     }
-}
-
-type Target = Arc<OnceLock<Arc<RateLimiter<AnyStore>>>>;
-
-fn watch_rules(settings: &Settings, target: Target) -> Result<config::WatchHandle, StartupError> {
-    let path = settings.config.clone();
-    let opts = LoadOptions {
-        merge_domains: settings.merge_domains,
-    };
-    config::watch(path.clone(), opts, move |result| {
-        let Some(limiter) = target.get() else {
-            return;
-        };
-        match result {
-            Ok(rules) => {
-                limiter.metrics().config_loaded(true);
-                tracing::info!(sources = rules.sources.len(), "rule set reloaded");
-                limiter.replace_rules(rules);
-            }
-            Err(errors) => {
-                limiter.metrics().config_loaded(false);
-                tracing::error!(%errors, "rule set change rejected; the previous rules keep serving");
-            }
-        }
-    })
-    .map_err(|source| StartupError::Watch { path, source })
 }
 
 async fn wait_for(mut stop: tokio::sync::watch::Receiver<bool>) {

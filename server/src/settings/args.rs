@@ -180,4 +180,6 @@ pub struct ServeArgs {
     pub tls: super::tls::TlsArgs,
     #[command(flatten)]
     pub stats: super::stats::StatsArgs,
+    #[command(flatten)]
+    pub xds: super::rules::XdsArgs,
 }

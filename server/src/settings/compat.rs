@@ -26,7 +26,6 @@ fn is_false(v: &str) -> bool {
     parse_bool("", v) == Ok(false)
 }
 
-const NOT_XDS: &str = "rules come from files (CONFIG_TYPE=FILE); the xDS source is not built yet";
 const NOT_PERSECOND: &str = "only with REDIS_PERSECOND, which Sluice refuses";
 const NOT_MEMCACHE: &str = "Sluice has no memcached backend (BACKEND_TYPE=memcache is refused)";
 const NOT_PIPELINE: &str = "Sluice batches concurrent checks into one Redis call by itself";
@@ -57,33 +56,23 @@ pub const REFERENCE: &[(&str, Treatment)] = &[
     ("GRPC_CLIENT_TLS_SAN", Honoured),
     ("LOG_LEVEL", Honoured),
     ("LOG_FORMAT", Honoured),
-    (
-        "CONFIG_TYPE",
-        Limited {
-            accepts: |v| v.eq_ignore_ascii_case("FILE"),
-            instead: "Sluice reads rules from files (FILE); the xDS source (GRPC_XDS_SOTW) is not \
-                  built yet: mount the rules as files (RUNTIME_ROOT)",
-        },
-    ),
-    ("FORCE_START_WITHOUT_INITIAL_CONFIG", Noted(NOT_XDS)),
-    ("CONFIG_GRPC_XDS_NODE_ID", Noted(NOT_XDS)),
-    ("CONFIG_GRPC_XDS_NODE_METADATA", Noted(NOT_XDS)),
-    ("CONFIG_GRPC_XDS_SERVER_URL", Noted(NOT_XDS)),
-    (
-        "CONFIG_GRPC_XDS_SERVER_CONNECT_RETRY_INTERVAL",
-        Noted(NOT_XDS),
-    ),
-    ("CONFIG_GRPC_XDS_CLIENT_ADDITIONAL_HEADERS", Noted(NOT_XDS)),
-    ("CONFIG_GRPC_XDS_SERVER_USE_TLS", Noted(NOT_XDS)),
-    ("CONFIG_GRPC_XDS_CLIENT_TLS_CERT", Noted(NOT_XDS)),
-    ("CONFIG_GRPC_XDS_CLIENT_TLS_KEY", Noted(NOT_XDS)),
-    ("CONFIG_GRPC_XDS_SERVER_TLS_CACERT", Noted(NOT_XDS)),
-    ("CONFIG_GRPC_XDS_SERVER_TLS_SAN", Noted(NOT_XDS)),
-    ("XDS_CLIENT_BACKOFF_INITIAL_INTERVAL", Noted(NOT_XDS)),
-    ("XDS_CLIENT_BACKOFF_MAX_INTERVAL", Noted(NOT_XDS)),
-    ("XDS_CLIENT_BACKOFF_RANDOM_FACTOR", Noted(NOT_XDS)),
-    ("XDS_CLIENT_BACKOFF_JITTER", Noted(NOT_XDS)),
-    ("XDS_CLIENT_MAX_MSG_SIZE_IN_BYTES", Noted(NOT_XDS)),
+    ("CONFIG_TYPE", Honoured),
+    ("FORCE_START_WITHOUT_INITIAL_CONFIG", Honoured),
+    ("CONFIG_GRPC_XDS_NODE_ID", Honoured),
+    ("CONFIG_GRPC_XDS_NODE_METADATA", Honoured),
+    ("CONFIG_GRPC_XDS_SERVER_URL", Honoured),
+    ("CONFIG_GRPC_XDS_SERVER_CONNECT_RETRY_INTERVAL", Honoured),
+    ("CONFIG_GRPC_XDS_CLIENT_ADDITIONAL_HEADERS", Honoured),
+    ("CONFIG_GRPC_XDS_SERVER_USE_TLS", Honoured),
+    ("CONFIG_GRPC_XDS_CLIENT_TLS_CERT", Honoured),
+    ("CONFIG_GRPC_XDS_CLIENT_TLS_KEY", Honoured),
+    ("CONFIG_GRPC_XDS_SERVER_TLS_CACERT", Honoured),
+    ("CONFIG_GRPC_XDS_SERVER_TLS_SAN", Honoured),
+    ("XDS_CLIENT_BACKOFF_INITIAL_INTERVAL", Honoured),
+    ("XDS_CLIENT_BACKOFF_MAX_INTERVAL", Honoured),
+    ("XDS_CLIENT_BACKOFF_RANDOM_FACTOR", Honoured),
+    ("XDS_CLIENT_BACKOFF_JITTER", Honoured),
+    ("XDS_CLIENT_MAX_MSG_SIZE_IN_BYTES", Honoured),
     ("USE_DOG_STATSD", Honoured),
     (
         "USE_DOG_STATSD_MOGRIFIERS",

@@ -17,6 +17,7 @@ pub mod compat;
 mod headers;
 pub mod listener;
 mod reference;
+pub mod rules;
 pub mod stats;
 pub mod storage;
 pub mod tls;
@@ -28,6 +29,7 @@ use std::time::Duration;
 pub use admin::AdminSettings;
 pub use args::{Backend, LogFormat, OverrideBackend, ServeArgs};
 use reference::{host_port, log_level, parse_bool, reference_redis_url};
+pub use rules::{RuleSource, XdsArgs};
 pub use stats::{StatsArgs, StatsSettings, Statsd};
 pub use storage::{StorageArgs, StorageSettings};
 pub use tls::{TlsArgs, TlsSettings};
@@ -39,7 +41,8 @@ use crate::storage::backend::redis::{RedisTarget, RedisType, TargetOptions};
 /// Resolved settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
-    pub config: PathBuf,
+    /// Where the rules come from: files or an xDS server.
+    pub rules: RuleSource,
     pub grpc_addr: SocketAddr,
     /// gRPC on a Unix domain socket instead of `grpc_addr`.
     pub grpc_uds: Option<PathBuf>,
@@ -125,28 +128,7 @@ impl Settings {
                 .transpose()
         };
 
-        let config = match args.config {
-            Some(p) => p,
-            None => {
-                // The reference reads RUNTIME_ROOT/RUNTIME_SUBDIRECTORY/RUNTIME_APPDIRECTORY.
-                let root = get("RUNTIME_ROOT");
-                let sub = get("RUNTIME_SUBDIRECTORY");
-                if root.is_none() && sub.is_none() {
-                    return Err(SettingsError::Invalid(
-                        "no rule set given: pass --config PATH (or SLUICE_CONFIG, or the \
-                         reference's RUNTIME_ROOT/RUNTIME_SUBDIRECTORY)"
-                            .into(),
-                    ));
-                }
-                let mut p =
-                    PathBuf::from(root.unwrap_or_else(|| "/srv/runtime_data/current".into()));
-                if let Some(sub) = sub {
-                    p.push(sub);
-                }
-                p.push(get("RUNTIME_APPDIRECTORY").unwrap_or_else(|| "config".into()));
-                p
-            }
-        };
+        let rules = rules::resolve(args.config, args.xds, &get)?;
 
         let grpc_addr = match args.grpc_addr {
             Some(a) => a,
@@ -313,7 +295,7 @@ impl Settings {
 
         Ok(Settings {
             admin,
-            config,
+            rules,
             grpc_addr,
             grpc_uds: args.grpc_uds.or_else(|| get("GRPC_UDS").map(PathBuf::from)),
             http_addr,

@@ -73,7 +73,10 @@ fn reference_environment_names() {
         ],
     )
     .expect("valid");
-    assert_eq!(s.config, PathBuf::from("/data/ratelimit/config"));
+    assert_eq!(
+        s.rules,
+        RuleSource::Files(PathBuf::from("/data/ratelimit/config"))
+    );
     assert_eq!(s.grpc_addr, "127.0.0.1:9081".parse().expect("addr"));
     assert_eq!(s.http_addr, "[::1]:9080".parse().expect("addr"));
     assert_eq!(s.backend, Backend::Redis);
@@ -109,7 +112,7 @@ fn flags_win_over_reference_names() {
         &[("GRPC_PORT", "9081"), ("RUNTIME_ROOT", "/x")],
     )
     .expect("valid");
-    assert_eq!(s.config, PathBuf::from("a.yaml"));
+    assert_eq!(s.rules, RuleSource::Files(PathBuf::from("a.yaml")));
     assert_eq!(s.grpc_addr, "127.0.0.1:1".parse().expect("addr"));
     assert!(s.charge_rejected);
 }
