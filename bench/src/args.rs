@@ -115,6 +115,19 @@ pub struct Args {
     /// is still an error.
     #[arg(long)]
     pub allow_empty_statuses: bool,
+
+    /// gRPC over TLS, trusting the CA certificates (PEM) in this file.
+    #[arg(long)]
+    pub tls_ca: Option<std::path::PathBuf>,
+
+    /// The name the server's certificate is checked for, with `--tls-ca`.
+    #[arg(long, default_value = "localhost")]
+    pub tls_name: String,
+
+    /// A new gRPC connection (TCP, and TLS with `--tls-ca`) for every request: measures
+    /// connection set-up, the handshake's cost, rather than steady-state calls.
+    #[arg(long)]
+    pub reconnect: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

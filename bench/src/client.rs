@@ -50,7 +50,16 @@ impl Answer {
 #[derive(Clone)]
 pub enum Client {
     Grpc(RateLimitServiceClient<Channel>),
+    /// A new connection for every request (`--reconnect`).
+    GrpcFresh(Box<Endpoint>),
     Json(Arc<JsonPool>),
+}
+
+/// How gRPC connections are made: TLS (the CA file and the server's name), and whether each
+/// request gets a connection of its own.
+pub struct Connect<'a> {
+    pub tls: Option<(&'a std::path::Path, &'a str)>,
+    pub reconnect: bool,
 }
 
 impl Client {
@@ -59,12 +68,33 @@ impl Client {
     /// the same runtime pass share one write ([`Coalesce`]), as Envoy's do: its HTTP/2 codec
     /// writes once per event-loop pass, while tonic's client writes each request as its task sends
     /// it, which would load the server with many more, smaller reads than Envoy does.
-    pub fn grpc(addr: SocketAddr, timeout: Duration, coalesce: bool) -> anyhow::Result<Self> {
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+    /// With TLS, writes are not coalesced (the TLS stream is tonic's own).
+    pub fn grpc(
+        addr: SocketAddr,
+        timeout: Duration,
+        coalesce: bool,
+        connect: &Connect<'_>,
+    ) -> anyhow::Result<Self> {
+        let scheme = if connect.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .context("building the gRPC endpoint")?
             .connect_timeout(timeout)
             .tcp_nodelay(true);
-        let channel = if coalesce {
+        if let Some((ca, name)) = connect.tls {
+            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+                .domain_name(name);
+            endpoint = endpoint.tls_config(tls).context("TLS settings")?;
+        }
+        if connect.reconnect {
+            return Ok(Client::GrpcFresh(Box::new(endpoint)));
+        }
+        let channel = if coalesce && connect.tls.is_none() {
             endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| async move {
                 let tcp = tokio::net::TcpStream::connect(addr).await?;
                 tcp.set_nodelay(true)?;
@@ -89,6 +119,19 @@ impl Client {
             (Client::Grpc(client), Payload::Grpc(request)) => {
                 let result = client.clone().should_rate_limit(request).await;
                 match result {
+                    Ok(response) => classify_grpc(&response.into_inner(), sent, allow_empty),
+                    Err(status) => Answer::error(code_name(status.code())),
+                }
+            }
+            (Client::GrpcFresh(endpoint), Payload::Grpc(request)) => {
+                let channel = match endpoint.connect().await {
+                    Ok(channel) => channel,
+                    Err(_) => return Answer::error("CONNECT"),
+                };
+                match RateLimitServiceClient::new(channel)
+                    .should_rate_limit(request)
+                    .await
+                {
                     Ok(response) => classify_grpc(&response.into_inner(), sent, allow_empty),
                     Err(status) => Answer::error(code_name(status.code())),
                 }

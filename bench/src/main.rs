@@ -160,7 +160,9 @@ fn report(
         "client_cpu_s": client_cpu_s.map(|s| round(s, 3)),
         "client_cpu_us_per_decision": per_decision_us(client_cpu_s),
         "connections": args.connections,
-        "coalesce_writes": args.transport == Transport::Grpc && args.coalesce_writes,
+        "coalesce_writes": args.transport == Transport::Grpc && args.coalesce_writes && args.tls_ca.is_none(),
+        "tls": args.tls_ca.is_some(),
+        "reconnect": args.reconnect,
         "in_flight": if args.mode == Mode::Closed { Some(args.in_flight) } else { None },
         "domain": args.domain,
         "keys": args.keys,
@@ -183,7 +185,18 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     let addr = target::loopback_target(args.target_or_default(), default_port)?;
     let timeout = Duration::from_millis(args.timeout_ms);
     let connect = || match args.transport {
-        Transport::Grpc => Client::grpc(addr, timeout, args.coalesce_writes),
+        Transport::Grpc => Client::grpc(
+            addr,
+            timeout,
+            args.coalesce_writes,
+            &client::Connect {
+                tls: args
+                    .tls_ca
+                    .as_deref()
+                    .map(|ca| (ca, args.tls_name.as_str())),
+                reconnect: args.reconnect,
+            },
+        ),
         Transport::Json => Ok(Client::json(addr)),
     };
 

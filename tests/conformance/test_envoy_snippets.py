@@ -2,7 +2,8 @@
 own protos (PyPI `xds-protos`): unknown fields fail, and every `typed_config`'s `@type` must
 resolve to a real message, whose fields are then checked the same way.
 
-- envoy-config/envoy.yaml as an envoy.config.bootstrap.v3.Bootstrap;
+- envoy-config/envoy.yaml as an envoy.config.bootstrap.v3.Bootstrap, and
+  envoy-config/sluice-cluster-tls.yaml as an envoy.config.cluster.v3.Cluster;
 - each patch of envoy-config/istio-envoyfilter.yaml as the message its `applyTo` names;
 - every ```yaml block in the Markdown docs whose first line is `# envoy: <message type>`. A block
   that looks like Envoy configuration without that line fails, so no snippet escapes the check.
@@ -103,6 +104,13 @@ class EnvoySnippets(unittest.TestCase):
         self.assertEqual(
             [c.name for c in bootstrap.static_resources.clusters], ["sluice", "upstream"]
         )
+
+    def test_tls_cluster_parses_strictly(self):
+        with open(os.path.join(ROOT, "envoy-config/sluice-cluster-tls.yaml"), encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+        cluster = parse_strictly(doc, "envoy.config.cluster.v3.Cluster")
+        self.assertEqual(cluster.name, "sluice")
+        self.assertEqual(cluster.transport_socket.name, "envoy.transport_sockets.tls")
 
     def test_istio_envoyfilter_patches_parse_strictly(self):
         with open(os.path.join(ROOT, "envoy-config/istio-envoyfilter.yaml"), encoding="utf-8") as f:

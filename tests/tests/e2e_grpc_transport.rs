@@ -1,13 +1,14 @@
 //! The gRPC listener's transports beyond plain TCP: a Unix domain socket (`--grpc-uds`, the
 //! reference's `GRPC_UDS`) served to a real client over the socket, and connection ageing
-//! (`--max-connection-age-ms`, the reference's `GRPC_MAX_CONNECTION_AGE`): a client's connection
-//! is sent a GOAWAY, and the client reconnects without a failed call.
+//! (`--max-connection-age-ms`, the reference's `GRPC_MAX_CONNECTION_AGE`): a connection is sent a
+//! graceful GOAWAY at its age and closed after its grace, and a client moves to a new one.
 
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use hyper_util::rt::TokioIo;
+use sluice_tests::h2raw::RawH2;
 use sluice_tests::rls::{descriptor, request};
 use sluice_tests::sluice::{Sluice, run_to_exit};
 use tonic::transport::{Channel, Endpoint};
@@ -78,31 +79,41 @@ fn a_unix_socket_path_that_is_not_a_socket_stops_start_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_aged_connection_gets_a_goaway_and_its_client_reconnects_without_a_failed_call() {
+async fn an_aged_connection_is_sent_a_graceful_goaway_then_closed_after_its_grace() {
     let sluice = Sluice::builder(RULES)
         .arg("--max-connection-age-ms")
         .arg("300")
         .arg("--max-connection-age-grace-ms")
-        .arg("5000")
+        .arg("700")
         .start();
+    // A raw client that never answers the server's PING, so only the grace ends the connection.
+    let mut raw = RawH2::connect(sluice.grpc_addr).await;
+    let ended = raw.wait_closed(Duration::from_secs(10)).await;
+    assert_eq!(ended.goaway, Some(0), "a GOAWAY with NO_ERROR: {ended:?}");
+    assert!(ended.closed, "{ended:?}");
+    // The age is 300 ms give or take a tenth, then the 700 ms grace.
+    assert!(
+        ended.after >= Duration::from_millis(900) && ended.after < Duration::from_secs(5),
+        "{ended:?}"
+    );
+    let aged = "sluice_connections_closed_by_server_total{listener=\"grpc\",reason=\"max_age\"}";
+    assert_eq!(sluice.metric(aged).await, 1.0);
+
+    // A real client keeps working across ages: it reconnects for its next calls.
     let mut client = sluice.grpc().await;
     let accepted = "sluice_connections_accepted_total{listener=\"grpc\"}";
-    let aged = "sluice_connections_closed_by_server_total{listener=\"grpc\",reason=\"max_age\"}";
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut calls = 0u32;
-    // Calls back to back until the client has been moved to a third connection (bounded).
-    while sluice.metric(accepted).await < 3.0 {
+    while sluice.metric(accepted).await < 4.0 {
         assert!(
-            Instant::now() < deadline && calls < 100_000,
-            "no third connection after {calls} calls"
+            Instant::now() < deadline,
+            "the client was never moved to a new connection"
         );
-        for _ in 0..20 {
-            if let Err(status) = check(&mut client).await {
-                panic!("call {calls} failed across a GOAWAY: {status:?}");
-            }
-            calls += 1;
-        }
+        // tonic has no transparent retry: a call it dispatched onto a connection just as the
+        // GOAWAY arrived can fail; gRPC clients that retry such calls (grpcio, Envoy) see none,
+        // which tests/conformance/test_connection_age.py checks.
+        let _ = check(&mut client).await;
     }
-    assert!(sluice.metric(aged).await >= 2.0);
-    assert!(calls > 0);
+    check(&mut client)
+        .await
+        .expect("a call on the newest connection");
 }
