@@ -46,6 +46,8 @@ struct Shared {
 /// The running server.
 pub struct XdsServer {
     pub addr: SocketAddr,
+    /// Served over TLS with this identity, requiring client certificates from this CA (PEM).
+    tls: Option<(String, String, Option<String>)>,
     shared: Arc<Shared>,
     task: Option<tokio::task::JoinHandle<()>>,
     /// A second handle on every accepted socket, to cut them all at once.
@@ -55,12 +57,22 @@ pub struct XdsServer {
 impl XdsServer {
     /// Starts on `port` of 127.0.0.1 (0: any free port).
     pub async fn start(port: u16) -> Self {
+        Self::start_with(port, None).await
+    }
+
+    /// Starts over TLS: `cert` and `key` (PEM text), and with `client_ca`, mTLS.
+    pub async fn start_tls(cert: String, key: String, client_ca: Option<String>) -> Self {
+        Self::start_with(0, Some((cert, key, client_ca))).await
+    }
+
+    async fn start_with(port: u16, tls: Option<(String, String, Option<String>)>) -> Self {
         let (snapshot, _) = watch::channel(None);
         let shared = Arc::new(Shared {
             snapshot,
             received: Mutex::new(Vec::new()),
         });
         let mut server = Self {
+            tls,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             shared,
             task: None,
@@ -92,8 +104,17 @@ impl XdsServer {
                 Some((accepted, listener))
             }
         });
+        let mut builder = tonic::transport::Server::builder();
+        if let Some((cert, key, client_ca)) = &self.tls {
+            let mut tls = tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(cert, key));
+            if let Some(ca) = client_ca {
+                tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+            }
+            builder = builder.tls_config(tls).expect("server TLS");
+        }
         self.task = Some(tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
+            let _ = builder
                 .add_service(service)
                 .serve_with_incoming(incoming)
                 .await;

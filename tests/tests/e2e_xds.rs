@@ -329,3 +329,50 @@ async fn start_up_waits_for_rules_unless_forced() {
     second.stop().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_come_over_mutual_tls_from_a_control_plane_that_checks_sluice() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = sluice_tests::tls::TestCa::new(dir.path(), "");
+    let (server_cert, server_key) = ca.leaf(&["xds.internal"], "xds", false);
+    let (client_cert, client_key) = ca.leaf(&["sluice"], "sluice", false);
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).expect("PEM file");
+    let path = |p: &std::path::Path| p.to_str().expect("UTF-8 path").to_owned();
+    let server =
+        XdsServer::start_tls(read(&server_cert), read(&server_key), Some(read(&ca.cert))).await;
+    server.push("1", &[config("x", "k", 11)]);
+    let with_cert = sluice(&server)
+        .env("CONFIG_GRPC_XDS_SERVER_USE_TLS", "true")
+        .env("CONFIG_GRPC_XDS_SERVER_TLS_CACERT", &path(&ca.cert))
+        .env("CONFIG_GRPC_XDS_SERVER_TLS_SAN", "xds.internal")
+        .env("CONFIG_GRPC_XDS_CLIENT_TLS_CERT", &path(&client_cert))
+        .env("CONFIG_GRPC_XDS_CLIENT_TLS_KEY", &path(&client_key))
+        .start();
+    server
+        .wait_for("ACKing version 1 over mTLS", |r| is_ack(r, "1"))
+        .await;
+    let mut client = with_cert.grpc().await;
+    assert_eq!(limit_of(&check(&mut client, "k").await), 11);
+
+    // Without its client certificate, Sluice cannot get rules from this server.
+    let without = sluice(&server)
+        .env("CONFIG_GRPC_XDS_SERVER_USE_TLS", "true")
+        .env("CONFIG_GRPC_XDS_SERVER_TLS_CACERT", &path(&ca.cert))
+        .env("CONFIG_GRPC_XDS_SERVER_TLS_SAN", "xds.internal")
+        .env("FORCE_START_WITHOUT_INITIAL_CONFIG", "true")
+        .start();
+    let refused = |l: &String| {
+        l.contains("the xDS stream ended") || l.contains("cannot reach the xDS server")
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !without.logs().iter().any(refused) {
+        assert!(Instant::now() < deadline, "no failed connection logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut client = without.grpc().await;
+    assert_eq!(
+        limit_of(&check(&mut client, "k").await),
+        0,
+        "rules arrived without a client certificate"
+    );
+}
