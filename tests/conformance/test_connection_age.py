@@ -5,12 +5,9 @@ several ages of the real binary, none failing.
 Run: python3 -m unittest discover -s tests/conformance -v
 """
 
-import json
 import os
 import shutil
-import subprocess
 import tempfile
-import threading
 import time
 import unittest
 import urllib.request
@@ -19,8 +16,8 @@ import grpc
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2 as desc_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SLUICE = os.environ.get("SLUICE_BIN", os.path.join(ROOT, "target", "debug", "sluice"))
+from sluice_process import SluiceProcess
+
 RULES = "domain: age\ndescriptors:\n  - key: k\n    rate_limit: {unit: hour, requests_per_unit: 1000000}\n"
 
 
@@ -31,30 +28,11 @@ class ConnectionAge(unittest.TestCase):
         with open(rules, "w") as f:
             f.write(RULES)
         env = {"GRPC_MAX_CONNECTION_AGE": "300ms", "GRPC_MAX_CONNECTION_AGE_GRACE": "5s"}
-        self.proc = subprocess.Popen(
-            [SLUICE, "--config", rules, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
-             "--log-format", "json"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-        found = threading.Event()
-
-        def scan():
-            for line in self.proc.stderr:
-                if "sluice listening" in line and not found.is_set():
-                    fields = json.loads(line)["fields"]
-                    self.grpc, self.http = fields["grpc"], fields["http"]
-                    found.set()
-
-        self.reader = threading.Thread(target=scan, daemon=True)
-        self.reader.start()
-        if not found.wait(30):
-            self.tearDown()
-            raise RuntimeError("sluice did not start")
+        self.sluice = SluiceProcess(["--config", rules], env)
+        self.grpc, self.http = self.sluice.grpc, self.sluice.http
 
     def tearDown(self):
-        self.proc.kill()
-        self.proc.wait()
-        self.reader.join(10)
-        self.proc.stderr.close()
+        self.sluice.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def metric(self, sample):

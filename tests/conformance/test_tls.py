@@ -5,20 +5,18 @@ environment names (`GRPC_SERVER_USE_TLS` and its family).
 Run: python3 -m unittest discover -s tests/conformance -v
 """
 
-import json
 import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import unittest
 
 import grpc
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2 as desc_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SLUICE = os.environ.get("SLUICE_BIN", os.path.join(ROOT, "target", "debug", "sluice"))
+from sluice_process import SluiceProcess
+
 RULES = "domain: tls\ndescriptors:\n  - key: k\n    rate_limit: {unit: hour, requests_per_unit: 1000}\n"
 
 
@@ -68,29 +66,12 @@ class TlsListener(unittest.TestCase):
             "GRPC_CLIENT_TLS_CACERT": os.path.join(d, "ca.pem"),
             "GRPC_CLIENT_TLS_SAN": "spiffe://mesh/ns/edge/sa/envoy",
         }
-        self.proc = subprocess.Popen(
-            [SLUICE, "--config", os.path.join(d, "rules.yaml"), "--grpc-addr", "127.0.0.1:0",
-             "--http-addr", "127.0.0.1:0", "--log-format", "json"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-        found = threading.Event()
-
-        def scan():
-            for line in self.proc.stderr:
-                if "sluice listening" in line and not found.is_set():
-                    self.port = json.loads(line)["fields"]["grpc"].rsplit(":", 1)[1]
-                    found.set()
-
-        self.reader = threading.Thread(target=scan, daemon=True)
-        self.reader.start()
-        if not found.wait(30):
-            self.tearDown()
-            raise RuntimeError("sluice did not start")
+        self.sluice = SluiceProcess(
+            ["--config", os.path.join(d, "rules.yaml")], env)
+        self.port = self.sluice.grpc.rsplit(":", 1)[1]
 
     def tearDown(self):
-        self.proc.kill()
-        self.proc.wait()
-        self.reader.join(10)
-        self.proc.stderr.close()
+        self.sluice.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def check(self, trust, identity):

@@ -31,34 +31,11 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 impl Pki {
     /// Makes a fresh CA and its two leaves in `dir`, their files prefixed with `prefix`.
     pub fn generate(dir: &Path, prefix: &str) -> Self {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        // Distinct names: a leaf named like its issuer would look self-signed to OpenSSL.
-        ca_params.distinguished_name = DistinguishedName::new();
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, format!("Sluice test CA {prefix}"));
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key"))
-            .expect("CA");
-        let leaf = |names: Vec<String>, role: &str| {
-            let key = KeyPair::generate().expect("leaf key");
-            let mut params = CertificateParams::new(names).expect("leaf params");
-            params.distinguished_name = DistinguishedName::new();
-            params.distinguished_name.push(DnType::CommonName, role);
-            let cert = params.signed_by(&key, &ca).expect("leaf certificate");
-            (
-                write(dir, &format!("{prefix}{role}.pem"), &cert.pem()),
-                write(dir, &format!("{prefix}{role}.key"), &key.serialize_pem()),
-            )
-        };
+        let ca = TestCa::new(dir, prefix);
         Pki {
-            ca: write(dir, &format!("{prefix}ca.pem"), &ca.pem()),
-            server: leaf(vec!["localhost".into(), "127.0.0.1".into()], "server"),
-            client: leaf(vec!["sluice".into()], "client"),
+            server: ca.leaf(&["localhost", "127.0.0.1"], "server", false),
+            client: ca.leaf(&["sluice"], "client", false),
+            ca: ca.cert,
         }
     }
 
@@ -204,8 +181,8 @@ pub fn create_user(node: &crate::node::RedisNode, acl: &[Vec<String>]) {
     }
 }
 
-/// A test CA that keeps its key, to sign leaves for the listener TLS tests: other names, other
-/// roles, certificates already expired.
+/// A test CA that keeps its key, to sign leaves: other names, other roles, certificates already
+/// expired. (Distinct names: a leaf named like its issuer would look self-signed to OpenSSL.)
 pub struct TestCa {
     issuer: CertifiedIssuer<'static, KeyPair>,
     dir: PathBuf,
@@ -220,7 +197,7 @@ impl TestCa {
         params.distinguished_name = DistinguishedName::new();
         params
             .distinguished_name
-            .push(DnType::CommonName, format!("Sluice listener CA {prefix}"));
+            .push(DnType::CommonName, format!("Sluice test CA {prefix}"));
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,

@@ -31,6 +31,24 @@ pub struct Snapshot {
     pub resources: Vec<Any>,
 }
 
+impl Snapshot {
+    /// These rule sets as version `version`.
+    pub fn of(version: &str, configs: &[RateLimitConfig]) -> Self {
+        let resources = configs
+            .iter()
+            .map(|c| Any {
+                type_url: TYPE_URL.into(),
+                value: c.encode_to_vec(),
+            })
+            .collect();
+        Snapshot {
+            version: version.into(),
+            type_url: TYPE_URL.into(),
+            resources,
+        }
+    }
+}
+
 /// One request the server received, with the metadata of its stream.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -142,18 +160,7 @@ impl XdsServer {
 
     /// Pushes these rule sets as version `version`.
     pub fn push(&self, version: &str, configs: &[RateLimitConfig]) {
-        let resources = configs
-            .iter()
-            .map(|c| Any {
-                type_url: TYPE_URL.into(),
-                value: c.encode_to_vec(),
-            })
-            .collect();
-        self.push_raw(Snapshot {
-            version: version.into(),
-            type_url: TYPE_URL.into(),
-            resources,
-        });
+        self.push_raw(Snapshot::of(version, configs));
     }
 
     /// Pushes anything.

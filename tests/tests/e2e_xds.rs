@@ -166,47 +166,49 @@ async fn pushed_rules_decide_updates_apply_and_bad_pushes_are_nacked() {
         .as_mut()
         .expect("limit")
         .unit = RateLimitUnit::Unknown as i32;
-    server.push("4", &[unknown_unit]);
-    server
-        .wait_for("NACKing an unknown unit", |r| {
-            is_nack_keeping(r, "3", "xds:x:")
-        })
-        .await;
-    server.push("5", &[config("", "k", 9)]);
-    server
-        .wait_for("NACKing an empty domain", |r| {
-            is_nack_keeping(r, "3", "domain")
-        })
-        .await;
-    server.push("6", &[config("x", "k", 9), config("x", "k2", 9)]);
-    server
-        .wait_for("NACKing a duplicate domain", |r| {
-            is_nack_keeping(r, "3", "duplicate domain")
-        })
-        .await;
-    server.push_raw(Snapshot {
-        version: "7".into(),
+    let garbage = Any {
         type_url: TYPE_URL.into(),
-        resources: vec![Any {
-            type_url: TYPE_URL.into(),
-            value: vec![0xff, 0xff, 0xff],
-        }],
-    });
-    server
-        .wait_for("NACKing a malformed resource", |r| {
-            is_nack_keeping(r, "3", "does not decode")
-        })
-        .await;
-    server.push_raw(Snapshot {
-        version: "8".into(),
-        type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
-        resources: Vec::new(),
-    });
-    server
-        .wait_for("NACKing another type", |r| {
-            is_nack_keeping(r, "3", "Cluster")
-        })
-        .await;
+        value: vec![0xff, 0xff, 0xff],
+    };
+    let refusals = [
+        (
+            "an unknown unit",
+            Snapshot::of("4", &[unknown_unit]),
+            "xds:x:",
+        ),
+        (
+            "an empty domain",
+            Snapshot::of("5", &[config("", "k", 9)]),
+            "domain",
+        ),
+        (
+            "a duplicate domain",
+            Snapshot::of("6", &[config("x", "k", 9), config("x", "k2", 9)]),
+            "duplicate domain",
+        ),
+        (
+            "a resource that does not decode",
+            Snapshot {
+                resources: vec![garbage],
+                ..Snapshot::of("7", &[])
+            },
+            "does not decode",
+        ),
+        (
+            "a response of another type",
+            Snapshot {
+                type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
+                ..Snapshot::of("8", &[])
+            },
+            "Cluster",
+        ),
+    ];
+    for (what, snapshot, reason) in refusals {
+        server.push_raw(snapshot);
+        server
+            .wait_for(what, |r| is_nack_keeping(r, "3", reason))
+            .await;
+    }
     assert_eq!(
         limit_of(&check(&mut client, "k").await),
         5,
