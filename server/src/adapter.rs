@@ -21,7 +21,18 @@ pub async fn check<S: Store>(
 ) -> Result<Decision, CheckError> {
     let span = crate::trace::enabled()
         .then(|| CheckSpan::start(name, &HeaderCarrier(headers), &request.domain));
-    let result = limiter.check(request).await;
+    let result = if limiter.options().explain_log && tracing::enabled!(tracing::Level::DEBUG) {
+        limiter
+            .check_explained(request)
+            .await
+            .map(|(decision, explanation)| {
+                let json = serde_json::to_string(&explanation).unwrap_or_default();
+                tracing::debug!(transport = name, explanation = %json, "decision explained");
+                decision
+            })
+    } else {
+        limiter.check(request).await
+    };
     if let Some(span) = span {
         span.finish(&result);
     }

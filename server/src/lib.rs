@@ -51,7 +51,9 @@
 //!   the counter store and the override store, starts the tasks that keep overrides and health
 //!   current, binds both listeners, and drains on SIGTERM.
 //! - [`admin`] is the admin API under `/admin/` (counters, resets, top consumers from
-//!   `limiter::top`, lease holders, overrides and their audit log) and `sluice admin`, its CLI.
+//!   `limiter::top`, lease holders, overrides and their audit log, and explain: a check run dry,
+//!   [`limiter::explain`], with the matcher's walk from [`config::walk`]) and `sluice admin`, its
+//!   CLI.
 //! - [`log_throttle`] keeps warnings a client can trigger from becoming a flood of log lines.
 //!
 //! # Layering

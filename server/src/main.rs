@@ -37,6 +37,10 @@ enum Command {
         /// Merge domains defined in more than one file instead of rejecting them.
         #[arg(long)]
         merge_domains: bool,
+        /// Explain a request against these rules with empty counters: `--explain DOMAIN
+        /// key=value ...` (`+` between descriptors).
+        #[arg(long, num_args = 1.., value_name = "DOMAIN KEY=VALUE")]
+        explain: Option<Vec<String>>,
     },
     /// Talk to a running Sluice's admin API: counters, resets, top consumers, leases,
     /// runtime overrides and the audit log.
@@ -52,9 +56,11 @@ fn main() -> ExitCode {
     if let Some(Command::CheckConfig {
         path,
         merge_domains,
+        explain,
     }) = command
     {
         return match config::load(&path, &LoadOptions { merge_domains }) {
+            Ok(rules) if explain.is_some() => explain_offline(rules, explain.unwrap_or_default()),
             Ok(rules) => {
                 println!(
                     "{}: valid ({} domains from {} files)",
@@ -157,5 +163,57 @@ fn init_tracing(settings: &Settings) {
     match settings.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+/// `check-config --explain`: the request explained against `rules` with empty counters, printed
+/// as JSON; exit 1 when it cannot be explained.
+fn explain_offline(rules: sluice_server::config::RuleSet, args: Vec<String>) -> ExitCode {
+    use sluice_server::limiter::{LimiterOptions, RateLimiter};
+    use sluice_server::storage::backend::memory::MemoryStore;
+    let Some((domain, entries)) = args.split_first() else {
+        eprintln!("--explain needs a domain");
+        return ExitCode::FAILURE;
+    };
+    let request = sluice_server::admin::cli::explain_body(domain, entries, None)
+        .and_then(|body| sluice_server::http::json::parse_request(body.to_string().as_bytes()));
+    let request = match request {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let clock: std::sync::Arc<dyn sluice_server::clock::Clock> =
+        std::sync::Arc::new(sluice_server::clock::SystemClock);
+    let store = std::sync::Arc::new(MemoryStore::new(1_000_000, clock));
+    let limiter = RateLimiter::new(
+        rules,
+        store,
+        std::sync::Arc::new(sluice_server::metrics::Metrics::new()),
+        LimiterOptions::default(),
+    );
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(limiter.explain(&request)) {
+        Ok(explanation) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&explanation).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -550,6 +550,75 @@ async fn calendar_month_quota_counts_costs<F: Fixture>(f: F) {
 }
 
 /// Instantiates every generic case for both backends.
+/// A dry run reads as the strict request would (readings and the verdict) and writes nothing,
+/// on every algorithm.
+async fn a_dry_run_decides_like_a_check_and_writes_nothing<F: Fixture>(f: F) {
+    let (s, a, b) = (f.store(), f.key("a"), f.key("b"));
+    strict(&**s, vec![enforce(&a, 3, 2)]).await;
+    let fits = vec![enforce(&a, 3, 1), enforce(&b, 5, 2)];
+    let dry = apply_full(&**s, Admission::DryRun, fits.clone()).await;
+    assert!(!dry.charged);
+    assert_eq!(
+        dry.readings
+            .iter()
+            .map(|r| (r.used_before, r.used_after, r.over))
+            .collect::<Vec<_>>(),
+        [(2, 3, false), (0, 2, false)]
+    );
+    assert_eq!(value(&**s, &a).await, 2, "a dry run charged");
+    assert_eq!(value(&**s, &b).await, 0, "a dry run charged");
+    assert_eq!(f.stored().await, 1, "a dry run stored a counter");
+    // Over: the dry run says so, and the strict request then agrees.
+    let over = vec![enforce(&a, 3, 2)];
+    let dry = apply_full(&**s, Admission::DryRun, over.clone()).await;
+    assert!(dry.readings[0].over);
+    let real = apply_full(&**s, Admission::AllOrNothing, over).await;
+    // (Redis steps at its own clock: the waits differ by the microseconds between the calls.)
+    let counts = |o: &Outcome| {
+        o.readings
+            .iter()
+            .map(|r| (r.used_before, r.used_after, r.over))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(counts(&dry), counts(&real));
+    assert!(!real.charged);
+    // Every algorithm steps without writing.
+    let policies = [
+        Policy {
+            algorithm: Algorithm::TokenBucket,
+            ..fixed(60, 5)
+        },
+        Policy {
+            algorithm: Algorithm::SlidingWindow,
+            ..fixed(60, 5)
+        },
+    ];
+    for (i, policy) in policies.into_iter().enumerate() {
+        let k = f.key(&format!("alg{i}"));
+        let dry = apply_full(
+            &**s,
+            Admission::DryRun,
+            vec![with(&k, policy, 2, Role::Enforce)],
+        )
+        .await;
+        assert_eq!(
+            (dry.readings[0].used_before, dry.readings[0].over),
+            (0, false)
+        );
+        let again = apply_full(
+            &**s,
+            Admission::DryRun,
+            vec![with(&k, policy, 2, Role::Enforce)],
+        )
+        .await;
+        assert_eq!(
+            counts(&again),
+            counts(&dry),
+            "algorithm {i}: the first dry run wrote"
+        );
+    }
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod memory_store {
@@ -588,6 +657,7 @@ conformance!(
     sliding_window_rejects_within_the_window,
     every_algorithm_in_one_all_or_nothing_batch,
     calendar_month_quota_counts_costs,
+    a_dry_run_decides_like_a_check_and_writes_nothing,
 );
 
 // ---------------------------------------------------------------------------------------------

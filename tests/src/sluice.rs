@@ -130,7 +130,13 @@ impl SluiceBuilder {
             cmd.arg("--config").arg(dir.path());
         }
         cmd.args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-            .args(["--log-format", "json", "--log-level", "info"])
+            .args(["--log-format", "json"])
+            .args(
+                (!self.args.iter().any(|a| a == "--log-level"))
+                    .then_some(["--log-level", "info"])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(&self.args)
             .env_clear()
             .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))

@@ -110,6 +110,7 @@ async fn replicas_on_a_cluster_admit_exactly_the_limit_and_stay_all_or_nothing_a
         admitted += codes.iter().filter(|c| **c == OK).count();
     }
     assert_eq!(admitted, LIMIT, "admitted across 3 replicas");
+    let user_key_c = user_key.clone();
     let user_count = tokio::task::block_in_place(|| count(&cluster, &user_key));
     assert_eq!(user_count, LIMIT as u64, "the user's counter");
     // Rejected requests charged the team's slot, then refunded it (in the background): the team
@@ -155,6 +156,33 @@ async fn replicas_on_a_cluster_admit_exactly_the_limit_and_stay_all_or_nothing_a
         (org, user),
         (3, 3),
         "all-or-nothing within the tenant's slot"
+    );
+
+    // Explained across slots: a dry run in each slot, judged together, writing nothing.
+    let (_dir, tokens) = sluice_tests::admin::token_file();
+    let explaining = Sluice::builder(&rules())
+        .redis(&cluster.seeds())
+        .arg("--redis-type")
+        .arg("cluster")
+        .arg("--admin-token-file")
+        .arg(tokens.to_str().expect("path"))
+        .start();
+    let admin = sluice_tests::admin::Admin::new(explaining.http_addr);
+    let body = serde_json::json!({"domain": "c", "descriptors": [
+        {"entries": [{"key": "user", "value": "u"}]},
+        {"entries": [{"key": "team", "value": team}]},
+    ]});
+    let (status, e) = admin.post("/explain", body).await;
+    assert_eq!(status, 200, "{e}");
+    assert_eq!(e["code"], "OVER_LIMIT", "{e:#}");
+    assert_eq!(e["descriptors"][0]["limits"][0]["used"], LIMIT, "{e:#}");
+    assert_eq!(e["descriptors"][1]["code"], "OK", "{e:#}");
+    let counts =
+        tokio::task::block_in_place(|| (count(&cluster, &user_key_c), count(&cluster, &team_key)));
+    assert_eq!(
+        counts,
+        (LIMIT as u64, LIMIT as u64),
+        "the explanation charged"
     );
 }
 

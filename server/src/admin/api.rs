@@ -10,6 +10,7 @@
 //! | `PUT /overrides` | an [`OverrideRequest`] | the override and what it replaced; audited |
 //! | `DELETE /overrides/{id}` | | the override removed; audited |
 //! | `GET /audit?limit=N` | | the latest changes, newest first |
+//! | `POST /explain` | a `POST /json` body | what the request would get now, and why ([`super::explain`]) |
 //!
 //! Bad input (malformed JSON, a field of the wrong type, an unknown domain or rule, a field that
 //! does not apply to the rule) is 400 with the reason, and changes nothing. A store that cannot
@@ -97,7 +98,8 @@ fn now_ms() -> u64 {
 pub(super) async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
-        "no such admin endpoint: counters, counters/reset, top, leases, overrides, audit".into(),
+        "no such admin endpoint: counters, counters/reset, top, leases, overrides, audit, explain"
+            .into(),
     )
 }
 

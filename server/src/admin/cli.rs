@@ -94,6 +94,32 @@ pub enum AdminCommand {
         #[arg(short = 'n', long, default_value_t = 20)]
         limit: usize,
     },
+    /// What a request would get now, and why, charging nothing: `DOMAIN key=value ...`, with
+    /// `+` between descriptors.
+    Explain {
+        domain: String,
+        entries: Vec<String>,
+        /// The request's `hits_addend`.
+        #[arg(long)]
+        hits: Option<u64>,
+    },
+}
+
+/// A `POST /json` body for `domain` and `key=value` arguments, `+` separating descriptors.
+pub fn explain_body(
+    domain: &str,
+    args: &[String],
+    hits: Option<u64>,
+) -> Result<serde_json::Value, String> {
+    let descriptors = args
+        .split(|a| a == "+")
+        .map(|one| Ok(serde_json::json!({ "entries": entries(one, false)? })))
+        .collect::<Result<Vec<_>, String>>()?;
+    let mut body = serde_json::json!({ "domain": domain, "descriptors": descriptors });
+    if let Some(hits) = hits {
+        body["hits_addend"] = serde_json::json!(hits);
+    }
+    Ok(body)
 }
 
 /// `key=value` entries as JSON; with `prefixes`, the last may be `key^=prefix`.
@@ -206,6 +232,15 @@ fn request_of(
             None,
         ),
         C::Audit { limit } => (Method::GET, format!("/admin/audit?limit={limit}"), None),
+        C::Explain {
+            domain,
+            entries,
+            hits,
+        } => (
+            Method::POST,
+            "/admin/explain".into(),
+            Some(explain_body(domain, entries, *hits)?),
+        ),
     })
 }
 

@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod cli;
+mod explain;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -172,6 +173,7 @@ pub fn router<S: Store>(state: Arc<AdminState<S>>) -> Router {
         )
         .route("/overrides/{id}", delete(api::delete_override::<S>))
         .route("/audit", get(api::audit::<S>))
+        .route("/explain", post(explain::explain::<S>))
         .fallback(api::not_found)
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),

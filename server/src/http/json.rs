@@ -150,6 +150,14 @@ struct JsonOverride {
     unit: serde_json::Value,
 }
 
+/// A `POST /json` body (the reference's proto3 JSON of a `RateLimitRequest`) as a check request;
+/// the error says what is wrong. The admin API's explain takes the same body.
+pub fn parse_request(body: &[u8]) -> Result<CheckRequest, String> {
+    let request: JsonRequest =
+        serde_json::from_slice(body).map_err(|e| format!("invalid request JSON: {e}"))?;
+    request.into_check()
+}
+
 impl JsonRequest {
     fn into_check(self) -> Result<CheckRequest, String> {
         let hits_addend = u32::try_from(self.hits_addend)

@@ -12,7 +12,7 @@
 
 mod auth;
 pub(crate) mod body;
-mod json;
+pub mod json;
 pub(crate) mod leases;
 pub mod listener;
 

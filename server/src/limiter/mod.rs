@@ -17,6 +17,7 @@
 //! [`crate::config`], overrides from [`crate::overrides`] and counts through [`crate::storage`].
 
 pub mod decision;
+pub mod explain;
 pub mod headers;
 pub mod inspect;
 pub mod lease;
@@ -61,6 +62,8 @@ pub struct LimiterOptions {
     pub bounds: RequestBounds,
     /// Checks are traced (`--otlp-endpoint`): the store round trip is timed for their spans.
     pub traced: bool,
+    /// `--explain-log`: every check's explanation in a debug-level log line.
+    pub explain_log: bool,
 }
 
 impl Default for LimiterOptions {
@@ -74,6 +77,7 @@ impl Default for LimiterOptions {
             header_style: HeaderStyle::Off,
             bounds: RequestBounds::default(),
             traced: false,
+            explain_log: false,
         }
     }
 }
@@ -178,7 +182,7 @@ impl<S: Store> RateLimiter<S> {
     /// Decide a request.
     pub async fn check(&self, request: &CheckRequest) -> Result<Decision, CheckError> {
         let started = Instant::now();
-        let result = self.decide(request).await;
+        let result = self.decide(request, false, None).await;
         self.metrics
             .request_duration
             .observe(started.elapsed().as_secs_f64());
@@ -191,7 +195,14 @@ impl<S: Store> RateLimiter<S> {
         result
     }
 
-    async fn decide(&self, request: &CheckRequest) -> Result<Decision, CheckError> {
+    /// The decision on `request`. `dry`: nothing is charged or counted. With `explain`, each
+    /// limit's reading is pushed there ([`explain`](mod@explain)).
+    async fn decide(
+        &self,
+        request: &CheckRequest,
+        dry: bool,
+        mut explain: Option<&mut Vec<explain::Explained>>,
+    ) -> Result<Decision, CheckError> {
         request::validate(request, &self.options.bounds)?;
         let rules = self.rules.load();
         let overrides = self.overrides.load();
@@ -236,24 +247,32 @@ impl<S: Store> RateLimiter<S> {
         plan::settle_overflow(&mut hits);
         let batch = Batch {
             hits,
-            admission: self.options.admission,
+            admission: if dry {
+                Admission::DryRun
+            } else {
+                self.options.admission
+            },
         };
         // Timed only for a trace span: no clock read per check otherwise.
         let store_started = self.options.traced.then(Instant::now);
         let outcome = self.store.apply_or(&batch, on_failure).await?;
         let store_latency = store_started.map(|t| t.elapsed());
         let verdict = Verdict::of(&batch.hits, &outcome.readings);
-        let grant = lease::settle(
-            &self.metrics,
-            &limited,
-            &batch.hits,
-            &outcome.readings,
-            |i| {
-                outcome.charged
-                    && batch.hits[i].delta != 0
-                    && verdict.writes(&batch.hits, &outcome.readings, batch.admission, i)
-            },
-        );
+        let grant = (!dry)
+            .then(|| {
+                lease::settle(
+                    &self.metrics,
+                    &limited,
+                    &batch.hits,
+                    &outcome.readings,
+                    |i| {
+                        outcome.charged
+                            && batch.hits[i].delta != 0
+                            && verdict.writes(&batch.hits, &outcome.readings, batch.admission, i)
+                    },
+                )
+            })
+            .flatten();
 
         // What each descriptor reports: its own limits, except that an `overflow: parent` pair
         // shows the parent when it rescued the request, and otherwise the rule's own limit (which
@@ -265,6 +284,15 @@ impl<S: Store> RateLimiter<S> {
                 Some(of) => (verdict.is_rescued(of), self.role(&limited[of].rule)),
                 None => (!verdict.is_rescued(i), self.role(&l.rule)),
             };
+            if let Some(out) = explain.as_deref_mut() {
+                out.push(explain::Explained::new(
+                    l,
+                    reading,
+                    role,
+                    batch.hits[i].delta,
+                    shown,
+                ));
+            }
             if !shown {
                 continue;
             }
@@ -287,7 +315,9 @@ impl<S: Store> RateLimiter<S> {
         let would_reject = crate::storage::decide(checked.iter().map(|c| (c.role, c.reading.over)));
         let tightest = decision::fill_statuses(&checked, &mut statuses);
         for (i, t) in tightest.iter().enumerate() {
-            if let Some(t) = *t {
+            if let Some(t) = *t
+                && !dry
+            {
                 stats::record(
                     &self.metrics,
                     self.options.near_limit_ratio,
@@ -310,7 +340,7 @@ impl<S: Store> RateLimiter<S> {
         let overall = if would_reject && !self.options.global_shadow_mode {
             Code::OverLimit
         } else {
-            if would_reject {
+            if would_reject && !dry {
                 self.metrics.global_shadow_mode.inc();
             }
             Code::Ok

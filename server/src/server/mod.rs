@@ -154,6 +154,7 @@ impl Sluice {
             header_style: settings.header_style.clone(),
             bounds: settings.bounds,
             traced: settings.otlp_endpoint.is_some(),
+            explain_log: settings.explain_log,
         };
         let mut limiter = RateLimiter::new(rules, store, Arc::new(metrics), options);
         if tokens.is_some() {

@@ -67,6 +67,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Between SIGTERM and closing the listeners: not ready, still serving.
     pub drain_window: Duration,
+    /// Every check's explanation in a debug-level log line.
+    pub explain_log: bool,
     /// Whether readiness holds while the counter store cannot answer.
     pub ready_when_store_down: bool,
     /// What `/auth/{domain}` answers an over-limit request with (401 or 403).
@@ -348,6 +350,7 @@ impl Settings {
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs.unwrap_or(10)),
             drain_window: Duration::from_secs(args.drain_window_secs.unwrap_or(0)),
             ready_when_store_down: args.ready_when_store_down.unwrap_or(false),
+            explain_log: args.explain_log.unwrap_or(false),
             auth_over_limit_status,
             otlp_endpoint,
             trace_sample_ratio,

@@ -75,12 +75,16 @@ pub enum Admission {
     /// follows the store's clock. Used to keep a request that spans Redis Cluster slots
     /// all-or-nothing (`storage::backend::redis::cluster`).
     Undo { at: crate::algorithm::Micros },
+    /// Decides as [`Admission::AllOrNothing`] would and writes nothing, not even a fair-share
+    /// pool's arrivals: what a request would get now, for `explain`. Never answered by a failure
+    /// policy or a cache: a dry run reads the store or fails.
+    DryRun,
 }
 
 impl Admission {
     /// Whether the batch is charged whatever its readings say.
     pub fn charges_always(self) -> bool {
-        !matches!(self, Admission::AllOrNothing)
+        !matches!(self, Admission::AllOrNothing | Admission::DryRun)
     }
 }
 
@@ -160,7 +164,10 @@ impl Verdict {
 
     /// Whether the new states are written: always under charge-all, else when admitted.
     pub fn charged(&self, admission: Admission) -> bool {
-        admission.charges_always() || !self.rejected
+        match admission {
+            Admission::DryRun => false,
+            _ => admission.charges_always() || !self.rejected,
+        }
     }
 
     /// Whether a charged batch writes hit `i`'s new state. A rescued hit leaves its own counter

@@ -204,7 +204,7 @@ impl MemoryStore {
                     clock_now,
                 );
             }
-        } else {
+        } else if batch.admission != Admission::DryRun {
             // Nothing is charged, but fair-share pools still learn of the demand. A key repeated
             // in the batch reads the arrival written just before.
             for (hit, &hash) in hits.iter().zip(&hashes) {

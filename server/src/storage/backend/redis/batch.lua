@@ -161,7 +161,7 @@ local function decide(first_key, first_arg, n)
   end
 
   local rejected = enforce_over or (any_quota and all_quota_over)
-  local charged = charge_all or not rejected
+  local charged = (charge_all or not rejected) and not dry
 
   -- storage::Verdict::writes: which charged hits write their state.
   local function writes(i)
@@ -183,7 +183,7 @@ local function decide(first_key, first_arg, n)
     for key, i in pairs(final) do
       store(key, hits[i], hits[i].next)
     end
-  else
+  elseif not dry then
     -- Nothing charged, but fair-share pools record the arrivals (algorithm::uncharged).
     local arrived = {}
     for i = 1, n do

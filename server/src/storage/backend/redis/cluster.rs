@@ -94,7 +94,7 @@ pub(super) async fn apply_across_slots(
                 .into(),
         ));
     }
-    if batch.admission.charges_always() {
+    if batch.admission.charges_always() || batch.admission == Admission::DryRun {
         let groups = by_slot(hits, |_| true);
         let mut readings = vec![None; hits.len()];
         for result in run_slots(store, hits, &groups, batch.admission).await {
@@ -103,7 +103,7 @@ pub(super) async fn apply_across_slots(
         }
         return Ok(Outcome {
             readings: complete(hits, readings),
-            charged: true,
+            charged: batch.admission != Admission::DryRun,
         });
     }
 

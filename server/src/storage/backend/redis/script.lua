@@ -7,7 +7,7 @@ local DAY = 86400
 
 -- One call decides several requests in turn (batch.lua); these describe the request being
 -- decided and are set by begin_request.
-local mode, charge_all, force
+local mode, charge_all, force, dry
 -- The clock: Redis TIME, unless the caller pinned the time (tests). Pinned time also skips
 -- expiry, which only reclaims memory and follows Redis's own clock.
 local now, clock_now, expire
@@ -18,6 +18,8 @@ local function begin_request(admission, time)
   mode = string.sub(admission, 1, 1)
   charge_all = mode == 'C' or mode == 'R' or mode == 'U'
   force = mode == 'R'
+  -- A dry run decides as 'A' would and writes nothing.
+  dry = mode == 'D'
   now, expire = tonumber(time), false
   if not now then
     if not redis_now then

@@ -108,6 +108,7 @@ pub fn admission_arg(admission: Admission) -> std::borrow::Cow<'static, str> {
         Admission::ChargeAll => "C".into(),
         Admission::Reconcile => "R".into(),
         Admission::Undo { at } => format!("U{at}").into(),
+        Admission::DryRun => "D".into(),
     }
 }
 

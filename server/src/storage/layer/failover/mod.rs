@@ -232,6 +232,14 @@ impl<S: Store> Inner<S> {
         batch: &Batch,
         mode: Option<FailureMode>,
     ) -> (Result<Outcome, StoreError>, bool) {
+        if batch.admission == Admission::DryRun {
+            let budget = self.options.budget;
+            let result = match tokio::time::timeout(budget, self.shared.apply(batch)).await {
+                Ok(r) => r,
+                Err(_) => Err(StoreError::Timeout(budget)),
+            };
+            return (result, true);
+        }
         if let Some(l1) = &self.l1
             && let Some(outcome) = l1.answer(batch, Instant::now())
         {
