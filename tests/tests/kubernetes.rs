@@ -458,10 +458,17 @@ fn istio_resources_point_at_the_sluice_service() {
         let expected_api = match kind {
             "EnvoyFilter" => "networking.istio.io/v1alpha3",
             "WasmPlugin" => "extensions.istio.io/v1alpha1",
+            "PeerAuthentication" => "security.istio.io/v1",
+            "DestinationRule" => "networking.istio.io/v1",
+            "Namespace" => "v1",
             other => panic!("{file}: unexpected kind {other}"),
         };
         assert_eq!(d["apiVersion"].as_str(), Some(expected_api), "{file}");
-        assert!(d["metadata"]["name"].is_string() && d["metadata"]["namespace"].is_string());
+        assert!(
+            d["metadata"]["name"].is_string()
+                && (kind == "Namespace" || d["metadata"]["namespace"].is_string()),
+            "{file}"
+        );
         let text = serde_yaml::to_string(&d).expect("yaml");
         for (at, _) in text.match_indices(".svc.cluster.local") {
             let start = text[..at]
@@ -478,20 +485,27 @@ fn istio_resources_point_at_the_sluice_service() {
             addresses += 1;
         }
         if kind == "EnvoyFilter" {
-            let port = d["spec"]["configPatches"]
-                .as_sequence()
-                .expect("patches")
-                .iter()
-                .filter(|p| p["applyTo"].as_str() == Some("CLUSTER"))
-                .map(|p| {
-                    p["patch"]["value"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
-                        ["endpoint"]["address"]["socket_address"]["port_value"]
-                        .as_u64()
-                        .expect("port")
-                })
-                .next()
-                .expect("a CLUSTER patch");
-            assert_eq!(Some(port), grpc["port"].as_u64(), "{file}");
+            // The filter calls Istio's own cluster for the Service (so mTLS applies), and adds
+            // none of its own (which would be plaintext and refused under STRICT mTLS).
+            let patches = d["spec"]["configPatches"].as_sequence().expect("patches");
+            assert!(
+                patches.iter().all(|p| p["applyTo"].as_str() != Some("CLUSTER")),
+                "{file}: a cluster of its own"
+            );
+            let cluster = format!("outbound|{}||{fqdn}", grpc["port"].as_u64().expect("port"));
+            assert!(text.contains(&cluster), "{file} does not call {cluster}");
+        }
+        if kind == "Namespace" {
+            assert_eq!(d["metadata"]["name"], service["metadata"]["namespace"], "{file}");
+            assert_eq!(d["metadata"]["labels"]["istio-injection"], "enabled", "{file}");
+        }
+        if kind == "PeerAuthentication" {
+            assert_eq!(d["metadata"]["namespace"], service["metadata"]["namespace"]);
+            assert_eq!(d["spec"]["mtls"]["mode"], "STRICT", "{file}");
+        }
+        if kind == "DestinationRule" {
+            assert_eq!(d["spec"]["host"].as_str(), Some(fqdn.as_str()), "{file}");
+            assert_eq!(d["spec"]["trafficPolicy"]["tls"]["mode"], "ISTIO_MUTUAL", "{file}");
         }
     }
     assert!(addresses >= 1, "no Istio resource names the Sluice Service");
@@ -662,4 +676,28 @@ fn the_network_policy_and_the_memory_bound_match_the_deployment() {
         worst_mib <= limit_mib,
         "{connections} connections need ~{worst_mib} MiB; the limit is {limit}"
     );
+}
+
+#[test]
+fn the_image_is_set_through_the_kustomization_as_the_docs_say() {
+    let text = std::fs::read_to_string(root().join("deploy/kubernetes/kustomization.yaml"))
+        .expect("read kustomization");
+    let kustomization: Value = serde_yaml::from_str(&text).expect("kustomization YAML");
+    let images = kustomization["images"].as_sequence().expect("an images: list");
+    let docs = manifests();
+    let deployment = find(&docs, "Deployment", "sluice");
+    let placeholder = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .expect("an image");
+    // kustomize replaces an image whose name (without tag) is the entry's `name`.
+    let entry = images
+        .iter()
+        .find(|i| i["name"].as_str() == Some(placeholder))
+        .unwrap_or_else(|| panic!("no images: entry for the Deployment's image {placeholder:?}"));
+    assert!(!placeholder.contains(['/', ':']), "the placeholder is a bare name: {placeholder}");
+    assert!(entry["newName"].is_string() && entry["newTag"].is_string(), "{entry:?}");
+    // And the walk-through says how to set it.
+    let docs_text = std::fs::read_to_string(root().join("docs/kubernetes.md")).expect("docs");
+    assert!(docs_text.contains(&format!("kustomize edit set image \"{placeholder}=$IMAGE\"")));
+    assert!(docs_text.contains("docker build -t \"$IMAGE\" ."));
 }
