@@ -156,10 +156,12 @@ descriptors:
   - key: s
     shadow_mode: true
     rate_limit: { unit: hour, requests_per_unit: 1 }
+  - key: upload
+    rate_limit: { concurrency: 1, lease_ttl: 60 }
 ";
 
-/// Checks that bring every series to life: within, near the limit (the 5th of 5), over, and a
-/// shadow rule over its limit.
+/// Checks that bring every series to life: within, near the limit (the 5th of 5), over, a shadow
+/// rule over its limit, and a concurrency pool of one asked twice (a lease, then a refusal).
 async fn traffic(client: &reqwest::Client, sluice: &Sluice) {
     for body in std::iter::repeat_n(
         r#"{"domain":"d","descriptors":[{"entries":[{"key":"k","value":"v"}]}]}"#,
@@ -167,6 +169,10 @@ async fn traffic(client: &reqwest::Client, sluice: &Sluice) {
     )
     .chain(std::iter::repeat_n(
         r#"{"domain":"d","descriptors":[{"entries":[{"key":"s","value":"v"}]}]}"#,
+        2,
+    ))
+    .chain(std::iter::repeat_n(
+        r#"{"domain":"d","descriptors":[{"entries":[{"key":"upload","value":"v"}]}]}"#,
         2,
     )) {
         client
