@@ -16,6 +16,9 @@ command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # Runtime overrides are tested against a real etcd too.
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
+# The operator console is tested in a real headless browser (tests/conformance/test_console.py).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 if ((${#need_apt[@]})); then
     echo "installing: ${need_apt[*]}"
     SUDO=""

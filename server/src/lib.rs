@@ -52,8 +52,8 @@
 //!   current, binds both listeners, and drains on SIGTERM.
 //! - [`admin`] is the admin API under `/admin/` (counters, resets, top consumers from
 //!   `limiter::top`, lease holders, overrides and their audit log, and explain: a check run dry,
-//!   [`limiter::explain`], with the matcher's walk from [`config::walk`]) and `sluice admin`, its
-//!   CLI.
+//!   [`limiter::explain`], with the matcher's walk from [`config::walk`]), `sluice admin`, its
+//!   CLI, and the operator console at `/admin/ui` ([`admin::ui`]).
 //! - [`log_throttle`] keeps warnings a client can trigger from becoming a flood of log lines.
 //!
 //! # Layering

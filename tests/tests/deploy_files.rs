@@ -296,10 +296,15 @@ fn istio_filter_calls_the_cluster_istio_makes_for_the_service() {
     // automatic mTLS; a cluster of the filter's own would be plaintext.
     let mut parts = cluster.split('|');
     assert_eq!(parts.next(), Some("outbound"), "{cluster}");
-    assert!(parts.next().is_some_and(|p| p.parse::<u16>().is_ok()), "{cluster}");
+    assert!(
+        parts.next().is_some_and(|p| p.parse::<u16>().is_ok()),
+        "{cluster}"
+    );
     assert_eq!(parts.next(), Some(""), "{cluster}");
     assert!(
-        parts.next().is_some_and(|h| h.ends_with(".svc.cluster.local")),
+        parts
+            .next()
+            .is_some_and(|h| h.ends_with(".svc.cluster.local")),
         "{cluster}"
     );
 }

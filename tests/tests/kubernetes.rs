@@ -489,15 +489,23 @@ fn istio_resources_point_at_the_sluice_service() {
             // none of its own (which would be plaintext and refused under STRICT mTLS).
             let patches = d["spec"]["configPatches"].as_sequence().expect("patches");
             assert!(
-                patches.iter().all(|p| p["applyTo"].as_str() != Some("CLUSTER")),
+                patches
+                    .iter()
+                    .all(|p| p["applyTo"].as_str() != Some("CLUSTER")),
                 "{file}: a cluster of its own"
             );
             let cluster = format!("outbound|{}||{fqdn}", grpc["port"].as_u64().expect("port"));
             assert!(text.contains(&cluster), "{file} does not call {cluster}");
         }
         if kind == "Namespace" {
-            assert_eq!(d["metadata"]["name"], service["metadata"]["namespace"], "{file}");
-            assert_eq!(d["metadata"]["labels"]["istio-injection"], "enabled", "{file}");
+            assert_eq!(
+                d["metadata"]["name"], service["metadata"]["namespace"],
+                "{file}"
+            );
+            assert_eq!(
+                d["metadata"]["labels"]["istio-injection"], "enabled",
+                "{file}"
+            );
         }
         if kind == "PeerAuthentication" {
             assert_eq!(d["metadata"]["namespace"], service["metadata"]["namespace"]);
@@ -505,7 +513,10 @@ fn istio_resources_point_at_the_sluice_service() {
         }
         if kind == "DestinationRule" {
             assert_eq!(d["spec"]["host"].as_str(), Some(fqdn.as_str()), "{file}");
-            assert_eq!(d["spec"]["trafficPolicy"]["tls"]["mode"], "ISTIO_MUTUAL", "{file}");
+            assert_eq!(
+                d["spec"]["trafficPolicy"]["tls"]["mode"], "ISTIO_MUTUAL",
+                "{file}"
+            );
         }
     }
     assert!(addresses >= 1, "no Istio resource names the Sluice Service");
@@ -683,7 +694,9 @@ fn the_image_is_set_through_the_kustomization_as_the_docs_say() {
     let text = std::fs::read_to_string(root().join("deploy/kubernetes/kustomization.yaml"))
         .expect("read kustomization");
     let kustomization: Value = serde_yaml::from_str(&text).expect("kustomization YAML");
-    let images = kustomization["images"].as_sequence().expect("an images: list");
+    let images = kustomization["images"]
+        .as_sequence()
+        .expect("an images: list");
     let docs = manifests();
     let deployment = find(&docs, "Deployment", "sluice");
     let placeholder = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
@@ -694,10 +707,18 @@ fn the_image_is_set_through_the_kustomization_as_the_docs_say() {
         .iter()
         .find(|i| i["name"].as_str() == Some(placeholder))
         .unwrap_or_else(|| panic!("no images: entry for the Deployment's image {placeholder:?}"));
-    assert!(!placeholder.contains(['/', ':']), "the placeholder is a bare name: {placeholder}");
-    assert!(entry["newName"].is_string() && entry["newTag"].is_string(), "{entry:?}");
+    assert!(
+        !placeholder.contains(['/', ':']),
+        "the placeholder is a bare name: {placeholder}"
+    );
+    assert!(
+        entry["newName"].is_string() && entry["newTag"].is_string(),
+        "{entry:?}"
+    );
     // And the walk-through says how to set it.
     let docs_text = std::fs::read_to_string(root().join("docs/kubernetes.md")).expect("docs");
-    assert!(docs_text.contains(&format!("kustomize edit set image \"{placeholder}=$IMAGE\"")));
+    assert!(docs_text.contains(&format!(
+        "kustomize edit set image \"{placeholder}=$IMAGE\""
+    )));
     assert!(docs_text.contains("docker build -t \"$IMAGE\" ."));
 }

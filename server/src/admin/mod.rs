@@ -16,6 +16,7 @@
 pub mod api;
 pub mod cli;
 mod explain;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::path::Path;

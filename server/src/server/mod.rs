@@ -234,7 +234,9 @@ impl Sluice {
                 })),
         ));
         if let Some(state) = &self.admin {
-            app = app.nest("/admin", admin::router(Arc::clone(state)));
+            app = app
+                .nest("/admin/ui", admin::ui::router())
+                .nest("/admin", admin::router(Arc::clone(state)));
         }
         let http = crate::http::listener::serve(
             Acceptor::new(
