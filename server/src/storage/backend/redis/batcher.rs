@@ -24,6 +24,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -78,6 +79,9 @@ pub struct Batcher {
     timeout: Duration,
     max_in_flight: usize,
     state: Mutex<State>,
+    /// Script calls sent, and the requests they carried: their ratio is the batch depth.
+    pub calls: AtomicU64,
+    pub requests: AtomicU64,
 }
 
 impl Batcher {
@@ -94,6 +98,8 @@ impl Batcher {
             timeout,
             max_in_flight: max_in_flight.max(1),
             state: Mutex::default(),
+            calls: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
         })
     }
 
@@ -196,6 +202,9 @@ impl Batcher {
 
     /// One `EVALSHA` for `parts`, in order; one reply per part.
     async fn send(&self, parts: &[&Part]) -> Result<Vec<Vec<i64>>, StoreError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.requests
+            .fetch_add(parts.len() as u64, Ordering::Relaxed);
         let mut call = self.script.prepare_invoke();
         for part in parts {
             for key in part.keys.args_iter() {

@@ -222,8 +222,9 @@ impl Store for RedisStore {
     }
 }
 
-/// Scrape-time metrics of a Redis store: the expired leases its scripts reclaimed.
-pub struct RedisStoreMetrics(Arc<std::sync::atomic::AtomicU64>);
+/// Scrape-time metrics of a Redis store: the expired leases its scripts reclaimed, and the script
+/// calls sent with the requests they carried (their ratio is the cross-request batch depth).
+pub struct RedisStoreMetrics(Arc<std::sync::atomic::AtomicU64>, Arc<batcher::Batcher>);
 
 impl std::fmt::Debug for RedisStoreMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -233,7 +234,10 @@ impl std::fmt::Debug for RedisStoreMetrics {
 
 impl RedisStore {
     pub fn metrics(&self) -> RedisStoreMetrics {
-        RedisStoreMetrics(Arc::clone(&self.leases_reclaimed))
+        RedisStoreMetrics(
+            Arc::clone(&self.leases_reclaimed),
+            Arc::clone(&self.batcher),
+        )
     }
 
     /// Expired leases the script reclaimed since the store was opened.
@@ -257,6 +261,26 @@ impl prometheus_client::collector::Collector for RedisStoreMetrics {
             "Expired leases removed from their pools by an operation on the pool",
             None,
             reclaimed.metric_type(),
+        )?)?;
+        let load = |a: &std::sync::atomic::AtomicU64| {
+            prometheus_client::metrics::counter::ConstCounter::new(
+                a.load(std::sync::atomic::Ordering::Relaxed),
+            )
+        };
+        let calls = load(&self.1.calls);
+        calls.encode(encoder.encode_descriptor(
+            "redis_script_calls",
+            "Decision scripts sent to Redis (one per request, or per batch of requests queued \
+             while the calls in flight ran; on a Cluster, one per slot of a request)",
+            None,
+            calls.metric_type(),
+        )?)?;
+        let requests = load(&self.1.requests);
+        requests.encode(encoder.encode_descriptor(
+            "redis_script_requests",
+            "Requests those scripts decided: divided by the calls, the batch depth",
+            None,
+            requests.metric_type(),
         )?)
     }
 }
