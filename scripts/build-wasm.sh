@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Builds the proxy-wasm filter: target/wasm32-unknown-unknown/release-wasm/sluice_filter.wasm
+# (and the benches' pass-through baseline, sluice_passthrough.wasm, beside it)
 # (under $CARGO_TARGET_DIR when it is set, as cargo builds it there), optimised with binaryen's
 # wasm-opt when Debian has it, and checked against the 300 KB budget. Installs what it needs.
 # Prints the path and size of the result on the last line.
@@ -26,7 +27,7 @@ apt_install() {
 build_with_rustup() {
     rustup target list --installed 2>/dev/null | grep -qx "$TARGET" || rustup target add "$TARGET"
     rustup target list --installed 2>/dev/null | grep -qx "$TARGET"
-    cargo build --locked -p sluice-filter --target "$TARGET" --profile "$PROFILE"
+    cargo build --locked -p sluice-filter -p sluice-passthrough --target "$TARGET" --profile "$PROFILE"
 }
 
 # Where rustup cannot add the target: Debian's second Rust ships the standard library's source,
@@ -37,10 +38,11 @@ build_with_debian_rust() {
     apt_install rustc-web cargo-web rust-web-src lld
     RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
         CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=wasm-ld \
-        /usr/bin/cargo build --locked -p sluice-filter --target "$TARGET" --profile "$PROFILE" \
-        --target-dir "$TARGET_DIR/debian-rust" -Z build-std=std,panic_abort
+        /usr/bin/cargo build --locked -p sluice-filter -p sluice-passthrough --target "$TARGET" \
+        --profile "$PROFILE" --target-dir "$TARGET_DIR/debian-rust" -Z build-std=std,panic_abort
     mkdir -p "$(dirname "$OUT")"
     cp "$TARGET_DIR/debian-rust/$TARGET/$PROFILE/sluice_filter.wasm" "$OUT"
+    cp "$TARGET_DIR/debian-rust/$TARGET/$PROFILE/sluice_passthrough.wasm" "$(dirname "$OUT")/"
 }
 
 build_with_rustup || build_with_debian_rust

@@ -45,7 +45,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # only under hashed names.
 cargo build -p sluice-client --examples --locked
 # The filter's proxy-wasm glue only exists on wasm32.
-cargo clippy -p sluice-filter --target wasm32-unknown-unknown --locked -- -D warnings
+cargo clippy -p sluice-filter -p sluice-passthrough --target wasm32-unknown-unknown --locked -- -D warnings
 # The crate map (server/src/lib.rs) and every module doc link what they name: a broken link fails.
 # Private items are documented too, so links to them resolve and are allowed.
 RUSTDOCFLAGS="-D warnings -A rustdoc::private-intra-doc-links" cargo doc --no-deps --document-private-items --locked -p sluice-server

@@ -7,6 +7,10 @@
 //!   answer, resumes the request and adds the rate-limit headers to the response. The cluster
 //!   answers at once with canned bytes: the network is excluded, the filter's work is not.
 //!
+//! - `baseline/pass_through`: the same exchange through a filter that does nothing
+//!   (`wasm-host/passthrough`): the host's and wasmtime's own cost, to subtract from the two above
+//!   so the filter's own work shows.
+//!
 //! Run: `scripts/build-wasm.sh && cargo bench -p sluice-wasm-host --bench filter`
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -69,6 +73,12 @@ fn bench(c: &mut Criterion) {
     assert_eq!(remote.exchange(request.clone()).status(), 200);
     c.bench_function("filter/remote_check", |b| {
         b.iter(|| remote.exchange(request.clone()))
+    });
+
+    let mut baseline = host.baseline_worker();
+    assert_eq!(baseline.exchange(request.clone()).status(), 200);
+    c.bench_function("baseline/pass_through", |b| {
+        b.iter(|| baseline.exchange(request.clone()))
     });
 }
 

@@ -118,21 +118,33 @@ pub struct Host {
     shared: Arc<Shared>,
 }
 
+/// The engine every module of this process is compiled with.
+pub(crate) fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(Engine::default)
+}
+
+/// The module at `path`, compiled with [`engine`].
+fn compile(path: &std::path::Path) -> Module {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {}: {e}; build it with scripts/build-wasm.sh (the README's test command does)",
+            path.display()
+        )
+    });
+    Module::new(engine(), &bytes).unwrap_or_else(|e| panic!("compile {}: {e}", path.display()))
+}
+
 /// The filter compiled once per test binary: compiling is the slow part.
-fn compiled() -> &'static (Engine, Module) {
-    static COMPILED: OnceLock<(Engine, Module)> = OnceLock::new();
-    COMPILED.get_or_init(|| {
-        let path = wasm_path();
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| {
-            panic!(
-                "cannot read {}: {e}; build it with scripts/build-wasm.sh (the README's test command does)",
-                path.display()
-            )
-        });
-        let engine = Engine::default();
-        let module = Module::new(&engine, &bytes).expect("compile sluice_filter.wasm");
-        (engine, module)
-    })
+fn filter_module() -> &'static Module {
+    static COMPILED: OnceLock<Module> = OnceLock::new();
+    COMPILED.get_or_init(|| compile(&wasm_path()))
+}
+
+/// The pass-through filter (`wasm-host/passthrough`), the benches' baseline.
+fn baseline_module() -> &'static Module {
+    static COMPILED: OnceLock<Module> = OnceLock::new();
+    COMPILED.get_or_init(|| compile(&wasm_path().with_file_name("sluice_passthrough.wasm")))
 }
 
 /// `SLUICE_FILTER_WASM`, or what `scripts/build-wasm.sh` builds: under `CARGO_TARGET_DIR` when
@@ -215,7 +227,13 @@ impl Host {
     /// A worker VM with this plugin configuration; `Err` with the worker's log lines when
     /// `proxy_on_configure` (or `proxy_on_vm_start`) refused it.
     pub fn worker(&self, plugin_config: &str) -> Result<Worker, Vec<String>> {
-        Worker::start(self, b"", plugin_config.as_bytes())
+        Worker::start(self, filter_module(), b"", plugin_config.as_bytes())
+    }
+
+    /// A worker VM running the pass-through filter instead: the host's own cost per exchange.
+    pub fn baseline_worker(&self) -> Worker {
+        Worker::start(self, baseline_module(), b"", b"")
+            .unwrap_or_else(|log| panic!("the pass-through filter refused to start: {log:?}"))
     }
 }
 

@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::Duration;
 
-use wasmtime::{Instance, Linker, Store, TypedFunc};
+use wasmtime::{Instance, Linker, Module, Store, TypedFunc};
 
 use super::callout::Outcome;
-use super::{Buffer, Host, State, abi, compiled, imports};
+use super::{Buffer, Host, State, abi, imports};
 
 /// A worker VM: one instance of the filter with its root context.
 pub struct Worker {
@@ -24,10 +24,11 @@ static WORKERS: AtomicU32 = AtomicU32::new(0);
 impl Worker {
     pub(crate) fn start(
         host: &Host,
+        module: &Module,
         vm_config: &[u8],
         plugin_config: &[u8],
     ) -> Result<Self, Vec<String>> {
-        let (engine, module) = compiled();
+        let engine = crate::engine();
         let (done_sender, done_receiver) = channel();
         let worker = WORKERS.fetch_add(1, Ordering::SeqCst) as usize;
         let state = State {
