@@ -9,9 +9,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::redis::free_port;
 
@@ -128,6 +128,7 @@ fn nginx_bin() -> &'static Path {
 pub struct Upstream {
     pub addr: SocketAddr,
     hits: Arc<AtomicUsize>,
+    arrivals: Arc<Mutex<Vec<(SystemTime, String)>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -139,20 +140,38 @@ impl Upstream {
         let addr = listener.local_addr().expect("addr");
         listener.set_nonblocking(true).expect("nonblocking");
         let hits = Arc::new(AtomicUsize::new(0));
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (h, s) = (Arc::clone(&hits), Arc::clone(&stop));
+        let (h, a, s) = (Arc::clone(&hits), Arc::clone(&arrivals), Arc::clone(&stop));
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let h = Arc::clone(&h);
-                        std::thread::spawn(move || serve(stream, &h));
+                        let (h, a) = (Arc::clone(&h), Arc::clone(&a));
+                        std::thread::spawn(move || serve(stream, &h, &a));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         });
-        Upstream { addr, hits, stop }
+        Upstream {
+            addr,
+            hits,
+            arrivals,
+            stop,
+        }
+    }
+
+    /// The most requests with `X-App-Id: app_id` that reached the app within one second of
+    /// the Unix clock (the windows Sluice's per-second limits count in).
+    pub fn busiest_second(&self, app_id: &str) -> usize {
+        let mut per_second = std::collections::HashMap::<u64, usize>::new();
+        let arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
+        for (at, _) in arrivals.iter().filter(|(_, app)| app == app_id) {
+            let second = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+            *per_second.entry(second).or_default() += 1;
+        }
+        per_second.into_values().max().unwrap_or(0)
     }
 
     /// Requests that reached the app.
@@ -167,7 +186,7 @@ impl Drop for Upstream {
     }
 }
 
-fn serve(stream: TcpStream, hits: &AtomicUsize) {
+fn serve(stream: TcpStream, hits: &AtomicUsize, arrivals: &Mutex<Vec<(SystemTime, String)>>) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let mut reader = BufReader::new(match stream.try_clone() {
@@ -178,6 +197,7 @@ fn serve(stream: TcpStream, hits: &AtomicUsize) {
     loop {
         // Headers only: the examples' requests have no body.
         let mut length = 0usize;
+        let mut app_id = String::new();
         let mut line = String::new();
         loop {
             line.clear();
@@ -189,16 +209,22 @@ fn serve(stream: TcpStream, hits: &AtomicUsize) {
             if trimmed.is_empty() {
                 break;
             }
-            if let Some((k, v)) = trimmed.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                length = v.trim().parse().unwrap_or(0);
+            if let Some((k, v)) = trimmed.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse().unwrap_or(0);
+                } else if k.eq_ignore_ascii_case("x-app-id") {
+                    app_id = v.trim().to_owned();
+                }
             }
         }
         let mut body = vec![0u8; length];
         if reader.read_exact(&mut body).is_err() {
             return;
         }
+        arrivals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((SystemTime::now(), app_id));
         hits.fetch_add(1, Ordering::SeqCst);
         let answer = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{UPSTREAM_BODY}",

@@ -1,14 +1,17 @@
-//! The back-off client (`client/`, package `sluice-client`) against the real thing: NGINX running
-//! `examples/nginx/nginx.conf` in front of the real `sluice`, and Sluice's `/json` for a quota.
-//! Time is injected: the client's waits are recorded, not slept, so the test proves what it
-//! waits without waiting.
+//! The Rust client (`clients/rust/`, package `sluice-client`) against the real thing: NGINX
+//! running `examples/nginx/nginx.conf` in front of the real `sluice`, Sluice's `/json` for a
+//! quota, and its lease API. The back-off tests inject time: the client's waits are recorded, not
+//! slept, so they prove what it waits without waiting. The pacing test runs in real time (about
+//! 15 s), since pacing is about real windows.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use sluice_client::{Backoff, Client, Clock, Jitter, RetryPolicy, Sleep, Sleeper, Stop};
+use sluice_client::{
+    Backoff, Client, Clock, Jitter, LeaseError, Leases, Pacer, RetryPolicy, Sleep, Sleeper, Stop,
+};
 use sluice_tests::nginx::{EXAMPLE_APP, EXAMPLE_SLUICE, Nginx, Upstream, substitute};
 use sluice_tests::sluice::Sluice;
 
@@ -145,7 +148,7 @@ async fn never_retries_a_quota() {
     assert!(time.slept.lock().expect("lock").is_empty(), "it waited");
 }
 
-/// `client/examples/backoff.rs`, built by `cargo test --workspace --all-targets`, run as a reader
+/// `clients/rust/examples/backoff.rs`, built by `cargo test --workspace --all-targets`, run as a reader
 /// would against NGINX and Sluice. Its longest wait is 1 s, so the refusals it reports (a
 /// Retry-After near a minute) take no time.
 #[tokio::test(flavor = "multi_thread")]
@@ -187,4 +190,137 @@ async fn the_example_program_runs_through_nginx() {
         );
         assert!(line.contains("app_id is over its limit"), "{stdout}");
     }
+}
+
+/// The NGINX example's domain with a per-second limit, so pacing shows within seconds.
+const EDGE_RULES: &str = "domain: nginx-edge
+descriptors:
+  - key: app_id
+    rate_limit: {name: per-app, unit: second, requests_per_unit: 10}
+http_descriptors:
+  - entries:
+      - { key: app_id, header: X-App-Id }
+";
+
+/// Sends `count` requests due at 30 a second (three times the limit), each as soon as it is
+/// due, through `client`; returns (attempts, 429s received, every retry's wait with the
+/// Retry-After that preceded it).
+async fn three_times_the_limit(
+    client: &Client,
+    url: &str,
+    app_id: &str,
+    count: u32,
+) -> (u32, u32, Vec<(Duration, Duration)>) {
+    let start = Instant::now();
+    let (mut attempts, mut refused, mut waits) = (0, 0, Vec::new());
+    for i in 0..count {
+        let due = start + Duration::from_secs_f64(f64::from(i) / 30.0);
+        tokio::time::sleep_until(due.into()).await;
+        let answer = client
+            .send(|http| http.get(url).header("x-app-id", app_id))
+            .await
+            .expect("an answer");
+        assert_eq!(answer.reply.status, 200, "{:?}", answer.stopped);
+        attempts += answer.attempts;
+        // Every attempt before the last was refused: nothing else is retried here.
+        refused += answer.attempts - 1;
+        for (wait, asked) in answer.waits.iter().zip(&answer.asked) {
+            waits.push((*wait, asked.expect("a 429 with Retry-After")));
+        }
+    }
+    (attempts, refused, waits)
+}
+
+/// An app sending three times its limit: with pacing on it is spaced below the limit and
+/// (almost) never refused; with pacing off it is refused and each retry waits at least the
+/// Retry-After. In both, the app behind NGINX never sees more than the limit in a second.
+#[tokio::test(flavor = "multi_thread")]
+async fn pacing_keeps_an_app_at_three_times_its_limit_from_being_refused() {
+    let app = Upstream::start();
+    let sluice = Sluice::builder(EDGE_RULES)
+        .arg("--response-headers=ietf")
+        .start();
+    let nginx = nginx_in_front(&sluice, &app);
+    let url = nginx.url("/orders");
+    let policy = RetryPolicy {
+        max_attempts: 10,
+        max_wait: Duration::from_secs(5),
+        ..RetryPolicy::default()
+    };
+
+    let paced = Client::new(
+        reqwest::Client::new(),
+        Backoff::new(policy.clone()).with_pacer(std::sync::Arc::new(Pacer::default())),
+    );
+    let started = Instant::now();
+    let (attempts, refused, _) = three_times_the_limit(&paced, &url, "paced-rust", 90).await;
+    let paced_secs = started.elapsed().as_secs_f64();
+    assert!(
+        refused * 50 < attempts,
+        "{refused} of {attempts} attempts refused with pacing on"
+    );
+    println!(
+        "SDK-E2E rust {{\"mode\":\"paced\",\"requests\":90,\"attempts\":{attempts},\"refused\":{refused},\"elapsed_s\":{paced_secs:.2}}}"
+    );
+
+    let unpaced = Client::new(reqwest::Client::new(), Backoff::new(policy));
+    let started = Instant::now();
+    let (attempts, refused, waits) =
+        three_times_the_limit(&unpaced, &url, "unpaced-rust", 45).await;
+    assert!(refused > 0, "three times the limit was never refused");
+    // No retry came earlier than the Retry-After of the refusal before it.
+    for (wait, asked) in &waits {
+        assert!(wait >= asked, "waited {wait:?}, asked {asked:?}");
+    }
+    println!(
+        "SDK-E2E rust {{\"mode\":\"unpaced\",\"requests\":45,\"attempts\":{attempts},\"refused\":{refused},\"elapsed_s\":{:.2}}}",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(app.hits(), 135, "every request reached the app once");
+    for app_id in ["paced-rust", "unpaced-rust"] {
+        let busiest = app.busiest_second(app_id);
+        assert!(busiest <= 10, "{app_id}: {busiest} requests in one second");
+    }
+}
+
+/// A lease held for a piece of work that fails is released all the same, and the work's own
+/// error is what the caller sees.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_is_released_when_its_work_fails() {
+    let sluice = Sluice::builder(
+        "domain: sdk\ndescriptors:\n  - key: uploads\n    rate_limit: {name: uploads, concurrency: 1, lease_ttl: 60}\n",
+    )
+    .start();
+    let base = sluice.url("");
+    let leases = Leases::new(reqwest::Client::new(), base.trim_end_matches('/'));
+    let descriptors = || vec![vec![("uploads".to_owned(), "report-7".to_owned())]];
+    let outcome: Result<(), &str> = leases
+        .hold("sdk", descriptors(), Duration::ZERO, async |lease| {
+            assert_eq!(lease.ttl, Duration::from_secs(60));
+            // The pool of one is full while the work runs.
+            let second = leases
+                .acquire("sdk", descriptors(), Duration::ZERO)
+                .await
+                .expect_err("a second holder");
+            assert!(matches!(second, LeaseError::Refused { .. }), "{second}");
+            Err("the upload failed")
+        })
+        .await
+        .expect("acquired and released");
+    assert_eq!(outcome, Err("the upload failed"));
+    let holders: serde_json::Value = reqwest::Client::new()
+        .post(sluice.url("/leases/holders"))
+        .body(r#"{"domain":"sdk","descriptors":[{"entries":[{"key":"uploads","value":"report-7"}]}]}"#)
+        .send()
+        .await
+        .expect("holders")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(holders["pools"][0]["in_use"], 0, "{holders}");
+    let again = leases
+        .acquire("sdk", descriptors(), Duration::ZERO)
+        .await
+        .expect("the slot is free again");
+    leases.release(&again).await.expect("released");
 }

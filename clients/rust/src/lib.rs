@@ -9,7 +9,15 @@
 //!   requests, so a fleet never turns an overload into a retry storm;
 //! - no retry at all for a problem document of `kind: quota` (or a 402): a spent quota only comes
 //!   back when its window resets, or with a payment;
-//! - a wait longer than [`RetryPolicy::max_wait`] is handed back to the caller instead of slept.
+//! - a wait longer than [`RetryPolicy::max_wait`] is handed back to the caller instead of slept;
+//! - optional pacing ([`Pacer`]): the rate-limit headers, in any of Sluice's styles
+//!   ([`RateView`]), set a local token bucket so that a well-behaved app rarely sees a 429;
+//! - a [`WorkQueue`] releasing batch work at the paced rate, and a [`CircuitBreaker`] on
+//!   consecutive transport failures;
+//! - [`Leases`] for concurrency pools, with [`Leases::hold`] releasing when the work ends.
+//!
+//! The same behaviour, specified in `clients/behaviour.md` and replayed from
+//! `clients/fixtures/behaviour.json`, holds in the Python and TypeScript clients beside this one.
 //!
 //! Time, sleeping and chance are injected ([`Sleeper`], [`Clock`], [`Jitter`]) so tests prove the
 //! timing without sleeping. [`Backoff::run`] works with any transport; [`Client`] wraps reqwest.
@@ -25,15 +33,25 @@
 //! # Ok(()) }
 //! ```
 
+mod breaker;
 mod budget;
+mod leases;
+mod pacer;
 mod policy;
 mod problem;
+mod queue;
+mod rate_headers;
 mod retry;
 mod runtime;
 
+pub use breaker::{BreakerState, CircuitBreaker, OnChange};
 pub use budget::RetryBudget;
+pub use leases::{Descriptor, Lease, LeaseError, Leases};
+pub use pacer::{Pacer, PacerSettings};
 pub use policy::{RetryPolicy, Stop, Verdict, verdict};
-pub use problem::{Kind, Problem, retry_after};
+pub use problem::{Kind, MAX_SECONDS, Problem, retry_after};
+pub use queue::{QueueFull, Taken, WorkQueue};
+pub use rate_headers::RateView;
 pub use retry::{Answer, Backoff, Failed, Reply};
 pub use runtime::{Clock, Jitter, RandomJitter, Sleep, Sleeper, SystemClock, TokioSleeper};
 

@@ -16,6 +16,13 @@ pub trait Sleeper: Send + Sync {
 /// A monotonic clock: time since some fixed start.
 pub trait Clock: Send + Sync {
     fn now(&self) -> Duration;
+
+    /// The wall clock, since the Unix epoch: for a `Retry-After` given as a date.
+    fn epoch(&self) -> Duration {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+    }
 }
 
 /// Chance: a uniformly drawn duration in `[0, upto]`.

@@ -42,8 +42,10 @@ pub enum Stop {
     Attempts,
     /// The shared retry budget is spent.
     Budget,
-    /// The server asked for a longer wait than `max_wait`.
+    /// The server (or pacing) asked for a longer wait than `max_wait`.
     WaitTooLong(Duration),
+    /// The circuit breaker is open: nothing was sent.
+    CircuitOpen,
 }
 
 /// What an answer means for the retry loop.

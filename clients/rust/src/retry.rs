@@ -8,9 +8,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::HeaderMap;
 
+use crate::breaker::CircuitBreaker;
 use crate::budget::RetryBudget;
+use crate::pacer::Pacer;
 use crate::policy::{RetryPolicy, Stop, Verdict, verdict};
 use crate::problem::{Problem, retry_after};
+use crate::rate_headers::RateView;
 use crate::runtime::{Clock, Jitter, RandomJitter, Sleeper, SystemClock, TokioSleeper};
 
 /// One HTTP answer.
@@ -31,16 +34,23 @@ pub struct Answer {
     pub attempts: u32,
     /// Every wait made before a retry, in order.
     pub waits: Vec<Duration>,
+    /// The minimum the server asked for before each retry (`Retry-After` or the problem
+    /// document's `retry_after`), beside `waits`.
+    pub asked: Vec<Option<Duration>>,
+    /// The time spent waiting for pacing slots, retries included.
+    pub paced: Duration,
     /// Set when the reply is a refusal the client stopped retrying, and why.
     pub stopped: Option<Stop>,
 }
 
-/// Every attempt failed in transport (no HTTP answer at all).
+/// No HTTP answer to hand back: every attempt failed in transport, or none could be sent (the
+/// breaker is open, or pacing asked for more than `max_wait`).
 #[derive(Debug, thiserror::Error)]
-#[error("no answer after {attempts} attempts ({stop:?}): {source}")]
+#[error("no answer after {attempts} attempts ({stop:?})")]
 pub struct Failed<E: std::error::Error + 'static> {
+    /// The last transport error; `None` when nothing was sent.
     #[source]
-    pub source: E,
+    pub source: Option<E>,
     pub attempts: u32,
     pub waits: Vec<Duration>,
     pub stop: Stop,
@@ -54,6 +64,8 @@ pub struct Backoff {
     sleeper: Arc<dyn Sleeper>,
     clock: Arc<dyn Clock>,
     jitter: Arc<dyn Jitter>,
+    pacer: Option<Arc<Pacer>>,
+    breaker: Option<Arc<CircuitBreaker>>,
 }
 
 impl Backoff {
@@ -65,7 +77,21 @@ impl Backoff {
             sleeper: Arc::new(TokioSleeper),
             clock: Arc::new(SystemClock::default()),
             jitter: Arc::new(RandomJitter::default()),
+            pacer: None,
+            breaker: None,
         }
+    }
+
+    /// Pace every attempt with this pacer (share it between the clients of one API).
+    pub fn with_pacer(mut self, pacer: Arc<Pacer>) -> Self {
+        self.pacer = Some(pacer);
+        self
+    }
+
+    /// Fail at once while this breaker is open.
+    pub fn with_breaker(mut self, breaker: Arc<CircuitBreaker>) -> Self {
+        self.breaker = Some(breaker);
+        self
     }
 
     /// Share one budget between clients, so a fleet's retries stay bounded together.
@@ -98,12 +124,39 @@ impl Backoff {
     {
         self.budget.deposit(self.clock.now());
         let mut waits = Vec::new();
+        let mut asked = Vec::new();
+        let mut paced = Duration::ZERO;
         let mut attempts = 0;
+        let mut last: Option<Result<Answer, E>> = None;
         loop {
+            if let Some(stop) = self.admit(&mut paced).await {
+                return match last {
+                    Some(Ok(mut answer)) => {
+                        answer.stopped = Some(stop);
+                        Ok(answer)
+                    }
+                    Some(Err(e)) => Err(Failed {
+                        source: Some(e),
+                        attempts,
+                        waits,
+                        stop,
+                    }),
+                    None => Err(Failed {
+                        source: None,
+                        attempts,
+                        waits,
+                        stop,
+                    }),
+                };
+            }
             attempts += 1;
             let outcome = attempt().await;
-            let (server, last) = match outcome {
+            let now = self.clock.now();
+            let (server, pending) = match outcome {
                 Ok(reply) => {
+                    if let Some(b) = &self.breaker {
+                        b.success(now);
+                    }
                     let problem = Problem::parse(
                         reply
                             .headers
@@ -115,12 +168,28 @@ impl Backoff {
                         .headers
                         .get(http::header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok());
-                    let v = verdict(reply.status, retry_after(header), problem.as_ref());
+                    let v = verdict(
+                        reply.status,
+                        retry_after(header, self.clock.epoch()),
+                        problem.as_ref(),
+                    );
+                    if let Some(p) = &self.pacer {
+                        if let Some(view) = RateView::read(&reply.headers) {
+                            p.observe(&view, now);
+                        }
+                        if let Verdict::Retry(server) = v
+                            && matches!(reply.status, 429 | 503)
+                        {
+                            p.refused(server, now);
+                        }
+                    }
                     let answer = |stopped| Answer {
-                        reply: reply.clone(),
-                        problem: problem.clone(),
+                        reply,
+                        problem,
                         attempts,
                         waits: waits.clone(),
+                        asked: asked.clone(),
+                        paced,
                         stopped,
                     };
                     match v {
@@ -129,37 +198,67 @@ impl Backoff {
                         Verdict::Retry(server) => (server, Ok(answer(None))),
                     }
                 }
-                Err(e) => (None, Err(e)),
-            };
-            let stop = if attempts >= self.policy.max_attempts {
-                Some(Stop::Attempts)
-            } else {
-                None
+                Err(e) => {
+                    if let Some(b) = &self.breaker {
+                        b.failure(now);
+                    }
+                    (None, Err(e))
+                }
             };
             let wait = self.policy.wait(
                 attempts,
                 server,
                 self.jitter.uniform(self.policy.backoff(attempts)),
             );
-            let stop = stop
-                .or_else(|| (wait > self.policy.max_wait).then_some(Stop::WaitTooLong(wait)))
-                .or_else(|| (!self.budget.withdraw(self.clock.now())).then_some(Stop::Budget));
+            let stop = if attempts >= self.policy.max_attempts {
+                Some(Stop::Attempts)
+            } else if wait > self.policy.max_wait {
+                Some(Stop::WaitTooLong(wait))
+            } else if !self.budget.withdraw(self.clock.now()) {
+                Some(Stop::Budget)
+            } else {
+                None
+            };
             if let Some(stop) = stop {
-                return match last {
+                return match pending {
                     Ok(mut answer) => {
                         answer.stopped = Some(stop);
+                        answer.paced = paced;
                         Ok(answer)
                     }
                     Err(source) => Err(Failed {
-                        source,
+                        source: Some(source),
                         attempts,
                         waits,
                         stop,
                     }),
                 };
             }
+            last = Some(pending);
             self.sleeper.sleep(wait).await;
             waits.push(wait);
+            asked.push(server);
         }
+    }
+
+    /// Before an attempt: the breaker's leave and the pacer's slot (slept here).
+    async fn admit(&self, paced: &mut Duration) -> Option<Stop> {
+        let now = self.clock.now();
+        if let Some(b) = &self.breaker
+            && !b.allow(now)
+        {
+            return Some(Stop::CircuitOpen);
+        }
+        if let Some(p) = &self.pacer {
+            let wait = p.reserve(now);
+            if wait > self.policy.max_wait {
+                return Some(Stop::WaitTooLong(wait));
+            }
+            if !wait.is_zero() {
+                self.sleeper.sleep(wait).await;
+                *paced += wait;
+            }
+        }
+        None
     }
 }

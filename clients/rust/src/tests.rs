@@ -209,3 +209,109 @@ async fn a_shared_budget_bounds_a_fleets_retries() {
     assert!(retries <= 5 + 4);
     assert_eq!(retries, 8);
 }
+
+fn ietf(status: u16, remaining: u64) -> Reply {
+    let mut r = reply(status, None, None);
+    r.headers.insert(
+        "ratelimit-policy",
+        http::HeaderValue::from_static("\"per-app\";q=10;w=1"),
+    );
+    r.headers.insert(
+        "ratelimit",
+        http::HeaderValue::from_str(&format!("\"per-app\";r={remaining};t=1")).unwrap(),
+    );
+    r
+}
+
+#[tokio::test]
+async fn pacing_spaces_calls_at_the_learned_rate_and_holds_after_a_refusal() {
+    let time = Arc::new(ManualTime::default());
+    let pacer = Arc::new(Pacer::new(PacerSettings {
+        safety: 0.8,
+        ..PacerSettings::default()
+    }));
+    let b = backoff(&time, 0.5).with_pacer(pacer.clone());
+    // Nothing known yet: the first call goes at once and teaches 10 a second.
+    let first = run_script(&b, vec![Ok(ietf(200, 9))]).await.unwrap();
+    assert_eq!(first.paced, Duration::ZERO);
+    // The second takes the next slot at once; the third waits 1000 / (10 × 0.8) = 125 ms.
+    let second = run_script(&b, vec![Ok(ietf(200, 8))]).await.unwrap();
+    assert_eq!(second.paced, Duration::ZERO);
+    let third = run_script(&b, vec![Ok(ietf(200, 7))]).await.unwrap();
+    assert_eq!(third.paced, ms(125));
+    // The fourth is paced too (125 ms), refused with Retry-After 2 at 250 ms: every call is held
+    // until 2.25 s and the rate halves. The retry sleeps its back-off (2 s + 50 ms) and needs no
+    // further pacing wait.
+    let fourth = run_script(&b, vec![Ok(reply(429, Some(2), None)), Ok(ietf(200, 5))])
+        .await
+        .unwrap();
+    assert_eq!((fourth.reply.status, fourth.attempts), (200, 2));
+    assert_eq!(fourth.waits, vec![ms(2050)]);
+    assert_eq!(fourth.paced, ms(125));
+    assert_eq!(time.now(), ms(2300));
+    // Two whole windows since the refusal relaxed the factor from 0.5 to 0.7: the next slot is
+    // 1000 / (10 × 0.8 × 0.7) ≈ 178.6 ms after the retry.
+    let fifth = run_script(&b, vec![Ok(ietf(200, 4))]).await.unwrap();
+    let gap = fifth.paced.as_secs_f64() * 1000.0;
+    assert!((gap - 1000.0 / 5.6).abs() < 0.01, "{gap}");
+}
+
+#[tokio::test]
+async fn a_pacing_wait_beyond_max_wait_sends_nothing() {
+    let time = Arc::new(ManualTime::default());
+    let pacer = Arc::new(Pacer::default());
+    // Spent until its window resets in 120 s.
+    pacer.observe(
+        &RateView {
+            limit: Some(10),
+            remaining: Some(0),
+            reset_s: Some(120),
+            window_s: Some(120),
+        },
+        Duration::ZERO,
+    );
+    let b = backoff(&time, 0.5).with_pacer(pacer);
+    let failed = run_script(&b, vec![]).await.unwrap_err();
+    assert_eq!(failed.attempts, 0);
+    assert_eq!(failed.stop, Stop::WaitTooLong(Duration::from_secs(120)));
+    assert!(failed.source.is_none());
+    assert!(time.slept.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_open_breaker_fails_at_once_then_lets_one_trial_through() {
+    let time = Arc::new(ManualTime::default());
+    let changes = Arc::new(Mutex::new(Vec::new()));
+    let seen = changes.clone();
+    let breaker = Arc::new(
+        CircuitBreaker::new(2, Duration::from_secs(5)).on_change(Box::new(move |from, to| {
+            seen.lock().unwrap().push((from, to))
+        })),
+    );
+    let mut b = backoff(&time, 0.0).with_breaker(breaker.clone());
+    b.policy.max_attempts = 3;
+    // Two transport failures in a row open it; the third attempt is never made.
+    let failed = run_script(&b, vec![Err(Refused), Err(Refused)])
+        .await
+        .unwrap_err();
+    assert_eq!((failed.attempts, failed.stop), (2, Stop::CircuitOpen));
+    assert!(failed.source.is_some());
+    assert_eq!(breaker.state(), BreakerState::Open);
+    // Still open: nothing is sent.
+    let failed = run_script(&b, vec![]).await.unwrap_err();
+    assert_eq!((failed.attempts, failed.stop), (0, Stop::CircuitOpen));
+    // After 5 s one trial goes out; its answer closes the breaker.
+    *time.now.lock().unwrap() += Duration::from_secs(5);
+    let answer = run_script(
+        &b,
+        vec![Ok(reply(503, None, None)), Ok(reply(200, None, None))],
+    )
+    .await
+    .unwrap();
+    assert_eq!((answer.reply.status, answer.attempts), (200, 2));
+    use BreakerState::{Closed, HalfOpen, Open};
+    assert_eq!(
+        *changes.lock().unwrap(),
+        vec![(Closed, Open), (Open, HalfOpen), (HalfOpen, Closed)]
+    );
+}
