@@ -163,13 +163,31 @@ impl Upstream {
     }
 
     /// The most requests with `X-App-Id: app_id` that reached the app within one second of
-    /// the Unix clock (the windows Sluice's per-second limits count in).
-    pub fn busiest_second(&self, app_id: &str) -> usize {
-        let mut per_second = std::collections::HashMap::<u64, usize>::new();
-        let arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
-        for (at, _) in arrivals.iter().filter(|(_, app)| app == app_id) {
-            let second = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-            *per_second.entry(second).or_default() += 1;
+    /// the Unix clock (the windows Sluice's per-second limits count in). A request arrives a
+    /// little after Sluice decided it, so one stamped within `skew` of a second's start may have
+    /// been counted by Sluice in the second before: it is counted there when that second has room
+    /// under `limit`, seconds taken in order (the assignment that keeps every second lowest).
+    pub fn busiest_second(&self, app_id: &str, limit: usize, skew: Duration) -> usize {
+        let mut stamps: Vec<Duration> = self
+            .arrivals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, app)| app == app_id)
+            .map(|(at, _)| at.duration_since(UNIX_EPOCH).unwrap_or_default())
+            .collect();
+        stamps.sort();
+        let mut per_second = std::collections::BTreeMap::<u64, usize>::new();
+        for at in stamps {
+            let second = at.as_secs();
+            let early = at - Duration::from_secs(second) < skew;
+            let before = second
+                .checked_sub(1)
+                .map(|s| *per_second.get(&s).unwrap_or(&0));
+            match before {
+                Some(n) if early && n < limit => *per_second.entry(second - 1).or_default() += 1,
+                _ => *per_second.entry(second).or_default() += 1,
+            }
         }
         per_second.into_values().max().unwrap_or(0)
     }
