@@ -19,6 +19,8 @@ command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 # The operator console is tested in a real headless browser (tests/conformance/test_console.py).
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
+# The TypeScript client is built and tested with Node's own tools.
+command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 if ((${#need_apt[@]})); then
     echo "installing: ${need_apt[*]}"
     SUDO=""
@@ -52,4 +54,9 @@ RUSTDOCFLAGS="-D warnings -A rustdoc::private-intra-doc-links" cargo doc --no-de
 # Imports point one way: no module imports one above it, no import cycle crosses a folder.
 python3 scripts/check-layers.py
 cargo test --workspace --all-targets --locked
+# The Python and TypeScript clients: lints, strict types and unit tests, each with its own
+# ecosystem's tools. Their end-to-end tests run in tests/conformance/test_sdks.py below, from the
+# built artefacts, against the real sluice and NGINX.
+clients/python/check.sh
+clients/typescript/check.sh
 python3 -m unittest discover -s tests/conformance -v

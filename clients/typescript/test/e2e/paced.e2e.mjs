@@ -1,0 +1,75 @@
+// Paced: 90 requests due at 30/s through a client with pacing on, against NGINX limiting each app
+// to SLUICE_E2E_LIMIT a second. The pacer learns the limit from the RateLimit headers and spaces
+// the requests, so (almost) nothing is refused and the upstream never sees more than the limit.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { SluiceClient, Pacer, RetryBudget } from "sluice-client";
+
+// ---- helpers (each e2e file is self-contained) ----
+
+function env(name) {
+  const value = process.env[name];
+  assert.ok(value && value.trim() !== "", `${name} is not set: the end-to-end tests need it`);
+  return value.trim().replace(/\/+$/, "");
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
+
+const uniqueId = (prefix) => `${prefix}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
+
+function limit() {
+  const n = Number(process.env.SLUICE_E2E_LIMIT ?? "10");
+  assert.ok(Number.isInteger(n) && n > 0, `SLUICE_E2E_LIMIT must be a positive integer, got ${process.env.SLUICE_E2E_LIMIT}`);
+  return n;
+}
+
+async function hitsPerSecond(upstream, appId) {
+  const res = await fetch(`${upstream}/__hits?app_id=${encodeURIComponent(appId)}`);
+  assert.equal(res.status, 200, "upstream /__hits");
+  const { hits } = await res.json();
+  const perSecond = new Map();
+  for (const ms of hits) {
+    const s = Math.floor(ms / 1000);
+    perSecond.set(s, (perSecond.get(s) ?? 0) + 1);
+  }
+  return { total: hits.length, perSecond, max: Math.max(0, ...perSecond.values()) };
+}
+
+function summary(fields) {
+  process.stdout.write(`SDK-E2E typescript ${JSON.stringify(fields)}\n`);
+}
+
+test("paced: 90 requests due at 30/s stay under the limit", { timeout: 120_000 }, async () => {
+  const nginx = env("SLUICE_NGINX_URL");
+  const upstream = env("SLUICE_UPSTREAM_URL");
+  const max = limit();
+  const appId = uniqueId("ts-paced");
+  const seen = []; // the status of every attempt
+  const counting = async (input, init) => {
+    const res = await fetch(input, init);
+    seen.push(res.status);
+    return res;
+  };
+  const client = new SluiceClient({ fetch: counting, pacer: new Pacer(), budget: new RetryBudget(), appId });
+  const n = 90;
+  const rate = 30;
+  let attempts = 0;
+  const statuses = [];
+  const start = performance.now();
+  for (let i = 0; i < n; i++) {
+    await sleep(start + (i * 1000) / rate - performance.now());
+    const { response, outcome } = await client.send(`${nginx}/paced/${i}`, { headers: { "X-App-Id": appId } });
+    await response.arrayBuffer();
+    attempts += outcome.attempts;
+    statuses.push(response.status);
+  }
+  const elapsed = performance.now() - start;
+  const refused = seen.filter((s) => s === 429).length;
+  assert.equal(seen.length, attempts);
+  const hits = await hitsPerSecond(upstream, appId);
+  summary({ test: "paced", requests: n, attempts, "429s": refused, rate: Number(((attempts * 1000) / elapsed).toFixed(2)), elapsed_ms: Math.round(elapsed), max_per_second: hits.max, limit: max });
+  assert.ok(refused <= 1, `${refused} of ${attempts} attempts were refused`);
+  assert.ok(statuses.every((s) => s === 200), `statuses: ${statuses.filter((s) => s !== 200)}`);
+  assert.equal(hits.total, n, "every request reached the upstream once");
+  assert.ok(hits.max <= max, `the upstream saw ${hits.max} requests in one second (limit ${max}): ${JSON.stringify([...hits.perSecond])}`);
+});
