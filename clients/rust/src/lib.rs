@@ -19,6 +19,10 @@
 //! The same behaviour, specified in `clients/behaviour.md` and replayed from
 //! `clients/fixtures/behaviour.json`, holds in the Python and TypeScript clients beside this one.
 //!
+//! With the `opentelemetry` feature, `Backoff::with_telemetry` records each call as a span and
+//! metrics (`Telemetry`, on the global providers or given ones); without it, nothing of
+//! OpenTelemetry is compiled.
+//!
 //! Time, sleeping and chance are injected ([`Sleeper`], [`Clock`], [`Jitter`]) so tests prove the
 //! timing without sleeping. [`Backoff::run`] works with any transport; [`Client`] wraps reqwest.
 //!
@@ -43,6 +47,8 @@ mod queue;
 mod rate_headers;
 mod retry;
 mod runtime;
+#[cfg(feature = "opentelemetry")]
+mod telemetry;
 
 pub use breaker::{BreakerState, CircuitBreaker, OnChange};
 pub use budget::RetryBudget;
@@ -54,6 +60,8 @@ pub use queue::{QueueFull, Taken, WorkQueue};
 pub use rate_headers::RateView;
 pub use retry::{Answer, Backoff, Failed, Reply};
 pub use runtime::{Clock, Jitter, RandomJitter, Sleep, Sleeper, SystemClock, TokioSleeper};
+#[cfg(feature = "opentelemetry")]
+pub use telemetry::Telemetry;
 
 /// [`Backoff`] over a `reqwest::Client`.
 #[derive(Clone)]

@@ -66,6 +66,8 @@ pub struct Backoff {
     jitter: Arc<dyn Jitter>,
     pacer: Option<Arc<Pacer>>,
     breaker: Option<Arc<CircuitBreaker>>,
+    #[cfg(feature = "opentelemetry")]
+    telemetry: Option<crate::telemetry::Telemetry>,
 }
 
 impl Backoff {
@@ -79,6 +81,8 @@ impl Backoff {
             jitter: Arc::new(RandomJitter::default()),
             pacer: None,
             breaker: None,
+            #[cfg(feature = "opentelemetry")]
+            telemetry: None,
         }
     }
 
@@ -100,6 +104,13 @@ impl Backoff {
         self
     }
 
+    /// Record every call as a span and metrics (`clients/behaviour.md` §7).
+    #[cfg(feature = "opentelemetry")]
+    pub fn with_telemetry(mut self, telemetry: crate::telemetry::Telemetry) -> Self {
+        self.telemetry = Some(telemetry);
+        self
+    }
+
     pub fn with_sleeper(mut self, sleeper: Arc<dyn Sleeper>) -> Self {
         self.sleeper = sleeper;
         self
@@ -116,7 +127,20 @@ impl Backoff {
     }
 
     /// Runs `attempt` until it succeeds, is refused for good, or the policy or budget says stop.
-    pub async fn run<F, Fut, E>(&self, mut attempt: F) -> Result<Answer, Failed<E>>
+    pub async fn run<F, Fut, E>(&self, attempt: F) -> Result<Answer, Failed<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Reply, E>>,
+        E: std::error::Error + 'static,
+    {
+        #[cfg(feature = "opentelemetry")]
+        if let Some(t) = &self.telemetry {
+            return t.record(self.attempts(attempt)).await;
+        }
+        self.attempts(attempt).await
+    }
+
+    async fn attempts<F, Fut, E>(&self, mut attempt: F) -> Result<Answer, Failed<E>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Reply, E>>,
@@ -235,7 +259,7 @@ impl Backoff {
                 };
             }
             last = Some(pending);
-            self.sleeper.sleep(wait).await;
+            self.sleep(wait).await;
             waits.push(wait);
             asked.push(server);
         }
@@ -255,10 +279,18 @@ impl Backoff {
                 return Some(Stop::WaitTooLong(wait));
             }
             if !wait.is_zero() {
-                self.sleeper.sleep(wait).await;
+                self.sleep(wait).await;
                 *paced += wait;
             }
         }
         None
+    }
+
+    async fn sleep(&self, wait: Duration) {
+        self.sleeper.sleep(wait).await;
+        #[cfg(feature = "opentelemetry")]
+        if let Some(t) = &self.telemetry {
+            t.slept(wait);
+        }
     }
 }
