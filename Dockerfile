@@ -13,7 +13,7 @@ COPY wasm-filter wasm-filter
 COPY tests tests
 COPY wasm-host wasm-host
 COPY bench bench
-COPY client client
+COPY clients/rust clients/rust
 COPY fuzz fuzz
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \

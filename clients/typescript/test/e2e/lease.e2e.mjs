@@ -3,19 +3,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Leases } from "sluice-client";
 
-// ---- helpers (each e2e file is self-contained) ----
-
-function env(name) {
-  const value = process.env[name];
-  assert.ok(value && value.trim() !== "", `${name} is not set: the end-to-end tests need it`);
-  return value.trim().replace(/\/+$/, "");
-}
-
-const uniqueId = (prefix) => `${prefix}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
-
-function summary(fields) {
-  process.stdout.write(`SDK-E2E typescript ${JSON.stringify(fields)}\n`);
-}
+import { env, uniqueId, summary } from "./helpers.mjs";
 
 test("lease: released when the body throws; the error propagates", { timeout: 60_000 }, async () => {
   const sluice = env("SLUICE_URL");
