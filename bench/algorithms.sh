@@ -1,27 +1,37 @@
 #!/usr/bin/env bash
 # Throughput and CPU of each algorithm relative to fixed_window, on one store, under the same load.
 #
-#   bench/algorithms.sh memory|redis [--rounds N] [-- sluice-load flags...]
+#   bench/algorithms.sh memory|redis|cluster [--rounds N] [--shards N] [-- sluice-load flags...]
 #
 # Runs bench/run.sh with bench/config/sluice.yaml rewritten for each algorithm (limits far above
 # the load, so every answer is OK and writes its counter), alternating fixed, sliding, token
 # bucket in every round so drift in the machine's load hits all three alike. Prints each run, then
-# the medians and the ratios to fixed_window as one JSON line.
+# the medians and the ratios to fixed_window as one JSON line. `cluster` runs on a throwaway Redis
+# Cluster of `--shards` masters (default 3), Redis figures summed over them (see bench/run.sh).
 set -euo pipefail
 
+usage() {
+    echo "usage: $0 memory|redis|cluster [--rounds N] [--shards N] [-- sluice-load flags...]" >&2
+    exit 2
+}
 backend=${1:-}
 case "$backend" in
-memory | redis) shift ;;
-*)
-    echo "usage: $0 memory|redis [--rounds N] [-- sluice-load flags...]" >&2
-    exit 2
-    ;;
+memory | redis | cluster) shift ;;
+*) usage ;;
 esac
 rounds=3
-if [[ ${1:-} == --rounds ]]; then
-    rounds=$2
-    shift 2
-fi
+shards=()
+while [[ $# -gt 0 && $1 != -- ]]; do
+    case "$1" in
+    --rounds) rounds=${2:-} ;;
+    --shards)
+        [[ $backend == cluster ]] || usage
+        shards=(--shards "${2:-}")
+        ;;
+    *) usage ;;
+    esac
+    shift 2 || usage
+done
 [[ ${1:-} == -- ]] && shift
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -38,7 +48,7 @@ done
 for round in $(seq "$rounds"); do
     for algorithm in fixed_window sliding_window token_bucket; do
         line=$(BENCH_CONFIG="$work/$algorithm.yaml" SKIP_BUILD=1 "$root/bench/run.sh" "$backend" \
-            --shape generic --domain bench --entries 1 --duration 8 "$@" | tail -n 1)
+            "${shards[@]}" --shape generic --domain bench --entries 1 --duration 8 "$@" | tail -n 1)
         echo "$line" | python3 -c '
 import json, sys
 r = json.loads(sys.stdin.read())
@@ -55,19 +65,22 @@ print(line, file=sys.stderr)'
     done
 done
 
-python3 - "$work/runs.jsonl" "$backend" <<'PY'
+python3 - "$work/runs.jsonl" "$backend" "${shards[1]:-}" <<'PY'
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1])]
 figures = ("decisions_per_s", "server_cpu_us_per_decision")
 out = {"backend": sys.argv[2], "rounds": max(r["round"] for r in runs), "medians": {}, "ratio_to_fixed_window": {}}
-def redis_cpu(r):
-    return (r.get("redis") or {}).get("cpu_us_per_decision")
+if sys.argv[2] == "cluster":
+    out["shards"] = int(sys.argv[3] or 3)
+def redis_figure(r, name):
+    return (r.get("redis") or {}).get(name)
 for alg in ("fixed_window", "sliding_window", "token_bucket"):
     mine = [r for r in runs if r["algorithm"] == alg]
     m = {f: statistics.median(r[f] for r in mine) for f in figures}
-    rc = [redis_cpu(r) for r in mine if redis_cpu(r) is not None]
-    if rc:
-        m["redis_cpu_us_per_decision"] = statistics.median(rc)
+    for name in ("cpu_us_per_decision", "commands_per_decision"):
+        values = [redis_figure(r, name) for r in mine if redis_figure(r, name) is not None]
+        if values:
+            m["redis_" + name] = statistics.median(values)
     m["errors"] = sum(r["errors"] for r in mine)
     out["medians"][alg] = m
 base = out["medians"]["fixed_window"]

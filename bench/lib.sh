@@ -1,5 +1,5 @@
-# Shared by bench/run.sh and bench/side-by-side.sh (sourced, not run): free loopback ports,
-# throwaway redis-server and sluice processes that are stopped on exit.
+# Shared by the bench scripts (sourced, not run): free loopback ports, throwaway redis-server
+# (one, or the masters of a Redis Cluster) and sluice processes that are stopped on exit.
 #
 # The caller sets `work` (a temp dir) and `bin_dir`, and calls `bench_cleanup` from its EXIT trap.
 
@@ -21,12 +21,25 @@ bench_cleanup() {
     done
 }
 
-# A port nothing on 127.0.0.1 answers on. Another process could still take it before we bind;
-# the readiness waits turn that race into a clear failure instead of a silent mix-up.
+# The kernel's ephemeral range, where outgoing connections take their local ports: a port there can
+# be bound by a connection (a cluster bus link, a client) while nothing listens on it, which the
+# probe below cannot see, so listening ports are chosen outside it.
+read -r ephemeral_low ephemeral_high </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null ||
+    { ephemeral_low=32768 ephemeral_high=60999; }
+
+# PORT is outside the ephemeral range?
+outside_ephemeral() {
+    (($1 < ephemeral_low || $1 > ephemeral_high))
+}
+
+# A port nothing on 127.0.0.1 answers on, outside the ephemeral range. Another process could still
+# take it before we bind; the readiness waits turn that race into a clear failure instead of a
+# silent mix-up.
 free_port() {
     local port
-    for _ in $(seq 100); do
-        port=$((20000 + RANDOM % 40000))
+    for _ in $(seq 1000); do
+        port=$((20000 + (RANDOM << 15 | RANDOM) % 45536))
+        outside_ephemeral "$port" || continue
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             echo "$port"
             return 0
@@ -66,13 +79,122 @@ start_redis() {
     return 1
 }
 
+# A port P such that nothing on 127.0.0.1 answers on P or on P+10000, the cluster bus port Redis
+# derives from it, both are outside the ephemeral range, and neither is already in use by a node
+# of ours (the ports given as arguments).
+free_port_pair() {
+    local port taken used
+    for _ in $(seq 1000); do
+        port=$((20000 + (RANDOM << 15 | RANDOM) % 35536))
+        outside_ephemeral "$port" && outside_ephemeral $((port + 10000)) || continue
+        taken=0
+        for used in "$@"; do
+            if ((port == used || port == used + 10000 || port + 10000 == used)); then
+                taken=1
+            fi
+        done
+        ((taken)) && continue
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null &&
+            ! (exec 3<>"/dev/tcp/127.0.0.1/$((port + 10000))") 2>/dev/null; then
+            echo "$port"
+            return 0
+        fi
+    done
+    echo "bench: no free loopback port pair (P, P+10000) found" >&2
+    return 1
+}
+
+# start_redis_cluster SHARDS VAR: starts SHARDS throwaway Redis Cluster masters (no persistence, no
+# replicas) on loopback, gives each an equal share of the 16384 slots, joins them, waits until
+# every node reports cluster_state:ok with every slot served and every node known, and stores
+# their ports in the array VAR. Slots are assigned by hand rather than with
+# `redis-cli --cluster create`, which refuses fewer than three masters.
+start_redis_cluster() {
+    local shards=$1
+    local -n cluster_ports_out=$2
+    cluster_ports_out=()
+    command -v redis-server >/dev/null || {
+        echo "bench: redis-server is not on PATH" >&2
+        return 1
+    }
+    local i port reply
+    for ((i = 0; i < shards; i++)); do
+        port=$(free_port_pair "${cluster_ports_out[@]}")
+        redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
+            --protected-mode yes --dir "$work" --cluster-enabled yes \
+            --cluster-config-file "nodes-$port.conf" >"$work/redis-$port.log" 2>&1 &
+        pids+=($!)
+        cluster_ports_out+=("$port")
+    done
+    for port in "${cluster_ports_out[@]}"; do
+        for _ in $(seq 50); do
+            redis-cli -p "$port" PING >/dev/null 2>&1 && continue 2
+            sleep 0.1
+        done
+        echo "bench: cluster node did not answer on 127.0.0.1:$port within 5s" >&2
+        show_log "$work/redis-$port.log"
+        return 1
+    done
+    for ((i = 0; i < shards; i++)); do
+        port=${cluster_ports_out[i]}
+        for command in "CLUSTER ADDSLOTSRANGE $((i * 16384 / shards)) $(((i + 1) * 16384 / shards - 1))" \
+            "CLUSTER SET-CONFIG-EPOCH $((i + 1))"; do
+            # shellcheck disable=SC2086 # the command's words
+            reply=$(redis-cli -p "$port" $command 2>&1)
+            [[ $reply == OK ]] || {
+                echo "bench: $command on 127.0.0.1:$port: $reply" >&2
+                return 1
+            }
+        done
+    done
+    for port in "${cluster_ports_out[@]:1}"; do
+        reply=$(redis-cli -p "${cluster_ports_out[0]}" CLUSTER MEET 127.0.0.1 "$port" 2>&1)
+        [[ $reply == OK ]] || {
+            echo "bench: CLUSTER MEET 127.0.0.1 $port: $reply" >&2
+            return 1
+        }
+    done
+    local info healthy_nodes
+    for _ in $(seq 300); do
+        healthy_nodes=0
+        for port in "${cluster_ports_out[@]}"; do
+            info=$(redis-cli -p "$port" CLUSTER INFO 2>/dev/null | tr -d '\r')
+            if [[ $info == *cluster_state:ok* && $info == *cluster_slots_ok:16384* &&
+                $info == *"cluster_known_nodes:$shards"* ]]; then
+                healthy_nodes=$((healthy_nodes + 1))
+            fi
+        done
+        ((healthy_nodes == shards)) && return 0
+        sleep 0.1
+    done
+    echo "bench: the $shards-node cluster was not healthy within 30s" >&2
+    for port in "${cluster_ports_out[@]}"; do
+        echo "--- CLUSTER INFO of 127.0.0.1:$port ---" >&2
+        redis-cli -p "$port" CLUSTER INFO >&2 || true
+    done
+    return 1
+}
+
 # start_sluice CONFIG BACKEND REDIS_PORT [extra sluice flags...]: starts sluice on free ports and
-# waits until it is healthy. Sets sluice_pid, sluice_grpc_port and sluice_http_port.
+# waits until it is healthy. Sets sluice_pid, sluice_grpc_port and sluice_http_port. BACKEND is
+# memory, redis, or cluster (Redis Cluster: REDIS_PORT is then the masters' ports separated by
+# commas, all given to sluice as seeds).
 start_sluice() {
     local config=$1 backend=$2 redis_port=$3
     shift 3
-    local args=(--config "$config" --backend "$backend")
-    [[ $backend == redis ]] && args+=(--redis-url "redis://127.0.0.1:$redis_port")
+    local args=(--config "$config")
+    case "$backend" in
+    redis) args+=(--backend redis --redis-url "redis://127.0.0.1:$redis_port") ;;
+    cluster)
+        local seeds=() port
+        for port in ${redis_port//,/ }; do seeds+=("127.0.0.1:$port"); done
+        args+=(--backend redis --redis-type cluster --redis-url "$(
+            IFS=,
+            echo "${seeds[*]}"
+        )")
+        ;;
+    *) args+=(--backend "$backend") ;;
+    esac
     sluice_grpc_port=$(free_port)
     sluice_http_port=$(free_port)
     while [[ $sluice_http_port == "$sluice_grpc_port" ]]; do sluice_http_port=$(free_port); done

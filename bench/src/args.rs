@@ -107,6 +107,8 @@ pub struct Args {
 
     /// A Redis the server counts in (loopback only): its command calls and CPU time over the
     /// measured window are reported per decision, from `INFO commandstats` and `INFO cpu`.
+    /// Several `HOST:PORT`s separated by commas (every master of a Redis Cluster) are read at
+    /// once and reported as their sum, with each node's share under `per_node`.
     #[arg(long)]
     pub redis: Option<String>,
 
@@ -276,5 +278,14 @@ mod tests {
         assert_eq!(grpc.target_or_default(), "http://127.0.0.1:8081");
         let json = parse(&["--transport", "json"]).expect("valid");
         assert_eq!(json.target_or_default(), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn redis_takes_one_address_or_a_list() {
+        let one = parse(&["--redis", "127.0.0.1:6379"]).expect("valid");
+        assert_eq!(one.redis.as_deref(), Some("127.0.0.1:6379"));
+        let list = parse(&["--redis", "127.0.0.1:7000,127.0.0.1:7001"]).expect("valid");
+        let addrs = crate::redis_info::parse_addrs(list.redis.as_deref().unwrap()).expect("list");
+        assert_eq!(addrs.len(), 2);
     }
 }

@@ -81,13 +81,15 @@ impl Plan {
 struct CpuMark {
     server: Option<Duration>,
     client: Duration,
-    redis: Option<redis_info::RedisMark>,
+    /// One per `--redis` address, in the order given.
+    redis: Option<Vec<redis_info::RedisMark>>,
 }
 
-async fn cpu_mark(server_pid: Option<u32>, redis: Option<SocketAddr>) -> anyhow::Result<CpuMark> {
-    let redis = match redis {
-        Some(addr) => Some(redis_info::mark(addr).await?),
-        None => None,
+async fn cpu_mark(server_pid: Option<u32>, redis: &[SocketAddr]) -> anyhow::Result<CpuMark> {
+    let redis = if redis.is_empty() {
+        None
+    } else {
+        Some(redis_info::mark_all(redis).await?)
     };
     Ok(CpuMark {
         server: server_pid.map(|p| process_cpu(Some(p))).transpose()?,
@@ -101,6 +103,7 @@ fn report(
     tally: &Tally,
     measure_from: Instant,
     cpu: Option<(CpuMark, CpuMark)>,
+    redis_addrs: &[SocketAddr],
 ) -> serde_json::Value {
     let decisions = tally.decisions();
     let errors = tally.errors_total();
@@ -131,7 +134,7 @@ fn report(
     };
     let redis = match &cpu {
         Some((CpuMark { redis: Some(a), .. }, CpuMark { redis: Some(b), .. })) => {
-            redis_info::report(a, b, decisions)
+            redis_info::report_nodes(redis_addrs, a, b, decisions)
         }
         _ => serde_json::Value::Null,
     };
@@ -238,18 +241,17 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     if let Some(pid) = server_pid {
         process_cpu(Some(pid)).with_context(|| format!("--server-pid {pid}"))?;
     }
-    let redis = args
-        .redis
-        .as_deref()
-        .map(|r| target::loopback_target(&format!("http://{r}"), 6379))
-        .transpose()
-        .context("--redis")?;
-    if let Some(addr) = redis {
-        redis_info::mark(addr).await?;
-    }
-    let first_mark = tokio::spawn(async move {
-        tokio::time::sleep_until(measure_from).await;
-        cpu_mark(server_pid, redis).await
+    let redis: Arc<[SocketAddr]> = match args.redis.as_deref() {
+        Some(raw) => redis_info::parse_addrs(raw)?.into(),
+        None => Arc::new([]),
+    };
+    redis_info::mark_all(&redis).await?;
+    let first_mark = tokio::spawn({
+        let redis = Arc::clone(&redis);
+        async move {
+            tokio::time::sleep_until(measure_from).await;
+            cpu_mark(server_pid, &redis).await
+        }
     });
 
     let mut workers = JoinSet::new();
@@ -295,12 +297,12 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     }
     let cpu = if Instant::now() > measure_from {
         let first = first_mark.await.context("CPU sampler")??;
-        Some((first, cpu_mark(server_pid, redis).await?))
+        Some((first, cpu_mark(server_pid, &redis).await?))
     } else {
         first_mark.abort();
         None
     };
-    Ok(report(args, &total, measure_from, cpu))
+    Ok(report(args, &total, measure_from, cpu, &redis))
 }
 
 fn main() -> ExitCode {
