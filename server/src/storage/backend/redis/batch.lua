@@ -66,20 +66,28 @@ local function store(key, h, st)
   if h.alg == 'F' then
     redis.call('HSET', key, 'w', int(st[1]), 'n', int(st[2]))
   elseif h.alg == 'S' then
-    -- Only what changed: usually the current sub-window's count, and the sub-windows that left
-    -- the window. (Fields a load skipped as expired are removed by the next write that sees them.)
-    local old, live = {}, {}
-    for _, b in ipairs(was or {}) do old[b[1]] = b[2] end
-    local sets, dels = {}, {}
-    for _, b in ipairs(st) do
-      live[b[1]] = true
-      if old[b[1]] ~= b[2] then sets[#sets + 1] = int(b[1]); sets[#sets + 1] = int(b[2]) end
+    if not was then
+      -- New, or loaded as expired (its stale sub-windows may still be stored): written whole.
+      redis.call('DEL', key)
+      local args = {}
+      for _, b in ipairs(st) do args[#args + 1] = int(b[1]); args[#args + 1] = int(b[2]) end
+      redis.call('HSET', key, unpack(args))
+    else
+      -- Only what changed against what was loaded (every stored field): usually the current
+      -- sub-window's count, and the sub-windows that left the window.
+      local old, live = {}, {}
+      for _, b in ipairs(was) do old[b[1]] = b[2] end
+      local sets, dels = {}, {}
+      for _, b in ipairs(st) do
+        live[b[1]] = true
+        if old[b[1]] ~= b[2] then sets[#sets + 1] = int(b[1]); sets[#sets + 1] = int(b[2]) end
+      end
+      for index in pairs(old) do
+        if not live[index] then dels[#dels + 1] = int(index) end
+      end
+      if #dels > 0 then redis.call('HDEL', key, unpack(dels)) end
+      if #sets > 0 then redis.call('HSET', key, unpack(sets)) end
     end
-    for index in pairs(old) do
-      if not live[index] then dels[#dels + 1] = int(index) end
-    end
-    if #dels > 0 then redis.call('HDEL', key, unpack(dels)) end
-    if #sets > 0 then redis.call('HSET', key, unpack(sets)) end
   elseif h.alg == 'L' then
     redis.call('DEL', key)
     local args = {}
