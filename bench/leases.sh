@@ -5,8 +5,9 @@
 #   bench/leases.sh memory|redis [sluice-lease-load flags...]
 #
 # Builds release binaries (SKIP_BUILD=1 reuses them), starts `sluice` with bench/config/leases.yaml
-# on free loopback ports (for `redis`, also a throwaway redis-server), runs the load, and stops
-# everything it started, however it exits.
+# on free loopback ports (for `redis`, also a throwaway redis-server), runs the load with the
+# server's pid (and Redis's address) so the line carries CPU per pair, and stops everything it
+# started, however it exits.
 set -euo pipefail
 
 backend=${1:-}
@@ -49,7 +50,10 @@ redis_port=
 # small machine; that is the overload the budget exists to cut short, not what this run measures.
 start_sluice "$root/bench/config/leases.yaml" "$backend" "$redis_port" --store-budget-ms 1000
 echo "leases.sh: sluice ($backend) ready, gRPC 127.0.0.1:$sluice_grpc_port" >&2
-"$bin_dir/sluice-lease-load" --target "http://127.0.0.1:$sluice_grpc_port" "$@" >"$work/load.json" &
+measure=(--server-pid "$sluice_pid")
+[[ $backend == redis ]] && measure+=(--redis "127.0.0.1:$redis_port")
+"$bin_dir/sluice-lease-load" --target "http://127.0.0.1:$sluice_grpc_port" "${measure[@]}" "$@" \
+    >"$work/load.json" &
 load_pid=$!
 pids=("$load_pid" "${pids[@]}")
 wait "$load_pid"

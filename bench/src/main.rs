@@ -12,6 +12,7 @@ mod closed;
 #[path = "../../server/src/grpc/coalesce.rs"]
 mod coalesce;
 mod open;
+mod proc_cpu;
 mod redis_info;
 mod tally;
 mod target;
@@ -30,7 +31,8 @@ use tokio::time::Instant;
 
 use crate::args::{Args, Mode, Shape, Transport};
 use crate::client::{Answer, Client};
-use crate::tally::{Tally, percentiles, process_cpu};
+use crate::proc_cpu::process_cpu;
+use crate::tally::{Tally, percentiles};
 use crate::workload::{Payload, Workload};
 
 /// Slack on top of the run's own bounds before the whole run is abandoned. Each request is

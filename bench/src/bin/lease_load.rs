@@ -7,7 +7,18 @@
 //! contends on one key). Prints one JSON line: pairs per second, the latency of each half, and
 //! refusals (a full pool) and errors.
 //!
+//! With `--server-pid` the line carries the server's CPU per pair, and with `--redis` (one or
+//! more loopback addresses, comma-separated: every Cluster master) Redis's commands and CPU per
+//! pair, both over the measured seconds only.
+//!
 //! Loopback targets only; bounded by `--duration` (≤ 300 s) and `--max-pairs`.
+
+#[path = "../proc_cpu.rs"]
+mod proc_cpu;
+#[path = "../redis_info.rs"]
+mod redis_info;
+#[path = "../target.rs"]
+mod target;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -53,6 +64,12 @@ struct Args {
     /// Hard cap on pairs, warm-up included.
     #[arg(long, default_value_t = 20_000_000)]
     max_pairs: u64,
+    /// The server's process id: its CPU per pair is reported.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Redis's address(es), comma-separated: commands and CPU per pair are reported.
+    #[arg(long)]
+    redis: Option<String>,
 }
 
 fn loopback(target: &str) -> anyhow::Result<()> {
@@ -208,11 +225,22 @@ async fn main() -> anyhow::Result<()> {
             )));
         }
     }
+    let redis = match &args.redis {
+        Some(raw) => redis_info::parse_addrs(raw)?,
+        None => Vec::new(),
+    };
+    let server_cpu = || {
+        args.server_pid
+            .map(|p| proc_cpu::process_cpu(Some(p)))
+            .transpose()
+    };
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
+    let (cpu_before, redis_before) = (server_cpu()?, redis_info::mark_all(&redis).await?);
     tokio::time::sleep(Duration::from_secs(args.duration)).await;
     measuring.store(false, Ordering::Relaxed);
+    let (cpu_after, redis_after) = (server_cpu()?, redis_info::mark_all(&redis).await?);
     let elapsed = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     let mut total = Tally {
@@ -247,6 +275,12 @@ async fn main() -> anyhow::Result<()> {
         "release_us": {"p50": quantile(&total.release, 0.5), "p99": quantile(&total.release, 0.99)},
         "refused": total.refused,
         "errors": total.errors,
+        "server_cpu_us_per_pair": cpu_before.zip(cpu_after).map(|(a, b)| {
+            let us = b.saturating_sub(a).as_secs_f64() * 1e6 / total.pairs.max(1) as f64;
+            (us * 100.0).round() / 100.0
+        }),
+        "redis": (!redis.is_empty())
+            .then(|| redis_info::report_nodes(&redis, &redis_before, &redis_after, total.pairs)),
     });
     println!("{line}");
     Ok(())
