@@ -107,6 +107,9 @@ local function store(key, h, st)
   end
 end
 
+-- Set once a request starts writing (see the loop at the end).
+local writing = false
+
 -- One request: its keys from KEYS[first_key + 1] and its n hits' arguments from
 -- ARGV[first_arg]; returns its reply.
 local function decide(first_key, first_arg, n)
@@ -191,6 +194,8 @@ local function decide(first_key, first_arg, n)
     return not rescued[i]
   end
 
+  -- Nothing was written before this point (GUARDED batches rely on it).
+  writing = true
   -- Pass 2: write each key's state once: that of its last hit that writes (a look writes
   -- nothing; like the memory store, a hit that left its state as it found it writes that state).
   if charged then
@@ -229,11 +234,25 @@ end
 -- The requests in arrival order, each decided (and written) before the next is read, exactly as
 -- if each were its own call. Per request: its admission, its time (empty for Redis TIME), its
 -- number of hits, then seven values per hit.
-local replies, arg, first_key = {}, 1, 0
+--
+-- GUARDED (a Cluster node's batch, whose keys may belong to slots this node no longer serves):
+-- a request whose reads fail wrote nothing and replies { -1 }, to be sent again by the Cluster's
+-- own routing; one whose writes fail replies { -2 } (what it wrote stays). The others go on.
+local replies, arg, first_key = {}, FIRST_ARG, FIRST_KEY
 while arg <= #ARGV do
   local n = tonumber(ARGV[arg + 2])
   begin_request(ARGV[arg], ARGV[arg + 1])
-  replies[#replies + 1] = decide(first_key, arg + 3, n)
+  if GUARDED then
+    writing = false
+    local ok, reply = pcall(decide, first_key, arg + 3, n)
+    if ok then
+      replies[#replies + 1] = reply
+    else
+      replies[#replies + 1] = { writing and -2 or -1 }
+    end
+  else
+    replies[#replies + 1] = decide(first_key, arg + 3, n)
+  end
   first_key = first_key + n
   arg = arg + 3 + 7 * n
 end

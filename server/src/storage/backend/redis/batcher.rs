@@ -19,8 +19,11 @@
 //! and sent, is bounded by the store's timeout; a request whose caller stopped waiting before
 //! its call left is not sent (it is not charged).
 //!
-//! A Redis Cluster is not batched (every request goes at once, alone): all the keys of one script
-//! must hash to one slot, and a per-slot queue would seldom fill at real key counts.
+//! On a Redis Cluster there is one batcher per primary node ([`super::nodes`]): a call carries
+//! requests of every slot the node serves, its keys in `ARGV` (see [`super::scripts`]), sent to
+//! that node by address. A request its node no longer serves (a reshard or failover in between)
+//! comes back unwritten and goes again through the Cluster's own routing. A second, unbatched
+//! batcher sends those, and any request while the slot map is unknown, at once and alone.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -56,6 +59,36 @@ impl Part {
         self.args.arg(arg);
         self
     }
+
+    pub(super) fn keys(&self) -> impl Iterator<Item = &[u8]> {
+        simple(&self.keys)
+    }
+
+    pub(super) fn args(&self) -> impl Iterator<Item = &[u8]> {
+        simple(&self.args)
+    }
+}
+
+fn simple(cmd: &Cmd) -> impl Iterator<Item = &[u8]> {
+    cmd.args_iter().filter_map(|a| match a {
+        Arg::Simple(a) => Some(a),
+        _ => None,
+    })
+}
+
+/// Script calls sent, and the requests they carried: their ratio is the batch depth.
+#[derive(Default)]
+pub struct Stats {
+    pub calls: AtomicU64,
+    pub requests: AtomicU64,
+}
+
+/// Where a batcher's calls go.
+pub enum Target {
+    /// `EVALSHA` over [`Links`] (a single Redis, or a Cluster routing by the declared keys).
+    Links,
+    /// One Cluster primary by address, with the node script.
+    Node { host: String, port: u16 },
 }
 
 /// The script's reply to one request.
@@ -72,16 +105,15 @@ struct State {
     queue: VecDeque<Queued>,
 }
 
-/// Sends requests to one Redis (a single primary, or the primary Sentinel names).
+/// Sends requests to one Redis (a single primary, the primary Sentinel names, or a Cluster node).
 pub struct Batcher {
     links: Arc<Links>,
     script: Script,
     timeout: Duration,
     max_in_flight: usize,
     state: Mutex<State>,
-    /// Script calls sent, and the requests they carried: their ratio is the batch depth.
-    pub calls: AtomicU64,
-    pub requests: AtomicU64,
+    target: Target,
+    pub stats: Arc<Stats>,
 }
 
 impl Batcher {
@@ -91,6 +123,8 @@ impl Batcher {
         script: Script,
         timeout: Duration,
         max_in_flight: usize,
+        target: Target,
+        stats: Arc<Stats>,
     ) -> Arc<Self> {
         Arc::new(Self {
             links,
@@ -98,8 +132,8 @@ impl Batcher {
             timeout,
             max_in_flight: max_in_flight.max(1),
             state: Mutex::default(),
-            calls: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
+            target,
+            stats,
         })
     }
 
@@ -202,20 +236,23 @@ impl Batcher {
 
     /// One `EVALSHA` for `parts`, in order; one reply per part.
     async fn send(&self, parts: &[&Part]) -> Result<Vec<Vec<i64>>, StoreError> {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        self.requests
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .requests
             .fetch_add(parts.len() as u64, Ordering::Relaxed);
+        if let Target::Node { host, port } = &self.target {
+            let node = super::nodes::Node { host, port: *port };
+            return node
+                .send(&self.links, &self.script, self.timeout, parts)
+                .await;
+        }
         let mut call = self.script.prepare_invoke();
         for part in parts {
-            for key in part.keys.args_iter() {
-                if let Arg::Simple(key) = key {
-                    call.key(key);
-                }
+            for key in part.keys() {
+                call.key(key);
             }
-            for arg in part.args.args_iter() {
-                if let Arg::Simple(arg) = arg {
-                    call.arg(arg);
-                }
+            for arg in part.args() {
+                call.arg(arg);
             }
         }
         let mut conn = self.links.get()?;

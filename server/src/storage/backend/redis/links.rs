@@ -114,6 +114,20 @@ impl Links {
         links
     }
 
+    /// The seed addresses (host and port) given for a Cluster.
+    pub fn seeds(&self) -> Vec<(String, u16)> {
+        self.target
+            .nodes
+            .iter()
+            .filter_map(|n| match n.addr() {
+                ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+                    Some((host.clone(), *port))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The next connection in turn, or an error while there is none.
     pub fn get(&self) -> Result<Link, StoreError> {
         let pool = self.current.load();
@@ -346,11 +360,14 @@ async fn connect_cluster(links: std::sync::Weak<Links>) {
             redis::cmd("PING").query_async::<()>(&mut probe).await?;
             // SCRIPT LOAD goes to every primary: loaded now rather than on each one's first
             // NOSCRIPT.
-            script
+            script.prepare_invoke().load_async(&mut probe).await?;
+            // The per-node batch script too, where Redis knows its flags (7.0 on); else each
+            // node's first batch finds out ([`super::nodes`]).
+            let _ = super::scripts::node_script()
                 .prepare_invoke()
                 .load_async(&mut probe)
-                .await
-                .map(|_| ())
+                .await;
+            Ok(())
         };
         match bounded(l.timeout, load).await {
             Ok(()) => {

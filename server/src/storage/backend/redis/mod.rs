@@ -3,9 +3,10 @@
 //! Each request is decided by the script in [`scripts`] in one round trip, atomically: alone, or
 //! with the requests that arrived while Redis was busy in one `EVALSHA` ([`batcher`]), over the
 //! connections of [`links`]: a single primary, a primary followed through Sentinel, or a Redis
-//! Cluster ([`target`] reads the address and TLS settings). On a Cluster, a request whose counters
-//! live in several hash slots runs one script per slot concurrently and stays all-or-nothing by
-//! undoing the slots that charged when another rejected ([`cluster`]).
+//! Cluster ([`target`] reads the address and TLS settings). On a Cluster, requests are batched per
+//! primary node ([`nodes`]), and a request whose counters live in several hash slots runs one
+//! script per slot concurrently and stays all-or-nothing by undoing the slots that charged when
+//! another rejected ([`cluster`]).
 //!
 //! Opening the store never waits for Redis beyond [`RedisOptions::timeout`]: an unreachable Redis
 //! is connected in the background, and calls fail at once meanwhile (the failure policy of
@@ -17,6 +18,7 @@
 pub mod batcher;
 pub mod cluster;
 pub mod links;
+pub mod nodes;
 pub mod scripts;
 pub mod target;
 
@@ -80,6 +82,9 @@ pub struct RedisStore {
     links: Arc<Links>,
     timeout: Duration,
     batcher: Arc<batcher::Batcher>,
+    /// A Cluster's per-node batchers (`batcher` then sends unbatched, by the declared keys).
+    nodes: Option<Arc<nodes::Nodes>>,
+    stats: Arc<batcher::Stats>,
     holders: Script,
     clock: RedisClock,
     /// Expired leases the script reclaimed (reported with each reply).
@@ -99,18 +104,33 @@ impl RedisStore {
         let cluster = target.kind == RedisType::Cluster;
         let links = Links::start(target, opts.pool_size, opts.timeout);
         links.wait_connected(opts.timeout).await?;
-        // About one call in flight per connection; a Cluster is not batched (see [`batcher`]).
+        // About one call in flight per connection (on a Cluster, about as many shared by the
+        // primaries' batchers of [`nodes`]; the declared-keys batcher then only sends what they
+        // cannot, at once and alone).
         let in_flight = if cluster { usize::MAX } else { opts.pool_size };
+        let stats = Arc::new(batcher::Stats::default());
         let batcher = batcher::Batcher::new(
             Arc::clone(&links),
             scripts::apply_script(),
             opts.timeout,
             in_flight,
+            batcher::Target::Links,
+            Arc::clone(&stats),
         );
+        let nodes = cluster.then(|| {
+            nodes::Nodes::start(
+                Arc::clone(&links),
+                opts.timeout,
+                opts.pool_size,
+                Arc::clone(&stats),
+            )
+        });
         Ok(Self {
             links,
             timeout: opts.timeout,
             batcher,
+            nodes,
+            stats,
             holders: scripts::holders_script(),
             clock: opts.clock,
             leases_reclaimed: Default::default(),
@@ -138,9 +158,45 @@ impl RedisStore {
             RedisClock::Redis => None,
             RedisClock::Pinned(clock) => Some(clock.now().as_micros() as u64),
         };
-        let mut part = batcher::Part::default();
-        scripts::encode(&mut part, hits, admission, time);
-        let reply = self.batcher.call(part).await;
+        let encode = || {
+            let mut part = batcher::Part::default();
+            scripts::encode(&mut part, hits, admission, time);
+            part
+        };
+        // On a Cluster, the batcher of the node serving the hits' slot (they share one).
+        let node = self
+            .nodes
+            .as_ref()
+            .zip(hits.first())
+            .and_then(|(nodes, hit)| Some((nodes, nodes.batcher(&hit.key)?)));
+        let reply = match node {
+            Some((nodes, node)) => {
+                let reply = node.call(encode()).await;
+                match reply.as_deref() {
+                    Ok([nodes::UNSERVED]) => {
+                        nodes.refresh();
+                        self.batcher.call(encode()).await
+                    }
+                    Ok([nodes::UNSUPPORTED]) => {
+                        nodes.turn_off();
+                        self.batcher.call(encode()).await
+                    }
+                    Ok([nodes::HALF_WRITTEN]) => {
+                        nodes.refresh();
+                        Err(StoreError::Server(
+                            "a Cluster node stopped serving a slot while the script wrote it"
+                                .into(),
+                        ))
+                    }
+                    Ok(_) => reply,
+                    Err(_) => {
+                        nodes.refresh();
+                        reply
+                    }
+                }
+            }
+            None => self.batcher.call(encode()).await,
+        };
         let (outcome, reclaimed, at) = scripts::parse_reply(hits, &reply?)?;
         self.leases_reclaimed
             .fetch_add(reclaimed, std::sync::atomic::Ordering::Relaxed);
@@ -224,7 +280,7 @@ impl Store for RedisStore {
 
 /// Scrape-time metrics of a Redis store: the expired leases its scripts reclaimed, and the script
 /// calls sent with the requests they carried (their ratio is the cross-request batch depth).
-pub struct RedisStoreMetrics(Arc<std::sync::atomic::AtomicU64>, Arc<batcher::Batcher>);
+pub struct RedisStoreMetrics(Arc<std::sync::atomic::AtomicU64>, Arc<batcher::Stats>);
 
 impl std::fmt::Debug for RedisStoreMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -234,10 +290,7 @@ impl std::fmt::Debug for RedisStoreMetrics {
 
 impl RedisStore {
     pub fn metrics(&self) -> RedisStoreMetrics {
-        RedisStoreMetrics(
-            Arc::clone(&self.leases_reclaimed),
-            Arc::clone(&self.batcher),
-        )
+        RedisStoreMetrics(Arc::clone(&self.leases_reclaimed), Arc::clone(&self.stats))
     }
 
     /// Expired leases the script reclaimed since the store was opened.
@@ -271,7 +324,8 @@ impl prometheus_client::collector::Collector for RedisStoreMetrics {
         calls.encode(encoder.encode_descriptor(
             "redis_script_calls",
             "Decision scripts sent to Redis (one per request, or per batch of requests queued \
-             while the calls in flight ran; on a Cluster, one per slot of a request)",
+             while the calls in flight ran, per node on a Cluster, where a request across \
+             slots sends one per slot)",
             None,
             calls.metric_type(),
         )?)?;

@@ -24,7 +24,10 @@
 //!
 //! **KEYS**: the counter key of every hit, request after request, each request's in batch order
 //! (see [`crate::storage::keys`]). A key may appear more than once. Every key the script touches is
-//! declared.
+//! declared, except in the Cluster node variant ([`super::nodes`]): it declares none and takes
+//! `ARGV[1]` (the number of keys) and the keys ahead of the arguments below, so one call can carry
+//! requests of several slots of one node; it then decides each request under `pcall` so a request
+//! whose slot the node no longer serves is answered `{-1}` (nothing written) and sent again.
 //!
 //! **ARGV**, per request in the same order, three values and then seven per hit:
 //! - the admission, `A` for all-or-nothing, `C` for charge-all, `R` for reconcile (charge-all,
@@ -78,8 +81,23 @@ use super::batcher::Part;
 use crate::algorithm::{self, Algorithm, Claim, MAX_UNITS, Micros, Period, Reading};
 use crate::storage::{Admission, Hit, Outcome, Role, StoreError};
 
-/// The script source, kept in its own files so it reads (and lints) as Lua.
+/// The script source, kept in its own files so it reads (and lints) as Lua, after a prologue
+/// saying where the keys and arguments start: a request's keys are `KEYS[FIRST_KEY + 1]` on.
 const APPLY_SOURCE: &str = concat!(
+    "local FIRST_KEY, FIRST_ARG, GUARDED = 0, 1, false\n",
+    include_str!("script.lua"),
+    include_str!("pools.lua"),
+    include_str!("batch.lua")
+);
+
+/// The same script for a whole Redis Cluster node ([`super::nodes`]): it declares no keys, so
+/// requests of every slot the node serves can share a call, and reads them from `ARGV` instead:
+/// `ARGV[1]` the number of keys, then the keys, then the arguments as above. The flag lets one
+/// script touch several slots (Redis 7); every key must still be served by the node, which
+/// `GUARDED` checks request by request (see `batch.lua`).
+pub(super) const NODE_SOURCE: &str = concat!(
+    "#!lua flags=allow-cross-slot-keys\n",
+    "local KEYS, FIRST_KEY, FIRST_ARG, GUARDED = ARGV, 1, tonumber(ARGV[1]) + 2, true\n",
     include_str!("script.lua"),
     include_str!("pools.lua"),
     include_str!("batch.lua")
@@ -99,6 +117,11 @@ pub fn holders_script() -> Script {
 /// The batch script, with its SHA1 computed once.
 pub fn apply_script() -> Script {
     Script::new(APPLY_SOURCE)
+}
+
+/// The batch script for a Cluster node (keys in `ARGV`).
+pub fn node_script() -> Script {
+    Script::new(NODE_SOURCE)
 }
 
 /// `ARGV[1]`.
