@@ -200,7 +200,7 @@ const MAX_POLICY_LEN: usize = 3 + MAX_DECIMAL_DIGITS;
 fn push_policy(key: &mut Vec<u8>, policy: &Policy) {
     key.push(match policy.algorithm {
         Algorithm::FixedWindow => b'f',
-        Algorithm::SlidingWindow => b's',
+        Algorithm::SlidingWindow => b'w',
         Algorithm::TokenBucket => b't',
         Algorithm::FairShare => b'p',
         Algorithm::Concurrency => {

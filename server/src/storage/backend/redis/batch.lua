@@ -11,11 +11,12 @@ local function load(key, alg)
     if v[1] then return { tonumber(v[1]), tonumber(v[2]) } end
     return nil
   elseif alg == 'S' then
-    local flat = redis.call('HGETALL', key)
-    if #flat == 0 then return nil end
+    -- Sub-windows packed as big-endian doubles (index, count), 16 bytes each, oldest first.
+    local packed = redis.call('GET', key)
+    if not packed then return nil end
+    local v = { struct.unpack(string.rep('>d', #packed / 8), packed) }
     local list = {}
-    for k = 1, #flat, 2 do list[#list + 1] = { tonumber(flat[k]), tonumber(flat[k + 1]) } end
-    table.sort(list, function(a, b) return a[1] < b[1] end)
+    for k = 1, #packed / 8, 2 do list[#list + 1] = { v[k], v[k + 1] } end
     return list
   elseif alg == 'L' then
     local list, expired = load_leases(key)
@@ -66,28 +67,14 @@ local function store(key, h, st)
   if h.alg == 'F' then
     redis.call('HSET', key, 'w', int(st[1]), 'n', int(st[2]))
   elseif h.alg == 'S' then
-    if not was then
-      -- New, or loaded as expired (its stale sub-windows may still be stored): written whole.
-      redis.call('DEL', key)
-      local args = {}
-      for _, b in ipairs(st) do args[#args + 1] = int(b[1]); args[#args + 1] = int(b[2]) end
-      redis.call('HSET', key, unpack(args))
-    else
-      -- Only what changed against what was loaded (every stored field): usually the current
-      -- sub-window's count, and the sub-windows that left the window.
-      local old, live = {}, {}
-      for _, b in ipairs(was) do old[b[1]] = b[2] end
-      local sets, dels = {}, {}
-      for _, b in ipairs(st) do
-        live[b[1]] = true
-        if old[b[1]] ~= b[2] then sets[#sets + 1] = int(b[1]); sets[#sets + 1] = int(b[2]) end
-      end
-      for index in pairs(old) do
-        if not live[index] then dels[#dels + 1] = int(index) end
-      end
-      if #dels > 0 then redis.call('HDEL', key, unpack(dels)) end
-      if #sets > 0 then redis.call('HSET', key, unpack(sets)) end
+    -- The whole list in one value, its TTL in the same command.
+    local parts = {}
+    for _, b in ipairs(st) do parts[#parts + 1] = struct.pack('>d>d', b[1], b[2]) end
+    if expire then
+      redis.call('SET', key, table.concat(parts), 'PX', int(math.ceil((at - clock_now) / 1000)))
+      return
     end
+    redis.call('SET', key, table.concat(parts))
   elseif h.alg == 'L' then
     redis.call('DEL', key)
     local args = {}
