@@ -94,7 +94,6 @@ impl SluiceBuilder {
         self
     }
 
-    /// Use the Redis store at `url`.
     /// Use the Redis store at `url`. Unless the test sets `--store-budget-ms`, checks may wait
     /// up to a second for Redis: most tests are about decisions, and a machine busy compiling can
     /// hold Redis past the 10 ms production budget. The fault-injection tests set their own.
@@ -103,6 +102,11 @@ impl SluiceBuilder {
             .arg("redis")
             .arg("--redis-url")
             .arg(url)
+    }
+
+    /// Use a Redis Cluster through `seeds` (`host:port,host:port,…`), as [`Self::redis`] does.
+    pub fn redis_cluster(self, seeds: &str) -> Self {
+        self.redis(seeds).arg("--redis-type").arg("cluster")
     }
 
     pub fn start(mut self) -> Sluice {

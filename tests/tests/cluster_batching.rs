@@ -18,12 +18,7 @@ const CLIENTS: usize = 64;
 async fn requests_are_batched_per_node_and_decided_exactly() {
     let cluster = tokio::task::block_in_place(|| Cluster::start(3, 0, Duration::from_secs(5)));
     let sluice = Sluice::builder(RULES)
-        .arg("--backend")
-        .arg("redis")
-        .arg("--redis-type")
-        .arg("cluster")
-        .arg("--redis-url")
-        .arg(&cluster.seeds())
+        .redis_cluster(&cluster.seeds())
         // One call in flight per node: whatever the machine's speed, concurrent checks queue.
         .arg("--redis-pool-size")
         .arg("1")
@@ -129,12 +124,7 @@ fn user_key(value: &str) -> String {
 async fn a_slot_moved_under_batched_load_is_decided_exactly_once() {
     let cluster = tokio::task::block_in_place(|| Cluster::start(3, 0, Duration::from_secs(5)));
     let sluice = Sluice::builder(RULES)
-        .arg("--backend")
-        .arg("redis")
-        .arg("--redis-type")
-        .arg("cluster")
-        .arg("--redis-url")
-        .arg(&cluster.seeds())
+        .redis_cluster(&cluster.seeds())
         .arg("--redis-pool-size")
         .arg("1")
         .start();

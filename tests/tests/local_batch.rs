@@ -182,12 +182,7 @@ async fn on_a_cluster_too() {
     let replicas: Vec<Sluice> = (0..2)
         .map(|_| {
             Sluice::builder(&rules)
-                .arg("--backend")
-                .arg("redis")
-                .arg("--redis-type")
-                .arg("cluster")
-                .arg("--redis-url")
-                .arg(&cluster.seeds())
+                .redis_cluster(&cluster.seeds())
                 .arg("--store-budget-ms")
                 .arg("1000")
                 .arg("--local-batch=100ms")

@@ -52,12 +52,7 @@ fn count(cluster: &Cluster, key: &str) -> u64 {
 fn replica(cluster: &Cluster) -> Sluice {
     Sluice::builder(&rules())
         .file("tenants.yaml", TENANTS)
-        .arg("--backend")
-        .arg("redis")
-        .arg("--redis-type")
-        .arg("cluster")
-        .arg("--redis-url")
-        .arg(&cluster.seeds())
+        .redis_cluster(&cluster.seeds())
         .start()
 }
 
@@ -161,9 +156,7 @@ async fn replicas_on_a_cluster_admit_exactly_the_limit_and_stay_all_or_nothing_a
     // Explained across slots: a dry run in each slot, judged together, writing nothing.
     let (_dir, tokens) = sluice_tests::admin::token_file();
     let explaining = Sluice::builder(&rules())
-        .redis(&cluster.seeds())
-        .arg("--redis-type")
-        .arg("cluster")
+        .redis_cluster(&cluster.seeds())
         .arg("--admin-token-file")
         .arg(tokens.to_str().expect("path"))
         .start();
@@ -210,12 +203,7 @@ async fn codes(sluice: &Sluice, check: &RateLimitRequest, n: usize) -> Vec<i32> 
 async fn ask_and_moved_are_followed_while_a_slot_migrates() {
     let cluster = tokio::task::block_in_place(|| Cluster::start(3, 0, Duration::from_secs(5)));
     let sluice = Sluice::builder(MIGRATING)
-        .arg("--backend")
-        .arg("redis")
-        .arg("--redis-type")
-        .arg("cluster")
-        .arg("--redis-url")
-        .arg(&cluster.seeds())
+        .redis_cluster(&cluster.seeds())
         .start();
     let counter = key("", "m", &[("k", "moving")]);
     let check = request("m", vec![descriptor(&[("k", "moving")])]);

@@ -138,12 +138,7 @@ async fn a_tls_cluster_with_the_documented_user_decides_exactly() {
 
     let start = |ca: &std::path::Path| {
         with_tls_flags(Sluice::builder(&rules()), ca, &pki)
-            .arg("--backend")
-            .arg("redis")
-            .arg("--redis-type")
-            .arg("cluster")
-            .arg("--redis-url")
-            .arg(&cluster.seeds())
+            .redis_cluster(&cluster.seeds())
             .start()
     };
     let a = start(&pki.ca);
