@@ -222,10 +222,12 @@ class Backoff:
                     return wait
                 if wait > 0:
                     await self.async_sleeper.sleep(wait)
-                call.admit()
+                # The previous response is closed before the breaker is asked, so a retry the
+                # breaker refuses leaves nothing open (admit() does the same in the sync loop).
                 if discard is not None and call.superseded is not None:
                     await discard(call.superseded)
                 call.superseded = None
+                call.admit()
                 step: Union[float, Answer[R]]
                 try:
                     reply = await attempt()

@@ -175,3 +175,29 @@ def test_async_loop_matches_the_sync_one() -> None:
     answer = asyncio.run(b.arun(attempt, discard))
     assert (answer.status, answer.attempts, answer.waits_ms) == (200, 3, [1050, 100])
     assert time.slept == [1050, 100]
+
+
+def test_async_retry_refused_by_the_breaker_closes_the_response_it_replaces() -> None:
+    breaker = CircuitBreaker(threshold=1, open_ms=5000)
+
+    class OpensTheBreaker(AsyncManualTime):
+        """Another call's transport failure opens the shared breaker during this one's back-off."""
+
+        async def sleep(self, ms: float) -> None:  # type: ignore[override]
+            await super().sleep(ms)
+            breaker.failure(self.now_ms())
+
+    time = OpensTheBreaker()
+    first: Reply[str] = Reply(503, [], b"", "first response")
+    closed: List[str] = []
+
+    async def attempt() -> Reply[str]:
+        return first
+
+    async def discard(raw: str) -> None:
+        closed.append(raw)
+
+    b = backoff(time, breaker=breaker)
+    with pytest.raises(CircuitOpen):
+        asyncio.run(b.arun(attempt, discard))
+    assert closed == ["first response"]
