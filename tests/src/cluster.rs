@@ -178,6 +178,39 @@ impl Cluster {
             .expect("a running node")
     }
 
+    /// Node `i`'s cluster id.
+    pub fn id(&self, i: usize) -> String {
+        self.nodes[i].cli(&["CLUSTER", "MYID"]).trim().to_string()
+    }
+
+    /// Starts moving `key`'s slot from master `src` to master `dst` and migrates `key` with it:
+    /// until [`Self::finish_migration`], `src` answers ASK for the key. Returns the slot.
+    pub fn begin_migration(&self, key: &str, src: usize, dst: usize) -> String {
+        let slot = self.nodes[0]
+            .cli(&["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .to_string();
+        let (from, to) = (&self.nodes[src], &self.nodes[dst]);
+        let importing = to.cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &self.id(src)]);
+        assert_eq!(importing.trim(), "OK");
+        let migrating = from.cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &self.id(dst)]);
+        assert_eq!(migrating.trim(), "OK");
+        let port = to.port().to_string();
+        let moved = from.cli(&["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS", key]);
+        assert_eq!(moved.trim(), "OK");
+        slot
+    }
+
+    /// Ends a migration: every master names `dst` as the slot's owner (the old one then answers
+    /// MOVED).
+    pub fn finish_migration(&self, slot: &str, dst: usize) {
+        let owner = self.id(dst);
+        for node in &self.nodes {
+            let set = node.cli(&["CLUSTER", "SETSLOT", slot, "NODE", &owner]);
+            assert_eq!(set.trim(), "OK");
+        }
+    }
+
     /// The sum of a command's calls over every running master (`INFO commandstats`).
     pub fn calls(&self, command: &str) -> u64 {
         self.nodes

@@ -4,6 +4,8 @@ use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescript
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+use tonic::transport::Channel;
 
 pub const OK: i32 = Code::Ok as i32;
 pub const OVER_LIMIT: i32 = Code::OverLimit as i32;
@@ -28,4 +30,21 @@ pub fn request(domain: &str, descriptors: Vec<RateLimitDescriptor>) -> RateLimit
         descriptors,
         hits_addend: 0,
     }
+}
+
+/// The overall code of each of `n` checks of `check`, sent one after another on `client`.
+pub async fn overall_codes(
+    client: &mut RateLimitServiceClient<Channel>,
+    check: &RateLimitRequest,
+    n: usize,
+) -> Vec<i32> {
+    let mut codes = Vec::with_capacity(n);
+    for _ in 0..n {
+        let reply = client
+            .should_rate_limit(check.clone())
+            .await
+            .expect("a decision");
+        codes.push(reply.into_inner().overall_code);
+    }
+    codes
 }

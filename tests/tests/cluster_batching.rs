@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use sluice_tests::cluster::{Cluster, command_calls};
-use sluice_tests::rls::{OK, OVER_LIMIT, descriptor, request};
+use sluice_tests::rls::{OK, OVER_LIMIT, descriptor, overall_codes, request};
 use sluice_tests::sluice::{Sluice, sample_of};
 
 const RULES: &str = "domain: b\ndescriptors:\n  - key: user\n    \
@@ -38,15 +38,7 @@ async fn requests_are_batched_per_node_and_decided_exactly() {
         let mut client = sluice.grpc().await;
         tasks.push(tokio::spawn(async move {
             let check = request("b", vec![descriptor(&[("user", &format!("u{c}"))])]);
-            let mut codes = Vec::new();
-            for _ in 0..15 {
-                let reply = client
-                    .should_rate_limit(check.clone())
-                    .await
-                    .expect("a decision");
-                codes.push(reply.into_inner().overall_code);
-            }
-            codes
+            overall_codes(&mut client, &check, 15).await
         }));
     }
     for t in tasks {
@@ -151,38 +143,8 @@ async fn a_slot_moved_under_batched_load_is_decided_exactly_once() {
     let moving = user_key(&users[0]);
     let dst = (src + 1) % 3;
     tokio::task::block_in_place(|| {
-        let slot = cluster.nodes[0]
-            .cli(&["CLUSTER", "KEYSLOT", &moving])
-            .trim()
-            .to_string();
-        let id = |i: usize| {
-            cluster.nodes[i]
-                .cli(&["CLUSTER", "MYID"])
-                .trim()
-                .to_string()
-        };
-        let (from, to) = (&cluster.nodes[src], &cluster.nodes[dst]);
-        to.cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &id(src)]);
-        from.cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &id(dst)]);
-        let port = to.port().to_string();
-        let migrated = from.cli(&[
-            "MIGRATE",
-            "127.0.0.1",
-            &port,
-            "",
-            "0",
-            "5000",
-            "KEYS",
-            &moving,
-        ]);
-        assert_eq!(migrated.trim(), "OK");
-        for node in &cluster.nodes {
-            assert_eq!(
-                node.cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &id(dst)])
-                    .trim(),
-                "OK"
-            );
-        }
+        let slot = cluster.begin_migration(&moving, src, dst);
+        cluster.finish_migration(&slot, dst);
         assert_eq!(cluster.master_of(&moving), dst);
     });
 

@@ -5,7 +5,7 @@
 use sluice_tests::cluster::command_calls;
 use sluice_tests::fault::metric;
 use sluice_tests::redis::RedisServer;
-use sluice_tests::rls::{OK, OVER_LIMIT, descriptor, request};
+use sluice_tests::rls::{OK, OVER_LIMIT, descriptor, overall_codes, request};
 use sluice_tests::sluice::Sluice;
 
 const LIMIT: usize = 5;
@@ -29,14 +29,7 @@ async fn a_client_far_over_its_limit_costs_one_redis_call_per_window() {
     client.should_rate_limit(warm).await.expect("warm-up");
     let before = command_calls(&redis.cli(&["INFO", "commandstats"]), "evalsha");
 
-    let mut codes = Vec::new();
-    for _ in 0..LIMIT * 100 {
-        let reply = client
-            .should_rate_limit(check.clone())
-            .await
-            .expect("a decision");
-        codes.push(reply.into_inner().overall_code);
-    }
+    let codes = overall_codes(&mut client, &check, LIMIT * 100).await;
     assert!(codes[..LIMIT].iter().all(|c| *c == OK), "{codes:?}");
     assert!(codes[LIMIT..].iter().all(|c| *c == OVER_LIMIT));
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
 use sluice_tests::cluster::{Cluster, command_calls};
-use sluice_tests::rls::{OK, OVER_LIMIT, descriptor, request};
+use sluice_tests::rls::{OK, OVER_LIMIT, descriptor, overall_codes, request};
 use sluice_tests::sluice::Sluice;
 
 const LIMIT: usize = 40;
@@ -83,15 +83,7 @@ async fn replicas_on_a_cluster_admit_exactly_the_limit_and_stay_all_or_nothing_a
             let mut client = sluice.grpc().await;
             let check = check.clone();
             tasks.push(tokio::spawn(async move {
-                let mut codes = Vec::new();
-                for _ in 0..30 {
-                    let reply = client
-                        .should_rate_limit(check.clone())
-                        .await
-                        .expect("a decision");
-                    codes.push(reply.into_inner().overall_code);
-                }
-                codes
+                overall_codes(&mut client, &check, 30).await
             }));
         }
     }
@@ -133,14 +125,7 @@ async fn replicas_on_a_cluster_admit_exactly_the_limit_and_stay_all_or_nothing_a
             descriptor(&[("org", "acme"), ("user", "bob")]),
         ],
     );
-    let mut codes = Vec::new();
-    for _ in 0..5 {
-        let reply = client
-            .should_rate_limit(tenant.clone())
-            .await
-            .expect("decision");
-        codes.push(reply.into_inner().overall_code);
-    }
+    let codes = overall_codes(&mut client, &tenant, 5).await;
     assert_eq!(codes, [OK, OK, OK, OVER_LIMIT, OVER_LIMIT]);
     let org_key = key("acme", "o", &[("org", "acme")]);
     let user_key = key("acme", "o", &[("org", "acme"), ("user", "bob")]);
@@ -184,16 +169,7 @@ const MIGRATING: &str = "domain: m\ndescriptors:\n  - key: k\n    \
 
 /// `n` checks of `check`, in turn: their overall codes.
 async fn codes(sluice: &Sluice, check: &RateLimitRequest, n: usize) -> Vec<i32> {
-    let mut client = sluice.grpc().await;
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let reply = client
-            .should_rate_limit(check.clone())
-            .await
-            .expect("a decision");
-        out.push(reply.into_inner().overall_code);
-    }
-    out
+    overall_codes(&mut sluice.grpc().await, check, n).await
 }
 
 /// A counter's slot moves to another master while Sluice counts on it: during the migration
@@ -207,51 +183,14 @@ async fn ask_and_moved_are_followed_while_a_slot_migrates() {
         .start();
     let counter = key("", "m", &[("k", "moving")]);
     let check = request("m", vec![descriptor(&[("k", "moving")])]);
-    let (slot, src, dst, src_id, dst_id) = tokio::task::block_in_place(|| {
+    let (src, dst) = tokio::task::block_in_place(|| {
         let src = cluster.master_of(&counter);
-        let dst = (src + 1) % 3;
-        let id = |i: usize| {
-            cluster.nodes[i]
-                .cli(&["CLUSTER", "MYID"])
-                .trim()
-                .to_string()
-        };
-        (
-            slot(&cluster, &counter).to_string(),
-            src,
-            dst,
-            id(src),
-            id(dst),
-        )
+        (src, (src + 1) % 3)
     });
     assert_eq!(codes(&sluice, &check, 3).await, [OK; 3]);
 
     // Migration under way: the key moves, the slot still belongs to the old master.
-    tokio::task::block_in_place(|| {
-        let (from, to) = (&cluster.nodes[src], &cluster.nodes[dst]);
-        let port = to.port().to_string();
-        assert_eq!(
-            to.cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &src_id])
-                .trim(),
-            "OK"
-        );
-        assert_eq!(
-            from.cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &dst_id])
-                .trim(),
-            "OK"
-        );
-        let moved = from.cli(&[
-            "MIGRATE",
-            "127.0.0.1",
-            &port,
-            "",
-            "0",
-            "5000",
-            "KEYS",
-            &counter,
-        ]);
-        assert_eq!(moved.trim(), "OK");
-    });
+    let slot = tokio::task::block_in_place(|| cluster.begin_migration(&counter, src, dst));
     let asking_before = tokio::task::block_in_place(|| {
         command_calls(&cluster.nodes[dst].cli(&["INFO", "commandstats"]), "asking")
     });
@@ -269,15 +208,7 @@ async fn ask_and_moved_are_followed_while_a_slot_migrates() {
     );
 
     // Migration done: every master names the new owner; the old one now answers MOVED.
-    tokio::task::block_in_place(|| {
-        for node in &cluster.nodes {
-            assert_eq!(
-                node.cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &dst_id])
-                    .trim(),
-                "OK"
-            );
-        }
-    });
+    tokio::task::block_in_place(|| cluster.finish_migration(&slot, dst));
     let after = codes(&sluice, &check, 6).await;
     assert_eq!(
         after,

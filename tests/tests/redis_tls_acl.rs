@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sluice_tests::admin::{Admin, rlconfig, token_file};
 use sluice_tests::node::{RedisNode, base_args, free_port_pair};
-use sluice_tests::rls::{OK, OVER_LIMIT, descriptor, request};
+use sluice_tests::rls::{OK, OVER_LIMIT, descriptor, overall_codes, request};
 use sluice_tests::sluice::Sluice;
 use sluice_tests::tls::{Pki, create_user, documented_acl};
 
@@ -31,16 +31,8 @@ fn start_redis(dir: &Path, pki: &Pki) -> RedisNode {
 }
 
 async fn decide_three_then_over(sluice: &Sluice, value: &str) {
-    let mut client = sluice.grpc().await;
     let check = request("tls", vec![descriptor(&[("k", value)])]);
-    let mut codes = Vec::new();
-    for _ in 0..4 {
-        let reply = client
-            .should_rate_limit(check.clone())
-            .await
-            .expect("a decision");
-        codes.push(reply.into_inner().overall_code);
-    }
+    let codes = overall_codes(&mut sluice.grpc().await, &check, 4).await;
     assert_eq!(codes, [OK, OK, OK, OVER_LIMIT], "decided in Redis over TLS");
 }
 
