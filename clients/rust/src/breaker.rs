@@ -12,6 +12,17 @@ pub enum BreakerState {
     HalfOpen,
 }
 
+impl BreakerState {
+    /// The state's name, as the fixture and the other clients spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+}
+
 /// Called with `(from, to)` on every change, for a UI or a log.
 pub type OnChange = Box<dyn Fn(BreakerState, BreakerState) + Send + Sync>;
 

@@ -48,6 +48,21 @@ pub enum Stop {
     CircuitOpen,
 }
 
+impl Stop {
+    /// The reason's name, as the fixture, the telemetry and the Python and TypeScript clients
+    /// spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stop::Quota => "quota",
+            Stop::NotRetryable => "not_retryable",
+            Stop::Attempts => "attempts",
+            Stop::Budget => "budget",
+            Stop::WaitTooLong(_) => "wait_too_long",
+            Stop::CircuitOpen => "circuit_open",
+        }
+    }
+}
+
 /// What an answer means for the retry loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {

@@ -155,7 +155,7 @@ impl Telemetry {
         };
         span.set_attribute(KeyValue::new("sluice.attempts", i64::from(attempts)));
         if let Some(stop) = stopped {
-            span.set_attribute(KeyValue::new("sluice.stopped", stop_name(stop)));
+            span.set_attribute(KeyValue::new("sluice.stopped", Stop::name(stop)));
         }
         span.end();
         self.requests.add(1, &[KeyValue::new("outcome", outcome)]);
@@ -170,16 +170,4 @@ fn scope() -> InstrumentationScope {
     InstrumentationScope::builder("sluice_client")
         .with_version(env!("CARGO_PKG_VERSION"))
         .build()
-}
-
-/// The names the Python and TypeScript clients record.
-fn stop_name(stop: Stop) -> &'static str {
-    match stop {
-        Stop::Quota => "quota",
-        Stop::NotRetryable => "not_retryable",
-        Stop::Attempts => "attempts",
-        Stop::Budget => "budget",
-        Stop::WaitTooLong(_) => "wait_too_long",
-        Stop::CircuitOpen => "circuit_open",
-    }
 }

@@ -175,17 +175,6 @@ impl Jitter for Fraction {
 #[error("connection refused (scripted)")]
 struct Refused;
 
-fn stop_name(stop: Stop) -> &'static str {
-    match stop {
-        Stop::Quota => "quota",
-        Stop::NotRetryable => "not_retryable",
-        Stop::Attempts => "attempts",
-        Stop::Budget => "budget",
-        Stop::WaitTooLong(_) => "wait_too_long",
-        Stop::CircuitOpen => "circuit_open",
-    }
-}
-
 #[tokio::test]
 async fn retry_loops() {
     for case in cases(&fixture(), "retry") {
@@ -270,7 +259,7 @@ async fn retry_loops() {
             "{name}: status"
         );
         assert_eq!(
-            stopped.map(stop_name),
+            stopped.map(Stop::name),
             e["stopped"].as_str(),
             "{name}: stopped"
         );
@@ -340,11 +329,7 @@ fn queues() {
 
 #[test]
 fn breakers() {
-    let name = |s: BreakerState| match s {
-        BreakerState::Closed => "closed",
-        BreakerState::Open => "open",
-        BreakerState::HalfOpen => "half_open",
-    };
+    let name = BreakerState::name;
     for case in cases(&fixture(), "breaker") {
         let changes = Arc::new(Mutex::new(Vec::new()));
         let seen = changes.clone();
