@@ -6,43 +6,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_client::{
-    Backoff, Client, Clock, Jitter, LeaseError, Leases, Pacer, RetryPolicy, Sleep, Sleeper, Stop,
+    Backoff, Client, FixedJitter, LeaseError, Leases, ManualClock, Pacer, RetryPolicy, Stop,
 };
 use sluice_tests::nginx::{EXAMPLE_APP, EXAMPLE_SLUICE, Nginx, Upstream, substitute};
 use sluice_tests::sluice::Sluice;
-
-/// Records sleeps and moves its clock by them; never blocks.
-#[derive(Default)]
-struct RecordedTime {
-    now: Mutex<Duration>,
-    slept: Mutex<Vec<Duration>>,
-}
-
-impl Clock for RecordedTime {
-    fn now(&self) -> Duration {
-        *self.now.lock().expect("lock")
-    }
-}
-
-impl Sleeper for RecordedTime {
-    fn sleep(&self, d: Duration) -> Sleep<'_> {
-        *self.now.lock().expect("lock") += d;
-        self.slept.lock().expect("lock").push(d);
-        Box::pin(std::future::ready(()))
-    }
-}
-
-struct Half;
-
-impl Jitter for Half {
-    fn uniform(&self, upto: Duration) -> Duration {
-        upto / 2
-    }
-}
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/nginx")
@@ -66,11 +37,11 @@ fn example_sluice() -> Sluice {
         .start()
 }
 
-fn client(time: &Arc<RecordedTime>, policy: RetryPolicy) -> Client {
+fn client(time: &Arc<ManualClock>, policy: RetryPolicy) -> Client {
     let backoff = Backoff::new(policy)
         .with_sleeper(time.clone())
         .with_clock(time.clone())
-        .with_jitter(Arc::new(Half));
+        .with_jitter(Arc::new(FixedJitter(0.5)));
     Client::new(reqwest::Client::new(), backoff)
 }
 
@@ -79,7 +50,7 @@ async fn waits_at_least_what_nginx_and_sluice_ask_then_gives_up() {
     let app = Upstream::start();
     let sluice = example_sluice();
     let nginx = nginx_in_front(&sluice, &app);
-    let time = Arc::new(RecordedTime::default());
+    let time = Arc::new(ManualClock::default());
     let policy = RetryPolicy {
         max_attempts: 3,
         base: Duration::from_millis(100),
@@ -109,7 +80,7 @@ async fn waits_at_least_what_nginx_and_sluice_ask_then_gives_up() {
     assert_eq!(problem.rule.as_deref(), Some("per-app"));
     // Each wait is the server's Retry-After (which cannot grow while no real time passes) plus
     // half the back-off bound: 50 ms before the first retry, 100 ms before the second.
-    let slept = time.slept.lock().expect("lock").clone();
+    let slept = time.slept();
     assert_eq!(slept.len(), 2);
     for (wait, jitter) in slept.iter().zip([50, 100]) {
         let asked = wait.saturating_sub(Duration::from_millis(jitter));
@@ -129,7 +100,7 @@ async fn never_retries_a_quota() {
         "domain: d\ndescriptors:\n  - key: org\n    rate_limit: { unit: day, requests_per_unit: 1, name: org-daily }\n",
     )
     .start();
-    let time = Arc::new(RecordedTime::default());
+    let time = Arc::new(ManualClock::default());
     let client = client(&time, RetryPolicy::default());
     let body = r#"{"domain":"d","descriptors":[{"entries":[{"key":"org","value":"acme"}]}]}"#;
     let url = sluice.url("/json");
@@ -145,7 +116,7 @@ async fn never_retries_a_quota() {
         answer.problem.and_then(|p| p.kind),
         Some(sluice_client::Kind::Quota)
     );
-    assert!(time.slept.lock().expect("lock").is_empty(), "it waited");
+    assert!(time.slept().is_empty(), "it waited");
 }
 
 /// `clients/rust/examples/backoff.rs`, built by `cargo test --workspace --all-targets`, run as a reader

@@ -15,35 +15,9 @@ use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMe
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use sluice_client::{
-    Answer, Backoff, Clock, Failed, Jitter, Pacer, Reply, RetryPolicy, Sleep, Sleeper, Stop,
+    Answer, Backoff, Clock, Failed, FixedJitter, ManualClock, Pacer, Reply, RetryPolicy, Stop,
     Telemetry,
 };
-
-/// A clock that moves only when the sleeper sleeps.
-#[derive(Default)]
-struct ManualTime(Mutex<Duration>);
-
-impl Clock for ManualTime {
-    fn now(&self) -> Duration {
-        *self.0.lock().expect("lock")
-    }
-}
-
-impl Sleeper for ManualTime {
-    fn sleep(&self, d: Duration) -> Sleep<'_> {
-        *self.0.lock().expect("lock") += d;
-        Box::pin(std::future::ready(()))
-    }
-}
-
-/// Jitter as a fixed fraction of its bound.
-struct Fraction(f64);
-
-impl Jitter for Fraction {
-    fn uniform(&self, upto: Duration) -> Duration {
-        upto.mul_f64(self.0)
-    }
-}
 
 #[derive(Debug)]
 struct Refused;
@@ -180,12 +154,12 @@ fn reply(status: u16, headers: &[(header::HeaderName, &'static str)], body: &str
 async fn run(
     backoff: Backoff,
     script: Vec<Result<Reply, Refused>>,
-) -> (Result<Answer, Failed<Refused>>, Arc<ManualTime>) {
-    let time = Arc::new(ManualTime::default());
+) -> (Result<Answer, Failed<Refused>>, Arc<ManualClock>) {
+    let time = Arc::new(ManualClock::default());
     let backoff = backoff
         .with_sleeper(time.clone())
         .with_clock(time.clone())
-        .with_jitter(Arc::new(Fraction(0.5)));
+        .with_jitter(Arc::new(FixedJitter(0.5)));
     let script = Mutex::new(VecDeque::from(script));
     let result = backoff
         .run(|| {

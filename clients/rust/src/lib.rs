@@ -23,7 +23,8 @@
 //! metrics (`Telemetry`, on the global providers or given ones); without it, nothing of
 //! OpenTelemetry is compiled.
 //!
-//! Time, sleeping and chance are injected ([`Sleeper`], [`Clock`], [`Jitter`]) so tests prove the
+//! Time, sleeping and chance are injected ([`Sleeper`], [`Clock`], [`Jitter`]; [`ManualClock`] and
+//! [`FixedJitter`] are the doubles for tests and simulations) so tests prove the
 //! timing without sleeping. [`Backoff::run`] works with any transport; [`Client`] wraps reqwest.
 //!
 //! ```no_run
@@ -59,7 +60,10 @@ pub use problem::{Kind, MAX_SECONDS, Problem, retry_after};
 pub use queue::{QueueFull, Taken, WorkQueue};
 pub use rate_headers::RateView;
 pub use retry::{Answer, Backoff, Failed, Reply};
-pub use runtime::{Clock, Jitter, RandomJitter, Sleep, Sleeper, SystemClock, TokioSleeper};
+pub use runtime::{
+    Clock, FixedJitter, Jitter, ManualClock, RandomJitter, Sleep, Sleeper, SystemClock,
+    TokioSleeper,
+};
 #[cfg(feature = "opentelemetry")]
 pub use telemetry::Telemetry;
 

@@ -94,6 +94,80 @@ impl Jitter for RandomJitter {
     }
 }
 
+/// A clock that moves only when something sleeps on it (or [`ManualClock::advance`] moves it),
+/// recording every sleep: time without waiting, for tests and simulations of the retry loop,
+/// pacing and the breaker. Its wall clock ([`Clock::epoch`]) is its start plus the time moved.
+#[derive(Debug)]
+pub struct ManualClock {
+    now: std::sync::Mutex<Duration>,
+    epoch_start: Duration,
+    slept: std::sync::Mutex<Vec<Duration>>,
+}
+
+impl ManualClock {
+    /// Starting at 0, its wall clock at `epoch_start` (since the Unix epoch).
+    pub fn at_epoch(epoch_start: Duration) -> Self {
+        Self {
+            now: std::sync::Mutex::default(),
+            epoch_start,
+            slept: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Moves the clock without recording a sleep.
+    pub fn advance(&self, d: Duration) {
+        *lock(&self.now) += d;
+    }
+
+    /// Every sleep so far, in order.
+    pub fn slept(&self) -> Vec<Duration> {
+        lock(&self.slept).clone()
+    }
+}
+
+impl Default for ManualClock {
+    /// Its wall clock starts at the system's.
+    fn default() -> Self {
+        Self::at_epoch(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default(),
+        )
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Duration {
+        *lock(&self.now)
+    }
+
+    fn epoch(&self) -> Duration {
+        self.epoch_start + self.now()
+    }
+}
+
+impl Sleeper for ManualClock {
+    fn sleep(&self, d: Duration) -> Sleep<'_> {
+        *lock(&self.now) += d;
+        lock(&self.slept).push(d);
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// Jitter that always draws the same fraction of its bound (0.5: half of it), so waits are exact.
+#[derive(Debug, Clone, Copy)]
+pub struct FixedJitter(pub f64);
+
+impl Jitter for FixedJitter {
+    fn uniform(&self, upto: Duration) -> Duration {
+        upto.mul_f64(self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,36 +10,6 @@ use http::HeaderMap;
 
 use super::*;
 
-/// A clock that moves only when the sleeper sleeps, recording every sleep.
-#[derive(Default)]
-struct ManualTime {
-    now: Mutex<Duration>,
-    slept: Mutex<Vec<Duration>>,
-}
-
-impl Clock for ManualTime {
-    fn now(&self) -> Duration {
-        *self.now.lock().unwrap()
-    }
-}
-
-impl Sleeper for ManualTime {
-    fn sleep(&self, d: Duration) -> Sleep<'_> {
-        *self.now.lock().unwrap() += d;
-        self.slept.lock().unwrap().push(d);
-        Box::pin(std::future::ready(()))
-    }
-}
-
-/// Always the same fraction of the allowed range.
-struct Fraction(f64);
-
-impl Jitter for Fraction {
-    fn uniform(&self, upto: Duration) -> Duration {
-        upto.mul_f64(self.0)
-    }
-}
-
 fn reply(status: u16, retry_after: Option<u64>, problem: Option<&str>) -> Reply {
     let mut headers = HeaderMap::new();
     if let Some(s) = retry_after {
@@ -66,7 +36,7 @@ fn reply(status: u16, retry_after: Option<u64>, problem: Option<&str>) -> Reply 
 #[error("connection refused")]
 struct Refused;
 
-fn backoff(time: &Arc<ManualTime>, jitter: f64) -> Backoff {
+fn backoff(time: &Arc<ManualClock>, jitter: f64) -> Backoff {
     Backoff::new(RetryPolicy {
         max_attempts: 4,
         base: Duration::from_millis(100),
@@ -75,7 +45,7 @@ fn backoff(time: &Arc<ManualTime>, jitter: f64) -> Backoff {
     })
     .with_sleeper(time.clone())
     .with_clock(time.clone())
-    .with_jitter(Arc::new(Fraction(jitter)))
+    .with_jitter(Arc::new(FixedJitter(jitter)))
 }
 
 async fn run_script(
@@ -100,7 +70,7 @@ fn ms(n: u64) -> Duration {
 
 #[tokio::test]
 async fn waits_what_the_server_asks_plus_jitter_then_backs_off() {
-    let time = Arc::new(ManualTime::default());
+    let time = Arc::new(ManualClock::default());
     let b = backoff(&time, 0.5);
     let throttle = r#"{"status":429,"kind":"throttle","retry_after":2}"#;
     let answer = run_script(
@@ -121,14 +91,14 @@ async fn waits_what_the_server_asks_plus_jitter_then_backs_off() {
     // the 100 ms back-off. Retry 2: half of 200 ms. Retry 3: half of 300 ms (capped, not 400).
     let want = vec![ms(2050), ms(100), ms(150)];
     assert_eq!(answer.waits, want);
-    assert_eq!(*time.slept.lock().unwrap(), want);
+    assert_eq!(time.slept(), want);
     assert_eq!(time.now(), ms(2300));
 }
 
 #[tokio::test]
 async fn full_jitter_spans_zero_to_the_capped_backoff() {
     for (fraction, want) in [(0.0, [0, 0, 0]), (1.0, [100, 200, 300])] {
-        let time = Arc::new(ManualTime::default());
+        let time = Arc::new(ManualClock::default());
         let answer = run_script(
             &backoff(&time, fraction),
             (0..4).map(|_| Ok(reply(503, None, None))).collect(),
@@ -143,7 +113,7 @@ async fn full_jitter_spans_zero_to_the_capped_backoff() {
 
 #[tokio::test]
 async fn never_retries_a_quota() {
-    let time = Arc::new(ManualTime::default());
+    let time = Arc::new(ManualClock::default());
     let b = backoff(&time, 0.5);
     let quota = r#"{"status":429,"kind":"quota","retry_after":3,"rule":"org-daily"}"#;
     let answer = run_script(&b, vec![Ok(reply(429, Some(3), Some(quota)))])
@@ -156,13 +126,13 @@ async fn never_retries_a_quota() {
         .await
         .unwrap();
     assert_eq!((answer.attempts, answer.stopped), (1, Some(Stop::Quota)));
-    assert!(time.slept.lock().unwrap().is_empty());
+    assert!(time.slept().is_empty());
     assert_eq!(time.now(), Duration::ZERO);
 }
 
 #[tokio::test]
 async fn hands_back_waits_longer_than_max_wait_and_non_retryable_statuses() {
-    let time = Arc::new(ManualTime::default());
+    let time = Arc::new(ManualClock::default());
     let b = backoff(&time, 0.5);
     let answer = run_script(&b, vec![Ok(reply(429, Some(3600), None))])
         .await
@@ -175,12 +145,12 @@ async fn hands_back_waits_longer_than_max_wait_and_non_retryable_statuses() {
         .await
         .unwrap();
     assert_eq!(answer.stopped, Some(Stop::NotRetryable));
-    assert!(time.slept.lock().unwrap().is_empty());
+    assert!(time.slept().is_empty());
 }
 
 #[tokio::test]
 async fn transport_failures_are_retried_then_reported() {
-    let time = Arc::new(ManualTime::default());
+    let time = Arc::new(ManualClock::default());
     let failed = run_script(&backoff(&time, 1.0), (0..4).map(|_| Err(Refused)).collect())
         .await
         .unwrap_err();
@@ -193,7 +163,7 @@ async fn transport_failures_are_retried_then_reported() {
 /// allows (its initial reserve plus 10 % of requests), instead of three per request.
 #[tokio::test]
 async fn a_shared_budget_bounds_a_fleets_retries() {
-    let time = Arc::new(ManualTime::default());
+    let time = Arc::new(ManualClock::default());
     let budget = Arc::new(RetryBudget::new(0.1, 0.0, 5.0));
     let mut retries = 0;
     let requests = 40;
@@ -225,7 +195,7 @@ fn ietf(status: u16, remaining: u64) -> Reply {
 
 #[tokio::test]
 async fn pacing_spaces_calls_at_the_learned_rate_and_holds_after_a_refusal() {
-    let time = Arc::new(ManualTime::default());
+    let time = Arc::new(ManualClock::default());
     let pacer = Arc::new(Pacer::new(PacerSettings {
         safety: 0.8,
         ..PacerSettings::default()
@@ -258,7 +228,7 @@ async fn pacing_spaces_calls_at_the_learned_rate_and_holds_after_a_refusal() {
 
 #[tokio::test]
 async fn a_pacing_wait_beyond_max_wait_sends_nothing() {
-    let time = Arc::new(ManualTime::default());
+    let time = Arc::new(ManualClock::default());
     let pacer = Arc::new(Pacer::default());
     // Spent until its window resets in 120 s.
     pacer.observe(
@@ -275,12 +245,12 @@ async fn a_pacing_wait_beyond_max_wait_sends_nothing() {
     assert_eq!(failed.attempts, 0);
     assert_eq!(failed.stop, Stop::WaitTooLong(Duration::from_secs(120)));
     assert!(failed.source.is_none());
-    assert!(time.slept.lock().unwrap().is_empty());
+    assert!(time.slept().is_empty());
 }
 
 #[tokio::test]
 async fn an_open_breaker_fails_at_once_then_lets_one_trial_through() {
-    let time = Arc::new(ManualTime::default());
+    let time = Arc::new(ManualClock::default());
     let changes = Arc::new(Mutex::new(Vec::new()));
     let seen = changes.clone();
     let breaker = Arc::new(
@@ -301,7 +271,7 @@ async fn an_open_breaker_fails_at_once_then_lets_one_trial_through() {
     let failed = run_script(&b, vec![]).await.unwrap_err();
     assert_eq!((failed.attempts, failed.stop), (0, Stop::CircuitOpen));
     // After 5 s one trial goes out; its answer closes the breaker.
-    *time.now.lock().unwrap() += Duration::from_secs(5);
+    time.advance(Duration::from_secs(5));
     let answer = run_script(
         &b,
         vec![Ok(reply(503, None, None)), Ok(reply(200, None, None))],

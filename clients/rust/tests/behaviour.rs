@@ -12,8 +12,8 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 use sluice_client::{
-    Backoff, BreakerState, CircuitBreaker, Clock, Jitter, Kind, Pacer, PacerSettings, Problem,
-    RateView, Reply, RetryBudget, RetryPolicy, Sleep, Sleeper, Stop, WorkQueue, retry_after,
+    Backoff, BreakerState, CircuitBreaker, FixedJitter, Kind, ManualClock, Pacer, PacerSettings,
+    Problem, RateView, Reply, RetryBudget, RetryPolicy, Stop, WorkQueue, retry_after,
 };
 
 fn fixture() -> Value {
@@ -141,36 +141,6 @@ fn budgets() {
     }
 }
 
-/// A clock that moves only when the sleeper sleeps, with a wall clock `epoch` ahead of it.
-struct ManualTime {
-    now: Mutex<Duration>,
-    epoch: Duration,
-}
-
-impl Clock for ManualTime {
-    fn now(&self) -> Duration {
-        *self.now.lock().unwrap()
-    }
-    fn epoch(&self) -> Duration {
-        self.epoch + self.now()
-    }
-}
-
-impl Sleeper for ManualTime {
-    fn sleep(&self, d: Duration) -> Sleep<'_> {
-        *self.now.lock().unwrap() += d;
-        Box::pin(std::future::ready(()))
-    }
-}
-
-struct Fraction(f64);
-
-impl Jitter for Fraction {
-    fn uniform(&self, upto: Duration) -> Duration {
-        upto.mul_f64(self.0)
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 #[error("connection refused (scripted)")]
 struct Refused;
@@ -186,14 +156,13 @@ async fn retry_loops() {
             cap: ms(&p["cap_ms"]),
             max_wait: ms(&p["max_wait_ms"]),
         };
-        let time = Arc::new(ManualTime {
-            now: Mutex::new(Duration::ZERO),
-            epoch: Duration::from_secs(case["now_epoch_s"].as_u64().unwrap()),
-        });
+        let time = Arc::new(ManualClock::at_epoch(Duration::from_secs(
+            case["now_epoch_s"].as_u64().unwrap(),
+        )));
         let mut backoff = Backoff::new(policy)
             .with_sleeper(time.clone())
             .with_clock(time.clone())
-            .with_jitter(Arc::new(Fraction(case["jitter"].as_f64().unwrap())));
+            .with_jitter(Arc::new(FixedJitter(case["jitter"].as_f64().unwrap())));
         if let Some(b) = case["budget"].as_object() {
             let f = |k: &str| b[k].as_f64().unwrap();
             backoff = backoff.with_budget(Arc::new(RetryBudget::new(
