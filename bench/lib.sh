@@ -70,12 +70,19 @@ start_redis() {
     redis-server --bind 127.0.0.1 --port "$port_out" --save '' --appendonly no \
         --protected-mode yes --dir "$work" >"$work/redis-$port_out.log" 2>&1 &
     pids+=($!)
+    wait_redis "$port_out" redis-server
+}
+
+# wait_redis PORT WHAT: waits up to 5 s for the Redis on 127.0.0.1:PORT to answer PING; else shows
+# its log and fails.
+wait_redis() {
+    local port=$1 what=$2
     for _ in $(seq 50); do
-        redis-cli -p "$port_out" PING >/dev/null 2>&1 && return 0
+        redis-cli -p "$port" PING >/dev/null 2>&1 && return 0
         sleep 0.1
     done
-    echo "bench: redis-server did not answer on 127.0.0.1:$port_out within 5s" >&2
-    show_log "$work/redis-$port_out.log"
+    echo "bench: $what did not answer on 127.0.0.1:$port within 5s" >&2
+    show_log "$work/redis-$port.log"
     return 1
 }
 
@@ -127,13 +134,7 @@ start_redis_cluster() {
         cluster_ports_out+=("$port")
     done
     for port in "${cluster_ports_out[@]}"; do
-        for _ in $(seq 50); do
-            redis-cli -p "$port" PING >/dev/null 2>&1 && continue 2
-            sleep 0.1
-        done
-        echo "bench: cluster node did not answer on 127.0.0.1:$port within 5s" >&2
-        show_log "$work/redis-$port.log"
-        return 1
+        wait_redis "$port" "cluster node" || return 1
     done
     for ((i = 0; i < shards; i++)); do
         port=${cluster_ports_out[i]}
