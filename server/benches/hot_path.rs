@@ -232,5 +232,58 @@ fn check(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, matching, key_encoding, steps, memory_store, check);
+/// A lease acquired and released through `check_within` on a pool that is never full, with and
+/// without a `queue`: what a queue costs a request that does not wait.
+fn pool_round_trip(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let mut g = c.benchmark_group("check_memory_pool");
+    for (name, queue) in [
+        ("plain", ""),
+        ("queued", ", queue: {max_wait_ms: 1000, max_depth: 100}"),
+    ] {
+        let yaml = format!(
+            "domain: d\ndescriptors:\n  - key: job\n    rate_limit: {{concurrency: 10000{queue}}}\n"
+        );
+        let limiter = Arc::new(RateLimiter::new(
+            parse_str("bench.yaml", &yaml).expect("valid rules"),
+            Arc::new(MemoryStore::new(1_000_000, Arc::new(SystemClock))),
+            Arc::new(Metrics::new()),
+            LimiterOptions::default(),
+        ));
+        let entry = |lease: Option<String>| {
+            let mut entries = vec![("job".to_owned(), "j".to_owned())];
+            entries.extend(lease.map(|id| ("sluice.lease_id".to_owned(), id)));
+            let release = entries.len() == 2;
+            CheckRequest {
+                domain: "d".into(),
+                descriptors: vec![Descriptor::from_parts(entries, None, None, release)],
+                hits_addend: 0,
+            }
+        };
+        let acquire = entry(None);
+        g.bench_function(format!("{name}/acquire_release"), |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let d = limiter.check_within(&acquire, None).await.expect("decided");
+                    let id = d.lease.expect("granted").id.to_string();
+                    black_box(limiter.check_within(&entry(Some(id)), None).await)
+                })
+            });
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    matching,
+    key_encoding,
+    steps,
+    memory_store,
+    check,
+    pool_round_trip
+);
 criterion_main!(benches);

@@ -5,25 +5,30 @@
 //!
 //! Boundary: sees the limiter's request and decision types, never a wire type.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use crate::limiter::{CheckError, CheckRequest, Code, Decision, RateLimiter};
 use crate::metrics::RequestCounters;
 use crate::storage::{Store, StoreError};
 use crate::trace::{CheckSpan, HeaderCarrier};
 
 /// Runs `request` through `limiter`: traced as `name` (continuing the trace context in
-/// `headers`) when tracing is on, and counted in `counters` whatever the result.
+/// `headers`) when tracing is on, and counted in `counters` whatever the result. `caller_wait`
+/// is how long the caller waits for the answer, if it said (a queued request gives up in time).
 pub async fn check<S: Store>(
-    limiter: &RateLimiter<S>,
+    limiter: &Arc<RateLimiter<S>>,
     counters: &RequestCounters,
     name: &'static str,
     headers: &http::HeaderMap,
     request: &CheckRequest,
+    caller_wait: Option<Duration>,
 ) -> Result<Decision, CheckError> {
     let span = crate::trace::enabled()
         .then(|| CheckSpan::start(name, &HeaderCarrier(headers), &request.domain));
     let result = if limiter.options().explain_log && tracing::enabled!(tracing::Level::DEBUG) {
         limiter
-            .check_explained(request)
+            .check_explained(request, caller_wait)
             .await
             .map(|(decision, explanation)| {
                 let json = serde_json::to_string(&explanation).unwrap_or_default();
@@ -31,7 +36,7 @@ pub async fn check<S: Store>(
                 decision
             })
     } else {
-        limiter.check(request).await
+        limiter.check_within(request, caller_wait).await
     };
     if let Some(span) = span {
         span.finish(&result);

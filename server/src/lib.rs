@@ -24,7 +24,9 @@
 //!    out first ([`limiter::lease`]). Every limit of every matched descriptor becomes one
 //!    [`storage::Hit`] of one [`storage::Batch`] (`limiter::plan`): a counter key
 //!    ([`storage::keys`]), an [`algorithm::Policy`], a delta and, for pools, an
-//!    [`algorithm::Claim`] (the lease id, or the tenant and its weight).
+//!    [`algorithm::Claim`] (the lease id, or the tenant and its weight). A request that acquires
+//!    in a pool with a `queue` first takes a ticket and waits its turn ([`limiter::queue`]: the
+//!    weighted fair order is [`algorithm::queue`], applied by the store with the pool).
 //! 4. **Storage layers.** With Redis, the batch passes the layers [`storage::stack`] composes, in
 //!    this order: [`storage::layer::local_batch`] (`--local-batch`: fixed windows decided from a
 //!    local view, flushed in batches), then [`storage::layer::failover`] (the

@@ -6,6 +6,14 @@
 //! `algorithm::step_with` and of `storage::Verdict` honest, down to the token bucket's and the fair
 //! share's floating-point arithmetic.
 //!
+//! The same holds for the fair queues of concurrency pools (`redis_queues_match_memory`): random
+//! operations on one pool's queue (enqueues of tenants of several weights, some refused as full
+//! or weightless, enqueues of a ticket again, polls, withdrawals of queued and granted tickets)
+//! interleaved with lease releases through ordinary batches, with time moving so that leases
+//! expire and tickets reach their deadlines, give the same statuses, grants in order, depths,
+//! times to the next move and holders from `queue.lua` as from `algorithm::queue::apply`, down to
+//! the `(finish, id)` order of equal tags.
+//!
 //! Both stores read one manual clock: the Redis store pins the script's time to it
 //! (`RedisClock::Pinned`), so Redis's own `TIME` does not enter. Expiry is covered by the
 //! conformance suite.
@@ -18,6 +26,7 @@ use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use sluice_server::algorithm::calendar::CalendarUnit;
 use sluice_server::algorithm::lease::LeaseId;
+use sluice_server::algorithm::queue::{Op, Waiter};
 use sluice_server::algorithm::share::Tenant;
 use sluice_server::algorithm::{Algorithm, Claim, Period, Policy};
 use sluice_server::clock::{Clock, ManualClock};
@@ -33,9 +42,10 @@ struct Shared {
     _server: RedisServer,
 }
 
-fn shared() -> &'static Shared {
-    static SHARED: OnceLock<Shared> = OnceLock::new();
-    SHARED.get_or_init(|| {
+impl Shared {
+    /// A Redis server and a store on it, pinned to a manual clock of their own: the tests run in
+    /// parallel, and each moves its clock.
+    fn start() -> Self {
         let server = RedisServer::start();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -50,6 +60,7 @@ fn shared() -> &'static Shared {
                     timeout: Duration::from_secs(2),
                     pool_size: 1,
                     clock: RedisClock::Pinned(clock.clone()),
+                    ..Default::default()
                 },
             ))
             .expect("connect");
@@ -59,7 +70,13 @@ fn shared() -> &'static Shared {
             clock,
             _server: server,
         }
-    })
+    }
+}
+
+/// The batch test's.
+fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(Shared::start)
 }
 
 /// A role; an overflow points at a hit position that may or may not exist before it.
@@ -209,6 +226,160 @@ proptest! {
                 .block_on(shared.redis.apply(&batch))
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(got, expected, "batch {:?}", batch);
+        }
+    }
+}
+
+/// Queue tenants by index: weight 0 cannot queue; the names carry the bytes a key schema would not.
+const TENANTS: [(&[u8], u32); 5] = [
+    (b"a", 1),
+    (b"b:|", 2),
+    (b"c\xff", 3),
+    (b"d", 5),
+    (b"zero", 0),
+];
+
+#[derive(Debug, Clone)]
+enum QueueAction {
+    /// A new ticket; `order` is its id's first byte, so ids are not in arrival order.
+    Enqueue {
+        tenant: u8,
+        order: u8,
+        wait_ms: u16,
+    },
+    /// An issued ticket enqueued again: a look while it is known, a fresh ticket once gone.
+    Again {
+        which: u8,
+        wait_ms: u16,
+    },
+    Poll {
+        which: u8,
+    },
+    Withdraw {
+        which: u8,
+    },
+    /// A holder releases its lease through a batch, as a request's release does.
+    Release {
+        which: u8,
+    },
+}
+
+fn queue_action() -> impl Strategy<Value = (QueueAction, u16)> {
+    let action = prop_oneof![
+        5 => (0u8..5, any::<u8>(), 0u16..3000).prop_map(|(tenant, order, wait_ms)| {
+            QueueAction::Enqueue { tenant, order, wait_ms }
+        }),
+        1 => (any::<u8>(), 0u16..3000).prop_map(|(which, wait_ms)| QueueAction::Again { which, wait_ms }),
+        2 => any::<u8>().prop_map(|which| QueueAction::Poll { which }),
+        1 => any::<u8>().prop_map(|which| QueueAction::Withdraw { which }),
+        3 => any::<u8>().prop_map(|which| QueueAction::Release { which }),
+    ];
+    // Time passing before the action: often none, sometimes past a lease's TTL.
+    let advance = prop_oneof![3 => Just(0u16), 3 => 0u16..700, 2 => 0u16..4000];
+    (action, advance)
+}
+
+fn pick<T: Copy>(items: &[T], which: u8) -> Option<T> {
+    (!items.is_empty()).then(|| items[usize::from(which) % items.len()])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/proptest_store_differential_queues.txt",
+        ))),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn redis_queues_match_memory(
+        slots in 0u64..4,
+        ttl_secs in 1u64..4,
+        max_depth in 1u64..8,
+        start in 1_700_000_000_000_000u64..1_800_000_000_000_000,
+        actions in prop::collection::vec(queue_action(), 1..80),
+    ) {
+        static CASE: AtomicU64 = AtomicU64::new(0);
+        let case = CASE.fetch_add(1, Ordering::Relaxed);
+        static QUEUES: OnceLock<Shared> = OnceLock::new();
+        let shared = QUEUES.get_or_init(Shared::start);
+        shared.clock.set(Duration::from_micros(start));
+        let memory = MemoryStore::new(1_000, shared.clock.clone());
+        let key = format!("qdiff:{case}|l").into_bytes();
+        let policy = Policy {
+            algorithm: Algorithm::Concurrency,
+            period: Period::Seconds(ttl_secs),
+            limit: slots,
+            burst: slots,
+        };
+        // Every ticket issued so far, with its tenant.
+        let mut issued: Vec<(LeaseId, u8)> = Vec::new();
+        for (n, (action, advance_ms)) in actions.into_iter().enumerate() {
+            shared.clock.advance(Duration::from_millis(u64::from(advance_ms)));
+            let enqueue = |id, tenant: u8, wait_ms: u16| {
+                let (name, weight) = TENANTS[usize::from(tenant)];
+                Op::Enqueue {
+                    waiter: Waiter {
+                        id,
+                        tenant: name.to_vec(),
+                        weight,
+                        wait: u64::from(wait_ms) * 1000,
+                    },
+                    max_depth,
+                }
+            };
+            let unknown = LeaseId([0xee; 16]);
+            let op = match action {
+                QueueAction::Enqueue { tenant, order, wait_ms } => {
+                    let mut bytes = [0u8; 16];
+                    bytes[0] = order;
+                    bytes[14..].copy_from_slice(&(n as u16).to_be_bytes());
+                    issued.push((LeaseId(bytes), tenant));
+                    enqueue(LeaseId(bytes), tenant, wait_ms)
+                }
+                QueueAction::Again { which, wait_ms } => match pick(&issued, which) {
+                    Some((id, tenant)) => enqueue(id, tenant, wait_ms),
+                    None => Op::Poll(unknown),
+                },
+                QueueAction::Poll { which } => Op::Poll(pick(&issued, which).map_or(unknown, |i| i.0)),
+                QueueAction::Withdraw { which } => {
+                    Op::Withdraw(pick(&issued, which).map_or(unknown, |i| i.0))
+                }
+                QueueAction::Release { which } => {
+                    let held: Vec<LeaseId> =
+                        memory.holders_now(&key).iter().map(|l| l.id).collect();
+                    let Some(id) = pick(&held, which) else { continue };
+                    let batch = Batch {
+                        hits: vec![Hit {
+                            key: key.clone(),
+                            policy,
+                            delta: -1,
+                            role: Role::Enforce,
+                            claim: Claim::Lease(id),
+                        }],
+                        admission: Admission::AllOrNothing,
+                    };
+                    let expected = memory.apply_now(&batch);
+                    let got = shared
+                        .runtime
+                        .block_on(shared.redis.apply(&batch))
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    prop_assert_eq!(got, expected, "release of {:?}", id);
+                    continue;
+                }
+            };
+            let expected = memory.queue_now(&key, &policy, &op);
+            let got = shared
+                .runtime
+                .block_on(shared.redis.queue(&key, &policy, &op))
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(got, expected, "step {} {:?}", n, op);
+            let holders = shared
+                .runtime
+                .block_on(shared.redis.holders(&key))
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(holders, memory.holders_now(&key), "holders after step {}", n);
         }
     }
 }

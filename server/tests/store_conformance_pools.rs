@@ -93,6 +93,7 @@ async fn redis(test: &str) -> Redis {
             timeout: Duration::from_secs(2),
             pool_size: 2,
             clock: RedisClock::Pinned(clock.clone()),
+            ..Default::default()
         },
     )
     .await

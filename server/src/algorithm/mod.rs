@@ -29,6 +29,7 @@
 pub mod calendar;
 pub mod gcra;
 pub mod lease;
+pub mod queue;
 pub mod share;
 pub mod sliding;
 

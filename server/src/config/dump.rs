@@ -80,6 +80,10 @@ fn dump_limit(out: &mut String, l: &RateLimit) {
             "{} concurrent, lease {} s",
             l.requests_per_unit, l.unit_multiplier
         );
+        if let Some(q) = &l.queue {
+            let _ = write!(out, " queue={}ms/{}", q.max_wait.as_millis(), q.max_depth);
+        }
+        dump_weights(out, l);
         if l.over_limit_status != 429 {
             let _ = write!(out, " status={}", l.over_limit_status);
         }
@@ -102,19 +106,7 @@ fn dump_limit(out: &mut String, l: &RateLimit) {
     if l.algorithm == Algorithm::TokenBucket {
         let _ = write!(out, " burst={}", l.burst);
     }
-    if let Some(share) = &l.share {
-        if !share.weights.is_empty() {
-            let weights: Vec<String> = share
-                .weights
-                .iter()
-                .map(|(v, w)| format!("{v}={w}"))
-                .collect();
-            let _ = write!(out, " weights=[{}]", weights.join(", "));
-        }
-        if share.default_weight != 1 {
-            let _ = write!(out, " weight={}", share.default_weight);
-        }
-    }
+    dump_weights(out, l);
     if l.kind != Kind::for_window(l.window_secs()) {
         let _ = write!(out, " kind={}", l.kind.as_str());
     }
@@ -123,5 +115,22 @@ fn dump_limit(out: &mut String, l: &RateLimit) {
     }
     if let Some(name) = &l.name {
         let _ = write!(out, " name={name}");
+    }
+}
+
+fn dump_weights(out: &mut String, l: &RateLimit) {
+    let Some(share) = &l.share else {
+        return;
+    };
+    if !share.weights.is_empty() {
+        let weights: Vec<String> = share
+            .weights
+            .iter()
+            .map(|(v, w)| format!("{v}={w}"))
+            .collect();
+        let _ = write!(out, " weights=[{}]", weights.join(", "));
+    }
+    if share.default_weight != 1 {
+        let _ = write!(out, " weight={}", share.default_weight);
     }
 }

@@ -90,8 +90,9 @@ pub(super) const LIMIT_FIELDS: &[LimitField] = &[
     field("concurrency", &[Concurrency]),
     field("lease_ttl", &[Concurrency]),
     field("capacity", &[FairShare]),
-    field("weights", &[FairShare]),
-    field("weight", &[FairShare]),
+    field("weights", &[FairShare, Concurrency]),
+    field("weight", &[FairShare, Concurrency]),
+    field("queue", &[Concurrency]),
     field("overflow", &[Counted]),
 ];
 
@@ -105,7 +106,15 @@ impl Shape {
                 "`{name}` does not apply to a concurrency pool: `concurrency` limits how many \
                  leases are held at once, not a rate"
             ),
+            (_, [Concurrency]) if name == "queue" => format!(
+                "`{name}` applies only to a pool with `concurrency`: fair-share pools and counted \
+                 limits do not queue"
+            ),
             (_, [Concurrency]) => format!("`{name}` applies only to a pool with `concurrency`"),
+            (_, [FairShare, Concurrency]) => format!(
+                "`{name}` applies only to a fair-share pool (with a `capacity`) or a concurrency \
+                 pool with a `queue`"
+            ),
             (_, [FairShare]) => {
                 format!("`{name}` applies only to a fair-share pool, one with a `capacity`")
             }

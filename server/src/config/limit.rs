@@ -281,6 +281,7 @@ impl Reader {
             kind: kind.unwrap_or(Kind::for_window(window)),
             over_limit_status: over_limit_status?,
             share: share.map(std::sync::Arc::new),
+            queue: None,
         })
     }
 

@@ -139,6 +139,19 @@ pub struct RateLimit {
     /// A fair-share pool's weights (`algorithm` is then [`Algorithm::FairShare`] and
     /// `requests_per_unit` its capacity).
     pub share: Option<Arc<ShareSpec>>,
+    /// A concurrency pool's queue: requests that find it full wait their turn
+    /// ([`crate::algorithm::queue`]). With `share`, the pool is shared by the values of the
+    /// rule's last level, each a tenant of the queue weighted by `share`.
+    pub queue: Option<QueueSpec>,
+}
+
+/// `queue: {max_wait_ms, max_depth}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSpec {
+    /// The longest a request waits, whatever its caller's own deadline.
+    pub max_wait: Duration,
+    /// The most requests waiting at once; one more is refused at once.
+    pub max_depth: u64,
 }
 
 /// How a fair-share pool weighs its tenants: by the tenant's value (exact, else the first
@@ -178,6 +191,7 @@ impl RateLimit {
             kind: Kind::for_window(unit.seconds()),
             over_limit_status: 429,
             share: None,
+            queue: None,
         }
     }
 

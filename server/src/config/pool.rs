@@ -1,8 +1,10 @@
-//! The limit fields beyond counting: a concurrency pool (`concurrency`, `lease_ttl`), a
-//! fair-share pool (`capacity`, `weights`, `weight`) and `overflow: parent`.
+//! The limit fields beyond counting: a concurrency pool (`concurrency`, `lease_ttl`, and a
+//! `queue` whose tenants may be weighted), a fair-share pool (`capacity`, `weights`, `weight`) and
+//! `overflow: parent`.
 //!
 //! ```yaml
 //! rate_limit: { concurrency: 10, lease_ttl: 300 }        # 10 leases held at once, 300 s each
+//! rate_limit: { concurrency: 3, queue: { max_wait_ms: 2000, max_depth: 500 }, weights: { acme: 2 } }
 //! rate_limit: { unit: second, capacity: 1000, weights: { acme: 4, "premium-*": 2 }, weight: 1 }
 //! rate_limit: { unit: minute, requests_per_unit: 100, overflow: parent }
 //! ```
@@ -11,11 +13,15 @@
 //! replaces `requests_per_unit` (a fair-share pool counts fixed windows of its `unit`). Each
 //! field that does not apply is reported where it stands.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use super::fields::{Fields, Shape};
-use super::model::{Kind, RateLimit, ShareSpec};
+use super::model::{Kind, QueueSpec, RateLimit, ShareSpec};
 use super::parse::Reader;
 use super::yaml::{Kind as YamlKind, Mark, Yaml};
 use crate::algorithm::MAX_UNITS;
+use crate::algorithm::queue::{MAX_DEPTH, MAX_WAIT_MS};
 use crate::algorithm::share::MAX_WEIGHT;
 
 /// The most leases one pool holds: a pool's leases are read whole by every operation on it.
@@ -58,12 +64,93 @@ impl Reader {
                 .integer(s, "over_limit_status", 400, 599)
                 .map(|s| s as u16),
         };
+        let queue = match f.get("queue") {
+            None => Some(None),
+            Some(q) => self.queue(q).map(Some),
+        };
+        // Weights only order a queue's tenants: without a queue they would mean nothing.
+        let share = match (f.get("weights").or(f.get("weight")), &queue) {
+            (None, _) => Some(None),
+            (Some(w), Some(None)) => {
+                self.invalid(
+                    w.at,
+                    format!(
+                        "`{}` on a concurrency pool orders its queue's tenants: add a `queue`",
+                        if f.get("weights").is_some() {
+                            "weights"
+                        } else {
+                            "weight"
+                        }
+                    ),
+                );
+                None
+            }
+            (Some(_), _) => self.share_spec(f).map(|s| Some(Arc::new(s))),
+        };
         Some(RateLimit {
             name,
             kind: kind?,
             over_limit_status: status?,
+            share: share?,
+            queue: queue?,
             ..RateLimit::concurrency(slots?, ttl?)
         })
+    }
+
+    /// `queue: {max_wait_ms: N, max_depth: N}`, both required.
+    fn queue(&mut self, y: &Yaml) -> Option<QueueSpec> {
+        let YamlKind::Map(pairs) = &y.kind else {
+            self.invalid(
+                y.at,
+                format!(
+                    "`queue` must be a mapping with `max_wait_ms` and `max_depth`, found {}",
+                    y.describe()
+                ),
+            );
+            return None;
+        };
+        let (mut wait, mut depth, mut complete) = (None, None, true);
+        let mut seen = [false; 2];
+        for (k, v) in pairs {
+            let Some(field) = self.string(k, "queue") else {
+                complete = false;
+                continue;
+            };
+            let read = match field.as_str() {
+                "max_wait_ms" => {
+                    seen[0] = true;
+                    wait = self.integer(v, "max_wait_ms", 1, MAX_WAIT_MS);
+                    wait.is_some()
+                }
+                "max_depth" => {
+                    seen[1] = true;
+                    depth = self.integer(v, "max_depth", 1, MAX_DEPTH);
+                    depth.is_some()
+                }
+                other => {
+                    self.invalid(
+                        k.at,
+                        format!(
+                            "unknown field `{other}` in `queue`; expected `max_wait_ms` and \
+                             `max_depth`"
+                        ),
+                    );
+                    false
+                }
+            };
+            complete &= read;
+        }
+        for (field, seen) in ["max_wait_ms", "max_depth"].into_iter().zip(seen) {
+            if !seen {
+                self.invalid(y.at, format!("`queue` needs `{field}`"));
+                complete = false;
+            }
+        }
+        Some(QueueSpec {
+            max_wait: Duration::from_millis(wait?),
+            max_depth: depth?,
+        })
+        .filter(|_| complete)
     }
 
     /// Reports the fields given that do not apply to this limit's shape: a counted limit or, with
@@ -91,6 +178,15 @@ impl Reader {
     ) -> Option<Option<(u64, ShareSpec)>> {
         let capacity = f.get("capacity")?;
         let capacity = self.integer(capacity, "capacity", 0, MAX_UNITS);
+        let spec = self.share_spec(f);
+        Some(match (valid, capacity, spec) {
+            (true, Some(capacity), Some(spec)) => Some((capacity, spec)),
+            _ => None,
+        })
+    }
+
+    /// `weights` with the default `weight`, of a fair-share pool or a queued concurrency pool.
+    fn share_spec(&mut self, f: &Fields<'_>) -> Option<ShareSpec> {
         let default_weight = match f.get("weight") {
             None => Some(1),
             Some(w) => self
@@ -101,15 +197,9 @@ impl Reader {
             None => Some(Vec::new()),
             Some(w) => self.weights(w),
         };
-        Some(match (valid, capacity, default_weight, weights) {
-            (true, Some(capacity), Some(default_weight), Some(weights)) => Some((
-                capacity,
-                ShareSpec {
-                    weights,
-                    default_weight,
-                },
-            )),
-            _ => None,
+        Some(ShareSpec {
+            weights: weights?,
+            default_weight: default_weight?,
         })
     }
 
@@ -259,6 +349,68 @@ mod tests {
             e.contains("`concurrency` must not be set together with `unlimited: true`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_queued_pool_and_what_is_refused_about_queues() {
+        let rules = parse_str(
+            "p.yaml",
+            "domain: d\ndescriptors:\n  - key: up\n    rate_limit:\n      concurrency: 3\n      queue: {max_wait_ms: 2000, max_depth: 500}\n      weights: {acme: 2}\n",
+        )
+        .unwrap();
+        let l = &rules.lookup("d", &[("up", "x")]).unwrap().limit.limits()[0];
+        let q = l.queue.unwrap();
+        assert_eq!((q.max_wait.as_millis(), q.max_depth), (2000, 500));
+        assert_eq!(l.share.as_ref().unwrap().weight_of("acme"), 2);
+        assert!(
+            rules
+                .dump
+                .contains("3 concurrent, lease 60 s queue=2000ms/500 weights=[acme=2]"),
+            "{}",
+            rules.dump
+        );
+
+        let cases = [
+            (
+                "{unit: second, requests_per_unit: 5, queue: {max_wait_ms: 1, max_depth: 1}}",
+                "4:61: `queue` applies only to a pool with `concurrency`",
+            ),
+            (
+                "{unit: second, capacity: 5, queue: {max_wait_ms: 1, max_depth: 1}}",
+                "`queue` applies only to a pool with `concurrency`: fair-share pools",
+            ),
+            (
+                "{concurrency: 1, queue: {max_wait_ms: 60001, max_depth: 1}}",
+                "4:55: `max_wait_ms` must be at most 60000",
+            ),
+            (
+                "{concurrency: 1, queue: {max_wait_ms: 10, max_depth: 0}}",
+                "`max_depth` must be at least 1",
+            ),
+            (
+                "{concurrency: 1, queue: {max_wait_ms: 1.5, max_depth: 3}}",
+                "4:55: `max_wait_ms` must be",
+            ),
+            (
+                "{concurrency: 1, queue: {max_wait_ms: 10}}",
+                "4:41: `queue` needs `max_depth`",
+            ),
+            (
+                "{concurrency: 1, queue: {max_wait_ms: 10, max_depth: 3, order: fifo}}",
+                "unknown field `order` in `queue`",
+            ),
+            ("{concurrency: 1, queue: 5}", "`queue` must be a mapping"),
+            (
+                "{concurrency: 1, weights: {a: 2}}",
+                "`weights` on a concurrency pool orders its queue's tenants: add a `queue`",
+            ),
+        ];
+        for (limit, expected) in cases {
+            let e = errors(&format!(
+                "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {limit}\n"
+            ));
+            assert!(e.contains(expected), "{limit}: {e}");
+        }
     }
 
     #[test]

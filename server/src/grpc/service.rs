@@ -80,6 +80,7 @@ impl<S: Store> RlsService<S> {
             "envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
             metadata,
             &check,
+            grpc_timeout(metadata),
         )
         .await;
         match result {
@@ -278,4 +279,25 @@ fn to_proto(decision: Decision) -> RateLimitResponse {
             .collect(),
         ..Default::default()
     }
+}
+
+/// The call's deadline from its `grpc-timeout` header: 1 to 8 digits and a unit (`H`, `M`, `S`,
+/// `m`, `u`, `n`). A header that does not parse is ignored, as gRPC servers do.
+pub fn grpc_timeout(headers: &http::HeaderMap) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let text = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = text.split_at_checked(text.len().checked_sub(1)?)?;
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }

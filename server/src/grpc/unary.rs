@@ -43,7 +43,7 @@ pub(crate) enum Unread {
 pub async fn should_rate_limit<S: Store>(
     rls: &RlsService<S>,
     request: Request<RecvStream>,
-    respond: SendResponse<Bytes>,
+    mut respond: SendResponse<Bytes>,
     message_timeout: Duration,
 ) {
     let (parts, mut body) = request.into_parts();
@@ -62,7 +62,18 @@ pub async fn should_rate_limit<S: Store>(
             // Boxed so the deciding part's state (several KiB) is allocated only once a message
             // is whole: a call still waiting for its message costs its stream a few hundred
             // bytes, whatever the client leaves half-sent.
-            Ok(message) => Box::pin(rls.should_rate_limit(&parts.headers, message)).await,
+            Ok(message) => {
+                let decide = Box::pin(rls.should_rate_limit(&parts.headers, message));
+                // A call that waits in a pool's queue ends when its caller cancels it: dropping
+                // the decision withdraws its ticket. Biased, so a decision ready at once (nearly
+                // all of them) never looks at the stream's state.
+                let reset = std::future::poll_fn(|cx| respond.poll_reset(cx));
+                tokio::select! {
+                    biased;
+                    answer = decide => answer,
+                    _ = reset => return,
+                }
+            }
             Err(e) => rls.undecodable(&bytes, &e),
         },
         Err(Unread::Refused(status)) => Err(rls.refuse(status)),

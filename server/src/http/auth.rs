@@ -88,6 +88,7 @@ pub(super) async fn check<S: Store>(
         "/auth/{domain}",
         &headers,
         &request,
+        super::caller_wait(&headers),
     )
     .await;
     match result {

@@ -48,8 +48,15 @@ pub(super) async fn check<S: Store>(
             return error(StatusCode::BAD_REQUEST, msg);
         }
     };
-    let result =
-        crate::adapter::check(&state.limiter, counters, "POST /json", &headers, &request).await;
+    let result = crate::adapter::check(
+        &state.limiter,
+        counters,
+        "POST /json",
+        &headers,
+        &request,
+        super::caller_wait(&headers),
+    )
+    .await;
     match result {
         Ok(decision) => {
             let json = JsonResponse::from(&decision);

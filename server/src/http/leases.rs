@@ -6,6 +6,8 @@
 //! POST /leases/acquire  {"domain": "d", "descriptors": [{"entries": [...]}], "wait_ms": 5000}
 //!   200 {"lease_id": "…", "ttl_seconds": 60}        (+ x-sluice-lease-id / -ttl headers)
 //!   429 problem document with Retry-After          (still full when the wait ran out)
+//!   (a pool with a `queue` waits its turn in it, up to `wait_ms` or, without one, the
+//!   queue's `max_wait_ms`; a pool without one is asked again until `wait_ms` runs out)
 //! POST /leases/renew    {"domain", "descriptors", "lease_id"}  200 as acquire, or 429
 //! POST /leases/release  {"domain", "descriptors", "lease_id"}  204
 //!   (404 for a domain not in the rule set, 400 for descriptors that match no pool)
@@ -179,14 +181,25 @@ async fn acquire<S: Store>(state: &HttpState<S>, r: LeaseRequest) -> Result<Resp
     let deadline = Instant::now() + wait;
     let mut pause = POLL_FIRST;
     loop {
-        let decision = state.limiter.check(&request).await.map_err(failed)?;
+        // A pool with a queue waits in it (up to `wait_ms`, or its `max_wait_ms` when the request
+        // gives none); one without is polled below.
+        let left = r
+            .wait_ms
+            .map(|_| deadline.saturating_duration_since(Instant::now()));
+        let decision = state
+            .limiter
+            .check_within(&request, left)
+            .await
+            .map_err(failed)?;
         let pool_full = decision.overall == Code::OverLimit
             && decision.rejection.as_ref().is_some_and(|r| {
                 r.problem.get("algorithm").and_then(|a| a.as_str()) == Some("concurrency")
             });
         let left = deadline.saturating_duration_since(Instant::now());
-        // Only a full pool is worth waiting for: a rate limit's answer already says when.
-        if !pool_full || left.is_zero() {
+        // Only a full pool is worth waiting for: a rate limit's answer already says when. Less
+        // than one pause left (a queued pool has just waited out the time) is not worth another
+        // attempt either.
+        if !pool_full || left < POLL_FIRST {
             return Ok(answer(&decision));
         }
         tokio::time::sleep(pause.min(left)).await;

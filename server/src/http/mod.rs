@@ -105,6 +105,16 @@ pub(crate) fn error(status: StatusCode, message: String) -> Response {
     (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
 }
 
+/// The header in which an HTTP caller says how long it waits for an answer, in milliseconds (a
+/// request queued for a pool gives up in time to answer within it).
+pub const WAIT_HEADER: &str = "x-sluice-wait-ms";
+
+/// The caller's wait from [`WAIT_HEADER`]; a value that is not a whole number is ignored.
+fn caller_wait(headers: &axum::http::HeaderMap) -> Option<std::time::Duration> {
+    let ms: u64 = headers.get(WAIT_HEADER)?.to_str().ok()?.parse().ok()?;
+    Some(std::time::Duration::from_millis(ms))
+}
+
 /// Adds a decision's headers for the client (rate-limit headers, `Retry-After`). The content type
 /// is the response's own.
 fn add_headers(response: &mut Response, headers: &[(String, String)]) {

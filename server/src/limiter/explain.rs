@@ -10,6 +10,7 @@
 //! them. With `--local-batch`, hits batched on this replica and not yet flushed are not seen.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -149,18 +150,29 @@ impl<S: Store> RateLimiter<S> {
             return Err(ExplainError::UnknownDomain(request.domain.clone()));
         }
         let mut explained = Vec::new();
-        let decision = self.decide(request, true, Some(&mut explained)).await?;
+        let decision = self
+            .decide(request, true, Some(&mut explained), None, None)
+            .await?;
         Ok(self.describe(request, &decision, &explained))
     }
 
     /// A real check (charged, counted) and its explanation from the same readings, for
     /// `--explain-log`.
     pub async fn check_explained(
-        &self,
+        self: &Arc<Self>,
         request: &CheckRequest,
+        caller_wait: Option<Duration>,
     ) -> Result<(Decision, Explanation), CheckError> {
         let mut explained = Vec::new();
-        let decision = self.decide(request, false, Some(&mut explained)).await?;
+        let decision = self
+            .decide(
+                request,
+                false,
+                Some(&mut explained),
+                Some(self),
+                caller_wait,
+            )
+            .await?;
         let explanation = self.describe(request, &decision, &explained);
         Ok((decision, explanation))
     }

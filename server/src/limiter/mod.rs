@@ -16,6 +16,7 @@
 //! Boundary: transport-free: no wire types, settings, tracing or listener code; it reads rules from
 //! [`crate::config`], overrides from [`crate::overrides`] and counts through [`crate::storage`].
 
+mod answer;
 pub mod decision;
 pub mod explain;
 pub mod headers;
@@ -23,12 +24,13 @@ pub mod inspect;
 pub mod lease;
 mod plan;
 pub mod problem;
+pub mod queue;
 pub mod request;
 mod stats;
 pub mod top;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
@@ -43,8 +45,7 @@ use crate::config::{Rule, RuleSet};
 use crate::metrics::{KindLabels, Metrics};
 use crate::overrides::{Override, OverrideSet};
 use crate::storage::keys::KeySchema;
-use crate::storage::{Admission, Batch, Role, Store, Verdict};
-use decision::Checked;
+use crate::storage::{Admission, Role, Store};
 
 #[derive(Debug, Clone)]
 pub struct LimiterOptions {
@@ -94,6 +95,8 @@ pub struct RateLimiter<S> {
     /// The overrides as loaded (lapsed ones dropped), kept to resolve them again when the rules
     /// change; its lock also orders concurrent swaps of `rules` and `overrides`.
     override_list: parking_lot::Mutex<Vec<Override>>,
+    /// Requests waiting in pool queues on this replica, and how they are woken.
+    waiting: queue::Waiting,
 }
 
 /// Seconds since the epoch, for override expiry.
@@ -114,6 +117,7 @@ impl<S: Store> RateLimiter<S> {
             top: None,
             overrides: ArcSwap::from_pointee(OverrideSet::default()),
             override_list: parking_lot::Mutex::new(Vec::new()),
+            waiting: queue::Waiting::default(),
         }
     }
 
@@ -179,10 +183,34 @@ impl<S: Store> RateLimiter<S> {
         &self.options
     }
 
-    /// Decide a request.
+    /// Decide a request. A request for a queued pool does not wait here: it is granted only if
+    /// no one is ahead of it ([`check_within`](Self::check_within) waits).
     pub async fn check(&self, request: &CheckRequest) -> Result<Decision, CheckError> {
         let started = Instant::now();
-        let result = self.decide(request, false, None).await;
+        self.checked(started, self.decide(request, false, None, None, None).await)
+    }
+
+    /// Decide a request whose caller waits at most `caller_wait` for the answer (a gRPC
+    /// deadline, an HTTP client's wait; `None`: as long as a pool's queue allows). A request
+    /// queued for a pool waits its turn and gives up in time to answer within that.
+    pub async fn check_within(
+        self: &Arc<Self>,
+        request: &CheckRequest,
+        caller_wait: Option<Duration>,
+    ) -> Result<Decision, CheckError> {
+        let started = Instant::now();
+        let result = self
+            .decide(request, false, None, Some(self), caller_wait)
+            .await;
+        self.checked(started, result)
+    }
+
+    /// Counts a check's duration and store failure.
+    fn checked(
+        &self,
+        started: Instant,
+        result: Result<Decision, CheckError>,
+    ) -> Result<Decision, CheckError> {
         self.metrics
             .request_duration
             .observe(started.elapsed().as_secs_f64());
@@ -196,193 +224,37 @@ impl<S: Store> RateLimiter<S> {
     }
 
     /// The decision on `request`. `dry`: nothing is charged or counted. With `explain`, each
-    /// limit's reading is pushed there ([`explain`](mod@explain)).
+    /// limit's reading is pushed there ([`explain`](mod@explain)). `caller_wait`: how long the
+    /// caller waits for an answer, if it said (a request may queue that long, at most).
+    ///
+    /// `owner` is this limiter's own handle, when the caller has one: a request can only wait
+    /// in a pool's queue with it ([`queue`](mod@queue)).
     async fn decide(
         &self,
         request: &CheckRequest,
         dry: bool,
-        mut explain: Option<&mut Vec<explain::Explained>>,
+        explain: Option<&mut Vec<explain::Explained>>,
+        owner: Option<&Arc<Self>>,
+        caller_wait: Option<Duration>,
     ) -> Result<Decision, CheckError> {
-        request::validate(request, &self.options.bounds)?;
-        let rules = self.rules.load();
-        let overrides = self.overrides.load();
-        let mut statuses = vec![DescriptorStatus::no_limit(); request.descriptors.len()];
-        let limited = plan::limits_to_check(&rules, request, &mut statuses, &overrides, now_secs());
-        let options = rules.options.get(&request.domain);
-        let on_failure = options.and_then(|o| o.failure_mode);
-        let shard_by = options.and_then(|o| o.shard_by.clone());
-        drop((rules, overrides));
-        if limited.is_empty() {
-            return Ok(Decision {
-                overall: Code::Ok,
-                statuses,
-                response_headers: Vec::new(),
-                rejection: None,
-                lease: None,
-                trace: None,
-            });
-        }
-
-        let new_lease = lease::new_lease(request, &limited)?;
-        let mut hits: Vec<_> = limited
-            .iter()
-            .map(|l| {
-                let role = match l.overflow_of {
-                    Some(of) => Role::Overflow { of },
-                    // Under global shadow mode the store sees only shadow hits, so it never
-                    // rejects; the answer below still reports what would have been rejected.
-                    None if self.options.global_shadow_mode => Role::Shadow,
-                    None => self.role(&l.rule),
-                };
-                plan::hit(
-                    &self.options.keys,
-                    request,
-                    l,
-                    role,
-                    new_lease,
-                    shard_by.as_deref(),
-                )
-            })
-            .collect();
-        plan::settle_overflow(&mut hits);
-        let batch = Batch {
-            hits,
-            admission: if dry {
-                Admission::DryRun
-            } else {
-                self.options.admission
-            },
+        let planned = match self.plan(request, dry)? {
+            Ok(planned) => planned,
+            Err(unlimited) => return Ok(unlimited),
         };
+        if !dry && let Some(at) = queue::queued_acquire(&planned) {
+            return queue::wait(self, owner, request, planned, at, caller_wait, explain).await;
+        }
         // Timed only for a trace span: no clock read per check otherwise.
         let store_started = self.options.traced.then(Instant::now);
-        let outcome = self.store.apply_or(&batch, on_failure).await?;
+        let outcome = self
+            .store
+            .apply_or(&planned.batch, planned.on_failure)
+            .await?;
         let store_latency = store_started.map(|t| t.elapsed());
-        let verdict = Verdict::of(&batch.hits, &outcome.readings);
-        let grant = (!dry)
-            .then(|| {
-                lease::settle(
-                    &self.metrics,
-                    &limited,
-                    &batch.hits,
-                    &outcome.readings,
-                    |i| {
-                        outcome.charged
-                            && batch.hits[i].delta != 0
-                            && verdict.writes(&batch.hits, &outcome.readings, batch.admission, i)
-                    },
-                )
-            })
-            .flatten();
-
-        // What each descriptor reports: its own limits, except that an `overflow: parent` pair
-        // shows the parent when it rescued the request, and otherwise the rule's own limit (which
-        // then fits again once either of the two has room).
-        let mut checked: Vec<Checked<'_>> = Vec::with_capacity(limited.len());
-        let mut deltas: Vec<i64> = Vec::with_capacity(limited.len());
-        for (i, (l, &reading)) in limited.iter().zip(&outcome.readings).enumerate() {
-            let (shown, role) = match l.overflow_of {
-                Some(of) => (verdict.is_rescued(of), self.role(&limited[of].rule)),
-                None => (!verdict.is_rescued(i), self.role(&l.rule)),
-            };
-            if let Some(out) = explain.as_deref_mut() {
-                out.push(explain::Explained::new(
-                    l,
-                    reading,
-                    role,
-                    batch.hits[i].delta,
-                    shown,
-                ));
-            }
-            if !shown {
-                continue;
-            }
-            let mut reading = reading;
-            if reading.over
-                && let Some(parent) = limited.iter().position(|o| o.overflow_of == Some(i))
-                && batch.hits[parent].role != Role::Shadow
-            {
-                reading.wait = reading.wait.min(outcome.readings[parent].wait);
-            }
-            checked.push(Checked {
-                limited: l,
-                reading,
-                role,
-                charged: outcome.charged,
-            });
-            deltas.push(batch.hits[i].delta);
+        if !dry && planned.releases_queued() {
+            self.dispatch_released(&planned).await;
         }
-
-        let would_reject = crate::storage::decide(checked.iter().map(|c| (c.role, c.reading.over)));
-        let tightest = decision::fill_statuses(&checked, &mut statuses);
-        for (i, t) in tightest.iter().enumerate() {
-            if let Some(t) = *t
-                && !dry
-            {
-                stats::record(
-                    &self.metrics,
-                    self.options.near_limit_ratio,
-                    request,
-                    &checked[t],
-                    deltas[t],
-                );
-                if let Some(top) = &self.top {
-                    let entries = request.descriptors[i].entries.iter();
-                    top.record(
-                        &checked[t].limited.rule.stat_key,
-                        entries.map(|e| (e.key.as_str(), e.value.as_str())),
-                        u64::try_from(deltas[t]).unwrap_or(0),
-                    );
-                }
-            }
-            debug_assert!(t.is_none_or(|t| checked[t].limited.index == i));
-        }
-
-        let overall = if would_reject && !self.options.global_shadow_mode {
-            Code::OverLimit
-        } else {
-            if would_reject && !dry {
-                self.metrics.global_shadow_mode.inc();
-            }
-            Code::Ok
-        };
-        let rejection = match overall {
-            Code::OverLimit => decision::rejecting(&checked).map(|by| {
-                let violated: Vec<&Checked<'_>> = checked
-                    .iter()
-                    .filter(|c| c.reading.over && c.role != Role::Shadow)
-                    .collect();
-                problem::rejection(request, by, &violated)
-            }),
-            Code::Ok => None,
-        };
-        let mut response_headers = headers::response_headers(
-            &self.options.header_style,
-            &checked,
-            &statuses,
-            &tightest,
-            overall,
-        );
-        if let Some(g) = &grant {
-            response_headers.extend(lease::headers(g));
-        }
-        let trace = store_latency.map(|store_latency| {
-            let by = decision::rejecting(&checked)
-                .filter(|_| overall == Code::OverLimit)
-                .or_else(|| checked.iter().min_by_key(|c| c.remaining()));
-            TraceFacts {
-                rule: by.map(|c| c.policy_name()).unwrap_or_default(),
-                algorithm: by.map_or("", |c| c.spec().algorithm.as_str()),
-                store_latency,
-            }
-        });
-        Ok(Decision {
-            overall,
-            statuses,
-            response_headers,
-            rejection,
-            lease: grant,
-            trace,
-        })
+        Ok(self.answer(request, planned, &outcome, dry, explain, store_latency))
     }
 
     fn role(&self, rule: &Rule) -> Role {
@@ -403,3 +275,7 @@ mod tests;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests_pools;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests_queue;

@@ -123,7 +123,8 @@ pub(super) fn hit(
     let spec = l.spec();
     let policy = spec.policy();
     let levels = l.rule.levels.len();
-    let fair_share = spec.algorithm == Algorithm::FairShare;
+    // A fair-share pool, or a concurrency pool whose queue weighs tenants: shared by tenants.
+    let fair_share = spec.algorithm == Algorithm::FairShare || spec.share.is_some();
     let parts = l
         .rule
         .levels

@@ -22,10 +22,12 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 mod leases;
+mod queues;
 pub mod reference;
 mod rules;
 
 pub use leases::LeaseStats;
+pub use queues::{OutcomeLabels, QueueStats, WeightLabels};
 pub use rules::{OVERFLOW_SERIES, RuleCount, RuleLabels, RuleSeries, RuleStats, Shared};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -77,6 +79,7 @@ static NEXT_METRICS_ID: AtomicU64 = AtomicU64::new(0);
 pub struct Metrics {
     pub rules: RuleStats,
     pub leases: LeaseStats,
+    pub queues: QueueStats,
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: Histogram,
     pub store_errors: Family<KindLabels, Counter>,
@@ -108,6 +111,8 @@ impl Metrics {
         rules.register(&mut registry);
         let leases = LeaseStats::default();
         leases.register(&mut registry);
+        let queues = QueueStats::default();
+        queues.register(&mut registry);
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",
@@ -161,6 +166,7 @@ impl Metrics {
         Self {
             rules,
             leases,
+            queues,
             requests,
             request_duration,
             store_errors,

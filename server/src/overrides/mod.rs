@@ -215,7 +215,8 @@ pub fn applied(rule: &Rule, o: &Override) -> Result<Rule, String> {
         ));
     };
     let has_pool = limits.iter().any(|l| l.algorithm == Algorithm::Concurrency);
-    let has_share = limits.iter().any(|l| l.algorithm == Algorithm::FairShare);
+    // A fair-share pool, or a concurrency pool whose queue weighs its tenants.
+    let has_share = limits.iter().any(|l| l.share.is_some());
     if let Some(n) = o.limit {
         if n > MAX_UNITS {
             return Err(format!("`limit` must be at most {MAX_UNITS}"));
@@ -269,17 +270,14 @@ pub fn applied(rule: &Rule, o: &Override) -> Result<Rule, String> {
     if let Some(w) = o.weight {
         if !has_share {
             return Err(format!(
-                "{} is not a fair-share pool: `weight` does not apply",
+                "{} is not a fair-share pool or a weighted queue: `weight` does not apply",
                 rule.stat_key
             ));
         }
         if w > MAX_WEIGHT {
             return Err(format!("`weight` must be at most {MAX_WEIGHT}"));
         }
-        for l in limits
-            .iter_mut()
-            .filter(|l| l.algorithm == Algorithm::FairShare)
-        {
+        for l in limits.iter_mut().filter(|l| l.share.is_some()) {
             l.share = Some(std::sync::Arc::new(crate::config::ShareSpec {
                 weights: Vec::new(),
                 default_weight: w,

@@ -128,6 +128,7 @@ async fn open_backend(
             timeout: settings.redis_timeout,
             pool_size: settings.redis_pool_size,
             clock: RedisClock::Redis,
+            key_prefix: settings.key_prefix.clone(),
         },
     )
     .await?;

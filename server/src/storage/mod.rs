@@ -39,6 +39,7 @@ pub mod stack;
 use std::future::Future;
 
 use crate::algorithm::lease::Lease;
+pub use crate::algorithm::queue::{Op as QueueOp, Outcome as QueueOutcome};
 use crate::algorithm::{Claim, Policy, Reading};
 pub use layer::failover::FailureMode;
 
@@ -275,6 +276,24 @@ pub trait Store: Send + Sync + 'static {
     /// The live leases of the concurrency pool at `key`, soonest expiry first (the admin and
     /// lease APIs list a pool's holders with it).
     fn holders(&self, key: &[u8]) -> impl Future<Output = Result<Vec<Lease>, StoreError>> + Send;
+
+    /// Applies `op` atomically to the queue of the concurrency pool at `key` and to the pool
+    /// itself ([`crate::algorithm::queue::apply`]), on the store's clock.
+    fn queue(
+        &self,
+        key: &[u8],
+        policy: &Policy,
+        op: &QueueOp,
+    ) -> impl Future<Output = Result<QueueOutcome, StoreError>> + Send {
+        let _ = (key, policy, op);
+        async { Err(StoreError::Server("this store keeps no queues".into())) }
+    }
+
+    /// Pool keys whose queues changed elsewhere (another replica granted or dropped tickets), for
+    /// the waiters here to look again. `None` when every change happens in this process.
+    fn queue_changes(&self) -> Option<tokio::sync::broadcast::Receiver<Vec<u8>>> {
+        None
+    }
 }
 
 /// The configured backend, dispatched without boxing on the hot path.
@@ -322,6 +341,27 @@ impl Store for AnyStore {
             AnyStore::Batched(s) => s.holders(key).await,
         }
     }
+
+    async fn queue(
+        &self,
+        key: &[u8],
+        policy: &Policy,
+        op: &QueueOp,
+    ) -> Result<QueueOutcome, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.queue(key, policy, op).await,
+            AnyStore::Redis(s) => s.queue(key, policy, op).await,
+            AnyStore::Batched(s) => s.queue(key, policy, op).await,
+        }
+    }
+
+    fn queue_changes(&self) -> Option<tokio::sync::broadcast::Receiver<Vec<u8>>> {
+        match self {
+            AnyStore::Memory(s) => s.queue_changes(),
+            AnyStore::Redis(s) => s.queue_changes(),
+            AnyStore::Batched(s) => s.queue_changes(),
+        }
+    }
 }
 
 impl<T: Store> Store for std::sync::Arc<T> {
@@ -343,5 +383,18 @@ impl<T: Store> Store for std::sync::Arc<T> {
 
     fn holders(&self, key: &[u8]) -> impl Future<Output = Result<Vec<Lease>, StoreError>> + Send {
         (**self).holders(key)
+    }
+
+    fn queue(
+        &self,
+        key: &[u8],
+        policy: &Policy,
+        op: &QueueOp,
+    ) -> impl Future<Output = Result<QueueOutcome, StoreError>> + Send {
+        (**self).queue(key, policy, op)
+    }
+
+    fn queue_changes(&self) -> Option<tokio::sync::broadcast::Receiver<Vec<u8>>> {
+        (**self).queue_changes()
     }
 }

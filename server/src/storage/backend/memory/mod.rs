@@ -50,6 +50,7 @@ use crate::storage::{Admission, Batch, Outcome, Store, StoreError, Verdict};
 use counters::{Counters, Place};
 
 mod counters;
+mod queues;
 
 /// The most shards a store uses; a batch's shards fit in one `u64` bit set.
 const MAX_SHARDS: usize = 64;
@@ -63,6 +64,8 @@ pub struct MemoryStore {
     evictions: AtomicU64,
     /// Expired leases removed by operations on their pools.
     leases_reclaimed: AtomicU64,
+    /// The queues of concurrency pools with waiters, by pool key ([`queues`]).
+    queues: queues::Queues,
 }
 
 struct Shard {
@@ -91,6 +94,7 @@ impl MemoryStore {
             clock,
             evictions: AtomicU64::new(0),
             leases_reclaimed: AtomicU64::new(0),
+            queues: queues::Queues::default(),
         }
     }
 
@@ -349,6 +353,15 @@ impl Store for MemoryStore {
     async fn holders(&self, key: &[u8]) -> Result<Vec<Lease>, StoreError> {
         Ok(self.holders_now(key))
     }
+
+    async fn queue(
+        &self,
+        key: &[u8],
+        policy: &algorithm::Policy,
+        op: &crate::storage::QueueOp,
+    ) -> Result<crate::storage::QueueOutcome, StoreError> {
+        Ok(self.queue_now(key, policy, op))
+    }
 }
 
 #[cfg(test)]
@@ -435,6 +448,7 @@ mod tests {
             clock,
             evictions: AtomicU64::new(0),
             leases_reclaimed: AtomicU64::new(0),
+            queues: Default::default(),
         };
         one(&s, hit("late", 600, 3));
         one(&s, hit("soon", 10, 2));

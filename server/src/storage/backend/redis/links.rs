@@ -29,7 +29,8 @@ use crate::storage::StoreError;
 
 /// How often the Sentinel follower asks for the master while nothing fails.
 pub const FOLLOW_EVERY: Duration = Duration::from_millis(250);
-const BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// The first wait before connecting again; it doubles up to `BACKOFF_MAX`.
+pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// One connection handle (cloning is cheap: it shares the socket).
@@ -231,7 +232,8 @@ impl Links {
     }
 }
 
-async fn bounded<T>(
+/// `f` under `within`: a timeout is an I/O error, as the connection's own would be.
+pub(super) async fn bounded<T>(
     within: Duration,
     f: impl Future<Output = redis::RedisResult<T>>,
 ) -> redis::RedisResult<T> {
@@ -244,7 +246,7 @@ async fn bounded<T>(
     }
 }
 
-fn next_backoff(b: Duration) -> Duration {
+pub(super) fn next_backoff(b: Duration) -> Duration {
     (b * 2).min(BACKOFF_MAX)
 }
 

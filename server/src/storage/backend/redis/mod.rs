@@ -6,7 +6,8 @@
 //! Cluster ([`target`] reads the address and TLS settings). On a Cluster, requests are batched per
 //! primary node ([`nodes`]), and a request whose counters live in several hash slots runs one
 //! script per slot concurrently and stays all-or-nothing by undoing the slots that charged when
-//! another rejected ([`cluster`]).
+//! another rejected ([`cluster`]). The fair queues of concurrency pools have a script of their own,
+//! one call per operation, and a pub/sub feed of wake-ups ([`queue`]).
 //!
 //! Opening the store never waits for Redis beyond [`RedisOptions::timeout`]: an unreachable Redis
 //! is connected in the background, and calls fail at once meanwhile (the failure policy of
@@ -19,6 +20,7 @@ pub mod batcher;
 pub mod cluster;
 pub mod links;
 pub mod nodes;
+pub mod queue;
 pub mod scripts;
 pub mod target;
 
@@ -31,7 +33,7 @@ use redis::{ConnectionInfo, ErrorKind, RedisError, Script, ServerErrorKind};
 use crate::algorithm::Micros;
 use crate::algorithm::lease::{Lease, LeaseId};
 use crate::clock::Clock;
-use crate::storage::{Batch, Hit, Outcome, Store, StoreError};
+use crate::storage::{Batch, Hit, Outcome, QueueOp, QueueOutcome, Store, StoreError};
 use links::Links;
 pub use target::{Auth, RedisTarget, RedisType, TargetOptions, TlsFiles};
 
@@ -45,6 +47,9 @@ pub struct RedisOptions {
     pub pool_size: usize,
     /// Whose time decides windows and buckets.
     pub clock: RedisClock,
+    /// The deployment's key prefix (`--key-prefix`): queue wake-ups go on
+    /// `<prefix>sluice:queues` ([`queue`]), so deployments sharing a Redis keep theirs apart.
+    pub key_prefix: String,
 }
 
 /// The clock the script decides with (see [`scripts`] for why Redis's own is the default).
@@ -72,6 +77,7 @@ impl Default for RedisOptions {
             timeout: Duration::from_secs(1),
             pool_size: 4,
             clock: RedisClock::Redis,
+            key_prefix: String::new(),
         }
     }
 }
@@ -90,6 +96,8 @@ pub struct RedisStore {
     /// Expired leases the script reclaimed (reported with each reply).
     leases_reclaimed: Arc<std::sync::atomic::AtomicU64>,
     cluster: bool,
+    /// The queue script and the wake-up feed ([`queue`]).
+    queues: Arc<queue::Queues>,
 }
 
 impl RedisStore {
@@ -102,6 +110,7 @@ impl RedisStore {
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
         let cluster = target.kind == RedisType::Cluster;
+        let queues = queue::Queues::new(target.clone(), &opts.key_prefix, opts.timeout);
         let links = Links::start(target, opts.pool_size, opts.timeout);
         links.wait_connected(opts.timeout).await?;
         // About one call in flight per connection (on a Cluster, about as many shared by the
@@ -135,6 +144,7 @@ impl RedisStore {
             clock: opts.clock,
             leases_reclaimed: Default::default(),
             cluster,
+            queues: Arc::new(queues),
         })
     }
 
@@ -147,6 +157,21 @@ impl RedisStore {
         Ok(store)
     }
 
+    /// The time a caller pinned the scripts to, or `None` for Redis `TIME`.
+    fn pinned_time(&self) -> Option<Micros> {
+        match &self.clock {
+            RedisClock::Redis => None,
+            RedisClock::Pinned(clock) => Some(clock.now().as_micros() as u64),
+        }
+    }
+
+    /// The time argument of the holders and queue scripts: the pinned time, or empty for Redis
+    /// `TIME`.
+    fn time_arg(&self) -> String {
+        self.pinned_time()
+            .map_or_else(String::new, |t| t.to_string())
+    }
+
     /// Runs the script for `hits` under `admission` (alone, or batched with concurrent requests):
     /// the outcome and the time the hits were stepped at.
     async fn run(
@@ -154,10 +179,7 @@ impl RedisStore {
         hits: &[Hit],
         admission: crate::storage::Admission,
     ) -> Result<(Outcome, Micros), StoreError> {
-        let time = match &self.clock {
-            RedisClock::Redis => None,
-            RedisClock::Pinned(clock) => Some(clock.now().as_micros() as u64),
-        };
+        let time = self.pinned_time();
         let encode = || {
             let mut part = batcher::Part::default();
             scripts::encode(&mut part, hits, admission, time);
@@ -259,11 +281,7 @@ impl Store for RedisStore {
     async fn holders(&self, key: &[u8]) -> Result<Vec<Lease>, StoreError> {
         let mut conn = self.links.get()?;
         let mut call = self.holders.prepare_invoke();
-        call.key(key);
-        match &self.clock {
-            RedisClock::Redis => call.arg(""),
-            RedisClock::Pinned(clock) => call.arg(clock.now().as_micros() as u64),
-        };
+        call.key(key).arg(self.time_arg());
         let flat: Vec<(String, u64)> = bounded(self.timeout, call.invoke_async(&mut conn)).await?;
         flat.into_iter()
             .map(|(member, score)| {
@@ -275,6 +293,20 @@ impl Store for RedisStore {
                 })
             })
             .collect()
+    }
+
+    async fn queue(
+        &self,
+        key: &[u8],
+        policy: &crate::algorithm::Policy,
+        op: &QueueOp,
+    ) -> Result<QueueOutcome, StoreError> {
+        self.run_queue(key, policy, op).await
+    }
+
+    /// Fed by one subscription per store, opened on the first call ([`queue`]).
+    fn queue_changes(&self) -> Option<tokio::sync::broadcast::Receiver<Vec<u8>>> {
+        Some(self.queues.subscribe())
     }
 }
 

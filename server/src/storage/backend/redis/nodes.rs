@@ -44,13 +44,14 @@ pub const UNSUPPORTED: i64 = -3;
 /// The slot map is read again at most this often.
 pub const REFRESH_EVERY: Duration = Duration::from_millis(200);
 
-const SLOTS: usize = 16384;
+/// Hash slots in a Redis Cluster.
+pub const SLOTS: usize = 16384;
 const NO_NODE: u16 = u16::MAX;
 
-/// The Cluster hash slot of `key` (CRC16-XMODEM of the key or its `{hash tag}`).
-pub fn slot_of(key: &[u8]) -> usize {
-    let tagged = key
-        .iter()
+/// The `{hash tag}` Redis Cluster hashes `key` by: the text between its first `{` and the next
+/// `}`, unless that is empty or missing (the whole key is hashed then).
+pub fn hash_tag(key: &[u8]) -> Option<&[u8]> {
+    key.iter()
         .position(|&b| b == b'{')
         .and_then(|open| {
             let rest = &key[open + 1..];
@@ -58,9 +59,13 @@ pub fn slot_of(key: &[u8]) -> usize {
                 .position(|&b| b == b'}')
                 .map(|close| &rest[..close])
         })
-        .filter(|tag| !tag.is_empty());
+        .filter(|tag| !tag.is_empty())
+}
+
+/// The Cluster hash slot of `key` (CRC16-XMODEM of the key or its `{hash tag}`).
+pub fn slot_of(key: &[u8]) -> usize {
     let mut crc: u16 = 0;
-    for &byte in tagged.unwrap_or(key) {
+    for &byte in hash_tag(key).unwrap_or(key) {
         crc ^= u16::from(byte) << 8;
         for _ in 0..8 {
             crc = if crc & 0x8000 != 0 {

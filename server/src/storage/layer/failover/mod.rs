@@ -378,6 +378,29 @@ impl<S: Store> Store for Failover<S> {
         }
     }
 
+    /// A queue operation, on the shared store within the budget. While the store cannot answer
+    /// this fails, and the limiter decides the request as if the pool had no queue (under the
+    /// domain's failure policy).
+    async fn queue(
+        &self,
+        key: &[u8],
+        policy: &crate::algorithm::Policy,
+        op: &crate::storage::QueueOp,
+    ) -> Result<crate::storage::QueueOutcome, StoreError> {
+        if self.inner.breaker.state() == BreakerState::Open {
+            return Err(StoreError::CircuitOpen);
+        }
+        let budget = self.inner.options.slow_timeout;
+        match tokio::time::timeout(budget, self.inner.shared.queue(key, policy, op)).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout(budget)),
+        }
+    }
+
+    fn queue_changes(&self) -> Option<tokio::sync::broadcast::Receiver<Vec<u8>>> {
+        self.inner.shared.queue_changes()
+    }
+
     /// Not ready until the breaker has closed (checks are decided against the store again);
     /// then the shared store's own ping.
     async fn ping(&self) -> Result<(), StoreError> {

@@ -374,6 +374,19 @@ impl<S: Shared> Store for Batched<S> {
     async fn holders(&self, key: &[u8]) -> Result<Vec<Lease>, StoreError> {
         self.inner.shared.holders(key).await
     }
+
+    async fn queue(
+        &self,
+        key: &[u8],
+        policy: &crate::algorithm::Policy,
+        op: &crate::storage::QueueOp,
+    ) -> Result<crate::storage::QueueOutcome, StoreError> {
+        self.inner.shared.queue(key, policy, op).await
+    }
+
+    fn queue_changes(&self) -> Option<tokio::sync::broadcast::Receiver<Vec<u8>>> {
+        self.inner.shared.queue_changes()
+    }
 }
 
 #[cfg(test)]

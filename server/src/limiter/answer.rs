@@ -1,0 +1,241 @@
+//! The two halves of a check around its store call: the plan (validate, match, one hit per
+//! limit) and the answer (statuses, overall code, headers, problem document, lease, stats).
+
+use std::time::Duration;
+
+use super::decision::{self, Checked};
+use super::plan::{self, Limited};
+use super::{
+    CheckError, CheckRequest, Code, Decision, DescriptorStatus, RateLimiter, TraceFacts, explain,
+    headers, lease, now_secs, problem, request, stats,
+};
+use crate::storage::{Admission, Batch, FailureMode, Outcome, Role, Store, Verdict};
+
+/// A request's limits as one store batch, before the store is asked.
+pub(super) struct Planned {
+    /// Filled for descriptors that are not counted.
+    pub statuses: Vec<DescriptorStatus>,
+    pub limited: Vec<Limited>,
+    pub batch: Batch,
+    pub on_failure: Option<FailureMode>,
+}
+
+impl Planned {
+    /// Whether the batch releases leases in a pool with a queue (the queue is dispatched then).
+    pub fn releases_queued(&self) -> bool {
+        self.limited
+            .iter()
+            .zip(&self.batch.hits)
+            .any(|(l, h)| h.delta < 0 && l.spec().queue.is_some())
+    }
+}
+
+impl<S: Store> RateLimiter<S> {
+    /// Validates and plans `request`; `Err` is the answer for a request nothing limits.
+    pub(super) fn plan(
+        &self,
+        request: &CheckRequest,
+        dry: bool,
+    ) -> Result<Result<Planned, Decision>, CheckError> {
+        request::validate(request, &self.options.bounds)?;
+        let rules = self.rules.load();
+        let overrides = self.overrides.load();
+        let mut statuses = vec![DescriptorStatus::no_limit(); request.descriptors.len()];
+        let limited = plan::limits_to_check(&rules, request, &mut statuses, &overrides, now_secs());
+        let options = rules.options.get(&request.domain);
+        let on_failure = options.and_then(|o| o.failure_mode);
+        let shard_by = options.and_then(|o| o.shard_by.clone());
+        drop((rules, overrides));
+        if limited.is_empty() {
+            return Ok(Err(Decision {
+                overall: Code::Ok,
+                statuses,
+                response_headers: Vec::new(),
+                rejection: None,
+                lease: None,
+                trace: None,
+            }));
+        }
+
+        let new_lease = lease::new_lease(request, &limited)?;
+        let mut hits: Vec<_> = limited
+            .iter()
+            .map(|l| {
+                let role = match l.overflow_of {
+                    Some(of) => Role::Overflow { of },
+                    // Under global shadow mode the store sees only shadow hits, so it never
+                    // rejects; the answer below still reports what would have been rejected.
+                    None if self.options.global_shadow_mode => Role::Shadow,
+                    None => self.role(&l.rule),
+                };
+                plan::hit(
+                    &self.options.keys,
+                    request,
+                    l,
+                    role,
+                    new_lease,
+                    shard_by.as_deref(),
+                )
+            })
+            .collect();
+        plan::settle_overflow(&mut hits);
+        let batch = Batch {
+            hits,
+            admission: if dry {
+                Admission::DryRun
+            } else {
+                self.options.admission
+            },
+        };
+        Ok(Ok(Planned {
+            statuses,
+            limited,
+            batch,
+            on_failure,
+        }))
+    }
+
+    /// The decision once the store answered `planned`'s batch with `outcome`.
+    pub(super) fn answer(
+        &self,
+        request: &CheckRequest,
+        planned: Planned,
+        outcome: &Outcome,
+        dry: bool,
+        mut explain: Option<&mut Vec<explain::Explained>>,
+        store_latency: Option<Duration>,
+    ) -> Decision {
+        let Planned {
+            mut statuses,
+            limited,
+            batch,
+            ..
+        } = planned;
+        let verdict = Verdict::of(&batch.hits, &outcome.readings);
+        let grant = (!dry)
+            .then(|| {
+                lease::settle(
+                    &self.metrics,
+                    &limited,
+                    &batch.hits,
+                    &outcome.readings,
+                    |i| {
+                        outcome.charged
+                            && batch.hits[i].delta != 0
+                            && verdict.writes(&batch.hits, &outcome.readings, batch.admission, i)
+                    },
+                )
+            })
+            .flatten();
+
+        // What each descriptor reports: its own limits, except that an `overflow: parent` pair
+        // shows the parent when it rescued the request, and otherwise the rule's own limit (which
+        // then fits again once either of the two has room).
+        let mut checked: Vec<Checked<'_>> = Vec::with_capacity(limited.len());
+        let mut deltas: Vec<i64> = Vec::with_capacity(limited.len());
+        for (i, (l, &reading)) in limited.iter().zip(&outcome.readings).enumerate() {
+            let (shown, role) = match l.overflow_of {
+                Some(of) => (verdict.is_rescued(of), self.role(&limited[of].rule)),
+                None => (!verdict.is_rescued(i), self.role(&l.rule)),
+            };
+            if let Some(out) = explain.as_deref_mut() {
+                out.push(explain::Explained::new(
+                    l,
+                    reading,
+                    role,
+                    batch.hits[i].delta,
+                    shown,
+                ));
+            }
+            if !shown {
+                continue;
+            }
+            let mut reading = reading;
+            if reading.over
+                && let Some(parent) = limited.iter().position(|o| o.overflow_of == Some(i))
+                && batch.hits[parent].role != Role::Shadow
+            {
+                reading.wait = reading.wait.min(outcome.readings[parent].wait);
+            }
+            checked.push(Checked {
+                limited: l,
+                reading,
+                role,
+                charged: outcome.charged,
+            });
+            deltas.push(batch.hits[i].delta);
+        }
+
+        let would_reject = crate::storage::decide(checked.iter().map(|c| (c.role, c.reading.over)));
+        let tightest = decision::fill_statuses(&checked, &mut statuses);
+        for (i, t) in tightest.iter().enumerate() {
+            if let Some(t) = *t
+                && !dry
+            {
+                stats::record(
+                    &self.metrics,
+                    self.options.near_limit_ratio,
+                    request,
+                    &checked[t],
+                    deltas[t],
+                );
+                if let Some(top) = &self.top {
+                    let entries = request.descriptors[i].entries.iter();
+                    top.record(
+                        &checked[t].limited.rule.stat_key,
+                        entries.map(|e| (e.key.as_str(), e.value.as_str())),
+                        u64::try_from(deltas[t]).unwrap_or(0),
+                    );
+                }
+            }
+            debug_assert!(t.is_none_or(|t| checked[t].limited.index == i));
+        }
+
+        let overall = if would_reject && !self.options.global_shadow_mode {
+            Code::OverLimit
+        } else {
+            if would_reject && !dry {
+                self.metrics.global_shadow_mode.inc();
+            }
+            Code::Ok
+        };
+        let rejection = match overall {
+            Code::OverLimit => decision::rejecting(&checked).map(|by| {
+                let violated: Vec<&Checked<'_>> = checked
+                    .iter()
+                    .filter(|c| c.reading.over && c.role != Role::Shadow)
+                    .collect();
+                problem::rejection(request, by, &violated)
+            }),
+            Code::Ok => None,
+        };
+        let mut response_headers = headers::response_headers(
+            &self.options.header_style,
+            &checked,
+            &statuses,
+            &tightest,
+            overall,
+        );
+        if let Some(g) = &grant {
+            response_headers.extend(lease::headers(g));
+        }
+        let trace = store_latency.map(|store_latency| {
+            let by = decision::rejecting(&checked)
+                .filter(|_| overall == Code::OverLimit)
+                .or_else(|| checked.iter().min_by_key(|c| c.remaining()));
+            TraceFacts {
+                rule: by.map(|c| c.policy_name()).unwrap_or_default(),
+                algorithm: by.map_or("", |c| c.spec().algorithm.as_str()),
+                store_latency,
+            }
+        });
+        Decision {
+            overall,
+            statuses,
+            response_headers,
+            rejection,
+            lease: grant,
+            trace,
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! Fair queues on real Redis deployments, on Redis's own clock: a Redis Cluster grants and orders
+//! exactly as one Redis (and the memory store) does, for a pool key with a tenant's hash tag and
+//! for one hashed whole; the queue keys expire after their latest deadline and vanish with the
+//! last ticket; and a grant made through one store wakes the waiters of another store over
+//! pub/sub, also after the subscription was killed, until the store is dropped, and on a
+//! Sentinel deployment speaking TLS only.
+//!
+//! The exact mirror of the algorithm, instant by instant, is `proptest_queue_differential.rs`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_server::algorithm::lease::LeaseId;
+use sluice_server::algorithm::queue::{Op, Status, Waiter};
+use sluice_server::algorithm::{Algorithm, Claim, MICROS_PER_SEC, Period, Policy};
+use sluice_server::clock::ManualClock;
+use sluice_server::storage::backend::memory::MemoryStore;
+use sluice_server::storage::backend::redis::queue::{CHANNEL, queue_keys};
+use sluice_server::storage::backend::redis::{
+    RedisOptions, RedisStore, RedisTarget, RedisType, TargetOptions, TlsFiles,
+};
+use sluice_server::storage::{Admission, Batch, Hit, Role, Store};
+use sluice_tests::cluster::Cluster;
+use sluice_tests::node::{RedisNode, wait_until};
+use sluice_tests::redis::RedisServer;
+use sluice_tests::sentinel::SentinelSetup;
+use sluice_tests::tls::Pki;
+
+/// Long enough that nothing expires while a test runs.
+const TTL_SECS: u64 = 60;
+const WAIT: u64 = 30 * MICROS_PER_SEC;
+/// How long a wake-up may take to arrive.
+const WAKE_WITHIN: Duration = Duration::from_secs(5);
+
+fn pool(slots: u64) -> Policy {
+    Policy {
+        algorithm: Algorithm::Concurrency,
+        period: Period::Seconds(TTL_SECS),
+        limit: slots,
+        burst: slots,
+    }
+}
+
+/// A store on the one Redis `server`, for a deployment with key prefix `prefix`.
+async fn connect(server: &RedisServer, prefix: &str) -> RedisStore {
+    RedisStore::connect(&server.url(), options(prefix))
+        .await
+        .expect("connect to Redis")
+}
+
+fn options(prefix: &str) -> RedisOptions {
+    RedisOptions {
+        timeout: Duration::from_secs(2),
+        pool_size: 2,
+        key_prefix: prefix.into(),
+        ..Default::default()
+    }
+}
+
+/// Ids whose byte order is not their arrival order: `order` leads.
+fn id(order: u8, n: u8) -> LeaseId {
+    let mut bytes = [0u8; 16];
+    bytes[0] = order;
+    bytes[15] = n;
+    LeaseId(bytes)
+}
+
+fn enqueue(id: LeaseId, tenant: &str, weight: u32, max_depth: u64) -> Op {
+    Op::Enqueue {
+        waiter: Waiter {
+            id,
+            tenant: tenant.as_bytes().to_vec(),
+            weight,
+            wait: WAIT,
+        },
+        max_depth,
+    }
+}
+
+async fn release<S: Store>(store: &S, key: &[u8], lease: LeaseId) {
+    let batch = Batch {
+        hits: vec![Hit {
+            key: key.to_vec(),
+            policy: pool(2),
+            delta: -1,
+            role: Role::Enforce,
+            claim: Claim::Lease(lease),
+        }],
+        admission: Admission::AllOrNothing,
+    };
+    let outcome = store.apply(&batch).await.expect("release");
+    assert!(outcome.charged);
+}
+
+/// Two slots, two tenants backlogged 2:1, a withdrawal while waiting, refusals, releases and a
+/// withdrawn grant: every step's status, grants and depth.
+async fn scenario<S: Store>(store: &S, key: &[u8]) -> Vec<(Status, Vec<LeaseId>, u64)> {
+    let mut steps = Vec::new();
+    let mut step = async |op: Op| {
+        let out = store.queue(key, &pool(2), &op).await.expect("queue op");
+        steps.push((out.status, out.granted.clone(), out.depth));
+        out
+    };
+    step(enqueue(id(9, 1), "first", 1, 9)).await;
+    step(enqueue(id(9, 2), "first", 1, 9)).await;
+    for n in 0..5 {
+        // Equal tags across the two tenants are ordered by id: `order` decides.
+        step(enqueue(id(200 - n * 40, 10 + n), "heavy", 2, 9)).await;
+        step(enqueue(id(n * 40, 20 + n), "light", 1, 9)).await;
+    }
+    step(enqueue(id(7, 30), "late", 1, 9)).await;
+    step(enqueue(id(7, 31), "heavy", 2, 9)).await;
+    step(enqueue(id(7, 32), "none", 0, 99)).await;
+    step(Op::Withdraw(id(40, 21))).await;
+    let mut holders = vec![id(9, 1), id(9, 2)];
+    for _ in 0..6 {
+        release(store, key, holders.remove(0)).await;
+        let out = step(Op::Poll(id(7, 30))).await;
+        holders.extend(out.granted);
+    }
+    // A grant given up: its slot passes on within the same operation.
+    let gone = holders.remove(0);
+    let out = step(Op::Withdraw(gone)).await;
+    assert_eq!(out.granted.len(), 1, "{out:?}");
+    steps
+}
+
+fn memory_scenario() -> Vec<(Status, Vec<LeaseId>, u64)> {
+    let clock = Arc::new(ManualClock::new(Duration::from_secs(1_700_000_000)));
+    let memory = MemoryStore::new(1_000, clock);
+    futures::executor::block_on(scenario(&memory, b"pool|l"))
+}
+
+fn cluster_key(tag: &str) -> Vec<u8> {
+    format!("q:sl:{{{tag}}}5:queue|4:user|1:u|l").into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_grants_and_orders_as_one_redis_does() {
+    let expected = memory_scenario();
+    assert!(expected.iter().any(|s| s.0 == Status::Full));
+    assert!(expected.iter().any(|s| s.0 == Status::Unweighted));
+    assert!(expected.iter().filter(|s| !s.1.is_empty()).count() >= 8);
+
+    let server = RedisServer::start();
+    let single = connect(&server, "q:").await;
+    let key = b"q:sl:5:queue|4:user|1:u|l";
+    assert_eq!(scenario(&single, key).await, expected, "one Redis");
+
+    let cluster = tokio::task::block_in_place(|| Cluster::start(3, 0, Duration::from_secs(5)));
+    let target = RedisTarget::parse(
+        RedisType::Cluster,
+        &cluster.seeds(),
+        TargetOptions::default(),
+    )
+    .expect("cluster seeds");
+    let store = RedisStore::open(target, options("q:"))
+        .await
+        .expect("open the Cluster");
+    // A tenant's tag (`shard_by`), and the empty tag of a counter on its own: the queue keys
+    // must land in the pool's slot either way, or the script would be refused (CROSSSLOT).
+    for key in [cluster_key("acme"), cluster_key("")] {
+        assert_eq!(
+            scenario(&store, &key).await,
+            expected,
+            "{}",
+            String::from_utf8_lossy(&key)
+        );
+        let node = &cluster.nodes
+            [tokio::task::block_in_place(|| cluster.master_of(&String::from_utf8_lossy(&key)))];
+        // The queue still holds tickets: its keys expire a little after the latest deadline.
+        for k in queue_keys(&key, true).iter().take(3) {
+            let k = String::from_utf8_lossy(k);
+            let ttl: i64 = node.cli(&["PTTL", &k]).trim().parse().expect("PTTL");
+            assert!((25_000..=31_000).contains(&ttl), "{k}: {ttl}");
+        }
+    }
+
+    // Wake-ups: the subscription is on the first seed, and a grant on any master reaches it over
+    // the cluster bus.
+    let mut wakeups = store.queue_changes().expect("Redis has wake-ups");
+    subscribed_on(&cluster.nodes[0], &format!("q:{CHANNEL}"));
+    let key = (0..)
+        .map(|n| cluster_key(&format!("t{n}")))
+        .find(|k| {
+            tokio::task::block_in_place(|| cluster.master_of(&String::from_utf8_lossy(k))) != 0
+        })
+        .expect("a key on another master");
+    let out = store
+        .queue(&key, &pool(1), &enqueue(id(1, 1), "t", 1, 9))
+        .await;
+    assert_eq!(out.expect("grant").status, Status::Granted);
+    let woken = tokio::time::timeout(WAKE_WITHIN, wakeups.recv()).await;
+    assert_eq!(woken.expect("a wake-up in time").expect("open"), key);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_keys_expire_after_the_latest_deadline_and_vanish_when_empty() {
+    let server = RedisServer::start();
+    let store = connect(&server, "").await;
+    let mut raw = raw_connection(&server).await;
+    let key = b"sl:5:queue|l";
+    let keys = queue_keys(key, false);
+    let out = store
+        .queue(key, &pool(1), &enqueue(id(1, 1), "t", 1, 9))
+        .await
+        .expect("enqueue");
+    assert_eq!(out.status, Status::Granted);
+    // A queue emptied by its grant is no state.
+    assert_eq!(exists(&mut raw, &keys).await, 0);
+    // The pool expires as a batch would expire it: one TTL past its last lease.
+    let ttl = pttl(&mut raw, key).await;
+    assert!((2 * TTL_SECS as i64 - 5) * 1000 < ttl && ttl <= 2 * TTL_SECS as i64 * 1000);
+
+    let out = store
+        .queue(key, &pool(1), &enqueue(id(1, 2), "t", 1, 9))
+        .await
+        .expect("enqueue");
+    assert_eq!(out.status, Status::Waiting { ahead: 0 });
+    for k in &keys[..3] {
+        let ttl = pttl(&mut raw, k).await;
+        assert!((25_000..=31_000).contains(&ttl), "{ttl}");
+    }
+    store
+        .queue(key, &pool(1), &Op::Withdraw(id(1, 2)))
+        .await
+        .expect("withdraw");
+    assert_eq!(exists(&mut raw, &keys).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_through_one_store_wakes_the_waiters_of_another() {
+    let server = RedisServer::start();
+    let granting = connect(&server, "pfx:").await;
+    let waiting = connect(&server, "pfx:").await;
+    let mut raw = raw_connection(&server).await;
+    let channel = format!("pfx:{CHANNEL}");
+    let mut wakeups = waiting.queue_changes().expect("Redis has wake-ups");
+    subscribers(&mut raw, &channel, 1).await;
+
+    // A ticket that waits publishes nothing; the grant on another pool comes first.
+    let (full, free) = (&b"pfx:full|l"[..], &b"pfx:free|l"[..]);
+    let op = async |key: &[u8], op: Op| granting.queue(key, &pool(1), &op).await.expect("queue op");
+    let mut wake = async || {
+        tokio::time::timeout(WAKE_WITHIN, wakeups.recv())
+            .await
+            .expect("a wake-up in time")
+            .expect("the feed is open")
+    };
+    let first = op(full, enqueue(id(1, 1), "t", 1, 9)).await;
+    assert_eq!(first.status, Status::Granted);
+    assert_eq!(wake().await, full);
+    let second = op(full, enqueue(id(1, 2), "t", 1, 9)).await;
+    assert_eq!(second.status, Status::Waiting { ahead: 0 });
+    let third = op(free, enqueue(id(2, 1), "t", 1, 9)).await;
+    assert_eq!(third.status, Status::Granted);
+    assert_eq!(wake().await, free);
+
+    // The subscription is killed: it comes back, and a grant made by a poll after a release
+    // through a batch wakes the waiters again.
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "pubsub"])
+        .query_async(&mut raw)
+        .await
+        .expect("CLIENT KILL");
+    assert_eq!(killed, 1);
+    subscribers(&mut raw, &channel, 1).await;
+    release(&granting, full, id(1, 1)).await;
+    let polled = op(full, Op::Poll(id(1, 2))).await;
+    assert_eq!(polled.granted, vec![id(1, 2)]);
+    assert_eq!(wake().await, full);
+
+    // The subscription ends with the store.
+    drop(waiting);
+    subscribers(&mut raw, &channel, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wake_ups_come_from_the_sentinel_master_over_tls() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::generate(dir.path(), "queues");
+    let mut setup = tokio::task::block_in_place(|| SentinelSetup::start_with(1, Some(&pki)));
+    let read = |p: &std::path::Path| std::fs::read(p).expect("PEM file");
+    let target = RedisTarget::parse(
+        RedisType::Sentinel,
+        &setup.address(),
+        TargetOptions {
+            tls: true,
+            tls_files: TlsFiles {
+                ca: Some(read(&pki.ca)),
+                client: Some((read(&pki.client.0), read(&pki.client.1))),
+            },
+            ..Default::default()
+        },
+    )
+    .expect("sentinel address");
+    let open = async || {
+        let store = RedisStore::open(target.clone(), options("s:"))
+            .await
+            .expect("open the Sentinel deployment");
+        store.ping().await.expect("the master answers");
+        store
+    };
+    let (granting, waiting) = (open().await, open().await);
+    let mut wakeups = waiting.queue_changes().expect("Redis has wake-ups");
+    let master = setup.master_port().expect("a master");
+    let master = setup.node(master);
+    subscribed_on(master, &format!("s:{CHANNEL}"));
+    let key = b"s:sl:5:queue|l";
+    let out = granting
+        .queue(key, &pool(1), &enqueue(id(1, 1), "t", 1, 9))
+        .await;
+    assert_eq!(out.expect("grant").status, Status::Granted);
+    let woken = tokio::time::timeout(WAKE_WITHIN, wakeups.recv()).await;
+    assert_eq!(woken.expect("a wake-up in time").expect("open"), key);
+}
+
+/// Waits (bounded) until `node` has a subscriber on `channel`.
+fn subscribed_on(node: &RedisNode, channel: &str) {
+    let subscribed = tokio::task::block_in_place(|| {
+        wait_until(WAKE_WITHIN, || {
+            node.cli(&["PUBSUB", "NUMSUB", channel]).lines().nth(1) == Some("1")
+        })
+    });
+    assert!(
+        subscribed,
+        "no subscriber on {channel} at port {}",
+        node.port()
+    );
+}
+
+async fn raw_connection(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url())
+        .expect("redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect")
+}
+
+async fn pttl(raw: &mut redis::aio::MultiplexedConnection, key: &[u8]) -> i64 {
+    redis::cmd("PTTL")
+        .arg(key)
+        .query_async(raw)
+        .await
+        .expect("PTTL")
+}
+
+async fn exists(raw: &mut redis::aio::MultiplexedConnection, keys: &[Vec<u8>]) -> i64 {
+    redis::cmd("EXISTS")
+        .arg(keys)
+        .query_async(raw)
+        .await
+        .expect("EXISTS")
+}
+
+/// Waits (bounded) until `channel` has `count` subscribers: a subscription opens in the
+/// background, and a message published before it would be lost.
+async fn subscribers(raw: &mut redis::aio::MultiplexedConnection, channel: &str, count: i64) {
+    let deadline = tokio::time::Instant::now() + WAKE_WITHIN;
+    loop {
+        let (_, n): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query_async(raw)
+            .await
+            .expect("PUBSUB NUMSUB");
+        if n == count {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{channel} has {n} subscribers, not {count}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
