@@ -1,6 +1,7 @@
 //! Callouts over the real network: `proxy_grpc_call` as a unary gRPC call (tonic, HTTP/2, the
-//! guest's message bytes sent as they are) and `proxy_http_call` as an HTTP/1.1 request
-//! (reqwest), each bounded by the timeout the guest passed, as Envoy does.
+//! guest's message bytes sent as they are, with the `grpc-timeout` Envoy's gRPC client derives
+//! from the guest's timeout) and `proxy_http_call` as an HTTP/1.1 request (reqwest), each bounded
+//! by the timeout the guest passed, as Envoy does.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -67,6 +68,32 @@ pub fn channel(addr: SocketAddr) -> Channel {
         .connect_lazy()
 }
 
+/// `grpc-timeout` as Envoy's gRPC client writes it from a callout's timeout
+/// (`Grpc::Common::toGrpcTimeout`): whole milliseconds (`250m`) while they fit the header's 8
+/// digits, else seconds, minutes, hours, clipped to `99999999H`. With the time it announces, at
+/// most `timeout` (the coarser units round down).
+fn grpc_timeout(timeout: Duration) -> (String, Duration) {
+    const MAX: u128 = 99_999_999;
+    const UNITS: [(char, u64); 4] = [('m', 1), ('S', 1000), ('M', 60_000), ('H', 3_600_000)];
+    let mut time = timeout.as_millis();
+    let mut unit = 0;
+    if time > MAX {
+        time /= 1000;
+        unit = 1;
+    }
+    while time > MAX {
+        if unit == UNITS.len() - 1 {
+            time = MAX;
+        } else {
+            time /= 60;
+            unit += 1;
+        }
+    }
+    let (symbol, ms) = UNITS[unit];
+    let announced = Duration::from_millis((time as u64).saturating_mul(ms));
+    (format!("{time}{symbol}"), announced.min(timeout))
+}
+
 pub async fn grpc(
     channel: Channel,
     path: String,
@@ -74,6 +101,8 @@ pub async fn grpc(
     message: Vec<u8>,
     timeout: Duration,
 ) -> Outcome {
+    let (header, announced) = grpc_timeout(timeout);
+    let start = tokio::time::Instant::now();
     let call = async move {
         let mut grpc = tonic::client::Grpc::new(channel);
         grpc.ready()
@@ -81,8 +110,6 @@ pub async fn grpc(
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let path = PathAndQuery::try_from(path)
             .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
-        // The deadline is the host's to enforce (below), as Envoy's async client does; tonic's
-        // own `grpc-timeout` handling would race it and report CANCELLED instead.
         let mut request = tonic::Request::new(Bytes::from(message));
         for (k, v) in metadata {
             if let (Ok(k), Ok(v)) = (
@@ -92,18 +119,41 @@ pub async fn grpc(
                 request.metadata_mut().insert(k, v);
             }
         }
+        // Envoy's async client sends the callout's timeout as `grpc-timeout`, so the server
+        // knows the caller's deadline (a check queued for a Sluice pool is answered within it).
+        // Not `Request::set_timeout`: that writes the finest unit that fits (`250000u`), Envoy
+        // milliseconds.
+        if let Ok(v) = tonic::metadata::AsciiMetadataValue::try_from(header) {
+            request.metadata_mut().insert("grpc-timeout", v);
+        }
         grpc.unary(request, path, RawCodec).await
     };
-    match tokio::time::timeout(timeout, call).await {
-        Err(_) => Outcome::GrpcClose {
-            status: 4,
-            message: "deadline exceeded".into(),
-        },
+    match tokio::time::timeout_at(start + timeout, call).await {
+        Err(_) => deadline_exceeded(),
         Ok(Ok(response)) => Outcome::GrpcMessage(response.into_inner().to_vec()),
+        // The deadline is the host's to enforce, as Envoy's async client does. But tonic's channel
+        // enforces the `grpc-timeout` it sends too, from a timer started a little after `start`,
+        // and reports CANCELLED when that timer wins (both can fire in one timer tick, and
+        // `timeout_at` polls the call first): CANCELLED once the announced time has passed is
+        // the timeout.
+        Ok(Err(status))
+            if status.code() == tonic::Code::Cancelled
+                && tokio::time::Instant::now() >= start + announced =>
+        {
+            deadline_exceeded()
+        }
         Ok(Err(status)) => Outcome::GrpcClose {
             status: status.code() as u32,
             message: status.message().to_string(),
         },
+    }
+}
+
+/// What the guest learns when a gRPC callout's timeout passed: DEADLINE_EXCEEDED.
+fn deadline_exceeded() -> Outcome {
+    Outcome::GrpcClose {
+        status: 4,
+        message: "deadline exceeded".into(),
     }
 }
 
@@ -146,5 +196,115 @@ pub async fn http(
     match tokio::time::timeout(timeout, call).await {
         Ok(Some(outcome)) => outcome,
         _ => Outcome::HttpFailed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll};
+
+    use tonic::codegen::{Service, http};
+    use tonic::transport::server::TcpIncoming;
+
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_is_written_as_envoy_writes_it() {
+        let ms = Duration::from_millis;
+        for (timeout, header, announced) in [
+            (ms(0), "0m", ms(0)),
+            (ms(20), "20m", ms(20)),
+            (ms(250), "250m", ms(250)),
+            (ms(60_000), "60000m", ms(60_000)),
+            (ms(99_999_999), "99999999m", ms(99_999_999)),
+            // Past 8 digits of milliseconds: seconds, rounded down.
+            (ms(100_000_999), "100000S", ms(100_000_000)),
+            (ms(u64::from(u32::MAX)), "4294967S", ms(4_294_967_000)),
+            (
+                Duration::from_secs(100_000_000),
+                "1666666M",
+                ms(99_999_960_000),
+            ),
+        ] {
+            assert_eq!(grpc_timeout(timeout), (header.to_string(), announced));
+        }
+        assert_eq!(grpc_timeout(Duration::MAX).0, "99999999H");
+    }
+
+    /// A gRPC service that notes each call's `grpc-timeout` and never answers.
+    #[derive(Clone, Default)]
+    struct Silent(Arc<Mutex<Vec<Option<String>>>>);
+
+    impl tonic::server::NamedService for Silent {
+        const NAME: &'static str = "test.Silent";
+    }
+
+    impl Service<http::Request<tonic::body::Body>> for Silent {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future =
+            Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+            let header = request
+                .headers()
+                .get("grpc-timeout")
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            self.0.lock().expect("calls").push(header);
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_grpc_call_announces_its_timeout_and_ends_deadline_exceeded() {
+        let incoming = TcpIncoming::bind("127.0.0.1:0".parse().expect("address")).expect("bind");
+        let addr = incoming.local_addr().expect("local address");
+        let silent = Silent::default();
+        let server = tonic::transport::Server::builder()
+            .add_service(silent.clone())
+            .serve_with_incoming(incoming);
+        let server = tokio::spawn(server);
+        let channel = channel(addr);
+        // tonic enforces the header it sends as well: whichever timer fires first, the guest
+        // learns DEADLINE_EXCEEDED, never CANCELLED, and never before its timeout.
+        let calls = (0..16).map(|i| {
+            let timeout = Duration::from_millis(20 + i % 4);
+            let call = grpc(
+                channel.clone(),
+                "/test.Silent/Call".into(),
+                vec![("x-app".into(), b"web".to_vec())],
+                b"ping".to_vec(),
+                timeout,
+            );
+            async move { (timeout, tokio::time::Instant::now(), call.await) }
+        });
+        let mut tasks = Vec::new();
+        for call in calls {
+            tasks.push(tokio::spawn(call));
+        }
+        for task in tasks {
+            let (timeout, started, outcome) = task.await.expect("call task");
+            let ended = started.elapsed();
+            match outcome {
+                Outcome::GrpcClose { status: 4, .. } => {}
+                other => panic!("expected DEADLINE_EXCEEDED, got {other:?}"),
+            }
+            assert!(
+                ended >= timeout,
+                "ended after {ended:?}, before {timeout:?}"
+            );
+        }
+        let mut seen = silent.0.lock().expect("calls").clone();
+        seen.sort();
+        let mut expected: Vec<_> = (0..16).map(|i| Some(format!("{}m", 20 + i % 4))).collect();
+        expected.sort();
+        assert_eq!(seen, expected);
+        server.abort();
     }
 }

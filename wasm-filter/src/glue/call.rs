@@ -33,16 +33,12 @@ pub fn dispatch(plugin: &Plugin, wire: &[WireDescriptor<'_>]) -> Result<u32, Sta
         }
         Transport::Http { path, authority } => {
             let body = json::encode_request(&plugin.config.domain, wire);
-            let headers = vec![
-                (":method", "POST"),
-                (":path", path.as_str()),
-                (":authority", authority.as_str()),
-                ("content-type", "application/json"),
-                ("accept", "application/json, application/problem+json"),
-            ];
+            // Sluice answers a check queued for a pool before this timeout runs out.
+            let wait_ms = service.timeout_ms.to_string();
+            let headers = json::request_headers(path, authority, &wait_ms);
             hostcalls::dispatch_http_call(
                 &service.cluster,
-                headers,
+                headers.to_vec(),
                 Some(&body),
                 Vec::new(),
                 timeout,

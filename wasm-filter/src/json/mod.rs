@@ -1,13 +1,36 @@
-//! The HTTP transport's bodies: the proto3-JSON `RateLimitRequest` Sluice's `POST /json` reads,
-//! and its answers: 200 with the proto3-JSON `RateLimitResponse`, or on OVER_LIMIT the rejecting
-//! rule's status with a JSON body (an RFC 9457 problem document carrying the same proto3 fields
-//! as extension members, or the plain proto3 JSON from older servers). Field names are accepted
-//! in lowerCamelCase and snake_case, integers as numbers or strings, enums as names or numbers.
+//! The HTTP transport's messages: the request headers (with the caller's wait, [`WAIT_HEADER`])
+//! and the proto3-JSON `RateLimitRequest` body Sluice's `POST /json` reads, and its answers: 200
+//! with the proto3-JSON `RateLimitResponse`, or on OVER_LIMIT the rejecting rule's status with a
+//! JSON body (an RFC 9457 problem document carrying the same proto3 fields as extension members,
+//! or the plain proto3 JSON from older servers). Field names are accepted in lowerCamelCase and
+//! snake_case, integers as numbers or strings, enums as names or numbers.
 
 use crate::check::{Answer, Code, DescriptorStatus, ErrorKind, Failure, Limit, Problem};
 use crate::headers::{PROBLEM_JSON, has_header};
 use crate::proto::WireDescriptor;
 use crate::value::{self, Value, write_str};
+
+/// The header in which Sluice's `/json` reads how long its caller waits for the answer, in
+/// milliseconds: a check queued for a concurrency pool is answered within it (gRPC carries the
+/// same in `grpc-timeout`, which the proxy's gRPC client sets from the callout's timeout).
+pub const WAIT_HEADER: &str = "x-sluice-wait-ms";
+
+/// The request headers of a check to `path` at `authority` whose callout times out after
+/// `wait_ms` (the decimal `service.timeout_ms`).
+pub fn request_headers<'a>(
+    path: &'a str,
+    authority: &'a str,
+    wait_ms: &'a str,
+) -> [(&'static str, &'a str); 6] {
+    [
+        (":method", "POST"),
+        (":path", path),
+        (":authority", authority),
+        ("content-type", "application/json"),
+        ("accept", "application/json, application/problem+json"),
+        (WAIT_HEADER, wait_ms),
+    ]
+}
 
 /// The request body.
 pub fn encode_request(domain: &str, descriptors: &[WireDescriptor<'_>]) -> Vec<u8> {

@@ -32,6 +32,22 @@ fn requests_are_proto3_json() {
 }
 
 #[test]
+fn requests_say_how_long_the_caller_waits() {
+    let headers = request_headers("/json", "sluice", "2000");
+    assert_eq!(
+        headers,
+        [
+            (":method", "POST"),
+            (":path", "/json"),
+            (":authority", "sluice"),
+            ("content-type", "application/json"),
+            ("accept", "application/json, application/problem+json"),
+            ("x-sluice-wait-ms", "2000"),
+        ]
+    );
+}
+
+#[test]
 fn ok_answers_decode() {
     let body = br#"{"overallCode":"OK","statuses":[{"code":"OK","currentLimit":{"requestsPerUnit":2,"unit":"HOUR"},"limitRemaining":1,"durationUntilReset":"3599.000000001s"},{"code":"OK"}],
         "responseHeadersToAdd":[{"key":"RateLimit-Limit","value":"2"}],"requestHeadersToAdd":[{"key":"x-a","value":"b"}]}"#;

@@ -47,7 +47,7 @@ pub(super) use waking::Waiting;
 
 /// Kept back from a wait to refuse the request in time: the withdrawal and the check that
 /// refuses it, sent together (one store round trip), with room for a busy scheduler.
-pub const ANSWER_MARGIN: Duration = Duration::from_millis(10);
+pub const ANSWER_MARGIN: Duration = Duration::from_millis(20);
 /// The longest a waiter sleeps without looking at its ticket.
 pub const POLL_EVERY: Duration = Duration::from_millis(250);
 
