@@ -324,6 +324,7 @@ proptest! {
                         id,
                         tenant: name.to_vec(),
                         weight,
+                        cost: 1,
                         wait: u64::from(wait_ms) * 1000,
                     },
                     max_depth,

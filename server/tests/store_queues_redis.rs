@@ -71,6 +71,7 @@ fn enqueue(id: LeaseId, tenant: &str, weight: u32, max_depth: u64) -> Op {
             id,
             tenant: tenant.as_bytes().to_vec(),
             weight,
+            cost: 1,
             wait: WAIT,
         },
         max_depth,

@@ -80,9 +80,7 @@ fn dump_limit(out: &mut String, l: &RateLimit) {
             "{} concurrent, lease {} s",
             l.requests_per_unit, l.unit_multiplier
         );
-        if let Some(q) = &l.queue {
-            let _ = write!(out, " queue={}ms/{}", q.max_wait.as_millis(), q.max_depth);
-        }
+        dump_queue(out, l);
         dump_weights(out, l);
         if l.over_limit_status != 429 {
             let _ = write!(out, " status={}", l.over_limit_status);
@@ -106,6 +104,7 @@ fn dump_limit(out: &mut String, l: &RateLimit) {
     if l.algorithm == Algorithm::TokenBucket {
         let _ = write!(out, " burst={}", l.burst);
     }
+    dump_queue(out, l);
     dump_weights(out, l);
     if l.kind != Kind::for_window(l.window_secs()) {
         let _ = write!(out, " kind={}", l.kind.as_str());
@@ -132,5 +131,11 @@ fn dump_weights(out: &mut String, l: &RateLimit) {
     }
     if share.default_weight != 1 {
         let _ = write!(out, " weight={}", share.default_weight);
+    }
+}
+
+fn dump_queue(out: &mut String, l: &RateLimit) {
+    if let Some(q) = &l.queue {
+        let _ = write!(out, " queue={}ms/{}", q.max_wait.as_millis(), q.max_depth);
     }
 }

@@ -92,7 +92,7 @@ pub(super) const LIMIT_FIELDS: &[LimitField] = &[
     field("capacity", &[FairShare]),
     field("weights", &[FairShare, Concurrency]),
     field("weight", &[FairShare, Concurrency]),
-    field("queue", &[Concurrency]),
+    field("queue", &[Concurrency, FairShare]),
     field("overflow", &[Counted]),
 ];
 
@@ -106,11 +106,10 @@ impl Shape {
                 "`{name}` does not apply to a concurrency pool: `concurrency` limits how many \
                  leases are held at once, not a rate"
             ),
-            (_, [Concurrency]) if name == "queue" => format!(
-                "`{name}` applies only to a pool with `concurrency`: fair-share pools and counted \
-                 limits do not queue"
-            ),
             (_, [Concurrency]) => format!("`{name}` applies only to a pool with `concurrency`"),
+            (_, [Concurrency, FairShare]) => {
+                format!("`{name}` applies only to a pool: one with `concurrency` or a `capacity`")
+            }
             (_, [FairShare, Concurrency]) => format!(
                 "`{name}` applies only to a fair-share pool (with a `capacity`) or a concurrency \
                  pool with a `queue`"

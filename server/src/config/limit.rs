@@ -281,7 +281,10 @@ impl Reader {
             kind: kind.unwrap_or(Kind::for_window(window)),
             over_limit_status: over_limit_status?,
             share: share.map(std::sync::Arc::new),
-            queue: None,
+            queue: match f.get("queue") {
+                None => None,
+                Some(q) => Some(self.queue(q)?),
+            },
         })
     }
 

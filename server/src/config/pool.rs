@@ -98,7 +98,7 @@ impl Reader {
     }
 
     /// `queue: {max_wait_ms: N, max_depth: N}`, both required.
-    fn queue(&mut self, y: &Yaml) -> Option<QueueSpec> {
+    pub(super) fn queue(&mut self, y: &Yaml) -> Option<QueueSpec> {
         let YamlKind::Map(pairs) = &y.kind else {
             self.invalid(
                 y.at,
@@ -369,15 +369,27 @@ mod tests {
             "{}",
             rules.dump
         );
+        let shared = parse_str(
+            "p.yaml",
+            "domain: d\ndescriptors:\n  - key: t\n    rate_limit: {unit: second, capacity: 9, queue: {max_wait_ms: 1500, max_depth: 20}}\n",
+        )
+        .unwrap();
+        let l = &shared.lookup("d", &[("t", "x")]).unwrap().limit.limits()[0];
+        assert_eq!(l.queue.unwrap().max_depth, 20);
+        assert!(
+            shared.dump.contains("fair_share queue=1500ms/20"),
+            "{}",
+            shared.dump
+        );
 
         let cases = [
             (
                 "{unit: second, requests_per_unit: 5, queue: {max_wait_ms: 1, max_depth: 1}}",
-                "4:61: `queue` applies only to a pool with `concurrency`",
+                "4:61: `queue` applies only to a pool: one with `concurrency` or a `capacity`",
             ),
             (
-                "{unit: second, capacity: 5, queue: {max_wait_ms: 1, max_depth: 1}}",
-                "`queue` applies only to a pool with `concurrency`: fair-share pools",
+                "{unit: second, capacity: 5, queue: {max_wait_ms: 1}}",
+                "`queue` needs `max_depth`",
             ),
             (
                 "{concurrency: 1, queue: {max_wait_ms: 60001, max_depth: 1}}",

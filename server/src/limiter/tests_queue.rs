@@ -26,6 +26,8 @@ descriptors:
     rate_limit: {concurrency: 1, queue: {max_wait_ms: 1000, max_depth: 2}}
   - key: rate
     rate_limit: {unit: hour, requests_per_unit: 1}
+  - key: share
+    rate_limit: {unit: second, capacity: 2, queue: {max_wait_ms: 3000, max_depth: 10}}
 "#;
 
 const T0: Duration = Duration::from_secs(1_700_000_000);
@@ -33,7 +35,11 @@ const T0: Duration = Duration::from_secs(1_700_000_000);
 type Limiter = Arc<RateLimiter<Arc<MemoryStore>>>;
 
 fn limiter() -> (Limiter, Arc<MemoryStore>) {
-    let store = Arc::new(MemoryStore::new(10_000, Arc::new(ManualClock::new(T0))));
+    limiter_on(Arc::new(ManualClock::new(T0)))
+}
+
+fn limiter_on(clock: Arc<ManualClock>) -> (Limiter, Arc<MemoryStore>) {
+    let store = Arc::new(MemoryStore::new(10_000, clock));
     let limiter = RateLimiter::new(
         parse_str("rules.yaml", RULES).unwrap(),
         Arc::clone(&store),
@@ -229,4 +235,36 @@ fn pool_key(l: &Limiter, t: &str) -> Vec<u8> {
         &rule.limit.limits()[0].policy(),
         None,
     )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fair_share_request_waits_for_the_next_window() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let (l, _) = limiter_on(Arc::clone(&clock));
+    let share = || req(vec![desc(&[("share", "t")], None)]);
+    for _ in 0..2 {
+        assert_eq!(
+            l.check_within(&share(), None).await.unwrap().overall,
+            Code::Ok
+        );
+    }
+    let waiter = {
+        let l = Arc::clone(&l);
+        tokio::spawn(async move { l.check_within(&share(), None).await })
+    };
+    until_queued(&l, "d.share", 1).await;
+    // The window is spent: it waits until the store's clock reaches the next one.
+    clock.advance(Duration::from_secs(1));
+    let d = waiter.await.unwrap().unwrap();
+    assert_eq!(d.overall, Code::Ok);
+    // It was charged once: one unit of the new window is left.
+    assert_eq!(
+        l.check_within(&share(), None).await.unwrap().overall,
+        Code::Ok
+    );
+    let d = l
+        .check_within(&share(), Some(Duration::from_millis(100)))
+        .await
+        .unwrap();
+    assert_eq!(d.overall, Code::OverLimit);
 }

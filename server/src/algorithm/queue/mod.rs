@@ -31,8 +31,11 @@
 //! tickets in a sorted set scored by their tags (members are the ids in hex, whose byte order is
 //! the ids' order), deadlines in a second one, tags in a hash.
 
-use super::lease::{self, Lease, LeaseId};
+use super::lease::LeaseId;
 use super::{Micros, Policy, State};
+use seats::Seats;
+
+mod seats;
 
 /// The virtual time one slot costs a tenant of weight 1.
 pub const SCALE: u64 = 1_000_000;
@@ -42,13 +45,28 @@ pub const MAX_DEPTH: u64 = 10_000;
 pub const MAX_WAIT_MS: u64 = 60_000;
 
 /// A queued request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ticket {
     pub finish: u64,
-    /// Also the id of the lease it is granted.
+    /// Also the id of the lease it is granted (a concurrency pool).
     pub id: LeaseId,
     /// Dropped from the queue at this instant.
     pub deadline: Micros,
+    /// What a fair-share pool is charged when it is granted (1 for a concurrency pool).
+    pub cost: u64,
+    pub tenant: Vec<u8>,
+    pub weight: u32,
+}
+
+/// A fair-share ticket granted and charged, until its waiter's check has run (or its deadline,
+/// for a waiter that went away: the units then stay charged).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub id: LeaseId,
+    pub cost: u64,
+    pub tenant: Vec<u8>,
+    pub weight: u32,
+    pub until: Micros,
 }
 
 /// One pool's queue.
@@ -60,11 +78,13 @@ pub struct Queue {
     pub tickets: Vec<Ticket>,
     /// Tenants (as a hit names them) whose finish tag is ahead of `vtime`.
     pub tags: Vec<(Vec<u8>, u64)>,
+    /// Fair-share grants not yet withdrawn or expired, in grant order.
+    pub granted: Vec<Grant>,
 }
 
 impl Queue {
     pub fn is_empty(&self) -> bool {
-        self.tickets.is_empty()
+        self.tickets.is_empty() && self.granted.is_empty()
     }
 }
 
@@ -74,6 +94,9 @@ pub struct Waiter {
     pub id: LeaseId,
     pub tenant: Vec<u8>,
     pub weight: u32,
+    /// Units a fair-share pool is asked for (a concurrency pool's ticket is one lease, whatever
+    /// this says).
+    pub cost: u64,
     /// How long the ticket stays queued, from the store's `now`: the store's clock sets the
     /// deadline, so replicas whose clocks differ from the store's still agree on it.
     pub wait: Micros,
@@ -86,7 +109,8 @@ pub enum Op {
     Enqueue { waiter: Waiter, max_depth: u64 },
     /// How is this ticket doing? (Dispatches first.)
     Poll(LeaseId),
-    /// The waiter gave up: remove its ticket, or release the lease it was granted.
+    /// The waiter gave up: remove its ticket, or give back what it was granted (a lease is
+    /// released, a fair-share charge refunded).
     Withdraw(LeaseId),
 }
 
@@ -102,7 +126,7 @@ impl Op {
 /// Where the operation's ticket stands afterwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
-    /// Its lease is live in the pool.
+    /// Its lease is live in the pool, or its fair-share units are charged.
     Granted,
     /// Queued, with this many tickets ahead of it.
     Waiting { ahead: u64 },
@@ -110,7 +134,9 @@ pub enum Status {
     Full,
     /// Not queued: its tenant's weight is 0.
     Unweighted,
-    /// Neither queued nor holding a lease: withdrawn, or dropped at its deadline.
+    /// Not queued: it asks a fair-share pool for more than its whole capacity.
+    Oversized,
+    /// Neither queued nor granted: withdrawn, or dropped at its deadline.
     Gone,
 }
 
@@ -121,6 +147,7 @@ impl Status {
             Status::Waiting { .. } => "waiting",
             Status::Full => "full",
             Status::Unweighted => "unweighted",
+            Status::Oversized => "oversized",
             Status::Gone => "gone",
         }
     }
@@ -135,12 +162,14 @@ pub struct Outcome {
     /// Tickets queued afterwards.
     pub depth: u64,
     /// How long from now until the queue can next move without a release: until the soonest
-    /// expiry of a lease or of a ticket, while tickets are queued (0 when none are).
+    /// expiry of a lease (a concurrency pool) or the window's end (a fair-share pool), or of a
+    /// ticket, while tickets are queued (0 when none are).
     pub moves_in: Micros,
 }
 
-/// Applies `op` at `now` to a pool (its `policy` and lease `state`) and its `queue`; returns the
-/// pool's and the queue's new states and the outcome. The pool's state drops expired leases.
+/// Applies `op` at `now` to a pool (its `policy` and `state`: a concurrency pool's leases or a
+/// fair-share pool's shares) and its `queue`; returns the pool's and the queue's new states and
+/// the outcome. A concurrency pool's state drops expired leases.
 pub fn apply(
     policy: &Policy,
     pool: &State,
@@ -148,19 +177,23 @@ pub fn apply(
     now: Micros,
     op: &Op,
 ) -> (State, Queue, Outcome) {
-    let mut leases: Vec<Lease> = lease::live(pool, now).to_vec();
+    let mut seats = Seats::of(policy, pool, now);
     let mut q = queue.clone();
     q.tickets.retain(|t| t.deadline > now);
+    q.granted.retain(|g| g.until > now);
     let id = op.ticket();
     let mut refused = None;
     match op {
         Op::Enqueue { waiter, max_depth } => {
             // Enqueueing a ticket already queued or granted only looks at it.
-            let known = q.tickets.iter().any(|t| t.id == id) || leases.iter().any(|l| l.id == id);
+            let known = q.tickets.iter().any(|t| t.id == id) || seats.holds(&q, &id);
+            let cost = seats.cost_of(waiter);
             if known {
                 // Nothing to add.
             } else if waiter.weight == 0 {
                 refused = Some(Status::Unweighted);
+            } else if !seats.can_ever_fit(cost) {
+                refused = Some(Status::Oversized);
             } else if q.tickets.len() as u64 >= *max_depth {
                 refused = Some(Status::Full);
             } else {
@@ -169,11 +202,15 @@ pub fn apply(
                     .iter()
                     .find(|(t, _)| *t == waiter.tenant)
                     .map_or(0, |&(_, f)| f);
-                let finish = q.vtime.max(tag) + SCALE / u64::from(waiter.weight);
+                let step = cost.saturating_mul(SCALE) / u64::from(waiter.weight);
+                let finish = q.vtime.max(tag).saturating_add(step);
                 let ticket = Ticket {
                     finish,
                     id,
                     deadline: now + waiter.wait,
+                    cost,
+                    tenant: waiter.tenant.clone(),
+                    weight: waiter.weight,
                 };
                 let at = q
                     .tickets
@@ -189,27 +226,14 @@ pub fn apply(
         Op::Withdraw(_) => {
             if let Some(at) = q.tickets.iter().position(|t| t.id == id) {
                 q.tickets.remove(at);
-            } else if let Some(at) = leases.iter().position(|l| l.id == id) {
-                leases.remove(at);
+            } else {
+                seats.give_back(&mut q, &id);
             }
         }
     }
 
-    // Dispatch: free slots go to the head tickets.
-    let ttl = lease::ttl(policy);
-    let mut granted = Vec::new();
-    while (leases.len() as u64) < policy.limit && !q.tickets.is_empty() {
-        let head = q.tickets.remove(0);
-        q.vtime = q.vtime.max(head.finish);
-        let lease = Lease {
-            expires_at: now + ttl,
-            id: head.id,
-        };
-        let at = leases.partition_point(|l| *l < lease);
-        leases.insert(at, lease);
-        granted.push(head.id);
-    }
-    if q.tickets.is_empty() {
+    let granted = seats.dispatch(&mut q);
+    if q.is_empty() {
         q = Queue::default();
     } else {
         let vtime = q.vtime;
@@ -222,19 +246,14 @@ pub fn apply(
         Status::Waiting {
             ahead: ahead as u64,
         }
-    } else if !matches!(op, Op::Withdraw(_)) && leases.iter().any(|l| l.id == id) {
+    } else if !matches!(op, Op::Withdraw(_)) && seats.holds(&q, &id) {
         Status::Granted
     } else {
         Status::Gone
     };
     let moves_in = match q.tickets.iter().map(|t| t.deadline).min() {
         None => 0,
-        Some(soonest_ticket) => {
-            let soonest = leases
-                .first()
-                .map_or(soonest_ticket, |l| l.expires_at.min(soonest_ticket));
-            soonest - now
-        }
+        Some(soonest_ticket) => seats.frees_at().min(soonest_ticket) - now,
     };
     let outcome = Outcome {
         status,
@@ -242,12 +261,7 @@ pub fn apply(
         depth: q.tickets.len() as u64,
         moves_in,
     };
-    let pool = if leases.is_empty() {
-        State::Empty
-    } else {
-        State::Leases(leases)
-    };
-    (pool, q, outcome)
+    (seats.into_state(), q, outcome)
 }
 
 #[cfg(test)]

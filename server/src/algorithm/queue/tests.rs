@@ -1,7 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::algorithm::{Algorithm, MICROS_PER_SEC, Period};
+use crate::algorithm::{Algorithm, MICROS_PER_SEC, Period, lease};
 
 const SEC: Micros = MICROS_PER_SEC;
 const T0: Micros = 1_700_000_000 * SEC;
@@ -28,6 +28,7 @@ fn waiter_at(now: Micros, n: u16, tenant: &str, weight: u32, deadline: Micros) -
             id: id(n),
             tenant: tenant.as_bytes().to_vec(),
             weight,
+            cost: 1,
             wait: deadline - now,
         },
         max_depth: 100,
@@ -147,6 +148,7 @@ fn full_queues_and_weightless_tenants_are_refused() {
             id: id(n),
             tenant: b"t".to_vec(),
             weight,
+            cost: 1,
             wait: far - T0,
         },
         max_depth: 2,
@@ -283,21 +285,21 @@ proptest! {
             prop_assert!(s.held(now).len() as u64 <= slots);
             // Each granted ticket was live and the smallest of those still queued.
             let mut candidates: Vec<Ticket> =
-                before.tickets.iter().copied().filter(|t| t.deadline > now).collect();
+                before.tickets.iter().filter(|t| t.deadline > now).cloned().collect();
             if let Op::Enqueue { .. } = op
                 && let Some(t) = s.queue.tickets.iter().chain(before.tickets.iter()).find(|t| t.id == op.ticket())
             {
-                candidates.push(*t);
+                candidates.push(t.clone());
             }
             for g in &out.granted {
                 let (at, head) = candidates
                     .iter()
                     .enumerate()
                     .min_by_key(|(_, t)| (t.finish, t.id))
-                    .map(|(k, t)| (k, *t))
+                    .map(|(k, t)| (k, t.clone()))
                     .unwrap_or_else(|| {
                         // A ticket queued and granted by the same enqueue.
-                        (usize::MAX, Ticket { finish: 0, id: *g, deadline: u64::MAX })
+                        (usize::MAX, Ticket { finish: 0, id: *g, deadline: u64::MAX, cost: 1, tenant: Vec::new(), weight: 1 })
                     });
                 if at != usize::MAX {
                     prop_assert_eq!(head.id, *g);
@@ -327,4 +329,93 @@ proptest! {
             prop_assert!(s.queue.tickets.is_empty() || s.held(now).len() as u64 == slots);
         }
     }
+}
+
+fn share_pool(capacity: u64) -> Policy {
+    Policy {
+        algorithm: Algorithm::FairShare,
+        period: Period::Seconds(1),
+        limit: capacity,
+        burst: capacity,
+    }
+}
+
+fn share_waiter(n: u16, tenant: &str, weight: u32, cost: u64) -> Op {
+    Op::Enqueue {
+        waiter: Waiter {
+            id: id(n),
+            tenant: tenant.as_bytes().to_vec(),
+            weight,
+            cost,
+            wait: 10 * SEC,
+        },
+        max_depth: 100,
+    }
+}
+
+#[test]
+fn a_fair_share_queue_is_granted_when_the_window_refills_by_weight() {
+    let mut s = Sim {
+        policy: share_pool(6),
+        pool: State::Empty,
+        queue: Queue::default(),
+    };
+    // The window's 6 units go at once, first come.
+    for n in 0..6 {
+        assert_eq!(
+            s.op(T0, &share_waiter(n, "x", 1, 1)).status,
+            Status::Granted
+        );
+    }
+    // Then two backlogged tenants, weights 2:1, 12 tickets each.
+    for n in 0..12 {
+        let out = s.op(T0, &share_waiter(100 + n, "heavy", 2, 1));
+        assert!(matches!(out.status, Status::Waiting { .. }));
+        assert_eq!(out.moves_in, SEC, "until the window ends");
+        s.op(T0, &share_waiter(200 + n, "light", 1, 1));
+    }
+    // The next window's capacity goes to the queue in tag order (heavy, heavy, light, heavy,
+    // heavy), except the unit the fair share keeps for `x`, whose demand of the last window
+    // fades over this one.
+    let out = s.op(T0 + SEC, &Op::Poll(id(0)));
+    let heavy = out.granted.iter().filter(|g| g.0[1] < 200).count();
+    assert_eq!((out.granted.len(), heavy), (5, 4), "{:?}", out.granted);
+    assert_eq!(out.granted[2], id(200));
+    assert_eq!(out.depth, 19);
+    // A granted ticket that withdraws is refunded: its unit goes to the next ticket.
+    let first = out.granted[0];
+    let out = s.op(T0 + SEC, &Op::Withdraw(first));
+    assert_eq!(out.granted.len(), 1);
+    assert_eq!(s.op(T0 + SEC, &Op::Poll(first)).status, Status::Gone);
+}
+
+#[test]
+fn a_fair_share_ticket_larger_than_the_pool_is_refused_and_tenants_keep_their_order() {
+    let mut s = Sim {
+        policy: share_pool(4),
+        pool: State::Empty,
+        queue: Queue::default(),
+    };
+    assert_eq!(
+        s.op(T0, &share_waiter(1, "a", 1, 5)).status,
+        Status::Oversized
+    );
+    assert_eq!(
+        s.op(T0, &share_waiter(2, "a", 1, 3)).status,
+        Status::Granted
+    );
+    // 1 unit left: a's 2-unit ticket waits, and a's later 1-unit ticket waits behind it;
+    // another tenant's 1-unit ticket is granted.
+    assert!(matches!(
+        s.op(T0, &share_waiter(3, "a", 1, 2)).status,
+        Status::Waiting { .. }
+    ));
+    assert!(matches!(
+        s.op(T0, &share_waiter(4, "a", 1, 1)).status,
+        Status::Waiting { .. }
+    ));
+    assert_eq!(
+        s.op(T0, &share_waiter(5, "b", 1, 1)).status,
+        Status::Granted
+    );
 }

@@ -61,7 +61,11 @@ pub(super) fn queued_acquire(planned: &Planned) -> Option<usize> {
             l.spec().queue.is_some()
                 && l.overflow_of.is_none()
                 && h.delta > 0
-                && matches!(h.claim, Claim::Lease(_))
+                && matches!(
+                    (h.policy.algorithm, &h.claim),
+                    (Algorithm::Concurrency, Claim::Lease(_))
+                        | (Algorithm::FairShare, Claim::Tenant(_))
+                )
                 && h.role == crate::storage::Role::Enforce
         })
 }
@@ -152,9 +156,15 @@ pub(super) async fn wait<S: Store>(
     };
     let hit = &planned.batch.hits[at];
     let (key, policy) = (hit.key.clone(), hit.policy);
-    let Claim::Lease(ticket) = hit.claim else {
-        return plain(limiter, request, planned, explain).await;
+    // A concurrency ticket's id is the lease it is granted; a fair-share ticket gets its own.
+    let ticket = match &hit.claim {
+        Claim::Lease(id) => *id,
+        _ => match LeaseId::generate() {
+            Ok(id) => id,
+            Err(_) => return plain(limiter, request, planned, explain).await,
+        },
     };
+    let fair_share = policy.algorithm == Algorithm::FairShare;
     // Without a caller to wait for the answer there is no time to wait.
     let budget = match owner {
         None => Duration::ZERO,
@@ -187,6 +197,7 @@ pub(super) async fn wait<S: Store>(
             id: ticket,
             tenant,
             weight,
+            cost: hit.delta.max(1) as u64,
             wait: budget.as_micros() as u64,
         },
         max_depth: spec.max_depth,
@@ -243,7 +254,7 @@ pub(super) async fn wait<S: Store>(
     };
     if !matches!(end, End::Granted) {
         guard.disarm();
-        if matches!(outcome, "full" | "unweighted" | "error") {
+        if matches!(outcome, "full" | "unweighted" | "oversized" | "error") {
             return plain(limiter, request, planned, explain).await;
         }
         // Withdrawn even when it looks gone: it may have been granted after the last look, and
@@ -251,7 +262,7 @@ pub(super) async fn wait<S: Store>(
         // in one round trip, under a new lease id, so it never renews the lease being withdrawn
         // (it takes a slot only if one is free and nobody waits for it).
         let mut planned = planned;
-        if let Ok(fresh) = LeaseId::generate() {
+        if let (false, Ok(fresh)) = (fair_share, LeaseId::generate()) {
             planned.batch.hits[at].claim = Claim::Lease(fresh);
         }
         let (_, decision) = tokio::join!(withdraw(), plain(limiter, request, planned, explain));
@@ -261,7 +272,12 @@ pub(super) async fn wait<S: Store>(
         .grants
         .get_or_create(&WeightLabels { rule, weight })
         .inc();
-    // The lease is held: the batch renews it and charges the other limits with it.
+    // The lease is held (the batch renews it), or the fair-share units are charged (the batch
+    // only looks at the pool): the other limits are charged with it.
+    let mut planned = planned;
+    if fair_share {
+        planned.batch.hits[at].delta = 0;
+    }
     let outcome = limiter
         .store
         .apply_or(&planned.batch, planned.on_failure)
@@ -299,6 +315,7 @@ async fn queue_up<S: Store>(
         Status::Granted => return End::Granted,
         Status::Full => return End::Plain("full"),
         Status::Unweighted => return End::Plain("unweighted"),
+        Status::Oversized => return End::Plain("oversized"),
         Status::Gone => return End::Plain("timed_out"),
         Status::Waiting { .. } if Instant::now() >= until => return End::Plain("timed_out"),
         Status::Waiting { .. } => {}

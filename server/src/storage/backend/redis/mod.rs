@@ -301,6 +301,11 @@ impl Store for RedisStore {
         policy: &crate::algorithm::Policy,
         op: &QueueOp,
     ) -> Result<QueueOutcome, StoreError> {
+        if policy.algorithm == crate::algorithm::Algorithm::FairShare {
+            return Err(StoreError::Server(
+                "fair-share pools do not queue in Redis yet".into(),
+            ));
+        }
         self.run_queue(key, policy, op).await
     }
 
