@@ -26,7 +26,9 @@
 //!    ([`storage::keys`]), an [`algorithm::Policy`], a delta and, for pools, an
 //!    [`algorithm::Claim`] (the lease id, or the tenant and its weight). A request that acquires
 //!    in a pool with a `queue` first takes a ticket and waits its turn ([`limiter::queue`]: the
-//!    weighted fair order is [`algorithm::queue`], applied by the store with the pool).
+//!    weighted fair order is [`algorithm::queue`], applied by the store with the pool). A rule
+//!    with a `trial` decides a value it sees for the first time in shadow mode for a while
+//!    ([`limiter::trial`]).
 //! 4. **Storage layers.** With Redis, the batch passes the layers [`storage::stack`] composes, in
 //!    this order: [`storage::layer::local_batch`] (`--local-batch`: fixed windows decided from a
 //!    local view, flushed in batches), then [`storage::layer::failover`] (the

@@ -11,6 +11,7 @@
 //! | `DELETE /overrides/{id}` | | the override removed; audited |
 //! | `GET /audit?limit=N` | | the latest changes, newest first |
 //! | `POST /explain` | a `POST /json` body | what the request would get now, and why ([`super::explain`]) |
+//! | `POST /trials` | `{"domain", "descriptor", "action": "status"\|"end"\|"extend"}` | a value's trial period; ending or extending it is an audited override ([`super::trials`]) |
 //!
 //! Bad input (malformed JSON, a field of the wrong type, an unknown domain or rule, a field that
 //! does not apply to the rule) is 400 with the reason, and changes nothing. A store that cannot
@@ -67,7 +68,10 @@ impl DescriptorQuery {
     }
 }
 
-async fn json_body<T: DeserializeOwned>(headers: &HeaderMap, b: Body) -> Result<T, Response> {
+pub(super) async fn json_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    b: Body,
+) -> Result<T, Response> {
     let bytes = body::read(headers, b, MAX_BODY).await?;
     serde_json::from_slice(&bytes).map_err(|e| {
         error(
@@ -77,7 +81,7 @@ async fn json_body<T: DeserializeOwned>(headers: &HeaderMap, b: Body) -> Result<
     })
 }
 
-fn admin_error(e: AdminError) -> Response {
+pub(super) fn admin_error(e: AdminError) -> Response {
     match e {
         AdminError::Check(crate::limiter::CheckError::Store(s)) => error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -87,18 +91,19 @@ fn admin_error(e: AdminError) -> Response {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> Response {
+pub(super) fn unavailable(e: impl std::fmt::Display) -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     leases::now_micros() / 1000
 }
 
 pub(super) async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
-        "no such admin endpoint: counters, counters/reset, top, leases, overrides, audit, explain"
+        "no such admin endpoint: counters, counters/reset, top, leases, overrides, audit, \
+         explain, trials"
             .into(),
     )
 }
@@ -158,7 +163,7 @@ pub(super) async fn reset<S: Store>(
 }
 
 /// Every change goes to the log too, whatever the store does with it.
-fn audit_log(entry: &AuditEntry) {
+pub(super) fn audit_log(entry: &AuditEntry) {
     tracing::info!(
         target: "sluice::audit",
         who = %entry.who,
@@ -360,7 +365,7 @@ pub(super) async fn delete_override<S: Store>(
 }
 
 /// This instance applies its own change at once; the others follow through the store.
-async fn refresh<S: Store>(state: &AdminState<S>) {
+pub(super) async fn refresh<S: Store>(state: &AdminState<S>) {
     match state.overrides.load().await {
         Ok(list) => {
             state.limiter.set_overrides(list);

@@ -94,6 +94,18 @@ pub enum AdminCommand {
         #[arg(short = 'n', long, default_value_t = 20)]
         limit: usize,
     },
+    /// A value's trial period (`DOMAIN key=value ...`); with `--end` or `--extend SECONDS`,
+    /// end it now or keep the value in shadow mode that much longer (both audited overrides).
+    Trial {
+        domain: String,
+        entries: Vec<String>,
+        #[arg(long, conflicts_with = "extend")]
+        end: bool,
+        #[arg(long)]
+        extend: Option<u64>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// What a request would get now, and why, charging nothing: `DOMAIN key=value ...`, with
     /// `+` between descriptors.
     Explain {
@@ -232,6 +244,28 @@ fn request_of(
             None,
         ),
         C::Audit { limit } => (Method::GET, format!("/admin/audit?limit={limit}"), None),
+        C::Trial {
+            domain,
+            entries,
+            end,
+            extend,
+            reason,
+        } => {
+            let mut body = descriptor(domain, entries)?;
+            body["action"] = match (end, extend) {
+                (true, _) => "end",
+                (false, Some(_)) => "extend",
+                (false, None) => "status",
+            }
+            .into();
+            if let Some(ttl) = extend {
+                body["ttl_seconds"] = (*ttl).into();
+            }
+            if let Some(reason) = reason {
+                body["reason"] = reason.clone().into();
+            }
+            (Method::POST, "/admin/trials".into(), Some(body))
+        }
         C::Explain {
             domain,
             entries,

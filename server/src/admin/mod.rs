@@ -16,6 +16,7 @@
 pub mod api;
 pub mod cli;
 mod explain;
+mod trials;
 pub mod ui;
 
 use std::net::SocketAddr;
@@ -175,6 +176,7 @@ pub fn router<S: Store>(state: Arc<AdminState<S>>) -> Router {
         .route("/overrides/{id}", delete(api::delete_override::<S>))
         .route("/audit", get(api::audit::<S>))
         .route("/explain", post(explain::explain::<S>))
+        .route("/trials", post(trials::trials::<S>))
         .fallback(api::not_found)
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),

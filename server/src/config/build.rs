@@ -238,6 +238,7 @@ impl Walk<'_> {
                     shadow_mode: d.shadow_mode,
                     quota_mode: d.quota_mode,
                     detailed_metric: d.detailed_metric,
+                    trial: d.trial,
                     stat_key: format!("{}.{}", self.domain, self.segments.join(".")).into(),
                     overflow,
                     series: Default::default(),

@@ -53,6 +53,14 @@ fn dump_rule(out: &mut String, rule: &Rule) {
     if let Some(parent) = &rule.overflow {
         let _ = write!(out, ", overflow={}", parent.stat_key);
     }
+    if let Some(t) = rule.trial {
+        let _ = write!(
+            out,
+            ", trial={}s/{}new",
+            t.shadow_for.as_secs(),
+            t.max_new_per_hour
+        );
+    }
     for (set, flag) in [
         (rule.shadow_mode, "shadow_mode"),
         (rule.quota_mode, "quota_mode"),

@@ -37,6 +37,7 @@ const DESCRIPTOR: &[&str] = &[
     "value_to_metric",
     "share_threshold",
     "metadata",
+    "trial",
 ];
 const REPLACES: &[&str] = &["name"];
 const HTTP_DESCRIPTOR: &[&str] = &["entries", "hits_addend_header"];

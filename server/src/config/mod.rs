@@ -55,6 +55,7 @@ mod model;
 mod parse;
 mod pool;
 mod scalar;
+pub mod trial;
 pub mod walk;
 mod watch;
 mod yaml;

@@ -293,6 +293,8 @@ pub struct Rule {
     pub shadow_mode: bool,
     pub quota_mode: bool,
     pub detailed_metric: bool,
+    /// `trial: {shadow_for}`: how long each new value of this rule stays in shadow mode.
+    pub trial: Option<super::trial::TrialSpec>,
     /// The reference's stats key: `domain.key_value.key2` (value only where the config names one).
     pub stat_key: Arc<str>,
     /// `overflow: parent`: the rule one level up, whose unused budget this rule's requests may

@@ -47,6 +47,8 @@ pub(super) struct RawDescriptor {
     pub detailed_metric: bool,
     pub value_to_metric: bool,
     pub share_threshold: bool,
+    /// `trial: {shadow_for}`, when given and valid.
+    pub trial: Option<super::trial::TrialSpec>,
 }
 
 /// Descriptors nested inside each other, at most. Real rule files use a handful of levels (org,
@@ -342,6 +344,26 @@ impl Reader {
             (None, Some(list)) => self.rate_limits(list),
             (None, None) => None,
         };
+        let trial = f.get("trial").and_then(|t| {
+            let length = self.trial(t)?;
+            if f.get("rate_limit").is_none() && f.get("rate_limits").is_none() {
+                self.invalid(
+                    t.at,
+                    "`trial` needs a `rate_limit` on the same descriptor: it is that limit's \
+                     values that start in shadow mode",
+                );
+                return None;
+            }
+            if shadow_mode {
+                self.invalid(
+                    t.at,
+                    "`trial` on a descriptor in `shadow_mode` changes nothing: every value is \
+                     already in shadow mode",
+                );
+                return None;
+            }
+            Some(length)
+        });
         let descriptors = self.descriptor_list(f.get("descriptors"));
 
         Some(RawDescriptor {
@@ -354,6 +376,7 @@ impl Reader {
             detailed_metric,
             value_to_metric,
             share_threshold,
+            trial,
         })
     }
 }

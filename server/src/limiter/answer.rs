@@ -18,6 +18,11 @@ pub(super) struct Planned {
     pub limited: Vec<Limited>,
     pub batch: Batch,
     pub on_failure: Option<FailureMode>,
+    /// The domain's `shard_by` key (Redis Cluster placement).
+    pub shard_by: Option<std::sync::Arc<str>>,
+    /// Per limit, whether its value is in its rule's trial (decided in shadow mode); empty when
+    /// no rule of the request has a trial ([`super::trial`]).
+    pub in_trial: Vec<bool>,
 }
 
 impl Planned {
@@ -92,6 +97,8 @@ impl<S: Store> RateLimiter<S> {
             limited,
             batch,
             on_failure,
+            shard_by,
+            in_trial: Vec::new(),
         }))
     }
 
@@ -109,6 +116,7 @@ impl<S: Store> RateLimiter<S> {
             mut statuses,
             limited,
             batch,
+            in_trial,
             ..
         } = planned;
         let verdict = Verdict::of(&batch.hits, &outcome.readings);
@@ -134,10 +142,16 @@ impl<S: Store> RateLimiter<S> {
         let mut checked: Vec<Checked<'_>> = Vec::with_capacity(limited.len());
         let mut deltas: Vec<i64> = Vec::with_capacity(limited.len());
         for (i, (l, &reading)) in limited.iter().zip(&outcome.readings).enumerate() {
+            let trial = |k: usize| in_trial.get(k).copied().unwrap_or(false);
             let (shown, role) = match l.overflow_of {
+                Some(of) if trial(of) => (verdict.is_rescued(of), Role::Shadow),
                 Some(of) => (verdict.is_rescued(of), self.role(&limited[of].rule)),
+                None if trial(i) => (!verdict.is_rescued(i), Role::Shadow),
                 None => (!verdict.is_rescued(i), self.role(&l.rule)),
             };
+            if trial(i) && reading.over && !dry {
+                super::trial::would_reject(&self.metrics, &l.rule);
+            }
             if let Some(out) = explain.as_deref_mut() {
                 out.push(explain::Explained::new(
                     l,

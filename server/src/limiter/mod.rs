@@ -28,6 +28,7 @@ pub mod queue;
 pub mod request;
 mod stats;
 pub mod top;
+pub mod trial;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -97,6 +98,8 @@ pub struct RateLimiter<S> {
     override_list: parking_lot::Mutex<Vec<Override>>,
     /// Requests waiting in pool queues on this replica, and how they are woken.
     waiting: queue::Waiting,
+    /// What this replica learned of trial periods.
+    trials: trial::Trials,
 }
 
 /// Seconds since the epoch, for override expiry.
@@ -118,6 +121,7 @@ impl<S: Store> RateLimiter<S> {
             overrides: ArcSwap::from_pointee(OverrideSet::default()),
             override_list: parking_lot::Mutex::new(Vec::new()),
             waiting: queue::Waiting::default(),
+            trials: trial::Trials::default(),
         }
     }
 
@@ -237,10 +241,11 @@ impl<S: Store> RateLimiter<S> {
         owner: Option<&Arc<Self>>,
         caller_wait: Option<Duration>,
     ) -> Result<Decision, CheckError> {
-        let planned = match self.plan(request, dry)? {
+        let mut planned = match self.plan(request, dry)? {
             Ok(planned) => planned,
             Err(unlimited) => return Ok(unlimited),
         };
+        self.apply_trials(request, &mut planned, dry).await;
         if !dry && let Some(at) = queue::queued_acquire(&planned) {
             return queue::wait(self, owner, request, planned, at, caller_wait, explain).await;
         }
@@ -279,3 +284,7 @@ mod tests_pools;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests_queue;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests_trial;

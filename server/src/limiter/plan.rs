@@ -178,6 +178,25 @@ pub(super) fn hit(
     }
 }
 
+/// Where the trial of `l`'s rule keeps when it first saw this descriptor's values: per value as
+/// the rule counts them (a `share_threshold` pattern is one trial for all its values).
+pub(super) fn trial_key(
+    keys: &KeySchema,
+    request: &CheckRequest,
+    l: &Limited,
+    shard_by: Option<&str>,
+) -> Vec<u8> {
+    let d = &request.descriptors[l.index];
+    let parts = l
+        .rule
+        .levels
+        .iter()
+        .zip(&d.entries)
+        .map(|(level, e)| (e.key.as_str(), counter_value(level, e.value.as_str())));
+    let shard = shard_by.and_then(|k| parts.clone().find(|(key, _)| *key == k).map(|(_, v)| v));
+    keys.trial_key_in(&l.rule.domain, parts, shard)
+}
+
 /// Makes every overflow pair of `hits` safe to charge either way: the parent's hit charges only
 /// when no other hit of the request counts the parent's counter (when one does, it already charges
 /// the request there, and the overflow only needs the parent to have room), and a rule whose own
@@ -223,6 +242,7 @@ fn override_rule(domain: &str, d: &Descriptor, o: LimitOverride) -> Rule {
         shadow_mode: false,
         quota_mode: false,
         detailed_metric: false,
+        trial: None,
         // Not the descriptor's key with its values, as the reference names it: those values come
         // from requests, and each distinct one would be a new metrics series.
         stat_key: format!("{domain}.limit_override").into(),

@@ -80,6 +80,9 @@ pub struct Metrics {
     pub rules: RuleStats,
     pub leases: LeaseStats,
     pub queues: QueueStats,
+    /// Per trial rule: trials started here, and hits over a limit let through by a trial.
+    pub trials_started: Family<RuleLabels, Counter>,
+    pub trial_would_reject: Family<RuleLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: Histogram,
     pub store_errors: Family<KindLabels, Counter>,
@@ -113,6 +116,18 @@ impl Metrics {
         leases.register(&mut registry);
         let queues = QueueStats::default();
         queues.register(&mut registry);
+        let trials_started = Family::<RuleLabels, Counter>::default();
+        registry.register(
+            "trials_started",
+            "Descriptor values first seen by a trial rule, which start in shadow mode",
+            trials_started.clone(),
+        );
+        let trial_would_reject = Family::<RuleLabels, Counter>::default();
+        registry.register(
+            "trial_would_reject",
+            "Over-limit hits let through because their value is in its rule's trial",
+            trial_would_reject.clone(),
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",
@@ -167,6 +182,8 @@ impl Metrics {
             rules,
             leases,
             queues,
+            trials_started,
+            trial_would_reject,
             requests,
             request_duration,
             store_errors,

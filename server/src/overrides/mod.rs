@@ -286,6 +286,8 @@ pub fn applied(rule: &Rule, o: &Override) -> Result<Rule, String> {
     }
     if let Some(mode) = o.mode {
         rule.shadow_mode = mode == Mode::Shadow;
+        // An operator's mode wins over a trial: ends it early (enforce) or extends it (shadow).
+        rule.trial = None;
     }
     Ok(rule)
 }

@@ -105,6 +105,28 @@ impl KeySchema {
         policy: &Policy,
         shard: Option<&str>,
     ) -> Vec<u8> {
+        self.key_in(domain, parts, shard, |key| push_policy(key, policy))
+    }
+
+    /// Where a trial rule keeps when it first saw a descriptor's values (`limiter::trial`): the
+    /// counter key's shape with `T` for the policy, so it lives beside the rule's counters (the
+    /// same Cluster slot under `shard_by`) and never names a counter.
+    pub fn trial_key_in<'a>(
+        &self,
+        domain: &str,
+        parts: impl IntoIterator<Item = (&'a str, &'a str)>,
+        shard: Option<&str>,
+    ) -> Vec<u8> {
+        self.key_in(domain, parts, shard, |key| key.push(b'T'))
+    }
+
+    fn key_in<'a>(
+        &self,
+        domain: &str,
+        parts: impl IntoIterator<Item = (&'a str, &'a str)>,
+        shard: Option<&str>,
+        tail: impl FnOnce(&mut Vec<u8>),
+    ) -> Vec<u8> {
         let parts = parts.into_iter();
         // A guess that avoids regrowth for typical keys: fixed parts exactly, entries at ~32 bytes
         // each, the policy at its widest.
@@ -142,7 +164,7 @@ impl KeySchema {
             }
         }
         key.push(b'|');
-        push_policy(&mut key, policy);
+        tail(&mut key);
         key
     }
 }

@@ -289,11 +289,34 @@ pub trait Store: Send + Sync + 'static {
         async { Err(StoreError::Server("this store keeps no queues".into())) }
     }
 
+    /// When the trial key `key` was first asked about, and the store's now (`limiter::trial`).
+    /// A new key is set to now and kept for `keep` when `create` allows, else reported as never
+    /// seen (`first` 0).
+    fn first_seen(
+        &self,
+        key: &[u8],
+        keep: std::time::Duration,
+        create: bool,
+    ) -> impl Future<Output = Result<FirstSeen, StoreError>> + Send {
+        let _ = (key, keep, create);
+        async { Err(StoreError::Server("this store keeps no trials".into())) }
+    }
+
     /// Pool keys whose queues changed elsewhere (another replica granted or dropped tickets), for
     /// the waiters here to look again. `None` when every change happens in this process.
     fn queue_changes(&self) -> Option<tokio::sync::broadcast::Receiver<Vec<u8>>> {
         None
     }
+}
+
+/// When a trial key was first seen and the store's now, in µs since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FirstSeen {
+    /// 0: never seen, and not recorded (it was not allowed to be).
+    pub first: crate::algorithm::Micros,
+    pub now: crate::algorithm::Micros,
+    /// This call recorded it.
+    pub created: bool,
 }
 
 /// The configured backend, dispatched without boxing on the hot path.
@@ -355,6 +378,19 @@ impl Store for AnyStore {
         }
     }
 
+    async fn first_seen(
+        &self,
+        key: &[u8],
+        keep: std::time::Duration,
+        create: bool,
+    ) -> Result<FirstSeen, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.first_seen(key, keep, create).await,
+            AnyStore::Redis(s) => s.first_seen(key, keep, create).await,
+            AnyStore::Batched(s) => s.first_seen(key, keep, create).await,
+        }
+    }
+
     fn queue_changes(&self) -> Option<tokio::sync::broadcast::Receiver<Vec<u8>>> {
         match self {
             AnyStore::Memory(s) => s.queue_changes(),
@@ -392,6 +428,15 @@ impl<T: Store> Store for std::sync::Arc<T> {
         op: &QueueOp,
     ) -> impl Future<Output = Result<QueueOutcome, StoreError>> + Send {
         (**self).queue(key, policy, op)
+    }
+
+    fn first_seen(
+        &self,
+        key: &[u8],
+        keep: std::time::Duration,
+        create: bool,
+    ) -> impl Future<Output = Result<FirstSeen, StoreError>> + Send {
+        (**self).first_seen(key, keep, create)
     }
 
     fn queue_changes(&self) -> Option<tokio::sync::broadcast::Receiver<Vec<u8>>> {

@@ -374,14 +374,12 @@ async fn plain<S: Store>(
 }
 
 impl<S: Store> RateLimiter<S> {
-    /// After a batch that released leases in queued pools: hands the freed slots to the queues'
-    /// next tickets (the store tells other replicas; this one's waiters are woken here).
+    /// After a batch that released leases in queued pools (or refunded units to a queued
+    /// fair-share pool): hands what freed to the queues' next tickets (the store tells other
+    /// replicas; this one's waiters are woken here).
     pub(super) async fn dispatch_released(&self, planned: &Planned) {
         for (l, hit) in planned.limited.iter().zip(&planned.batch.hits) {
-            if hit.delta >= 0
-                || hit.policy.algorithm != Algorithm::Concurrency
-                || l.spec().queue.is_none()
-            {
+            if hit.delta >= 0 || l.spec().queue.is_none() {
                 continue;
             }
             // Polling a ticket nobody holds only dispatches.

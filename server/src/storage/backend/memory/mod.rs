@@ -51,6 +51,7 @@ use counters::{Counters, Place};
 
 mod counters;
 mod queues;
+mod trials;
 
 /// The most shards a store uses; a batch's shards fit in one `u64` bit set.
 const MAX_SHARDS: usize = 64;
@@ -66,6 +67,8 @@ pub struct MemoryStore {
     leases_reclaimed: AtomicU64,
     /// The queues of concurrency pools with waiters, by pool key ([`queues`]).
     queues: queues::Queues,
+    /// First sightings of trial rules' values ([`trials`]).
+    trials: trials::Trials,
 }
 
 struct Shard {
@@ -95,6 +98,7 @@ impl MemoryStore {
             evictions: AtomicU64::new(0),
             leases_reclaimed: AtomicU64::new(0),
             queues: queues::Queues::default(),
+            trials: trials::Trials::default(),
         }
     }
 
@@ -362,6 +366,15 @@ impl Store for MemoryStore {
     ) -> Result<crate::storage::QueueOutcome, StoreError> {
         Ok(self.queue_now(key, policy, op))
     }
+
+    async fn first_seen(
+        &self,
+        key: &[u8],
+        keep: Duration,
+        create: bool,
+    ) -> Result<crate::storage::FirstSeen, StoreError> {
+        self.first_seen_now(key, keep, create)
+    }
 }
 
 #[cfg(test)]
@@ -449,6 +462,7 @@ mod tests {
             evictions: AtomicU64::new(0),
             leases_reclaimed: AtomicU64::new(0),
             queues: Default::default(),
+            trials: Default::default(),
         };
         one(&s, hit("late", 600, 3));
         one(&s, hit("soon", 10, 2));

@@ -23,6 +23,7 @@ pub mod nodes;
 pub mod queue;
 pub mod scripts;
 pub mod target;
+mod trial;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -307,6 +308,15 @@ impl Store for RedisStore {
             ));
         }
         self.run_queue(key, policy, op).await
+    }
+
+    async fn first_seen(
+        &self,
+        key: &[u8],
+        keep: Duration,
+        create: bool,
+    ) -> Result<crate::storage::FirstSeen, StoreError> {
+        self.run_first_seen(key, keep, create).await
     }
 
     /// Fed by one subscription per store, opened on the first call ([`queue`]).

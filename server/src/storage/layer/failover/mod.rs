@@ -401,6 +401,24 @@ impl<S: Store> Store for Failover<S> {
         self.inner.shared.queue_changes()
     }
 
+    /// A trial's first sighting, from the shared store within the budget (an error while it
+    /// cannot answer: the limiter then enforces).
+    async fn first_seen(
+        &self,
+        key: &[u8],
+        keep: Duration,
+        create: bool,
+    ) -> Result<crate::storage::FirstSeen, StoreError> {
+        if self.inner.breaker.state() == BreakerState::Open {
+            return Err(StoreError::CircuitOpen);
+        }
+        let budget = self.inner.options.budget;
+        match tokio::time::timeout(budget, self.inner.shared.first_seen(key, keep, create)).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout(budget)),
+        }
+    }
+
     /// Not ready until the breaker has closed (checks are decided against the store again);
     /// then the shared store's own ping.
     async fn ping(&self) -> Result<(), StoreError> {

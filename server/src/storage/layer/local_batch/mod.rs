@@ -387,6 +387,15 @@ impl<S: Shared> Store for Batched<S> {
     fn queue_changes(&self) -> Option<tokio::sync::broadcast::Receiver<Vec<u8>>> {
         self.inner.shared.queue_changes()
     }
+
+    async fn first_seen(
+        &self,
+        key: &[u8],
+        keep: std::time::Duration,
+        create: bool,
+    ) -> Result<crate::storage::FirstSeen, StoreError> {
+        self.inner.shared.first_seen(key, keep, create).await
+    }
 }
 
 #[cfg(test)]
