@@ -6,13 +6,15 @@
 //! `algorithm::step_with` and of `storage::Verdict` honest, down to the token bucket's and the fair
 //! share's floating-point arithmetic.
 //!
-//! The same holds for the fair queues of concurrency pools (`redis_queues_match_memory`): random
-//! operations on one pool's queue (enqueues of tenants of several weights, some refused as full
-//! or weightless, enqueues of a ticket again, polls, withdrawals of queued and granted tickets)
-//! interleaved with lease releases through ordinary batches, with time moving so that leases
-//! expire and tickets reach their deadlines, give the same statuses, grants in order, depths,
-//! times to the next move and holders from `queue.lua` as from `algorithm::queue::apply`, down to
-//! the `(finish, id)` order of equal tags.
+//! The same holds for the fair queues of pools (`redis_queues_match_memory`): random operations on
+//! one pool's queue (enqueues of tenants of several weights, some refused as full, weightless or,
+//! in a fair-share pool, larger than its capacity, enqueues of a ticket again, polls, withdrawals
+//! of queued and granted tickets) interleaved with ordinary batches on the pool (lease releases
+//! in a concurrency pool; charges, refunds and looks of tenants in a fair-share pool), with time
+//! moving so that leases expire, windows roll over and tickets and grants reach their deadlines,
+//! give the same statuses, grants in order, depths, times to the next move and pool states (a
+//! concurrency pool's holders, a fair-share pool's reading for every tenant) from `queue.lua` as
+//! from `algorithm::queue::apply`, down to the `(finish, id)` order of equal tags.
 //!
 //! Both stores read one manual clock: the Redis store pins the script's time to it
 //! (`RedisClock::Pinned`), so Redis's own `TIME` does not enter. Expiry is covered by the
@@ -241,11 +243,14 @@ const TENANTS: [(&[u8], u32); 5] = [
 
 #[derive(Debug, Clone)]
 enum QueueAction {
-    /// A new ticket; `order` is its id's first byte, so ids are not in arrival order.
+    /// A new ticket; `order` is its id's first byte, so ids are not in arrival order. `cost` is
+    /// what a fair-share pool is asked for (a concurrency pool's ticket is one lease whatever it
+    /// says).
     Enqueue {
         tenant: u8,
         order: u8,
         wait_ms: u16,
+        cost: u64,
     },
     /// An issued ticket enqueued again: a look while it is known, a fresh ticket once gone.
     Again {
@@ -258,24 +263,38 @@ enum QueueAction {
     Withdraw {
         which: u8,
     },
-    /// A holder releases its lease through a batch, as a request's release does.
+    /// A concurrency pool's holder releases its lease through a batch, as a request's release
+    /// does; in a fair-share pool, tenant `which % 5` is charged `delta` through a batch, as a
+    /// request of an unqueued rule on the same pool is (or refunded, as an undo is).
     Release {
         which: u8,
+        delta: i64,
     },
+}
+
+/// A wait in ms; whole tenths of a second often, so that deadlines fall exactly on the instant of
+/// a later action (time moves by whole tenths too).
+fn wait_ms() -> impl Strategy<Value = u16> {
+    prop_oneof![0u16..3000, (0u16..30).prop_map(|k| k * 100)]
 }
 
 fn queue_action() -> impl Strategy<Value = (QueueAction, u16)> {
     let action = prop_oneof![
-        5 => (0u8..5, any::<u8>(), 0u16..3000).prop_map(|(tenant, order, wait_ms)| {
-            QueueAction::Enqueue { tenant, order, wait_ms }
-        }),
-        1 => (any::<u8>(), 0u16..3000).prop_map(|(which, wait_ms)| QueueAction::Again { which, wait_ms }),
+        5 => (0u8..5, any::<u8>(), wait_ms(), 1u64..=3).prop_map(
+            |(tenant, order, wait_ms, cost)| QueueAction::Enqueue { tenant, order, wait_ms, cost },
+        ),
+        1 => (any::<u8>(), wait_ms()).prop_map(|(which, wait_ms)| QueueAction::Again { which, wait_ms }),
         2 => any::<u8>().prop_map(|which| QueueAction::Poll { which }),
         1 => any::<u8>().prop_map(|which| QueueAction::Withdraw { which }),
-        3 => any::<u8>().prop_map(|which| QueueAction::Release { which }),
+        3 => (any::<u8>(), -1i64..=2).prop_map(|(which, delta)| QueueAction::Release { which, delta }),
     ];
-    // Time passing before the action: often none, sometimes past a lease's TTL.
-    let advance = prop_oneof![3 => Just(0u16), 3 => 0u16..700, 2 => 0u16..4000];
+    // Time passing before the action: often none, sometimes past a lease's TTL or a window.
+    let advance = prop_oneof![
+        3 => Just(0u16),
+        3 => 0u16..700,
+        2 => 0u16..4000,
+        2 => (0u16..20).prop_map(|k| k * 100),
+    ];
     (action, advance)
 }
 
@@ -283,19 +302,69 @@ fn pick<T: Copy>(items: &[T], which: u8) -> Option<T> {
     (!items.is_empty()).then(|| items[usize::from(which) % items.len()])
 }
 
+/// Both stores see the same pool: a concurrency pool's holders, or what a look (delta 0) of every
+/// tenant reads in a fair-share pool (its admitted units, its share, its reserves: the whole
+/// state as it matters).
+fn same_pool(
+    shared: &Shared,
+    memory: &MemoryStore,
+    key: &[u8],
+    policy: Policy,
+    step: usize,
+) -> Result<(), TestCaseError> {
+    if policy.algorithm != Algorithm::FairShare {
+        let holders = shared
+            .runtime
+            .block_on(shared.redis.holders(key))
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(
+            holders,
+            memory.holders_now(key),
+            "holders after step {}",
+            step
+        );
+        return Ok(());
+    }
+    for (name, weight) in TENANTS {
+        let look = Batch {
+            hits: vec![Hit {
+                key: key.to_vec(),
+                policy,
+                delta: 0,
+                role: Role::Enforce,
+                claim: Claim::Tenant(Tenant {
+                    id: name.to_vec(),
+                    weight,
+                }),
+            }],
+            admission: Admission::AllOrNothing,
+        };
+        let expected = memory.apply_now(&look);
+        let got = shared
+            .runtime
+            .block_on(shared.redis.apply(&look))
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(got, expected, "{:?} after step {}", name, step);
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 256,
+        cases: 384,
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
             "proptest-regressions/proptest_store_differential_queues.txt",
         ))),
         ..ProptestConfig::default()
     })]
 
+    /// A concurrency pool of `slots` leases of `period_secs`, or a fair-share pool of `slots`
+    /// units per window of `period_secs`.
     #[test]
     fn redis_queues_match_memory(
-        slots in 0u64..4,
-        ttl_secs in 1u64..4,
+        fair_share in any::<bool>(),
+        slots in 0u64..5,
+        period_secs in 1u64..4,
         max_depth in 1u64..8,
         start in 1_700_000_000_000_000u64..1_800_000_000_000_000,
         actions in prop::collection::vec(queue_action(), 1..80),
@@ -308,23 +377,27 @@ proptest! {
         let memory = MemoryStore::new(1_000, shared.clock.clone());
         let key = format!("qdiff:{case}|l").into_bytes();
         let policy = Policy {
-            algorithm: Algorithm::Concurrency,
-            period: Period::Seconds(ttl_secs),
+            algorithm: if fair_share {
+                Algorithm::FairShare
+            } else {
+                Algorithm::Concurrency
+            },
+            period: Period::Seconds(period_secs),
             limit: slots,
             burst: slots,
         };
-        // Every ticket issued so far, with its tenant.
-        let mut issued: Vec<(LeaseId, u8)> = Vec::new();
+        // Every ticket issued so far, with its tenant and cost.
+        let mut issued: Vec<(LeaseId, u8, u64)> = Vec::new();
         for (n, (action, advance_ms)) in actions.into_iter().enumerate() {
             shared.clock.advance(Duration::from_millis(u64::from(advance_ms)));
-            let enqueue = |id, tenant: u8, wait_ms: u16| {
+            let enqueue = |id, tenant: u8, wait_ms: u16, cost: u64| {
                 let (name, weight) = TENANTS[usize::from(tenant)];
                 Op::Enqueue {
                     waiter: Waiter {
                         id,
                         tenant: name.to_vec(),
                         weight,
-                        cost: 1,
+                        cost,
                         wait: u64::from(wait_ms) * 1000,
                     },
                     max_depth,
@@ -332,32 +405,42 @@ proptest! {
             };
             let unknown = LeaseId([0xee; 16]);
             let op = match action {
-                QueueAction::Enqueue { tenant, order, wait_ms } => {
+                QueueAction::Enqueue { tenant, order, wait_ms, cost } => {
                     let mut bytes = [0u8; 16];
                     bytes[0] = order;
                     bytes[14..].copy_from_slice(&(n as u16).to_be_bytes());
-                    issued.push((LeaseId(bytes), tenant));
-                    enqueue(LeaseId(bytes), tenant, wait_ms)
+                    issued.push((LeaseId(bytes), tenant, cost));
+                    enqueue(LeaseId(bytes), tenant, wait_ms, cost)
                 }
                 QueueAction::Again { which, wait_ms } => match pick(&issued, which) {
-                    Some((id, tenant)) => enqueue(id, tenant, wait_ms),
+                    Some((id, tenant, cost)) => enqueue(id, tenant, wait_ms, cost),
                     None => Op::Poll(unknown),
                 },
                 QueueAction::Poll { which } => Op::Poll(pick(&issued, which).map_or(unknown, |i| i.0)),
                 QueueAction::Withdraw { which } => {
                     Op::Withdraw(pick(&issued, which).map_or(unknown, |i| i.0))
                 }
-                QueueAction::Release { which } => {
-                    let held: Vec<LeaseId> =
-                        memory.holders_now(&key).iter().map(|l| l.id).collect();
-                    let Some(id) = pick(&held, which) else { continue };
+                QueueAction::Release { which, delta } => {
+                    let (delta, claim) = if fair_share {
+                        let (name, weight) = TENANTS[usize::from(which) % TENANTS.len()];
+                        let tenant = Tenant {
+                            id: name.to_vec(),
+                            weight,
+                        };
+                        (delta, Claim::Tenant(tenant))
+                    } else {
+                        let held: Vec<LeaseId> =
+                            memory.holders_now(&key).iter().map(|l| l.id).collect();
+                        let Some(id) = pick(&held, which) else { continue };
+                        (-1, Claim::Lease(id))
+                    };
                     let batch = Batch {
                         hits: vec![Hit {
                             key: key.clone(),
                             policy,
-                            delta: -1,
+                            delta,
                             role: Role::Enforce,
-                            claim: Claim::Lease(id),
+                            claim,
                         }],
                         admission: Admission::AllOrNothing,
                     };
@@ -366,7 +449,8 @@ proptest! {
                         .runtime
                         .block_on(shared.redis.apply(&batch))
                         .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                    prop_assert_eq!(got, expected, "release of {:?}", id);
+                    prop_assert_eq!(got, expected, "batch {:?}", batch);
+                    same_pool(shared, &memory, &key, policy, n)?;
                     continue;
                 }
             };
@@ -376,11 +460,7 @@ proptest! {
                 .block_on(shared.redis.queue(&key, &policy, &op))
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(got, expected, "step {} {:?}", n, op);
-            let holders = shared
-                .runtime
-                .block_on(shared.redis.holders(&key))
-                .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            prop_assert_eq!(holders, memory.holders_now(&key), "holders after step {}", n);
+            same_pool(shared, &memory, &key, policy, n)?;
         }
     }
 }

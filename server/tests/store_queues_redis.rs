@@ -1,23 +1,26 @@
 //! Fair queues on real Redis deployments, on Redis's own clock: a Redis Cluster grants and orders
 //! exactly as one Redis (and the memory store) does, for a pool key with a tenant's hash tag and
-//! for one hashed whole; the queue keys expire after their latest deadline and vanish with the
-//! last ticket; and a grant made through one store wakes the waiters of another store over
-//! pub/sub, also after the subscription was killed, until the store is dropped, and on a
-//! Sentinel deployment speaking TLS only.
+//! for one hashed whole, in a concurrency pool and in a fair-share pool (there on a clock pinned
+//! by the test, since a fair share depends on where in its window it is); the queue keys expire
+//! after their latest deadline and vanish with the last ticket or grant; and a grant made through
+//! one store wakes the waiters of another store over pub/sub, also after the subscription was
+//! killed, until the store is dropped, and on a Sentinel deployment speaking TLS only.
 //!
-//! The exact mirror of the algorithm, instant by instant, is `proptest_queue_differential.rs`.
+//! The exact mirror of the algorithm, instant by instant, is `redis_queues_match_memory` in
+//! `proptest_store_differential.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_server::algorithm::lease::LeaseId;
 use sluice_server::algorithm::queue::{Op, Status, Waiter};
-use sluice_server::algorithm::{Algorithm, Claim, MICROS_PER_SEC, Period, Policy};
+use sluice_server::algorithm::share::Tenant;
+use sluice_server::algorithm::{Algorithm, Claim, MICROS_PER_SEC, Period, Policy, Reading};
 use sluice_server::clock::ManualClock;
 use sluice_server::storage::backend::memory::MemoryStore;
 use sluice_server::storage::backend::redis::queue::{CHANNEL, queue_keys};
 use sluice_server::storage::backend::redis::{
-    RedisOptions, RedisStore, RedisTarget, RedisType, TargetOptions, TlsFiles,
+    RedisClock, RedisOptions, RedisStore, RedisTarget, RedisType, TargetOptions, TlsFiles,
 };
 use sluice_server::storage::{Admission, Batch, Hit, Role, Store};
 use sluice_tests::cluster::Cluster;
@@ -193,6 +196,214 @@ async fn a_cluster_grants_and_orders_as_one_redis_does() {
     assert_eq!(out.expect("grant").status, Status::Granted);
     let woken = tokio::time::timeout(WAKE_WITHIN, wakeups.recv()).await;
     assert_eq!(woken.expect("a wake-up in time").expect("open"), key);
+}
+
+/// A fair-share pool of `capacity` units per window of `WINDOW_SECS`.
+fn shares(capacity: u64) -> Policy {
+    Policy {
+        algorithm: Algorithm::FairShare,
+        period: Period::Seconds(WINDOW_SECS),
+        limit: capacity,
+        burst: capacity,
+    }
+}
+
+const WINDOW_SECS: u64 = 10;
+/// A window's start: the fair-share scenario's clock starts a second into it.
+const WINDOW_START: u64 = 1_700_000_000;
+
+fn ask(id: LeaseId, tenant: &str, weight: u32, cost: u64, max_depth: u64) -> Op {
+    Op::Enqueue {
+        waiter: Waiter {
+            id,
+            tenant: tenant.as_bytes().to_vec(),
+            weight,
+            cost,
+            wait: WAIT,
+        },
+        max_depth,
+    }
+}
+
+/// What a fair-share scenario saw: every step's status, grants, depth and time to the next move,
+/// and at the end each tenant's reading of the pool (a look, delta 0).
+type ShareSteps = (Vec<(Status, Vec<LeaseId>, u64, u64)>, Vec<Reading>);
+
+/// A fair-share pool of 4 units, tenants `heavy` (weight 3) and `light` (1) asking 1 to 3 units
+/// on `clock`: grants while the window's units last, a tenant's later tickets behind its refused
+/// one, refusals (oversized, weightless, full), a granted ticket withdrawn (refunded and passed
+/// on), a waiter withdrawn, and the next window's refill going to the queue by weight.
+async fn share_scenario<S: Store>(store: &S, clock: &ManualClock, key: &[u8]) -> ShareSteps {
+    clock.set(Duration::from_secs(WINDOW_START + 1));
+    let mut steps = Vec::new();
+    let mut step = async |op: Op| {
+        let out = store.queue(key, &shares(4), &op).await.expect("queue op");
+        steps.push((out.status, out.granted.clone(), out.depth, out.moves_in));
+        out
+    };
+    step(ask(id(9, 1), "heavy", 3, 2, 9)).await;
+    step(ask(id(9, 2), "light", 1, 1, 9)).await;
+    step(ask(id(8, 3), "heavy", 3, 2, 9)).await;
+    step(ask(id(200, 4), "light", 1, 1, 9)).await;
+    step(ask(id(7, 5), "heavy", 3, 5, 9)).await;
+    step(ask(id(7, 6), "none", 0, 1, 9)).await;
+    step(ask(id(7, 7), "light", 1, 1, 2)).await;
+    clock.advance(Duration::from_millis(1500));
+    step(Op::Withdraw(id(9, 1))).await;
+    for n in 0..3 {
+        step(ask(id(100 - n * 30, 10 + n), "heavy", 3, 1, 9)).await;
+        step(ask(id(n * 30, 20 + n), "light", 1, 2, 9)).await;
+    }
+    step(Op::Withdraw(id(30, 21))).await;
+    step(Op::Poll(id(0, 20))).await;
+    // The next window: its units go to the queue first.
+    clock.advance(Duration::from_secs(WINDOW_SECS));
+    step(Op::Poll(id(0, 20))).await;
+    step(ask(id(1, 30), "late", 1, 1, 9)).await;
+    let mut readings = Vec::new();
+    for (tenant, weight) in [("heavy", 3), ("light", 1), ("late", 1)] {
+        let look = Batch {
+            hits: vec![Hit {
+                key: key.to_vec(),
+                policy: shares(4),
+                delta: 0,
+                role: Role::Enforce,
+                claim: Claim::Tenant(Tenant {
+                    id: tenant.as_bytes().to_vec(),
+                    weight,
+                }),
+            }],
+            admission: Admission::AllOrNothing,
+        };
+        readings.extend(store.apply(&look).await.expect("look").readings);
+    }
+    (steps, readings)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_queues_fair_share_as_one_redis_does() {
+    let clock = Arc::new(ManualClock::new(Duration::ZERO));
+    let memory = MemoryStore::new(1_000, clock.clone());
+    let expected = share_scenario(&memory, &clock, b"pool|s").await;
+    let statuses: Vec<Status> = expected.0.iter().map(|s| s.0).collect();
+    for status in [
+        Status::Oversized,
+        Status::Unweighted,
+        Status::Full,
+        Status::Gone,
+    ] {
+        assert!(statuses.contains(&status), "{status:?} in {expected:?}");
+    }
+    // Grants at the first asks, after the withdrawn grant's refund, and at the refill.
+    let granting: Vec<usize> = (expected.0.iter().enumerate())
+        .filter(|(_, s)| !s.1.is_empty())
+        .map(|(n, _)| n)
+        .collect();
+    assert!(granting.len() >= 4, "{expected:?}");
+    assert!(
+        granting.contains(&7) && granting.contains(&16),
+        "{expected:?}"
+    );
+
+    // The time is the test's: a fair share depends on where in the window each step falls.
+    let pinned = || RedisOptions {
+        clock: RedisClock::Pinned(clock.clone()),
+        ..options("q:")
+    };
+    let server = RedisServer::start();
+    let single = RedisStore::connect(&server.url(), pinned())
+        .await
+        .expect("connect to Redis");
+    let key = b"q:sl:5:queue|4:user|1:u|s";
+    assert_eq!(
+        share_scenario(&single, &clock, key).await,
+        expected,
+        "one Redis"
+    );
+
+    let cluster = tokio::task::block_in_place(|| Cluster::start(3, 0, Duration::from_secs(5)));
+    let target = RedisTarget::parse(
+        RedisType::Cluster,
+        &cluster.seeds(),
+        TargetOptions::default(),
+    )
+    .expect("cluster seeds");
+    let store = RedisStore::open(target, pinned())
+        .await
+        .expect("open the Cluster");
+    for tag in ["acme", ""] {
+        let key = format!("q:sl:{{{tag}}}5:queue|4:user|1:u|s").into_bytes();
+        let name = String::from_utf8_lossy(&key).into_owned();
+        assert_eq!(
+            share_scenario(&store, &clock, &key).await,
+            expected,
+            "{name}"
+        );
+        // The tickets' fields and the grants live in the pool's slot, beside the pool.
+        let node = &cluster.nodes[tokio::task::block_in_place(|| cluster.master_of(&name))];
+        for k in [&key[..]]
+            .into_iter()
+            .chain(queue_keys(&key, true).iter().map(|k| &k[..]))
+        {
+            let k = String::from_utf8_lossy(k);
+            if k.ends_with("|qi") || k.ends_with("|qg") || k.ends_with("|s") {
+                assert_eq!(node.cli(&["EXISTS", &k]).trim(), "1", "{k}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fair_share_grants_keep_the_queue_keys_until_withdrawn() {
+    let server = RedisServer::start();
+    let store = connect(&server, "").await;
+    let mut raw = raw_connection(&server).await;
+    let key = b"sl:5:shares|s";
+    let keys = queue_keys(key, false);
+    let pool = Policy {
+        period: Period::Seconds(TTL_SECS),
+        ..shares(1)
+    };
+    let out = store
+        .queue(key, &pool, &ask(id(1, 1), "t", 1, 1, 9))
+        .await
+        .expect("enqueue");
+    assert_eq!((out.status, out.depth), (Status::Granted, 0));
+    // No ticket waits, but the grant is kept (with its fields) until its waiter's deadline.
+    for k in [&keys[4], &keys[5]] {
+        let ttl = pttl(&mut raw, k).await;
+        assert!((25_000..=31_000).contains(&ttl), "{ttl}");
+    }
+    // The pool's state expires as a batch's would: at the end of the window after its own.
+    let ttl = pttl(&mut raw, key).await;
+    assert!(TTL_SECS as i64 * 1000 - 5000 < ttl && ttl <= 2 * TTL_SECS as i64 * 1000);
+    let out = store
+        .queue(key, &pool, &ask(id(1, 2), "t", 1, 2, 9))
+        .await
+        .expect("enqueue");
+    assert_eq!(out.status, Status::Oversized);
+    // The grant withdrawn, its unit is refunded and the queue is no state.
+    let out = store
+        .queue(key, &pool, &Op::Withdraw(id(1, 1)))
+        .await
+        .expect("withdraw");
+    assert_eq!(out.status, Status::Gone);
+    assert_eq!(exists(&mut raw, &keys).await, 0);
+    let look = Batch {
+        hits: vec![Hit {
+            key: key.to_vec(),
+            policy: pool,
+            delta: 1,
+            role: Role::Enforce,
+            claim: Claim::Tenant(Tenant {
+                id: b"t".to_vec(),
+                weight: 1,
+            }),
+        }],
+        admission: Admission::DryRun,
+    };
+    let outcome = store.apply(&look).await.expect("dry run");
+    assert!(!outcome.readings[0].over, "{outcome:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,6 +53,11 @@ descriptors:
   - key: pool
     value: plain
     rate_limit: {concurrency: 1, lease_ttl: 60}
+  - key: share
+    rate_limit:
+      unit: second
+      capacity: 2
+      queue: {max_wait_ms: 8000, max_depth: 100}
 "#;
 
 /// The weighted pool's tenants: `heavy` has weight 2, the others the default 1. All share the
@@ -64,6 +69,8 @@ const FILLER: Entries = &[("pool", "uploads"), ("tenant", "filler")];
 const SHORT: Entries = &[("pool", "short")];
 /// One slot and no queue.
 const PLAIN: Entries = &[("pool", "plain")];
+/// A fair-share pool of 2 units a second, with a queue.
+const SHARE: Entries = &[("share", "t")];
 
 /// The pools' rules, as metrics label them.
 const UPLOADS_RULE: &str = "q.pool_uploads.tenant";
@@ -771,4 +778,40 @@ async fn a_killed_replicas_waiters_leave_nothing_held_on_redis() {
     .await;
     assert_eq!(replicas[1].metric(&waits(SHORT_RULE, "granted")).await, 4.0);
     assert_eq!(replicas[1].metric(&waiting(SHORT_RULE)).await, 0.0);
+}
+
+/// A fair-share pool's queue across two replicas on one Redis: six requests for a pool of two
+/// units a second all go through, two per window, each waiting for the window its turn falls in
+/// (without the queue, four would be refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fair_share_queue_spreads_requests_over_windows_on_redis() {
+    let _serial = SERIAL.lock().await;
+    let redis = RedisServer::start();
+    let replicas = replicas(&redis, 2);
+    for r in &replicas {
+        r.wait_ready(Duration::from_secs(10)).await;
+    }
+    let mut calls = Vec::new();
+    for i in 0..6 {
+        let mut client = replicas[i % 2].grpc().await;
+        calls.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let reply = check(&mut client, SHARE, Some(GENEROUS)).await;
+            (reply, started.elapsed())
+        }));
+    }
+    let mut took = Vec::new();
+    for call in calls {
+        let (reply, elapsed) = call.await.expect("the call's task");
+        let reply = reply.expect("a decision");
+        assert_eq!(reply.overall_code, OK, "{reply:?}");
+        took.push(elapsed);
+    }
+    took.sort();
+    // Three windows are needed, and the third starts at least a second after the first ends.
+    assert!(took[5] >= Duration::from_secs(1), "{took:?}");
+    assert!(took[5] < Duration::from_secs(4), "{took:?}");
+    let refs: Vec<&Sluice> = replicas.iter().collect();
+    assert_eq!(total(&refs, &waits("q.share", "granted")).await, 6.0);
+    assert_eq!(total(&refs, &waits("q.share", "timed_out")).await, 0.0);
 }

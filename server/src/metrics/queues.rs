@@ -14,8 +14,8 @@ use super::{RuleLabels, Shared};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub rule: Shared,
-    /// `granted`, `timed_out`, `full`, `unweighted`, `refused` (by another limit), `withdrawn`
-    /// (its caller went away) or `error` (the store could not queue).
+    /// `granted`, `timed_out`, `full`, `unweighted`, `oversized`, `refused` (by another limit),
+    /// `withdrawn` (its caller went away) or `error` (the store could not queue).
     pub outcome: &'static str,
 }
 

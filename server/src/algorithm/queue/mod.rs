@@ -1,27 +1,31 @@
-//! Weighted fair queueing in front of a concurrency pool: a request that finds the pool full
-//! takes a ticket and waits for a slot instead of being refused at once.
+//! Weighted fair queueing in front of a pool: a request that finds a concurrency pool full, or
+//! that a fair-share pool refuses, takes a ticket and waits for its turn instead of being refused
+//! at once.
 //!
 //! **Order.** Each ticket gets a virtual finish tag, as in weighted fair queueing:
-//! `finish = max(V, last finish of its tenant) + SCALE / weight`, where `V`, the queue's virtual
-//! time, is the tag of the last ticket granted. Tickets are granted in `(finish, id)` order. So
-//! within one tenant tickets are first come, first served; across tenants each is served in
-//! proportion to its weight while it keeps tickets queued (weights 2:1 with both backlogged get
-//! grants 2:1); and a tenant with one waiter is served before another tenant's 50th, whose tags
-//! have run ahead. A tenant with weight 0 cannot queue. While a tenant has tickets its tag only
-//! grows, so no ticket of a tenant with positive weight starves: every ticket queued after it
-//! ends up with a larger tag.
+//! `finish = max(V, last finish of its tenant) + cost × SCALE / weight`, where `V`, the queue's
+//! virtual time, is the tag of the last ticket granted, and the cost is one lease, or the units a
+//! fair-share request asks for. Tickets are granted in `(finish, id)` order. So within one tenant
+//! tickets are first come, first served; across tenants each is served in proportion to its
+//! weight while it keeps tickets queued (weights 2:1 with both backlogged get grants 2:1); and a
+//! tenant with one waiter is served before another tenant's 50th, whose tags have run ahead. A
+//! tenant with weight 0 cannot queue. While a tenant has tickets its tag only grows, so no ticket
+//! of a tenant with positive weight starves: every ticket queued after it ends up with a larger
+//! tag.
 //!
 //! **Grants.** Every operation on a queue first drops tickets past their deadline (a waiter that
-//! went away without withdrawing, a replica that died) and then *dispatches*: while the pool has
-//! a free slot and the queue a ticket, the head ticket is granted a lease in the pool, with the
-//! ticket's id as the lease id and a full TTL. A waiter learns its fate by polling its ticket:
-//! still queued (with its rank), granted (its lease is live), or gone (past its deadline or
-//! withdrawn). Because every acquire on a pool with a queue goes through [`apply`], a request
-//! arriving while others wait queues behind them: nobody jumps the queue when a slot frees.
+//! went away without withdrawing, a replica that died) and then *dispatches* ([`seats`]): while a
+//! concurrency pool has a free slot, its head ticket is granted a lease with the ticket's id and
+//! a full TTL; a fair-share pool grants, in tag order, every ticket its share rules admit now
+//! (a tenant's later tickets wait behind its first refused one), charging the units at once. A
+//! waiter learns its fate by polling its ticket: still queued (with its rank), granted, or gone
+//! (past its deadline or withdrawn). Because every acquire on a pool with a queue goes through
+//! [`apply`], a request arriving while others wait queues behind them: nobody jumps the queue
+//! when a slot frees or a window refills.
 //!
 //! **Withdraw.** A waiter whose caller gave up removes its ticket; if the ticket was granted in
-//! the meantime, the lease is released (and the slot dispatched to the next ticket), so no lease
-//! is left that nobody will release.
+//! the meantime, the lease is released or the units refunded (and passed to the next ticket), so
+//! nothing is left held that nobody will use.
 //!
 //! **State.** The tickets in `(finish, id)` order with their deadlines, `V`, and the finish tag
 //! of each tenant whose tag is ahead of `V` (a tag at or behind `V` makes no difference, so a store
@@ -29,7 +33,8 @@
 //!
 //! The Redis script (`storage/backend/redis/queue.lua`) mirrors this operation for operation:
 //! tickets in a sorted set scored by their tags (members are the ids in hex, whose byte order is
-//! the ids' order), deadlines in a second one, tags in a hash.
+//! the ids' order), deadlines in a second one, tags in a hash; for a fair-share pool, each
+//! ticket's cost, weight and tenant in another hash, and the grants in a set scored by deadline.
 
 use super::lease::LeaseId;
 use super::{Micros, Policy, State};

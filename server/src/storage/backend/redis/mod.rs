@@ -6,8 +6,8 @@
 //! Cluster ([`target`] reads the address and TLS settings). On a Cluster, requests are batched per
 //! primary node ([`nodes`]), and a request whose counters live in several hash slots runs one
 //! script per slot concurrently and stays all-or-nothing by undoing the slots that charged when
-//! another rejected ([`cluster`]). The fair queues of concurrency pools have a script of their own,
-//! one call per operation, and a pub/sub feed of wake-ups ([`queue`]).
+//! another rejected ([`cluster`]). The fair queues of pools (concurrency and fair share) have a
+//! script of their own, one call per operation, and a pub/sub feed of wake-ups ([`queue`]).
 //!
 //! Opening the store never waits for Redis beyond [`RedisOptions::timeout`]: an unreachable Redis
 //! is connected in the background, and calls fail at once meanwhile (the failure policy of
@@ -302,11 +302,6 @@ impl Store for RedisStore {
         policy: &crate::algorithm::Policy,
         op: &QueueOp,
     ) -> Result<QueueOutcome, StoreError> {
-        if policy.algorithm == crate::algorithm::Algorithm::FairShare {
-            return Err(StoreError::Server(
-                "fair-share pools do not queue in Redis yet".into(),
-            ));
-        }
         self.run_queue(key, policy, op).await
     }
 

@@ -1,28 +1,40 @@
-//! Fair queues of concurrency pools in Redis ([`crate::algorithm::queue`]): one script call per
-//! operation, and a pub/sub feed that tells waiters when another replica granted tickets.
+//! Fair queues of pools in Redis ([`crate::algorithm::queue`]): one script call per operation,
+//! and a pub/sub feed that tells waiters when another replica granted tickets.
 //!
-//! **Why a script.** An operation reads the pool's leases and the queue, drops what expired,
-//! applies the operation and dispatches free slots to head tickets: it must not interleave with a
-//! batch acquiring or releasing a lease of the same pool, nor with another replica's operation on
-//! the queue. Redis runs a script whole, so `queue.lua` mirrors
-//! [`apply`](crate::algorithm::queue::apply) step for step, in one round trip, on Redis `TIME`
-//! (every replica's tickets and leases age on one clock). Tests may pin the time instead
-//! (`ARGV[1]`), as for the batch script ([`super::scripts`]), which also skips expiry.
+//! **Why a script.** An operation reads the pool (a concurrency pool's leases, a fair-share pool's
+//! shares) and the queue, drops what expired, applies the operation and dispatches to queued
+//! tickets what the pool admits: it must not interleave with a batch acquiring, releasing or
+//! charging the same pool, nor with another replica's operation on the queue. Redis runs a script
+//! whole, so `queue.lua` mirrors [`apply`](crate::algorithm::queue::apply) step for step, in one
+//! round trip, on Redis `TIME` (every replica's tickets and leases age on one clock). Tests may
+//! pin the time instead (`ARGV[1]`), as for the batch script ([`super::scripts`]), which also
+//! skips expiry. The source is the batch script's `script.lua` (clock, windows) and `pools.lua`
+//! (fair share) followed by `queue.lua`: a fair-share pool is read, stepped and written by the
+//! very functions the batch script uses, never a copy of them.
 //!
 //! **KEYS**, all in the pool's hash slot (a script's keys must share one on a Cluster):
-//! 1. `K`, the pool: the sorted set of leases the batch script keeps (member the lease id in hex,
-//!    score its expiry in µs). A granted ticket becomes a lease here with the ticket's id, and the
-//!    key expires as the batch script would expire it: one TTL past its last lease.
+//! 1. `K`, the pool, as the batch script keeps it: a concurrency pool's sorted set of leases
+//!    (member the lease id in hex, score its expiry in µs), where a granted ticket becomes a lease
+//!    with the ticket's id, and which expires one TTL past its last lease; or a fair-share pool's
+//!    hash (window start, units admitted, tenants), which a grant charges and a withdrawn grant
+//!    refunds, and which expires at the end of the window after its own
+//!    ([`crate::algorithm::expires_at`]).
 //! 2. `K|q`, the tickets: member the ticket id in hex, score its virtual finish tag. Equal scores
 //!    order by member, byte by byte, and lower-case hex keeps the ids' byte order: Redis's order
-//!    is Rust's `(finish, id)`. Tags are integers below 2^53, exact in a double.
+//!    is Rust's `(finish, id)`. Tags are integers, exact in a double below 2^53 (a fair-share
+//!    ticket's tag is `cost × SCALE / weight` past its start, exact for costs below about 9·10^9
+//!    units).
 //! 3. `K|qd`, the deadlines: member the ticket id, score its deadline in µs.
 //! 4. `K|qt`, a hash, tenant → finish tag, for tenants whose tag is ahead of the virtual time.
 //! 5. `K|qv`, the virtual time (absent: 0).
+//! 6. `K|qi` (fair share only), a hash, ticket id → `cost,weight,deadline,tenant`: what a ticket
+//!    is charged and for whom, while it is queued or granted.
+//! 7. `K|qg` (fair share only), the grants: member the ticket id, score its waiter's deadline in
+//!    µs, when the grant is dropped (its units stay charged) unless withdrawn first (refunded).
 //!
-//! An empty queue is no state: its four keys are deleted. Otherwise they expire a little after
-//! the latest deadline, when every ticket has left anyway: the tickets of a replica that died do
-//! not outlive their deadlines.
+//! An empty queue (no ticket, no grant) is no state: its keys are deleted. Otherwise they expire
+//! a little after the latest deadline, when every ticket and grant has left anyway: those of a
+//! replica that died do not outlive their deadlines.
 //!
 //! **Cluster.** A pool key whose hash tag is not empty (`shard_by`) keeps its slot in `K|…`. A key
 //! whose tag is empty (`{}`, each counter on its own) is hashed whole, so suffixed names would land
@@ -31,19 +43,22 @@
 //! starts that way (theirs start `sl:{`), so they collide with nothing, and they still match an
 //! ACL key pattern `~PREFIX:sl:*`.
 //!
-//! **ARGV**: the time in µs (empty for Redis `TIME`); the pool's slots (`limit`); the lease TTL in
-//! µs ([`lease::ttl`]); the wake-up channel (empty for none); the operation (`E` enqueue, `P` poll,
-//! `W` withdraw); the ticket id in hex; and for an enqueue the tenant's weight, how long the
-//! ticket may wait in µs (its deadline is the script's `now` plus that, on the store's clock),
-//! the queue's `max_depth` and the tenant id (bytes).
+//! **ARGV**: the time in µs (empty for Redis `TIME`); the pool's algorithm (`L` concurrency, `P`
+//! fair share, as in the batch script); its `limit` (slots, or units per window); a concurrency
+//! pool's lease TTL in µs ([`lease::ttl`]) or a fair-share pool's period (as the batch script
+//! writes it, [`period_arg`]); the wake-up channel (empty for none); the operation (`E` enqueue,
+//! `P` poll, `W` withdraw); the ticket id in hex; and for an enqueue the tenant's weight, how long
+//! the ticket may wait in µs (its deadline is the script's `now` plus that, on the store's clock),
+//! the queue's `max_depth`, the ticket's cost (read by fair-share pools only) and the tenant id
+//! (bytes).
 //!
 //! **Reply**: the status ([`Status::as_str`]), the tickets ahead (while waiting), the depth, how
 //! long until the queue can next move without a release (µs), the expired leases reclaimed, and
 //! the granted ticket ids in grant order.
 //!
 //! **Wake-ups.** When an operation grants tickets, the script publishes `K` on
-//! `<prefix>sluice:queues` ([`CHANNEL`]), so a replica whose waiter now holds a lease looks at
-//! once instead of at its next poll (`PUBLISH` under `pcall`: a user not allowed the channel still
+//! `<prefix>sluice:queues` ([`CHANNEL`]), so a replica whose waiter was granted looks at once
+//! instead of at its next poll (`PUBLISH` under `pcall`: a user not allowed the channel still
 //! gets its answer). They reach [`crate::storage::Store::queue_changes`] from one subscription per
 //! store, opened on the first call, so a deployment without queues subscribes to nothing: on the
 //! single Redis, on the master Sentinel names (a demoted master keeps hearing what the new one
@@ -65,12 +80,21 @@ use tokio::sync::{broadcast, oneshot};
 
 use super::links::{self, BACKOFF_MIN, next_backoff};
 use super::nodes::{SLOTS, hash_tag, slot_of};
+use super::scripts::{algorithm_arg, period_arg};
 use super::target::{RedisTarget, RedisType};
 use super::{RedisStore, with_nodelay};
 use crate::algorithm::lease::{self, LeaseId};
 use crate::algorithm::queue::{Op, Outcome, Status};
-use crate::algorithm::{MAX_UNITS, Policy};
+use crate::algorithm::{Algorithm, MAX_UNITS, Policy};
 use crate::storage::StoreError;
+
+/// The script: the batch script's clock and fair-share functions, then the queue operation (see
+/// the module doc).
+const SOURCE: &str = concat!(
+    include_str!("script.lua"),
+    include_str!("pools.lua"),
+    include_str!("queue.lua")
+);
 
 /// The wake-up channel, after the deployment's key prefix.
 pub const CHANNEL: &str = "sluice:queues";
@@ -99,7 +123,7 @@ struct Feed {
 impl Queues {
     pub(super) fn new(target: RedisTarget, key_prefix: &str, timeout: Duration) -> Self {
         Self {
-            script: Script::new(include_str!("queue.lua")),
+            script: Script::new(SOURCE),
             feed: Feed {
                 target,
                 channel: format!("{key_prefix}{CHANNEL}"),
@@ -126,8 +150,8 @@ impl Queues {
     }
 }
 
-/// The four queue keys of the pool at `pool`, in KEYS order (see the module doc).
-pub fn queue_keys(pool: &[u8], cluster: bool) -> [Vec<u8>; 4] {
+/// The six queue keys of the pool at `pool`, in KEYS order (see the module doc).
+pub fn queue_keys(pool: &[u8], cluster: bool) -> [Vec<u8>; 6] {
     let base = if cluster && hash_tag(pool).is_none() {
         let tag = slot_tags()[slot_of(pool)].to_string();
         let at = pool.iter().position(|&b| b == b'{').unwrap_or(0);
@@ -141,7 +165,7 @@ pub fn queue_keys(pool: &[u8], cluster: bool) -> [Vec<u8>; 4] {
     } else {
         pool.to_vec()
     };
-    [&b"|q"[..], b"|qd", b"|qt", b"|qv"].map(|suffix| [&base[..], suffix].concat())
+    [&b"|q"[..], b"|qd", b"|qt", b"|qv", b"|qi", b"|qg"].map(|suffix| [&base[..], suffix].concat())
 }
 
 /// Per Cluster slot, the smallest number whose decimal digits hash to it (computed once: about
@@ -181,9 +205,18 @@ impl RedisStore {
         for k in queue_keys(key, self.cluster) {
             call.key(k);
         }
+        // A fair-share pool's window, or a concurrency pool's lease TTL.
+        let (algorithm, span) = match policy.algorithm {
+            Algorithm::FairShare => (Algorithm::FairShare, period_arg(policy.period)),
+            _ => (
+                Algorithm::Concurrency,
+                lease::ttl(policy).min(MAX_UNITS).to_string(),
+            ),
+        };
         call.arg(self.time_arg())
+            .arg(algorithm_arg(algorithm))
             .arg(policy.limit.min(MAX_UNITS))
-            .arg(lease::ttl(policy).min(MAX_UNITS))
+            .arg(span)
             .arg(&self.queues.feed.channel);
         match op {
             Op::Enqueue { waiter, max_depth } => call
@@ -192,6 +225,9 @@ impl RedisStore {
                 .arg(waiter.weight)
                 .arg(waiter.wait.min(MAX_UNITS))
                 .arg((*max_depth).min(MAX_UNITS))
+                // One past the largest capacity at most: still exact in a double, and still more
+                // than any pool holds (oversized).
+                .arg(waiter.cost.clamp(1, MAX_UNITS + 1))
                 .arg(&waiter.tenant[..]),
             Op::Poll(id) => call.arg("P").arg(id.to_string()),
             Op::Withdraw(id) => call.arg("W").arg(id.to_string()),
@@ -225,6 +261,7 @@ fn decode(reply: Reply) -> Result<(Outcome, u64), StoreError> {
         Status::Waiting { ahead },
         Status::Full,
         Status::Unweighted,
+        Status::Oversized,
         Status::Gone,
     ]
     .into_iter()
@@ -331,14 +368,15 @@ mod tests {
     #[test]
     fn queue_keys_share_the_pool_slot() {
         // Standalone: plain suffixes.
-        let [q, qd, qt, qv] = queue_keys(b"rl:sl:{}1:d|l", false);
         assert_eq!(
-            [q, qd, qt, qv],
+            queue_keys(b"rl:sl:{}1:d|l", false),
             [
                 b"rl:sl:{}1:d|l|q".to_vec(),
                 b"rl:sl:{}1:d|l|qd".to_vec(),
                 b"rl:sl:{}1:d|l|qt".to_vec(),
                 b"rl:sl:{}1:d|l|qv".to_vec(),
+                b"rl:sl:{}1:d|l|qi".to_vec(),
+                b"rl:sl:{}1:d|l|qg".to_vec(),
             ]
         );
         // A Cluster key with a tag keeps it.
@@ -380,11 +418,18 @@ mod tests {
             Status::Waiting { ahead: 0 },
             Status::Full,
             Status::Unweighted,
+            Status::Oversized,
             Status::Gone,
         ] {
             assert!(source.contains(&format!("'{}'", s.as_str())), "{s:?}");
         }
         assert_eq!(crate::algorithm::queue::SCALE, 1_000_000);
         assert!(source.contains("local SCALE = 1000000"));
+        // The pool's algorithm as the batch script codes it.
+        assert_eq!(algorithm_arg(Algorithm::FairShare), "P");
+        assert!(source.contains("ARGV[2] == 'P'"));
+        // The fair-share functions come from the batch script's sources, ahead of the queue's.
+        assert!(SOURCE.contains("local function share(h, st, delta)"));
+        assert!(SOURCE.ends_with(source));
     }
 }

@@ -67,8 +67,8 @@
 //! 3. When charging, writes each changed key's final state once ([`storage::writes`](crate::storage::Verdict::writes)
 //!    says which hits write); when not, records fair-share arrivals.
 //!
-//! (The queue operations of concurrency pools run a script of their own, `queue.lua`, documented
-//! in [`super::queue`].)
+//! (The queue operations of pools run a script of their own, `queue.lua` after `script.lua` and
+//! `pools.lua`, documented in [`super::queue`].)
 //!
 //! The source is three files, concatenated: `script.lua` (clock, calendar, the counter
 //! algorithms), `pools.lua` (leases and fair share) and `batch.lua` (loading, deciding, storing).
