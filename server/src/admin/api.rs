@@ -52,15 +52,20 @@ pub struct EntryJson {
     pub value: String,
 }
 
+/// A descriptor's entries as the limiter takes them.
+pub(super) fn entries(descriptor: &[EntryJson]) -> Vec<Entry> {
+    descriptor
+        .iter()
+        .map(|e| Entry {
+            key: e.key.clone(),
+            value: e.value.clone(),
+        })
+        .collect()
+}
+
 impl DescriptorQuery {
     fn entries(&self) -> Vec<Entry> {
-        self.descriptor
-            .iter()
-            .map(|e| Entry {
-                key: e.key.clone(),
-                value: e.value.clone(),
-            })
-            .collect()
+        entries(&self.descriptor)
     }
 
     fn target(&self) -> serde_json::Value {

@@ -21,10 +21,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::api::{EntryJson, admin_error, audit_log, json_body, now_ms, refresh, unavailable};
+use super::api::{
+    EntryJson, admin_error, audit_log, entries, json_body, now_ms, refresh, unavailable,
+};
 use super::{AdminState, Who};
 use crate::http::error;
-use crate::limiter::Entry;
 use crate::overrides::{self, AuditEntry, Mode, OverrideRequest, TargetEntry};
 use crate::storage::Store;
 
@@ -58,15 +59,11 @@ pub(super) async fn trials<S: Store>(
         Ok(r) => r,
         Err(answer) => return answer,
     };
-    let entries: Vec<Entry> = r
-        .descriptor
-        .iter()
-        .map(|e| Entry {
-            key: e.key.clone(),
-            value: e.value.clone(),
-        })
-        .collect();
-    let status = match state.limiter.trial_status(&r.domain, &entries).await {
+    let status = match state
+        .limiter
+        .trial_status(&r.domain, &entries(&r.descriptor))
+        .await
+    {
         Ok(status) => status,
         Err(e) => return admin_error(e),
     };

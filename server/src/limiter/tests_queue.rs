@@ -144,12 +144,7 @@ async fn a_waiter_is_refused_before_its_deadline_and_leaves_nothing() {
     let key = l.store.holders_now(&pool_key(&l, "b"));
     assert_eq!(key.len(), 1, "only the first holder");
     // The queue is empty: the next release leaves the pool empty.
-    release(
-        &l,
-        &[("pool", "uploads"), ("tenant", "a")],
-        &held.lease.unwrap().id.to_string(),
-    )
-    .await;
+    release_held(&l, "a", &held).await;
     assert!(store.holders_now(&pool_key(&l, "a")).is_empty());
 }
 
@@ -189,17 +184,29 @@ async fn a_cancelled_waiter_is_withdrawn_and_never_granted() {
         })
         .get();
     assert_eq!(withdrawn, 1);
-    // The withdrawal runs in the background; then a release leaves the pool empty.
-    for _ in 0..100 {
+    // The withdrawal runs in the background: until the queue is empty. Then a release leaves
+    // the pool empty.
+    let policy = l
+        .rules()
+        .lookup("d", &[("pool", "uploads"), ("tenant", "a")])
+        .unwrap()
+        .limit
+        .limits()[0]
+        .policy();
+    let nobody = crate::algorithm::queue::Op::Poll(crate::algorithm::lease::LeaseId([0; 16]));
+    for _ in 0..10_000 {
+        if store.queue_now(&pool_key(&l, "a"), &policy, &nobody).depth == 0 {
+            break;
+        }
         tokio::task::yield_now().await;
     }
-    release(
-        &l,
-        &[("pool", "uploads"), ("tenant", "a")],
-        &held.lease.unwrap().id.to_string(),
-    )
-    .await;
+    release_held(&l, "a", &held).await;
     assert!(store.holders_now(&pool_key(&l, "a")).is_empty());
+}
+
+async fn release_held(l: &Limiter, t: &str, held: &Decision) {
+    let id = held.lease.unwrap().id.to_string();
+    release(l, &[("pool", "uploads"), ("tenant", t)], &id).await;
 }
 
 #[tokio::test(start_paused = true)]
