@@ -190,10 +190,18 @@ async fn a_cluster_grants_and_orders_as_one_redis_does() {
             tokio::task::block_in_place(|| cluster.master_of(&String::from_utf8_lossy(k))) != 0
         })
         .expect("a key on another master");
-    let out = store
-        .queue(&key, &pool(1), &enqueue(id(1, 1), "t", 1, 9))
-        .await;
-    assert_eq!(out.expect("grant").status, Status::Granted);
+    // Granted to its own caller: nothing to announce. The waiting ticket the withdrawal passes
+    // the slot to is announced.
+    let op = async |op: Op| store.queue(&key, &pool(1), &op).await.expect("queue op");
+    assert_eq!(
+        op(enqueue(id(1, 1), "t", 1, 9)).await.status,
+        Status::Granted
+    );
+    assert_eq!(
+        op(enqueue(id(1, 2), "t", 1, 9)).await.status,
+        Status::Waiting { ahead: 0 }
+    );
+    assert_eq!(op(Op::Withdraw(id(1, 1))).await.granted, vec![id(1, 2)]);
     let woken = tokio::time::timeout(WAKE_WITHIN, wakeups.recv()).await;
     assert_eq!(woken.expect("a wake-up in time").expect("open"), key);
 }
@@ -450,7 +458,8 @@ async fn a_grant_through_one_store_wakes_the_waiters_of_another() {
     let mut wakeups = waiting.queue_changes().expect("Redis has wake-ups");
     subscribers(&mut raw, &channel, 1).await;
 
-    // A ticket that waits publishes nothing; the grant on another pool comes first.
+    // A ticket granted to its own caller or one that waits publishes nothing: the first
+    // wake-up is the grant a withdrawal hands to the waiting ticket.
     let (full, free) = (&b"pfx:full|l"[..], &b"pfx:free|l"[..]);
     let op = async |key: &[u8], op: Op| granting.queue(key, &pool(1), &op).await.expect("queue op");
     let mut wake = async || {
@@ -461,12 +470,13 @@ async fn a_grant_through_one_store_wakes_the_waiters_of_another() {
     };
     let first = op(full, enqueue(id(1, 1), "t", 1, 9)).await;
     assert_eq!(first.status, Status::Granted);
-    assert_eq!(wake().await, full);
     let second = op(full, enqueue(id(1, 2), "t", 1, 9)).await;
     assert_eq!(second.status, Status::Waiting { ahead: 0 });
     let third = op(free, enqueue(id(2, 1), "t", 1, 9)).await;
     assert_eq!(third.status, Status::Granted);
-    assert_eq!(wake().await, free);
+    let withdrawn = op(full, Op::Withdraw(id(1, 1))).await;
+    assert_eq!(withdrawn.granted, vec![id(1, 2)]);
+    assert_eq!(wake().await, full);
 
     // The subscription is killed: it comes back, and a grant made by a poll after a release
     // through a batch wakes the waiters again.
@@ -477,9 +487,12 @@ async fn a_grant_through_one_store_wakes_the_waiters_of_another() {
         .expect("CLIENT KILL");
     assert_eq!(killed, 1);
     subscribers(&mut raw, &channel, 1).await;
-    release(&granting, full, id(1, 1)).await;
-    let polled = op(full, Op::Poll(id(1, 2))).await;
-    assert_eq!(polled.granted, vec![id(1, 2)]);
+    let fourth = op(full, enqueue(id(1, 3), "t", 1, 9)).await;
+    assert_eq!(fourth.status, Status::Waiting { ahead: 0 });
+    release(&granting, full, id(1, 2)).await;
+    // As the limiter does after a release: a poll for no ticket only dispatches.
+    let polled = op(full, Op::Poll(id(9, 9))).await;
+    assert_eq!(polled.granted, vec![id(1, 3)]);
     assert_eq!(wake().await, full);
 
     // The subscription ends with the store.
@@ -519,10 +532,16 @@ async fn wake_ups_come_from_the_sentinel_master_over_tls() {
     let master = setup.node(master);
     subscribed_on(master, &format!("s:{CHANNEL}"));
     let key = b"s:sl:5:queue|l";
-    let out = granting
-        .queue(key, &pool(1), &enqueue(id(1, 1), "t", 1, 9))
-        .await;
-    assert_eq!(out.expect("grant").status, Status::Granted);
+    let op = async |op: Op| granting.queue(key, &pool(1), &op).await.expect("queue op");
+    assert_eq!(
+        op(enqueue(id(1, 1), "t", 1, 9)).await.status,
+        Status::Granted
+    );
+    assert_eq!(
+        op(enqueue(id(1, 2), "t", 1, 9)).await.status,
+        Status::Waiting { ahead: 0 }
+    );
+    assert_eq!(op(Op::Withdraw(id(1, 1))).await.granted, vec![id(1, 2)]);
     let woken = tokio::time::timeout(WAKE_WITHIN, wakeups.recv()).await;
     assert_eq!(woken.expect("a wake-up in time").expect("open"), key);
 }

@@ -58,6 +58,16 @@ end
 
 -- Tickets past their deadline leave (with their fields); so do expired leases (counted as
 -- reclaimed) and fair-share grants past their waiter's deadline (their units stay charged).
+-- A concurrency pool nobody waits for, polled (as after every release): nothing can be
+-- dispatched, so the answer is the ticket's lease alone, and nothing is written (expired leases
+-- stay stored until the next write, as between batches; they do not count).
+if not shares and op == 'P' and redis.call('EXISTS', q) == 0 then
+  local lease = redis.call('ZSCORE', pool, id)
+  local status = 'gone'
+  if lease and tonumber(lease) > now then status = 'granted' end
+  return { status, 0, 0, 0, 0, {} }
+end
+
 local dead = redis.call('ZRANGEBYSCORE', qd, '-inf', int(now))
 local queue_changed = #dead > 0
 if queue_changed then
@@ -89,6 +99,8 @@ local function holds(ticket)
 end
 
 local refused = nil
+-- Tickets granted by this operation, in grant order.
+local granted = {}
 if op == 'E' then
   -- The deadline is on the store's clock: the waiter says how long it waits.
   local weight, deadline, max_depth = tonumber(ARGV[8]), now + tonumber(ARGV[9]), tonumber(ARGV[10])
@@ -104,6 +116,18 @@ if op == 'E' then
     refused = 'oversized'
   elseif redis.call('ZCARD', q) >= max_depth then
     refused = 'full'
+  elseif not shares and live < limit and redis.call('EXISTS', q) == 0 then
+    -- Nobody waits and a slot is free: the ticket is granted its lease at once, and the queue
+    -- it would have been queued in and emptied again is never written (what `apply` computes,
+    -- an empty queue, is no state). The pool expires one TTL past its last lease, as below.
+    redis.call('ZADD', pool, int(now + ttl), id)
+    if expire then
+      redis.call('PEXPIRE', pool, int(math.ceil((score(pool, -1) + ttl - now) / 1000)))
+    end
+    -- Tickets that just left at their deadline took the queue with them: what is left of it
+    -- (the virtual time, the tags) goes too.
+    if queue_changed then redis.call('DEL', q, qd, qt, qv) end
+    return { 'granted', 0, 0, 0, reclaimed, { id } }
   else
     local vtime = tonumber(redis.call('GET', qv) or '0')
     local tag = tonumber(redis.call('HGET', qt, tenant) or '0')
@@ -158,7 +182,6 @@ local function advance_vtime(last_tag)
   chunked('HDEL', qt, stale)
 end
 
-local granted = {}
 if shares then
   -- Dispatch: in (tag, id) order, every ticket the pool admits now is granted and charged; a
   -- refused ticket and every later one of its tenant wait (first come, first served within a
@@ -271,7 +294,8 @@ if shares then keys = { q, qd, qt, qv, qi, qg } end
 local held = shares and redis.call('ZCARD', qg) or 0
 if depth == 0 and held == 0 then
   -- An empty queue (no tickets, no grants) is no state: the virtual time starts again from 0.
-  redis.call('DEL', unpack(keys))
+  -- (One that was empty and stayed so has no keys to delete.)
+  if queue_changed then redis.call('DEL', unpack(keys)) end
 elseif queue_changed and expire then
   -- Shortly after the latest deadline every ticket and grant is gone: those of a replica that
   -- died leave with the keys.
@@ -281,9 +305,14 @@ elseif queue_changed and expire then
   for _, key in ipairs(keys) do redis.call('PEXPIRE', key, ms) end
 end
 
--- Other replicas' waiters look again. pcall: a user not allowed the channel still gets its
--- answer, and those waiters poll on their timers anyway.
-if #granted > 0 and channel ~= '' then
+-- Other replicas' waiters look again (not for a ticket granted to this operation's own caller,
+-- who has the answer). pcall: a user not allowed the channel still gets its answer, and those
+-- waiters poll on their timers anyway.
+local others = false
+for _, g in ipairs(granted) do
+  if g ~= id then others = true end
+end
+if others and channel ~= '' then
   redis.pcall('PUBLISH', channel, pool)
 end
 

@@ -56,7 +56,8 @@
 //! long until the queue can next move without a release (µs), the expired leases reclaimed, and
 //! the granted ticket ids in grant order.
 //!
-//! **Wake-ups.** When an operation grants tickets, the script publishes `K` on
+//! **Wake-ups.** When an operation grants tickets other than its own caller's (who has the
+//! answer already), the script publishes `K` on
 //! `<prefix>sluice:queues` ([`CHANNEL`]), so a replica whose waiter was granted looks at once
 //! instead of at its next poll (`PUBLISH` under `pcall`: a user not allowed the channel still
 //! gets its answer). They reach [`crate::storage::Store::queue_changes`] from one subscription per
