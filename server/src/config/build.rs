@@ -189,6 +189,9 @@ struct Walk<'a> {
 
 impl Walk<'_> {
     fn insert(&mut self, parent: &mut Node, descriptors: Vec<RawDescriptor>) {
+        // Adaptive rules on a bare key: (key, where `adaptive` stands), checked against their
+        // siblings once all of them are in.
+        let mut bare_adaptive = Vec::new();
         for d in descriptors {
             let key = d.key.value;
             let segment = match &d.value {
@@ -228,6 +231,12 @@ impl Walk<'_> {
             let mut node = Node::default();
             if let Some(rl) = d.rate_limit {
                 let overflow = rl.overflow.and_then(|at| self.overflow_target(parent, at));
+                if let Some(at) = rl.adaptive {
+                    self.check_adaptive_path(at);
+                    if d.value.is_none() {
+                        bare_adaptive.push((key.clone(), at));
+                    }
+                }
                 let rule = Arc::new(Rule {
                     domain: self.domain.clone(),
                     levels: self.levels.clone(),
@@ -261,6 +270,37 @@ impl Walk<'_> {
                     parent.exact.entry(key).or_default().insert(v, node);
                 }
             }
+        }
+        for (key, at) in bare_adaptive {
+            if parent.exact.contains_key(&key) || parent.wildcard.contains_key(&key) {
+                self.errors.push(ConfigError::Invalid {
+                    at: position(self.path, at),
+                    reason: format!(
+                        "`adaptive` on a bare key with other descriptors with key `{key}` beside \
+                         it: its limit is written as an override of every `{key}` value, which \
+                         would change theirs too"
+                    ),
+                });
+            }
+        }
+    }
+
+    /// An adaptive limit is written as an override whose target is the rule's path: every level
+    /// must name an exact value, but the last, which may be a bare key (any value).
+    fn check_adaptive_path(&mut self, at: Mark) {
+        let last = self.levels.len().saturating_sub(1);
+        let fits = self.levels.iter().enumerate().all(|(i, l)| match &l.value {
+            Some(v) => !v.contains('*'),
+            None => i == last,
+        });
+        if !fits {
+            self.errors.push(ConfigError::Invalid {
+                at: position(self.path, at),
+                reason: "`adaptive` needs a rule whose path names exact values (the last level \
+                         may be a bare key): its limit is written as an override of that path, \
+                         and overrides do not target patterns"
+                    .to_owned(),
+            });
         }
     }
 }

@@ -96,6 +96,7 @@ fn dump_limit(out: &mut String, l: &RateLimit) {
         if let Some(name) = &l.name {
             let _ = write!(out, " name={name}");
         }
+        dump_adaptive(out, l);
         return;
     }
     let _ = write!(out, "{} per ", l.requests_per_unit);
@@ -122,6 +123,13 @@ fn dump_limit(out: &mut String, l: &RateLimit) {
     }
     if let Some(name) = &l.name {
         let _ = write!(out, " name={name}");
+    }
+    dump_adaptive(out, l);
+}
+
+fn dump_adaptive(out: &mut String, l: &RateLimit) {
+    if let Some(a) = &l.adaptive {
+        let _ = write!(out, " {}", a.describe());
     }
 }
 

@@ -95,6 +95,7 @@ pub(super) const LIMIT_FIELDS: &[LimitField] = &[
     field("weight", &[FairShare, Concurrency]),
     field("queue", &[Concurrency, FairShare]),
     field("overflow", &[Counted]),
+    field("adaptive", ENFORCED),
 ];
 
 impl Shape {

@@ -18,6 +18,9 @@ pub(super) struct RawLimits {
     /// Where `overflow: parent` was given, if it was (the parent is checked once the tree is
     /// built).
     pub overflow: Option<Mark>,
+    /// Where the `adaptive` block was given, if one was (its rule's path is checked once the
+    /// tree is built).
+    pub adaptive: Option<Mark>,
 }
 
 /// The longest window: its end in microseconds since the epoch must stay exact in Lua's doubles.
@@ -48,6 +51,7 @@ impl Reader {
                 limit: Limit::Unlimited { name },
                 replaces,
                 overflow: None,
+                adaptive: None,
             });
         }
         let overflow = self.overflow(&f);
@@ -56,6 +60,7 @@ impl Reader {
             limit: Limit::Limited(Box::new([limit])),
             replaces,
             overflow,
+            adaptive: f.get("adaptive").map(|a| a.at),
         })
     }
 
@@ -78,6 +83,7 @@ impl Reader {
         }
         let mut limits: Vec<(RateLimit, Mark)> = Vec::with_capacity(items.len());
         let mut replaces = Vec::new();
+        let mut adaptive: Option<Mark> = None;
         let mut complete = true;
         for item in items {
             if !matches!(item.kind, YamlKind::Map(_)) {
@@ -113,6 +119,21 @@ impl Reader {
             }
             let name = self.name(&f);
             replaces.extend(self.replaces(f.get("replaces"), name.as_deref()));
+            if let Some(a) = f.get("adaptive") {
+                if let Some(first) = adaptive {
+                    self.invalid(
+                        a.at,
+                        format!(
+                            "one `adaptive` limit per descriptor: the limit at line {}, column {} \
+                             already is",
+                            first.line, first.column
+                        ),
+                    );
+                    complete = false;
+                    continue;
+                }
+                adaptive = Some(a.at);
+            }
             let Some(limit) = self.one_limit(&f, name) else {
                 complete = false;
                 continue;
@@ -140,10 +161,29 @@ impl Reader {
             }
             limits.push((limit, item.at));
         }
+        // An adaptive counted limit is written as an override of that limit, which must be told
+        // apart from the others by its name.
+        let counted = limits
+            .iter()
+            .filter(|(l, _)| l.algorithm != Algorithm::Concurrency)
+            .count();
+        if let Some((l, at)) = limits.iter().find(|(l, _)| l.adaptive.is_some())
+            && l.algorithm != Algorithm::Concurrency
+            && counted > 1
+            && l.name.is_none()
+        {
+            self.invalid(
+                *at,
+                "an `adaptive` limit among several counted limits needs a `name`: its adjustments \
+                 are overrides of the limit with that name",
+            );
+            complete = false;
+        }
         complete.then(|| RawLimits {
             limit: Limit::Limited(limits.into_iter().map(|(l, _)| l).collect()),
             replaces,
             overflow: None,
+            adaptive,
         })
     }
 
@@ -284,6 +324,10 @@ impl Reader {
             queue: match f.get("queue") {
                 None => None,
                 Some(q) => Some(self.queue(q)?),
+            },
+            adaptive: match f.get("adaptive") {
+                None => None,
+                Some(a) => Some(std::sync::Arc::new(self.adaptive(a, MAX_UNITS)?)),
             },
         })
     }

@@ -43,6 +43,7 @@
 //! Boundary: owns the rule tree and matching a descriptor against it; it never imports the limiter,
 //! overrides or a store backend.
 
+pub mod adaptive;
 mod build;
 mod domain;
 mod dump;

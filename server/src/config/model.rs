@@ -143,6 +143,9 @@ pub struct RateLimit {
     /// ([`crate::algorithm::queue`]). With `share`, the pool is shared by the values of the
     /// rule's last level, each a tenant of the queue weighted by `share`.
     pub queue: Option<QueueSpec>,
+    /// `adaptive: {...}`: Sluice moves this limit between bounds to keep an upstream at a target
+    /// (`crate::adaptive`), by writing overrides.
+    pub adaptive: Option<Arc<super::adaptive::AdaptiveSpec>>,
 }
 
 /// `queue: {max_wait_ms, max_depth}`.
@@ -192,6 +195,7 @@ impl RateLimit {
             over_limit_status: 429,
             share: None,
             queue: None,
+            adaptive: None,
         }
     }
 
@@ -263,6 +267,11 @@ impl Limit {
             Limit::Unlimited { .. } => &[],
             Limit::Limited(l) => l,
         }
+    }
+
+    /// The limit with an `adaptive` block, if any (a descriptor has at most one).
+    pub fn adaptive(&self) -> Option<&RateLimit> {
+        self.limits().iter().find(|l| l.adaptive.is_some())
     }
 }
 

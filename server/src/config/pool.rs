@@ -93,6 +93,10 @@ impl Reader {
             over_limit_status: status?,
             share: share?,
             queue: queue?,
+            adaptive: match f.get("adaptive") {
+                None => None,
+                Some(a) => Some(Arc::new(self.adaptive(a, MAX_SLOTS)?)),
+            },
             ..RateLimit::concurrency(slots?, ttl?)
         })
     }
