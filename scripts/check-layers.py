@@ -29,6 +29,7 @@ LAYERS = [
     "trace",        # OpenTelemetry spans
     "listener",     # connection bounds shared by both listeners
     "log_throttle", # client-triggered warnings, throttled
+    "adaptive",     # adaptive limits: reports, the fleet's aggregate, the controller
     "limiter",      # the transport-free check
     "overrides",    # runtime overrides, applied during matching
     "xds",          # rules from a control plane, loaded as files are

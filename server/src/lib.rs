@@ -58,6 +58,12 @@
 //!   `limiter::top`, lease holders, overrides and their audit log, and explain: a check run dry,
 //!   [`limiter::explain`], with the matcher's walk from [`config::walk`]), `sluice admin`, its
 //!   CLI, and the operator console at `/admin/ui` ([`admin::ui`]).
+//! - [`adaptive`] moves the limits that declare `adaptive` between their bounds: clients report
+//!   latencies and statuses (`POST /reports`, [`http`]), each replica aggregates them per rule
+//!   per interval in a fixed-size histogram, the fleet adds them up in Redis, one replica per
+//!   interval applies the control law ([`adaptive::law`]) and writes the limit as an override by
+//!   `adaptive` through [`overrides`], which every replica applies. The check path never touches
+//!   it.
 //! - [`log_throttle`] keeps warnings a client can trigger from becoming a flood of log lines.
 //!
 //! # Layering
@@ -74,6 +80,7 @@
 //! | [`adapter`] | span, count and store-failure message of a check | wire types |
 //! | [`trace`] | OpenTelemetry spans | everything but the limiter's decision types |
 //! | [`listener`] | connection bounds shared by both listeners | what a connection carries |
+//! | [`adaptive`] | reports, their fleet-wide aggregate, the controller | the limiter, wire types, settings |
 //! | [`limiter`] | the transport-free check | wire types, settings, tracing |
 //! | [`overrides`] | runtime overrides and their stores | the limiter, settings |
 //! | [`xds`] | rules from a control plane, loaded as files are | the limiter, listeners |
@@ -85,6 +92,7 @@
 //! adapters on arbitrary bytes.
 
 pub mod adapter;
+pub mod adaptive;
 pub mod admin;
 pub mod algorithm;
 pub mod clock;

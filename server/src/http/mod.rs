@@ -5,7 +5,7 @@
 //! [`json`] owns the proto3-JSON wire types, [`auth`] the header mapping and the answer NGINX can
 //! act on, [`body`] the bounded reading of request bodies (413 with a reason when too large),
 //! [`leases`] the lease API, [`listener`] the listener itself (HTTP/1.1 and h2c within the listener
-//! bounds). The admin API (`/admin/`) is [`crate::admin`], merged in when on.
+//! bounds), [`reports`] the latency and status reports of adaptive limits. The admin API (`/admin/`) is [`crate::admin`], merged in when on.
 //!
 //! Boundary: owns the HTTP wire types; checks go through [`crate::adapter`] to the limiter, and it
 //! never reads settings, the gRPC module or start-up code.
@@ -15,6 +15,7 @@ pub(crate) mod body;
 pub mod json;
 pub(crate) mod leases;
 pub mod listener;
+pub mod reports;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,6 +48,8 @@ pub struct HttpState<S> {
     admin_token: Option<Authorize>,
     /// `--ready-when-store-down`: readiness holds while the store cannot answer.
     ready_when_store_down: bool,
+    /// Where `POST /reports` adds what clients report for adaptive limits.
+    reports: Option<Arc<crate::adaptive::Reports>>,
 }
 
 impl<S: Store> HttpState<S> {
@@ -60,7 +63,14 @@ impl<S: Store> HttpState<S> {
             lease_max_wait: std::time::Duration::from_secs(30),
             admin_token: None,
             ready_when_store_down: false,
+            reports: None,
         }
+    }
+
+    /// Takes reports for adaptive limits on `POST /reports` (404 without).
+    pub fn with_reports(mut self, reports: Arc<crate::adaptive::Reports>) -> Self {
+        self.reports = Some(reports);
+        self
     }
 
     /// Whether `/healthcheck` stays 200 while the counter store cannot answer.
@@ -98,6 +108,7 @@ pub fn router<S: Store>(state: Arc<HttpState<S>>) -> Router {
         .route("/rlconfig", get(rlconfig::<S>))
         .route("/metrics", get(metrics::<S>))
         .route("/leases/{action}", post(leases::handle::<S>))
+        .route("/reports", post(reports::handle::<S>))
         .with_state(state)
 }
 

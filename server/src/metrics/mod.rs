@@ -83,6 +83,12 @@ pub struct Metrics {
     /// Per trial rule: trials started here, and hits over a limit let through by a trial.
     pub trials_started: Family<RuleLabels, Counter>,
     pub trial_would_reject: Family<RuleLabels, Counter>,
+    /// Adaptive limits: the limit in force and the last signal per rule (bounded by the
+    /// config), reports by what became of them, decided intervals by outcome.
+    pub adaptive_limit: Family<RuleLabels, Gauge>,
+    pub adaptive_signal: Family<RuleLabels, Gauge<f64, AtomicU64>>,
+    pub adaptive_reports: Family<ResultLabels, Counter>,
+    pub adaptive_decisions: Family<ResultLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: Histogram,
     pub store_errors: Family<KindLabels, Counter>,
@@ -127,6 +133,33 @@ impl Metrics {
             "trial_would_reject",
             "Over-limit hits let through because their value is in its rule's trial",
             trial_would_reject.clone(),
+        );
+        let adaptive_limit = Family::<RuleLabels, Gauge>::default();
+        registry.register(
+            "adaptive_limit",
+            "The limit an adaptive rule has in force (its override, else its configured limit)",
+            adaptive_limit.clone(),
+        );
+        let adaptive_signal = Family::<RuleLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "adaptive_signal",
+            "An adaptive rule's signal in its last decided interval: the latency quantile in \
+             milliseconds, or the error fraction",
+            adaptive_signal.clone(),
+        );
+        let adaptive_reports = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "adaptive_reports",
+            "Latency and status reports received, by result: accepted, unmatched (no adaptive \
+             rule), dropped (over the per-interval cap), refused (their batch was invalid)",
+            adaptive_reports.clone(),
+        );
+        let adaptive_decisions = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "adaptive_decisions",
+            "Intervals an adaptive rule was decided in, by outcome: increase, decrease, hold, \
+             too_few_reports, operator_override",
+            adaptive_decisions.clone(),
         );
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -184,6 +217,10 @@ impl Metrics {
             queues,
             trials_started,
             trial_would_reject,
+            adaptive_limit,
+            adaptive_signal,
+            adaptive_reports,
+            adaptive_decisions,
             requests,
             request_duration,
             store_errors,

@@ -20,6 +20,7 @@ use crate::settings::{Backend, Settings};
 use crate::storage::keys::{KeySchema, ValueHasher};
 use crate::storage::{Admission, AnyStore, StoreError};
 
+mod adaptive;
 mod health;
 mod listen;
 mod overrides;
@@ -90,6 +91,10 @@ pub struct Sluice {
     _rules: rules::Following,
     /// The admin API, when tokens are configured.
     admin: Option<Arc<AdminState<AnyStore>>>,
+    /// What `POST /reports` feeds the adaptive controller.
+    reports: Arc<crate::adaptive::Reports>,
+    /// The adaptive controller's task.
+    _adaptive: tokio::task::JoinHandle<()>,
 }
 
 impl Sluice {
@@ -163,12 +168,20 @@ impl Sluice {
         let limiter = Arc::new(limiter);
         let following = follow.start(&limiter);
         // Overrides apply from the first request on, and follow the shared store after that.
+        let fleet_client = override_client.clone();
         let store = Arc::new(overrides::open(&settings, override_client).await?);
         overrides::load(&store, &limiter, &settings, redis_deadline).await?;
         overrides::follow(
             Arc::clone(&store),
             Arc::clone(&limiter),
             settings.admin.override_poll,
+        );
+        let (reports, adaptive) = adaptive::start(
+            &settings,
+            &limiter,
+            &store,
+            fleet_client,
+            Arc::clone(&clock),
         );
         let admin =
             tokens.map(|tokens| Arc::new(AdminState::new(Arc::clone(&limiter), tokens, store)));
@@ -178,6 +191,8 @@ impl Sluice {
             listener_stats,
             _rules: following,
             admin,
+            reports,
+            _adaptive: adaptive,
         })
     }
 
@@ -227,6 +242,7 @@ impl Sluice {
                 .with_ready_when_store_down(self.settings.ready_when_store_down)
                 .with_auth_over_limit_status(self.settings.auth_over_limit_status)
                 .with_lease_max_wait(self.settings.admin.lease_max_wait)
+                .with_reports(Arc::clone(&self.reports))
                 .with_admin_token(self.admin.clone().map(|admin| {
                     Arc::new(move |headers: &axum::http::HeaderMap| {
                         admin.authorized(headers).is_some()

@@ -63,6 +63,15 @@ pub enum OverrideError {
     Protocol(String),
 }
 
+/// What a guarded put did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Guarded {
+    /// Stored, replacing this.
+    Stored(Option<Override>),
+    /// Not stored: the target's override was set by someone else, and is kept.
+    Kept(Override),
+}
+
 /// The configured backend.
 pub enum OverrideStore {
     Memory(MemoryOverrides),
@@ -103,6 +112,29 @@ impl OverrideStore {
             OverrideStore::Memory(m) => Ok(m.change(&o.id, Some(o.clone()), audit)),
             OverrideStore::Redis(r) => r.change(&o.id, Some(o), audit).await,
             OverrideStore::Etcd(e) => e.change(&o.id, Some(o), audit).await,
+        }
+    }
+
+    /// Stores `o` as [`OverrideStore::put`] does, unless the override in force for its target
+    /// was set by someone other than `o.by`: the check and the write are one atomic step, so an
+    /// operator's override set a moment before is never replaced by an automatic one.
+    pub async fn put_guarded(
+        &self,
+        o: &Override,
+        audit: &AuditEntry,
+    ) -> Result<Guarded, OverrideError> {
+        match self {
+            OverrideStore::Memory(m) => {
+                let mut state = m.state.lock();
+                if let Some(current) = state.overrides.get(&o.id)
+                    && current.by != o.by
+                {
+                    return Ok(Guarded::Kept(current.clone()));
+                }
+                Ok(Guarded::Stored(state.change(&o.id, Some(o.clone()), audit)))
+            }
+            OverrideStore::Redis(r) => r.change_guarded(&o.id, o, audit).await,
+            OverrideStore::Etcd(e) => e.change_guarded(&o.id, o, audit).await,
         }
     }
 
@@ -176,7 +208,13 @@ impl MemoryState {
 
 impl MemoryOverrides {
     fn change(&self, id: &str, next: Option<Override>, audit: &AuditEntry) -> Option<Override> {
-        let mut state = self.state.lock();
+        self.state.lock().change(id, next, audit)
+    }
+}
+
+impl MemoryState {
+    fn change(&mut self, id: &str, next: Option<Override>, audit: &AuditEntry) -> Option<Override> {
+        let state = self;
         let before = match next {
             Some(o) => state.overrides.insert(id.to_owned(), o),
             None => state.overrides.remove(id),

@@ -25,6 +25,10 @@ use crate::overrides::Override;
 
 const CHANGE: &str = r"
 local before = redis.call('HGET', KEYS[1], ARGV[1])
+if before and ARGV[6] ~= '' then
+  local ok, doc = pcall(cjson.decode, before)
+  if ok and type(doc) == 'table' and doc.by ~= ARGV[6] then return {2, before} end
+end
 if ARGV[2] == '' then
   if not before then return {0, ''} end
   redis.call('HDEL', KEYS[1], ARGV[1])
@@ -137,6 +141,35 @@ impl RedisOverrides {
         next: Option<&Override>,
         audit: &AuditEntry,
     ) -> Result<Option<Override>, OverrideError> {
+        match self.run_change(id, next, audit, "").await? {
+            (2, _) => Err(OverrideError::Protocol("unexpected guard refusal".into())),
+            (_, before) => Ok(before),
+        }
+    }
+
+    /// [`Self::change`] to `next`, unless the stored override was set by someone else (ARGV[6]
+    /// of the script: the `by` a stored override must have to be replaced).
+    pub async fn change_guarded(
+        &self,
+        id: &str,
+        next: &Override,
+        audit: &AuditEntry,
+    ) -> Result<super::Guarded, OverrideError> {
+        Ok(
+            match self.run_change(id, Some(next), audit, &next.by).await? {
+                (2, Some(current)) => super::Guarded::Kept(current),
+                (_, before) => super::Guarded::Stored(before),
+            },
+        )
+    }
+
+    async fn run_change(
+        &self,
+        id: &str,
+        next: Option<&Override>,
+        audit: &AuditEntry,
+        guard: &str,
+    ) -> Result<(u8, Option<Override>), OverrideError> {
         let json = match next {
             Some(o) => {
                 serde_json::to_string(o).map_err(|e| OverrideError::Protocol(e.to_string()))?
@@ -152,13 +185,14 @@ impl RedisOverrides {
             .arg(json)
             .arg(audit.json_head())
             .arg(&self.channel)
-            .arg(AUDIT_KEPT);
+            .arg(AUDIT_KEPT)
+            .arg(guard);
         let (found, before): (u8, String) = self.bounded(call.invoke_async(&mut conn)).await?;
         if found == 0 {
-            return Ok(None);
+            return Ok((0, None));
         }
         serde_json::from_str(&before)
-            .map(Some)
+            .map(|b| (found, Some(b)))
             .map_err(|e| OverrideError::Protocol(format!("override {id}: {e}")))
     }
 

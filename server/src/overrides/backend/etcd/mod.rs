@@ -108,6 +108,30 @@ impl EtcdOverrides {
         next: Option<&Override>,
         audit: &AuditEntry,
     ) -> Result<Option<Override>, OverrideError> {
+        match self.run_change(id, next, audit, None).await? {
+            super::Guarded::Stored(before) => Ok(before),
+            super::Guarded::Kept(_) => Err(protocol("unexpected guard refusal")),
+        }
+    }
+
+    /// [`Self::change`] to `next`, unless the stored override was set by someone else: the
+    /// transaction's compare on the revision read makes the check and the write one step.
+    pub async fn change_guarded(
+        &self,
+        id: &str,
+        next: &Override,
+        audit: &AuditEntry,
+    ) -> Result<super::Guarded, OverrideError> {
+        self.run_change(id, Some(next), audit, Some(&next.by)).await
+    }
+
+    async fn run_change(
+        &self,
+        id: &str,
+        next: Option<&Override>,
+        audit: &AuditEntry,
+        guard: Option<&str>,
+    ) -> Result<super::Guarded, OverrideError> {
         let key = self.key_of(id);
         let value = match next {
             Some(o) => Some(serde_json::to_vec(o).map_err(protocol)?),
@@ -124,7 +148,12 @@ impl EtcdOverrides {
                 None => None,
             };
             if value.is_none() && before.is_none() {
-                return Ok(None);
+                return Ok(super::Guarded::Stored(None));
+            }
+            if let (Some(by), Some(b)) = (guard, &before)
+                && b.by != by
+            {
+                return Ok(super::Guarded::Kept(b.clone()));
             }
             let unchanged = match &current {
                 Some(kv) => Compare {
@@ -162,7 +191,7 @@ impl EtcdOverrides {
                 ],
             };
             if self.bounded(self.client.txn(txn)).await?.succeeded {
-                return Ok(before);
+                return Ok(super::Guarded::Stored(before));
             }
         }
         Err(unreachable(format!(

@@ -1,0 +1,183 @@
+//! Where replicas add up an interval's reports, and agree on which of them decides.
+//!
+//! | backend | aggregate of interval `k` of rule `r` | who decides |
+//! |---|---|---|
+//! | Redis (the override store's) | hash `<prefix>{sluice-adaptive}:<r>:<k>`: `n` reports, `e` errors, one field per non-empty bucket, added with `HINCRBY` by each replica | the replica whose `SET <hash>:lock NX PX` succeeds |
+//! | local (memory or etcd override store) | this process | this process |
+//!
+//! Both keys expire after a few intervals: nothing is left behind by a replica that stops. The
+//! keys share a hash tag, so a Redis Cluster keeps them on one node.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use redis::Script;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::sketch::{Aggregate, BUCKETS};
+
+/// KEYS[1] the interval's hash; ARGV: field, increment, field, increment, ..., then its TTL (ms).
+const ADD: &str = r"
+for i = 1, #ARGV - 1, 2 do
+  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV])
+return 1
+";
+
+pub enum Fleet {
+    /// One process decides from its own reports.
+    Local(Mutex<HashMap<(String, u64), Aggregate>>),
+    Redis(Box<RedisFleet>),
+}
+
+pub struct RedisFleet {
+    client: redis::Client,
+    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    timeout: Duration,
+    prefix: String,
+    add: Script,
+}
+
+impl Fleet {
+    pub fn local() -> Self {
+        Fleet::Local(Mutex::default())
+    }
+
+    pub fn redis(client: redis::Client, key_prefix: &str, timeout: Duration) -> Self {
+        Fleet::Redis(Box::new(RedisFleet {
+            client,
+            conn: tokio::sync::Mutex::new(None),
+            timeout,
+            prefix: format!("{key_prefix}{{sluice-adaptive}}"),
+            add: Script::new(ADD),
+        }))
+    }
+
+    /// Adds this replica's `agg` to interval `k` of `rule`, kept for `ttl`.
+    pub async fn add(
+        &self,
+        rule: &str,
+        k: u64,
+        agg: &Aggregate,
+        ttl: Duration,
+    ) -> Result<(), String> {
+        match self {
+            Fleet::Local(m) => {
+                let mut m = m.lock();
+                // Nothing older than the interval before is read again.
+                m.retain(|(_, at), _| *at + 2 >= k);
+                m.entry((rule.to_owned(), k)).or_default().merge(agg);
+                Ok(())
+            }
+            Fleet::Redis(r) => {
+                if agg.reports == 0 {
+                    return Ok(());
+                }
+                let mut conn = r.conn().await?;
+                let mut call = r.add.prepare_invoke();
+                call.key(r.key(rule, k))
+                    .arg("n")
+                    .arg(agg.reports)
+                    .arg("e")
+                    .arg(agg.errors);
+                for (i, n) in agg.buckets.iter().enumerate().filter(|(_, n)| **n > 0) {
+                    call.arg(i).arg(*n);
+                }
+                call.arg(ttl.as_millis() as u64);
+                r.bounded(call.invoke_async::<u8>(&mut conn))
+                    .await
+                    .map(drop)
+            }
+        }
+    }
+
+    /// Whether this replica decides interval `k` of `rule` (the first to ask, fleet-wide).
+    pub async fn claim(&self, rule: &str, k: u64, ttl: Duration) -> Result<bool, String> {
+        match self {
+            Fleet::Local(_) => Ok(true),
+            Fleet::Redis(r) => {
+                let mut conn = r.conn().await?;
+                let set: Option<String> = r
+                    .bounded(
+                        redis::cmd("SET")
+                            .arg(format!("{}:lock", r.key(rule, k)))
+                            .arg(1)
+                            .arg("NX")
+                            .arg("PX")
+                            .arg(ttl.as_millis() as u64)
+                            .query_async(&mut conn),
+                    )
+                    .await?;
+                Ok(set.is_some())
+            }
+        }
+    }
+
+    /// The fleet's aggregate of interval `k` of `rule`.
+    pub async fn read(&self, rule: &str, k: u64) -> Result<Aggregate, String> {
+        match self {
+            Fleet::Local(m) => Ok(m.lock().remove(&(rule.to_owned(), k)).unwrap_or_default()),
+            Fleet::Redis(r) => {
+                let mut conn = r.conn().await?;
+                let fields: Vec<(String, u64)> = r
+                    .bounded(
+                        redis::cmd("HGETALL")
+                            .arg(r.key(rule, k))
+                            .query_async(&mut conn),
+                    )
+                    .await?;
+                let mut agg = Aggregate::default();
+                for (field, n) in fields {
+                    match field.as_str() {
+                        "n" => agg.reports = n,
+                        "e" => agg.errors = n,
+                        i => {
+                            if let Some(b) = i.parse::<usize>().ok().filter(|b| *b < BUCKETS) {
+                                agg.buckets[b] = n;
+                            }
+                        }
+                    }
+                }
+                Ok(agg)
+            }
+        }
+    }
+}
+
+impl RedisFleet {
+    fn key(&self, rule: &str, k: u64) -> String {
+        format!("{}:{rule}:{k}", self.prefix)
+    }
+
+    async fn conn(&self) -> Result<ConnectionManager, String> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(0);
+        let conn = tokio::time::timeout(
+            self.timeout,
+            ConnectionManager::new_with_config(self.client.clone(), config),
+        )
+        .await
+        .map_err(|_| "timed out connecting".to_owned())?
+        .map_err(|e| e.to_string())?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, String> {
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| format!("no answer within {:?}", self.timeout))?
+            .map_err(|e| e.to_string())
+    }
+}
