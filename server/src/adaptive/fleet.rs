@@ -17,7 +17,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::sketch::{Aggregate, BUCKETS};
 
-/// KEYS[1] the interval's hash; ARGV: field, increment, field, increment, ..., then its TTL (ms).
+/// `KEYS[1]` the interval's hash; ARGV: field, increment, field, increment, ..., then its TTL (ms).
 const ADD: &str = r"
 for i = 1, #ARGV - 1, 2 do
   redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])

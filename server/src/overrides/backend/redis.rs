@@ -147,7 +147,7 @@ impl RedisOverrides {
         }
     }
 
-    /// [`Self::change`] to `next`, unless the stored override was set by someone else (ARGV[6]
+    /// [`Self::change`] to `next`, unless the stored override was set by someone else (`ARGV[6]`
     /// of the script: the `by` a stored override must have to be replaced).
     pub async fn change_guarded(
         &self,
