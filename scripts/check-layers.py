@@ -30,6 +30,7 @@ LAYERS = [
     "listener",     # connection bounds shared by both listeners
     "log_throttle", # client-triggered warnings, throttled
     "limiter",      # the transport-free check
+    "notify",       # quota notifications: events, de-duplication, sinks
     "overrides",    # runtime overrides, applied during matching
     "xds",          # rules from a control plane, loaded as files are
     "config",       # rule files → the rule tree, and matching

@@ -45,6 +45,10 @@
 //!    constraining limit, and the overall code ([`limiter::decision`]), rate-limit headers
 //!    ([`limiter::headers`]), the lease the request holds, the RFC 9457 problem document of a
 //!    rejection ([`limiter::problem`]) and per-rule counts ([`metrics`]); the adapter encodes it.
+//!    When the domain (or `--notifications`) takes quota notifications, a limit that crossed the
+//!    near-limit ratio or refused the request raises an event through [`notify::Notifier`]: a
+//!    de-duplication check and, for a new event, a `try_send` to a bounded queue; delivery
+//!    happens elsewhere.
 //!
 //! # Around the path
 //!
@@ -56,6 +60,10 @@
 //!   `limiter::top`, lease holders, overrides and their audit log, and explain: a check run dry,
 //!   [`limiter::explain`], with the matcher's walk from [`config::walk`]), `sluice admin`, its
 //!   CLI, and the operator console at `/admin/ui` ([`admin::ui`]).
+//! - [`notify`] delivers quota notifications (near limit, quota exhausted, pool full, the Redis
+//!   breaker opening and closing, overrides about to lapse) off the request path: a dispatcher
+//!   task routes each event to its domain's and the global sinks, a task per sink POSTs signed
+//!   webhooks with retries or appends to a Redis stream (`docs/notifications.md`).
 //! - [`log_throttle`] keeps warnings a client can trigger from becoming a flood of log lines.
 //!
 //! # Layering
@@ -73,6 +81,7 @@
 //! | [`trace`] | OpenTelemetry spans | everything but the limiter's decision types |
 //! | [`listener`] | connection bounds shared by both listeners | what a connection carries |
 //! | [`limiter`] | the transport-free check | wire types, settings, tracing |
+//! | [`notify`] | quota notifications: events, de-duplication, sinks | the limiter, settings, listeners |
 //! | [`overrides`] | runtime overrides and their stores | the limiter, settings |
 //! | [`xds`] | rules from a control plane, loaded as files are | the limiter, listeners |
 //! | [`config`] | rule files, the rule tree, matching | the limiter, overrides |
@@ -98,6 +107,7 @@ pub mod limiter;
 pub mod listener;
 pub mod log_throttle;
 pub mod metrics;
+pub mod notify;
 pub mod overrides;
 pub mod server;
 pub mod settings;

@@ -9,6 +9,7 @@ use super::{
     CheckError, CheckRequest, Code, Decision, DescriptorStatus, RateLimiter, TraceFacts, explain,
     headers, lease, now_secs, problem, request, stats,
 };
+use crate::notify::EventSet;
 use crate::storage::{Admission, Batch, FailureMode, Outcome, Role, Store, Verdict};
 
 /// A request's limits as one store batch, before the store is asked.
@@ -18,6 +19,9 @@ pub(super) struct Planned {
     pub limited: Vec<Limited>,
     pub batch: Batch,
     pub on_failure: Option<FailureMode>,
+    /// The request events its domain's sinks and the global ones take: empty (the common case)
+    /// when no notification is configured for it.
+    pub notify: EventSet,
 }
 
 impl Planned {
@@ -45,6 +49,14 @@ impl<S: Store> RateLimiter<S> {
         let options = rules.options.get(&request.domain);
         let on_failure = options.and_then(|o| o.failure_mode);
         let shard_by = options.and_then(|o| o.shard_by.clone());
+        let notify = match &self.notifier {
+            Some(n) if !dry => n.raises(
+                options
+                    .and_then(|o| o.notifications.as_ref())
+                    .map_or(EventSet::NONE, |b| b.events),
+            ),
+            _ => EventSet::NONE,
+        };
         drop((rules, overrides));
         if limited.is_empty() {
             return Ok(Err(Decision {
@@ -92,6 +104,7 @@ impl<S: Store> RateLimiter<S> {
             limited,
             batch,
             on_failure,
+            notify,
         }))
     }
 
@@ -109,6 +122,7 @@ impl<S: Store> RateLimiter<S> {
             mut statuses,
             limited,
             batch,
+            notify,
             ..
         } = planned;
         let verdict = Verdict::of(&batch.hits, &outcome.readings);
@@ -199,6 +213,22 @@ impl<S: Store> RateLimiter<S> {
             }
             Code::Ok
         };
+        if !notify.is_empty()
+            && let Some(notifier) = &self.notifier
+        {
+            super::notices::raise(
+                notifier,
+                notify,
+                request,
+                &super::notices::Seen {
+                    checked: &checked,
+                    deltas: &deltas,
+                    tightest: &tightest,
+                    overall,
+                    near_ratio: self.options.near_limit_ratio,
+                },
+            );
+        }
         let rejection = match overall {
             Code::OverLimit => decision::rejecting(&checked).map(|by| {
                 let violated: Vec<&Checked<'_>> = checked

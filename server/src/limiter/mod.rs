@@ -22,6 +22,7 @@ pub mod explain;
 pub mod headers;
 pub mod inspect;
 pub mod lease;
+mod notices;
 mod plan;
 pub mod problem;
 pub mod queue;
@@ -43,6 +44,7 @@ pub use request::{
 
 use crate::config::{Rule, RuleSet};
 use crate::metrics::{KindLabels, Metrics};
+use crate::notify::Notifier;
 use crate::overrides::{Override, OverrideSet};
 use crate::storage::keys::KeySchema;
 use crate::storage::{Admission, Role, Store};
@@ -97,6 +99,8 @@ pub struct RateLimiter<S> {
     override_list: parking_lot::Mutex<Vec<Override>>,
     /// Requests waiting in pool queues on this replica, and how they are woken.
     waiting: queue::Waiting,
+    /// Where quota notifications are raised, when the process sends any.
+    notifier: Option<Notifier>,
 }
 
 /// Seconds since the epoch, for override expiry.
@@ -118,7 +122,19 @@ impl<S: Store> RateLimiter<S> {
             overrides: ArcSwap::from_pointee(OverrideSet::default()),
             override_list: parking_lot::Mutex::new(Vec::new()),
             waiting: queue::Waiting::default(),
+            notifier: None,
         }
+    }
+
+    /// Raises quota notifications through `notifier`, for the rules of every later reload too.
+    pub fn with_notifier(mut self, notifier: Notifier) -> Self {
+        notifier.rules_changed(&self.rules.load());
+        self.notifier = Some(notifier);
+        self
+    }
+
+    pub fn notifier(&self) -> Option<&Notifier> {
+        self.notifier.as_ref()
     }
 
     /// Replaces the runtime overrides; returns whether anything changed. Lapsed ones are dropped.
@@ -164,6 +180,10 @@ impl<S: Store> RateLimiter<S> {
         let list = self.override_list.lock();
         self.overrides
             .store(Arc::new(OverrideSet::new(list.clone(), &rules)));
+        // Before the swap: the first check on the new rules finds its domain's sinks routed.
+        if let Some(notifier) = &self.notifier {
+            notifier.rules_changed(&rules);
+        }
         self.rules.store(Arc::new(rules));
     }
 
