@@ -55,7 +55,7 @@
 //! - [`server`] is start-up and shutdown: it reads [`settings`] (flags and environment, once),
 //!   loads the rules and watches them (or takes them from a control plane over [`xds`]), opens
 //!   the counter store and the override store, starts the tasks that keep overrides and health
-//!   current, binds both listeners, and drains on SIGTERM.
+//!   current and the notifier ([`notify`]), binds both listeners, and drains on SIGTERM.
 //! - [`admin`] is the admin API under `/admin/` (counters, resets, top consumers from
 //!   `limiter::top`, lease holders, overrides and their audit log, and explain: a check run dry,
 //!   [`limiter::explain`], with the matcher's walk from [`config::walk`]), `sluice admin`, its
