@@ -16,7 +16,10 @@ use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, watch};
 
-use super::{Blocks, Envelope, EventKind, EventSet, Metrics, Notifications, Scope, SinkLabels};
+use super::{
+    Blocks, DRAIN_EVERY, Envelope, Event, EventKind, EventSet, Metrics, Notifications, Scope,
+    SinkLabels,
+};
 use crate::config::notifications::{RedisStream, Webhook};
 use crate::storage::backend::redis::RedisStore;
 
@@ -163,16 +166,16 @@ impl Routes {
         self.running.retain(|_, sink| named.contains(&sink.id));
     }
 
-    /// The sinks `envelope` goes to, each once.
-    fn targets(&self, envelope: &Envelope) -> Vec<&Sink> {
-        let kind = envelope.event.kind;
+    /// The sinks `event` goes to within `scope`, each once.
+    fn targets(&self, event: &Event, scope: Scope) -> Vec<&Sink> {
+        let kind = event.kind;
         let wants = |r: &&Route| r.events.contains(kind);
         let mut routes: Vec<&Route> = Vec::new();
-        if envelope.scope != Scope::Domain {
+        if scope != Scope::Domain {
             routes.extend(self.global.iter().filter(wants));
         }
-        if envelope.scope != Scope::Global {
-            match envelope.event.domain.as_deref() {
+        if scope != Scope::Global {
+            match event.domain.as_deref() {
                 Some(domain) => routes.extend(self.domains.get(domain).filter(wants)),
                 None => routes.extend(self.domains.values().filter(wants)),
             }
@@ -183,13 +186,13 @@ impl Routes {
         sinks
     }
 
-    /// Hands `envelope` to its sinks without waiting; a full sink queue drops it (counted).
-    fn dispatch(&self, envelope: Envelope) {
-        let sinks = self.targets(&envelope);
+    /// Hands `event` to its sinks without waiting; a full sink queue drops it (counted).
+    fn dispatch(&self, (event, scope): (Event, Scope)) {
+        let sinks = self.targets(&event, scope);
         if sinks.is_empty() {
             return;
         }
-        let body = match serde_json::to_vec(&envelope.event) {
+        let body = match serde_json::to_vec(&event) {
             Ok(body) => Bytes::from(body),
             Err(e) => {
                 tracing::error!(error = %e, "cannot serialise a notification");
@@ -197,8 +200,8 @@ impl Routes {
             }
         };
         let delivery = Arc::new(Delivery {
-            id: envelope.event.id,
-            kind: envelope.event.kind,
+            id: event.id,
+            kind: event.kind,
             body,
         });
         for sink in sinks {
@@ -209,33 +212,41 @@ impl Routes {
     }
 }
 
-/// The dispatcher's loop: events in order, and each rule reload's blocks as they change. Ends when
-/// every [`super::Notifier`] is gone.
+/// The dispatcher's loop: every [`DRAIN_EVERY`], the rule reload's blocks if they changed, then
+/// every event queued, in order; while events keep coming it drains again at once (yielding to
+/// the runtime in between), so a burst is not held to 4096 per tick. Ends once every
+/// [`super::Notifier`] is gone and the queue is empty.
 pub(super) async fn run(
-    mut events: mpsc::Receiver<Envelope>,
+    events: std::sync::mpsc::Receiver<Envelope>,
     mut blocks: watch::Receiver<Blocks>,
     mut routes: Routes,
+    instance: Arc<str>,
 ) {
+    let mut tick = tokio::time::interval(DRAIN_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let current = blocks.borrow_and_update().clone();
     routes.reload(&current);
     loop {
-        tokio::select! {
-            biased;
-            changed = blocks.changed() => {
-                if changed.is_err() {
-                    // The notifier is gone; deliver what is queued.
-                    while let Some(envelope) = events.recv().await {
-                        routes.dispatch(envelope);
-                    }
-                    return;
-                }
+        tick.tick().await;
+        loop {
+            // Before the events: one raised under new rules finds its domain's sinks.
+            if blocks.has_changed().unwrap_or(false) {
                 let current = blocks.borrow_and_update().clone();
                 routes.reload(&current);
             }
-            envelope = events.recv() => match envelope {
-                Some(envelope) => routes.dispatch(envelope),
-                None => return,
-            },
+            let mut drained = 0usize;
+            loop {
+                match events.try_recv() {
+                    Ok(envelope) => routes.dispatch(envelope.open(&instance)),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+                }
+                drained += 1;
+            }
+            if drained == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
         }
     }
 }
@@ -249,7 +260,6 @@ mod tests {
 
     use super::*;
     use crate::config::notifications::{SigningKey, WebhookUrl};
-    use crate::notify::Event;
 
     fn hook(port: u16) -> Webhook {
         Webhook {
@@ -270,9 +280,9 @@ mod tests {
         })
     }
 
-    fn envelope(kind: EventKind, domain: Option<&str>, scope: Scope) -> Envelope {
-        Envelope {
-            event: Event {
+    fn envelope(kind: EventKind, domain: Option<&str>, scope: Scope) -> (Event, Scope) {
+        (
+            Event {
                 id: "x".into(),
                 kind,
                 time: String::new(),
@@ -287,12 +297,12 @@ mod tests {
                 detail: String::new(),
             },
             scope,
-        }
+        )
     }
 
     /// The ports of the webhooks an envelope reaches.
-    fn ports(routes: &Routes, e: &Envelope) -> Vec<u16> {
-        let ids: Vec<u64> = routes.targets(e).iter().map(|s| s.id).collect();
+    fn ports(routes: &Routes, e: &(Event, Scope)) -> Vec<u16> {
+        let ids: Vec<u64> = routes.targets(&e.0, e.1).iter().map(|s| s.id).collect();
         let mut ports: Vec<u16> = routes
             .running
             .iter()

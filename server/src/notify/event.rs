@@ -10,13 +10,14 @@
 //! [`Recent`] is the check path's memory of events already raised: a fixed table of atomics,
 //! one compare per raised event, never a lock.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::config::notifications::EventKind;
-use crate::config::{RateLimit, Rule};
+use crate::config::{Algorithm, RateLimit, Rule};
 
 impl Serialize for EventKind {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -104,6 +105,71 @@ pub struct OverrideFacts {
     pub by: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// A request event as the check path hands it over: what it is about, copied; the dispatcher
+/// builds the [`Event`] ([`Raw::event`]), off the check path.
+pub(crate) struct Raw {
+    pub kind: EventKind,
+    pub rule: Arc<Rule>,
+    pub limit_index: usize,
+    pub descriptor: Vec<DescriptorEntry>,
+    /// `near_limit`: units in use after the hit; refusals: before it.
+    pub used: u64,
+    pub capacity: u64,
+    pub hits: u64,
+    /// When it was raised, and the limit's window then.
+    pub at: Duration,
+    pub window: u64,
+}
+
+impl Raw {
+    pub fn event(self, instance: &str) -> Event {
+        let spec = &self.rule.limit.limits()[self.limit_index];
+        let window_secs = spec.window_secs().max(1);
+        let id = request_event_id(
+            self.kind,
+            &self.rule,
+            self.limit_index,
+            window_secs,
+            self.window,
+            self.descriptor
+                .iter()
+                .map(|e| (e.key.as_str(), e.value.as_str())),
+        );
+        let amount = if spec.algorithm == Algorithm::Concurrency {
+            format!("{} of {} leases held", self.used, self.capacity)
+        } else {
+            format!(
+                "{} of {} per {} used",
+                self.used,
+                self.capacity,
+                spec.describe_window()
+            )
+        };
+        let detail = match self.kind {
+            EventKind::NearLimit => format!("near the limit: {amount}"),
+            EventKind::QuotaExhausted => format!(
+                "quota exhausted: {amount}; a request for {} was refused",
+                self.hits
+            ),
+            _ => format!("pool full: {amount}; an acquire was refused"),
+        };
+        Event {
+            id,
+            kind: self.kind,
+            time: rfc3339(self.at),
+            instance: instance.to_owned(),
+            domain: Some(self.rule.domain.to_string()),
+            rule: Some(self.rule.stat_key.to_string()),
+            limit: Some(LimitFacts::of(spec, self.capacity)),
+            used: Some(self.used),
+            remaining: Some(self.capacity.saturating_sub(self.used)),
+            descriptor: Some(self.descriptor),
+            override_: None,
+            detail,
+        }
+    }
 }
 
 /// A 128-bit id, hex, of `parts` (separated so that no two lists of parts collide).

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{Blocks, EventKind, Notifications, Notifier, OverrideFacts, Scope, event};
+use super::{Blocks, Envelope, EventKind, Notifications, Notifier, OverrideFacts, Scope, event};
 use crate::overrides::Override;
 
 /// How often the overrides are looked at: a fraction of any lead time worth configuring.
@@ -135,7 +135,10 @@ pub(super) async fn run(
         let current = blocks.borrow().clone();
         for due in raised.due(&list, &current, global.as_deref(), now.as_secs()) {
             let event = event_of(&notifier, due.item, due.expires_at, now);
-            notifier.offer(event, due.scope);
+            notifier.offer(
+                EventKind::OverrideExpiring,
+                Envelope::Built(Box::new(event), due.scope),
+            );
         }
     }
 }

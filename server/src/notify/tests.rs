@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
 
 use super::*;
 use crate::clock::ManualClock;
@@ -25,7 +26,7 @@ fn rule(entries: &[(&str, &str)]) -> Arc<Rule> {
     Arc::clone(rules.lookup("api", entries).unwrap())
 }
 
-fn raise(n: &Notifier, kind: EventKind, rule: &Rule, value: &str, used: u64, capacity: u64) {
+fn raise(n: &Notifier, kind: EventKind, rule: &Arc<Rule>, value: &str, used: u64, capacity: u64) {
     let key = rule.levels[0].key.as_str();
     n.raise(Raised {
         kind,
@@ -38,8 +39,9 @@ fn raise(n: &Notifier, kind: EventKind, rule: &Rule, value: &str, used: u64, cap
     });
 }
 
-fn drain(rx: &mut mpsc::Receiver<Envelope>) -> Vec<Event> {
-    std::iter::from_fn(|| rx.try_recv().ok().map(|e| e.event)).collect()
+/// What the dispatcher would take from the queue, built as it builds them.
+fn drain(rx: &mut std::sync::mpsc::Receiver<Envelope>) -> Vec<Event> {
+    std::iter::from_fn(|| rx.try_recv().ok().map(|e| e.open("test-host").0)).collect()
 }
 
 fn manual() -> Arc<ManualClock> {
