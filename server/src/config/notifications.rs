@@ -252,26 +252,39 @@ pub const MIN_KEY_BYTES: usize = 16;
 /// Past this a "key" file is something else (a certificate bundle, a binary).
 const MAX_KEY_BYTES: u64 = 64 * 1024;
 
-/// A block as read, before its key files are.
+/// A block as read, before its key files are: every part that could be read, and whether all
+/// could (its key files are still read when not, so that one load reports every problem).
 #[derive(Debug)]
 pub(super) struct RawNotifications {
+    pub complete: bool,
     pub events: EventSet,
     pub webhooks: Vec<RawWebhook>,
     pub redis_stream: Option<Spanned<RedisStream>>,
     pub override_lead: Duration,
 }
 
+/// A webhook's fields; `None` where one was missing or wrong (already reported).
 #[derive(Debug)]
 pub(super) struct RawWebhook {
-    pub url: WebhookUrl,
-    pub key_file: Spanned<PathBuf>,
-    pub timeout: Duration,
-    pub max_attempts: u32,
-    pub queue_size: usize,
+    pub url: Option<WebhookUrl>,
+    pub key_file: Option<Spanned<PathBuf>>,
+    pub timeout: Option<Duration>,
+    pub max_attempts: Option<u32>,
+    pub queue_size: Option<usize>,
+}
+
+impl RawWebhook {
+    fn is_whole(&self) -> bool {
+        self.url.is_some()
+            && self.key_file.is_some()
+            && self.timeout.is_some()
+            && self.max_attempts.is_some()
+            && self.queue_size.is_some()
+    }
 }
 
 impl Reader {
-    /// The `notifications:` mapping; `None` when it does not fit (every problem reported).
+    /// The `notifications:` mapping; `None` when it is not one (every problem reported).
     pub(super) fn notifications(&mut self, y: &Yaml) -> Option<RawNotifications> {
         if !matches!(y.kind, YamlKind::Map(_)) {
             self.invalid(
@@ -310,6 +323,7 @@ impl Reader {
                             None => complete = false,
                         }
                     }
+                    complete &= webhooks.iter().all(RawWebhook::is_whole);
                 }
                 _ => {
                     self.invalid(
@@ -337,15 +351,15 @@ impl Reader {
                 f.at,
                 "`notifications` needs a sink: `webhooks` (a list) or `redis_stream`",
             );
-            return None;
+            complete = false;
         }
         Some(RawNotifications {
-            events: events?,
+            complete: complete && events.is_some() && override_lead.is_some(),
+            events: events.unwrap_or(EventSet::ALL),
             webhooks,
             redis_stream,
-            override_lead: Duration::from_secs(override_lead?),
+            override_lead: Duration::from_secs(override_lead.unwrap_or_default()),
         })
-        .filter(|_| complete)
     }
 
     /// The top level of a `--notifications` file: a `notifications` block and nothing else.
@@ -469,11 +483,11 @@ impl Reader {
         let attempts = number("max_attempts", DEFAULT_MAX_ATTEMPTS, 1, 20);
         let queue = number("queue_size", DEFAULT_QUEUE_SIZE, 1, 100_000);
         Some(RawWebhook {
-            url: url?,
-            key_file: key_file?,
-            timeout: Duration::from_millis(timeout?),
-            max_attempts: attempts? as u32,
-            queue_size: queue? as usize,
+            url,
+            key_file,
+            timeout: timeout.map(Duration::from_millis),
+            max_attempts: attempts.map(|n| n as u32),
+            queue_size: queue.map(|n| n as usize),
         })
     }
 
@@ -534,19 +548,30 @@ pub(super) fn resolve(
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut webhooks = Vec::with_capacity(raw.webhooks.len());
     for w in raw.webhooks {
-        let file = dir.join(&w.key_file.value);
-        match read_key(&file) {
-            Ok(key) => webhooks.push(Webhook {
-                url: w.url,
+        // Every key file given is read, whatever else is wrong with its webhook.
+        let Some(key_file) = w.key_file else {
+            continue;
+        };
+        let key = match read_key(&dir.join(&key_file.value)) {
+            Ok(key) => key,
+            Err(reason) => {
+                errors.push(ConfigError::Invalid {
+                    at: at(key_file.at),
+                    reason,
+                });
+                continue;
+            }
+        };
+        if let (Some(url), Some(timeout), Some(max_attempts), Some(queue_size)) =
+            (w.url, w.timeout, w.max_attempts, w.queue_size)
+        {
+            webhooks.push(Webhook {
+                url,
                 signing_key: key,
-                timeout: w.timeout,
-                max_attempts: w.max_attempts,
-                queue_size: w.queue_size,
-            }),
-            Err(reason) => errors.push(ConfigError::Invalid {
-                at: at(w.key_file.at),
-                reason,
-            }),
+                timeout,
+                max_attempts,
+                queue_size,
+            });
         }
     }
     if let Some(stream) = &raw.redis_stream
@@ -559,7 +584,7 @@ pub(super) fn resolve(
                 .into(),
         });
     }
-    (errors.len() == start).then(|| Notifications {
+    (raw.complete && errors.len() == start).then(|| Notifications {
         events: raw.events,
         webhooks,
         redis_stream: raw.redis_stream.map(|s| s.value),

@@ -267,3 +267,24 @@ fn webhook_urls() {
     );
     assert!(WebhookUrl::parse("/just/a/path").is_err());
 }
+
+#[test]
+fn one_load_reports_every_problem_of_a_block() {
+    let text = rules(
+        "notifications:\n  events: [near_limit, over_quota]\n  webhooks:\n    - url: ftp://h/x\n      \
+         signing_key_file: missing.key\n  redis_stream: {key: e, max_len: 0}\n",
+    );
+    let got = errors(&text, &LoadOptions::default());
+    let at: Vec<&str> = got.iter().map(|e| e.split(": ").next().unwrap()).collect();
+    assert_eq!(
+        at,
+        [
+            "rules.yaml:6:24",
+            "rules.yaml:8:12",
+            "rules.yaml:9:25",
+            "rules.yaml:10:35"
+        ],
+        "{got:#?}"
+    );
+    assert!(got[2].contains("cannot read signing_key_file"), "{got:#?}");
+}
