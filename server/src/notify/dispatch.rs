@@ -17,8 +17,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, watch};
 
 use super::{
-    Blocks, DRAIN_EVERY, Envelope, Event, EventKind, EventSet, Metrics, Notifications, Scope,
-    SinkLabels,
+    Blocks, DRAIN_EVERY, Envelope, EventKind, EventSet, Metrics, Notifications, Scope, SinkLabels,
 };
 use crate::config::notifications::{RedisStream, Webhook};
 use crate::storage::backend::redis::RedisStore;
@@ -166,16 +165,15 @@ impl Routes {
         self.running.retain(|_, sink| named.contains(&sink.id));
     }
 
-    /// The sinks `event` goes to within `scope`, each once.
-    fn targets(&self, event: &Event, scope: Scope) -> Vec<&Sink> {
-        let kind = event.kind;
+    /// The sinks an event of `kind` in `domain` goes to within `scope`, each once.
+    fn targets(&self, kind: EventKind, domain: Option<&str>, scope: Scope) -> Vec<&Sink> {
         let wants = |r: &&Route| r.events.contains(kind);
         let mut routes: Vec<&Route> = Vec::new();
         if scope != Scope::Domain {
             routes.extend(self.global.iter().filter(wants));
         }
         if scope != Scope::Global {
-            match event.domain.as_deref() {
+            match domain {
                 Some(domain) => routes.extend(self.domains.get(domain).filter(wants)),
                 None => routes.extend(self.domains.values().filter(wants)),
             }
@@ -186,12 +184,15 @@ impl Routes {
         sinks
     }
 
-    /// Hands `event` to its sinks without waiting; a full sink queue drops it (counted).
-    fn dispatch(&self, (event, scope): (Event, Scope)) {
-        let sinks = self.targets(&event, scope);
+    /// Hands the event to its sinks without waiting (built only if some sink takes it); a full
+    /// sink queue drops it (counted).
+    fn dispatch(&self, envelope: Envelope, instance: &str) {
+        let (kind, domain, scope) = envelope.route();
+        let sinks = self.targets(kind, domain, scope);
         if sinks.is_empty() {
             return;
         }
+        let (event, _) = envelope.open(instance);
         let body = match serde_json::to_vec(&event) {
             Ok(body) => Bytes::from(body),
             Err(e) => {
@@ -237,7 +238,7 @@ pub(super) async fn run(
             let mut drained = 0usize;
             loop {
                 match events.try_recv() {
-                    Ok(envelope) => routes.dispatch(envelope.open(&instance)),
+                    Ok(envelope) => routes.dispatch(envelope, &instance),
                     Err(std::sync::mpsc::TryRecvError::Empty) => break,
                     Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
                 }
@@ -260,6 +261,7 @@ mod tests {
 
     use super::*;
     use crate::config::notifications::{SigningKey, WebhookUrl};
+    use crate::notify::Event;
 
     fn hook(port: u16) -> Webhook {
         Webhook {
@@ -301,8 +303,12 @@ mod tests {
     }
 
     /// The ports of the webhooks an envelope reaches.
-    fn ports(routes: &Routes, e: &(Event, Scope)) -> Vec<u16> {
-        let ids: Vec<u64> = routes.targets(&e.0, e.1).iter().map(|s| s.id).collect();
+    fn ports(routes: &Routes, (e, scope): &(Event, Scope)) -> Vec<u16> {
+        let ids: Vec<u64> = routes
+            .targets(e.kind, e.domain.as_deref(), *scope)
+            .iter()
+            .map(|s| s.id)
+            .collect();
         let mut ports: Vec<u16> = routes
             .running
             .iter()

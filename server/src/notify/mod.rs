@@ -113,6 +113,14 @@ pub(crate) enum Envelope {
 }
 
 impl Envelope {
+    /// What routing needs: the kind, the domain and the scope (before the event is built).
+    pub fn route(&self) -> (EventKind, Option<&str>, Scope) {
+        match self {
+            Envelope::Raised(raw) => (raw.kind, Some(&*raw.rule.domain), Scope::All),
+            Envelope::Built(event, scope) => (event.kind, event.domain.as_deref(), *scope),
+        }
+    }
+
     /// The event, built, and where it may go.
     pub fn open(self, instance: &str) -> (Event, Scope) {
         match self {
