@@ -17,6 +17,7 @@ use sluice_tests::admin::{Admin, token_file};
 use sluice_tests::redis::RedisServer;
 use sluice_tests::rls::{OK, OVER_LIMIT, descriptor, request};
 use sluice_tests::sluice::{Sluice, sample_of};
+use sluice_tests::tls::documented_acl;
 use sluice_tests::webhook::{Received, Receiver};
 
 const KEY: &str = "e2e-webhook-signing-key-0123456789";
@@ -93,9 +94,21 @@ fn stream(redis: &RedisServer, key: &str) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// Sluice's ACL user on `redis` as docs/operations.md documents it: the base line, overrides
+/// (the default store on one Redis) and the notification stream's line; its URL.
+fn documented_user(redis: &RedisServer) -> String {
+    let password = "notifications-e2e-password";
+    for line in documented_acl(password, &["sluice-overrides", "+xadd"]) {
+        let words: Vec<&str> = line.iter().map(String::as_str).collect();
+        assert_eq!(redis.cli(&words).trim(), "OK", "{words:?}");
+    }
+    format!("redis://sluice:{password}@127.0.0.1:{}", redis.port())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_and_a_redis_stream_see_each_event_once_per_window() {
     let redis = RedisServer::start();
+    let url = documented_user(&redis);
     let receiver = Receiver::start();
     let block = webhook_block(
         &receiver,
@@ -103,7 +116,7 @@ async fn a_webhook_and_a_redis_stream_see_each_event_once_per_window() {
     );
     let sluice = Sluice::builder(&rules(&block))
         .file("webhook.key", &format!("{KEY}\n"))
-        .redis(&redis.url())
+        .redis(&url)
         .start();
     sluice.wait_ready(Duration::from_secs(10)).await;
     let mut client = sluice.grpc().await;
@@ -191,6 +204,8 @@ async fn a_webhook_and_a_redis_stream_see_each_event_once_per_window() {
     assert_eq!(stream_ids, webhook_ids);
     assert!(entries.iter().all(|(_, e)| events.contains(e)));
 
+    signature_snippets_verify(&received[0]);
+
     let metrics = sluice.metrics().await;
     let sent = |sink: &str| {
         sample_of(
@@ -207,6 +222,66 @@ async fn a_webhook_and_a_redis_stream_see_each_event_once_per_window() {
         ),
         0.0
     );
+    // The documented ACL user was enough for all of it.
+    let denied = redis.cli(&["ACL", "LOG"]);
+    assert!(denied.trim().is_empty(), "ACL LOG: {denied}");
+}
+
+/// The fenced block of `lang` in docs/notifications.md.
+fn doc_snippet(lang: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/notifications.md");
+    let doc = std::fs::read_to_string(path).expect("docs/notifications.md");
+    let start = doc
+        .find(&format!("```{lang}\n"))
+        .unwrap_or_else(|| panic!("no {lang} block"))
+        + lang.len()
+        + 4;
+    let end = start + doc[start..].find("```").expect("end of the block");
+    doc[start..end].to_owned()
+}
+
+/// The verification snippets docs/notifications.md shows, run on a delivery as received.
+fn signature_snippets_verify(delivery: &Received) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).expect("write");
+        path
+    };
+    let body = file("body.json", &delivery.body);
+    let signature = delivery.header("x-sluice-signature").expect("signed");
+    // The key as Sluice reads it: the file's bytes, less one trailing newline.
+    file("webhook.key", format!("{KEY}\n").as_bytes());
+    let key = file("bare.key", KEY.as_bytes());
+    let python = format!(
+        "{}\nimport sys\nok = verify(open(sys.argv[1], 'rb').read(), open(sys.argv[2], 'rb').read(), sys.argv[3])\nprint('valid' if ok else 'INVALID')\n",
+        doc_snippet("python")
+    );
+    let run = |program: &str, args: Vec<&std::ffi::OsStr>| {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .current_dir(dir.path())
+            .env("X_SLUICE_SIGNATURE", signature)
+            .output()
+            .unwrap_or_else(|e| panic!("run {program}: {e}"));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let python_says = run(
+        "python3",
+        vec![
+            "-c".as_ref(),
+            python.as_ref(),
+            key.as_os_str(),
+            body.as_os_str(),
+            signature.as_ref(),
+        ],
+    );
+    assert_eq!(python_says, "valid");
+    let shell = doc_snippet("sh");
+    assert_eq!(run("sh", vec!["-c".as_ref(), shell.as_ref()]), "valid");
+    // And a tampered body does not verify.
+    std::fs::write(&body, b"{}").expect("write");
+    assert_eq!(run("sh", vec!["-c".as_ref(), shell.as_ref()]), "INVALID");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
