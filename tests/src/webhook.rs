@@ -1,13 +1,17 @@
-//! A webhook receiver for the notification tests: a real HTTP/1.1 server on a loopback port, on
-//! threads of its own (so its work never shares the test's runtime), keeping every request it
-//! gets. It answers 200, or holds its answers until released, which makes a receiver that hangs
-//! when it is never released.
+//! A webhook receiver for the notification tests: a real HTTP/1.1 server (or HTTPS, with a
+//! certificate of the test's own CA) on a loopback port, on threads of its own (so its work never
+//! shares the test's runtime), keeping every request it gets. It answers 200, or holds its
+//! answers until released, which makes a receiver that hangs when it is never released.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// One request as received.
 #[derive(Debug, Clone)]
@@ -61,7 +65,29 @@ impl Receiver {
         Self::with_answers_held(true)
     }
 
+    /// A receiver that answers 200 over TLS, with the certificate and key in these PEM files.
+    pub fn start_tls(cert: &Path, key: &Path) -> Self {
+        let certs = CertificateDer::pem_file_iter(cert)
+            .expect("certificate file")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certificates");
+        let key = PrivateKeyDer::from_pem_file(key).expect("private key");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server certificate");
+        Self::listen(false, Some(Arc::new(config)))
+    }
+
     fn with_answers_held(held: bool) -> Self {
+        Self::listen(held, None)
+    }
+
+    fn listen(held: bool, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind the receiver");
         let addr = listener.local_addr().expect("receiver address");
         let shared = Arc::new(Shared {
@@ -77,7 +103,16 @@ impl Receiver {
                 let Ok(stream) = stream else { continue };
                 accepting.connections.fetch_add(1, Ordering::Relaxed);
                 let shared = Arc::clone(&accepting);
-                std::thread::spawn(move || serve(stream, &shared));
+                let tls = tls.clone();
+                std::thread::spawn(move || match tls {
+                    None => serve(stream, &shared),
+                    Some(config) => {
+                        let Ok(session) = rustls::ServerConnection::new(config) else {
+                            return;
+                        };
+                        serve(rustls::StreamOwned::new(session, stream), &shared);
+                    }
+                });
             }
         });
         Receiver { addr, shared }
@@ -85,6 +120,10 @@ impl Receiver {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
     }
 
     /// `host:port`, as Sluice names the sink in its metrics (`webhook:host:port`).
@@ -131,10 +170,7 @@ impl Drop for Receiver {
 }
 
 /// Reads requests from one connection (keep-alive) and answers each 200, once not held.
-fn serve(stream: TcpStream, shared: &Shared) {
-    let Ok(mut writer) = stream.try_clone() else {
-        return;
-    };
+fn serve(stream: impl Read + Write, shared: &Shared) {
     let mut reader = BufReader::new(stream);
     while let Some(request) = read_request(&mut reader) {
         shared.received.lock().expect("lock").push(request);
@@ -143,9 +179,11 @@ fn serve(stream: TcpStream, shared: &Shared) {
             held = shared.released.wait(held).expect("lock");
         }
         drop(held);
+        let writer = reader.get_mut();
         if shared.stop.load(Ordering::Acquire)
             || writer
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .and_then(|()| writer.flush())
                 .is_err()
         {
             return;
@@ -153,7 +191,7 @@ fn serve(stream: TcpStream, shared: &Shared) {
     }
 }
 
-fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Received> {
+fn read_request(reader: &mut BufReader<impl Read>) -> Option<Received> {
     let mut line = String::new();
     if reader.read_line(&mut line).ok()? == 0 {
         return None;

@@ -17,7 +17,7 @@ use sluice_tests::admin::{Admin, token_file};
 use sluice_tests::redis::RedisServer;
 use sluice_tests::rls::{OK, OVER_LIMIT, descriptor, request};
 use sluice_tests::sluice::{Sluice, sample_of};
-use sluice_tests::tls::documented_acl;
+use sluice_tests::tls::{Pki, documented_acl};
 use sluice_tests::webhook::{Received, Receiver};
 
 const KEY: &str = "e2e-webhook-signing-key-0123456789";
@@ -421,6 +421,52 @@ async fn a_reload_adds_a_domains_sinks_and_refuses_a_bad_block_where_it_stands()
         "only the check after the reload: {events:?}"
     );
     assert_eq!(about(&events[0]), ("quota_exhausted".into(), "b".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_webhook_is_verified_against_the_platform_roots() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::generate(dir.path(), "hook-");
+    let receiver = Receiver::start_tls(&pki.server.0, &pki.server.1);
+    let block = format!(
+        "notifications:\n  webhooks:\n    - url: https://localhost:{}/hook\n      \
+         signing_key_file: webhook.key\n      max_attempts: 1\n",
+        receiver.port()
+    );
+    // The platform's roots, as rustls-native-certs reads them: here only the test's CA...
+    let trusting = Sluice::builder(&rules(&block))
+        .file("webhook.key", KEY)
+        .env("SSL_CERT_FILE", pki.ca.to_str().expect("utf-8"))
+        .start();
+    // ... and here the machine's own, which do not know it.
+    let distrusting = Sluice::builder(&rules(&block))
+        .file("webhook.key", KEY)
+        .start();
+    let mut client = trusting.grpc().await;
+    assert_eq!(check(&mut client, &[("free", "trusted")]).await, OVER_LIMIT);
+    let mut client = distrusting.grpc().await;
+    assert_eq!(check(&mut client, &[("free", "refused")]).await, OVER_LIMIT);
+
+    let received = receiver.wait_for(Duration::from_secs(10), |r| !r.is_empty());
+    let events: Vec<Value> = received.iter().map(verified).collect();
+    assert_eq!(
+        about(&events[0]),
+        ("quota_exhausted".into(), "trusted".into())
+    );
+    let failed = format!(
+        "sluice_notifications_sent_total{{sink=\"webhook:localhost:{}\",result=\"failed\"}}",
+        receiver.port()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while distrusting.metric(&failed).await < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the untrusted delivery was not given up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Counted once its only attempt failed: the receiver never got it.
+    assert_eq!(receiver.received().len(), 1);
 }
 
 /// The `q`-quantile of `samples` (sorted in place).
