@@ -92,7 +92,7 @@ impl Settings {
                 }),
                 None => {
                     let resolved =
-                        super::notifications::resolve(path, block.value, memory_store, errors);
+                        super::notification_block::resolve(path, block.value, memory_store, errors);
                     self.options.notifications = resolved.map(Arc::new);
                     self.notifications_at = Some(at);
                 }

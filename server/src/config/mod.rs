@@ -52,6 +52,7 @@ mod http_descriptors;
 mod limit;
 pub mod matcher;
 mod model;
+mod notification_block;
 pub mod notifications;
 mod parse;
 mod pool;
@@ -168,7 +169,7 @@ pub fn parse_notifications(
     );
     let mut errors = build::errors_at(path, problems);
     let resolved =
-        raw.and_then(|raw| notifications::resolve(path, raw, opts.memory_store, &mut errors));
+        raw.and_then(|raw| notification_block::resolve(path, raw, opts.memory_store, &mut errors));
     match resolved {
         Some(n) if errors.is_empty() => Ok(n),
         _ => Err(ConfigErrors::capped(errors)),

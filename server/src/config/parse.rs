@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use super::fields::{Fields, Place};
 use super::limit::RawLimits;
 use super::model::HttpDescriptor;
-use super::notifications::RawNotifications;
+use super::notification_block::RawNotifications;
 use super::yaml::{self, Kind, Mark, Yaml};
 use crate::storage::FailureMode;
 

@@ -38,6 +38,7 @@
 mod dispatch;
 pub mod event;
 mod expiry;
+mod metrics;
 mod stream;
 pub mod webhook;
 
@@ -45,20 +46,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::clock::Clock;
 pub use crate::config::notifications::{EventKind, EventSet, Notifications};
 use crate::config::{Rule, RuleSet};
-use crate::metrics::{KindLabels, ReasonLabels};
 use crate::overrides::Override;
 use crate::storage::backend::redis::RedisStore;
 use crate::storage::layer::breaker::BreakerState;
 pub use event::{DescriptorEntry, Event, LimitFacts, OverrideFacts, rfc3339};
+pub(crate) use metrics::{Metrics, SinkLabels};
 
 /// Events waiting between the check path and the dispatcher, at most.
 pub const QUEUE_CAPACITY: usize = 4_096;
@@ -141,72 +139,6 @@ pub(crate) enum Scope {
     Global,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub(crate) struct SinkLabels {
-    pub sink: String,
-    pub result: &'static str,
-}
-
-#[derive(Clone)]
-pub(crate) struct Metrics {
-    emitted: Family<KindLabels, Counter>,
-    /// `emitted`'s series, by [`EventKind`] (looked up once, not on the check path).
-    emitted_by_kind: Vec<Counter>,
-    dropped: Family<ReasonLabels, Counter>,
-    queue_full: Counter,
-    pub sent: Family<SinkLabels, Counter>,
-}
-
-impl Metrics {
-    fn new(registry: &mut Registry) -> Metrics {
-        let emitted = Family::<KindLabels, Counter>::default();
-        let dropped = Family::<ReasonLabels, Counter>::default();
-        let queue_full = dropped
-            .get_or_create(&ReasonLabels {
-                reason: "queue_full",
-            })
-            .clone();
-        let m = Metrics {
-            emitted_by_kind: EventKind::ALL
-                .iter()
-                .map(|k| {
-                    emitted
-                        .get_or_create(&KindLabels { kind: k.as_str() })
-                        .clone()
-                })
-                .collect(),
-            queue_full,
-            emitted,
-            dropped,
-            sent: Family::default(),
-        };
-        registry.register(
-            "notifications_emitted",
-            "Notification events raised and queued, by kind",
-            m.emitted.clone(),
-        );
-        registry.register(
-            "notifications_dropped",
-            "Notification events dropped because a bounded queue was full, by reason",
-            m.dropped.clone(),
-        );
-        registry.register(
-            "notifications_sent",
-            "Notification deliveries by sink and result (delivered, or failed after the last \
-             attempt)",
-            m.sent.clone(),
-        );
-        let _ = m.dropped.get_or_create(&ReasonLabels {
-            reason: "sink_queue_full",
-        });
-        m
-    }
-
-    pub fn dropped(&self, reason: &'static str) {
-        self.dropped.get_or_create(&ReasonLabels { reason }).inc();
-    }
-}
-
 /// What a check saw of one limit whose event it raises.
 pub struct Raised<'a, D> {
     pub kind: EventKind,
@@ -254,32 +186,6 @@ pub fn start(setup: Setup, registry: &mut Registry) -> Notifier {
 }
 
 impl Notifier {
-    /// A notifier whose queue the caller reads (unit tests, without a dispatcher), of `capacity`.
-    #[cfg(test)]
-    fn detached(
-        clock: Arc<dyn Clock>,
-        global: Option<Notifications>,
-        capacity: usize,
-    ) -> (Notifier, std::sync::mpsc::Receiver<Envelope>, Registry) {
-        let mut registry = Registry::default();
-        let (queue, events) = std::sync::mpsc::sync_channel(capacity);
-        let global_block = global.map(Arc::new);
-        let shared = Arc::new(Shared {
-            queue,
-            recent: event::Recent::new(RECENT_SLOTS),
-            clock,
-            global: global_block.as_ref().map_or(EventSet::NONE, |g| g.events),
-            global_block,
-            instance: "test-host".into(),
-            nonce: 7,
-            breaker_open: AtomicBool::new(false),
-            breaker_changes: AtomicU64::new(0),
-            blocks: watch::channel(Blocks::default()).0,
-            metrics: Metrics::new(&mut registry),
-        });
-        (Notifier { shared }, events, registry)
-    }
-
     /// The request events a check in a domain whose block takes `domain` must look for: those
     /// and the global sinks'. Empty: the check raises nothing.
     pub fn raises(&self, domain: EventSet) -> EventSet {
@@ -410,13 +316,12 @@ impl Notifier {
     /// Queues `envelope` for the dispatcher without waiting; counts it, or its drop.
     fn offer(&self, kind: EventKind, envelope: Envelope) {
         match self.shared.queue.try_send(envelope) {
-            Ok(()) => self.shared.metrics.emitted_by_kind[kind as usize].inc(),
-            Err(std::sync::mpsc::TrySendError::Full(_)) => self.shared.metrics.queue_full.inc(),
+            Ok(()) => self.shared.metrics.emitted(kind),
+            Err(std::sync::mpsc::TrySendError::Full(_)) => self.shared.metrics.queue_full(),
             Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
-                self.shared.metrics.dropped("stopped");
-                0
+                self.shared.metrics.dropped("stopped")
             }
-        };
+        }
     }
 }
 

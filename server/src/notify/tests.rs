@@ -44,13 +44,38 @@ fn drain(rx: &mut std::sync::mpsc::Receiver<Envelope>) -> Vec<Event> {
     std::iter::from_fn(|| rx.try_recv().ok().map(|e| e.open("test-host").0)).collect()
 }
 
+/// A notifier whose queue the caller reads (unit tests, without a dispatcher), of `capacity`.
+fn detached(
+    clock: Arc<dyn Clock>,
+    global: Option<Notifications>,
+    capacity: usize,
+) -> (Notifier, std::sync::mpsc::Receiver<Envelope>, Registry) {
+    let mut registry = Registry::default();
+    let (queue, events) = std::sync::mpsc::sync_channel(capacity);
+    let global_block = global.map(Arc::new);
+    let shared = Arc::new(Shared {
+        queue,
+        recent: event::Recent::new(RECENT_SLOTS),
+        clock,
+        global: global_block.as_ref().map_or(EventSet::NONE, |g| g.events),
+        global_block,
+        instance: "test-host".into(),
+        nonce: 7,
+        breaker_open: AtomicBool::new(false),
+        breaker_changes: AtomicU64::new(0),
+        blocks: watch::channel(Blocks::default()).0,
+        metrics: Metrics::new(&mut registry),
+    });
+    (Notifier { shared }, events, registry)
+}
+
 fn manual() -> Arc<ManualClock> {
     Arc::new(ManualClock::new(T0))
 }
 
 #[test]
 fn a_request_event_carries_its_rule_limit_descriptor_and_counts() {
-    let (n, mut rx, _) = Notifier::detached(manual(), None, 16);
+    let (n, mut rx, _) = detached(manual(), None, 16);
     let tenant = rule(&[("tenant", "acme")]);
     raise(&n, EventKind::NearLimit, &tenant, "acme", 80, 100);
     let events = drain(&mut rx);
@@ -100,7 +125,7 @@ fn a_request_event_carries_its_rule_limit_descriptor_and_counts() {
 #[test]
 fn one_event_per_rule_descriptor_and_kind_per_window() {
     let clock = manual();
-    let (n, mut rx, _) = Notifier::detached(clock.clone(), None, 64);
+    let (n, mut rx, _) = detached(clock.clone(), None, 64);
     let tenant = rule(&[("tenant", "acme")]);
     let quota = EventKind::QuotaExhausted;
     raise(&n, quota, &tenant, "acme", 100, 100);
@@ -128,14 +153,14 @@ fn one_event_per_rule_descriptor_and_kind_per_window() {
     assert_ne!(next[0].id, first[0].id);
 
     // Another replica raising the same event in the same window gives it the same id.
-    let (other, mut other_rx, _) = Notifier::detached(clock.clone(), None, 4);
+    let (other, mut other_rx, _) = detached(clock.clone(), None, 4);
     raise(&other, quota, &tenant, "acme", 100, 100);
     assert_eq!(drain(&mut other_rx)[0].id, next[0].id);
 }
 
 #[test]
 fn the_breaker_raises_one_event_per_opening_and_closing() {
-    let (n, mut rx, _) = Notifier::detached(manual(), None, 16);
+    let (n, mut rx, _) = detached(manual(), None, 16);
     for state in [
         BreakerState::Closed,
         BreakerState::Open,
@@ -228,7 +253,7 @@ fn an_override_is_raised_once_per_block_within_its_lead() {
     let again = raised.due(&renewed, &blocks, Some(&global), now + 400);
     assert_eq!(again.len(), 1);
 
-    let (n, _rx, _) = Notifier::detached(manual(), None, 4);
+    let (n, _rx, _) = detached(manual(), None, 4);
     let event = expiry::event_of(&n, &list[0], now + 300, T0);
     let json = serde_json::to_value(&event).unwrap();
     assert_eq!(json["kind"], "override_expiring");
@@ -269,7 +294,7 @@ fn the_recent_table_is_bounded_and_forgets_by_eviction() {
 
 #[test]
 fn what_the_queue_cannot_take_is_dropped_and_counted() {
-    let (n, mut rx, registry) = Notifier::detached(manual(), None, 1);
+    let (n, mut rx, registry) = detached(manual(), None, 1);
     let tenant = rule(&[("tenant", "acme")]);
     for value in ["a", "b", "c"] {
         raise(&n, EventKind::QuotaExhausted, &tenant, value, 100, 100);
@@ -290,7 +315,7 @@ fn what_the_queue_cannot_take_is_dropped_and_counted() {
 #[test]
 fn checks_raise_only_what_some_sink_takes() {
     let global = block(EventSet::of([EventKind::BreakerOpen]), 60);
-    let (n, _rx, _) = Notifier::detached(manual(), Some(global), 1);
+    let (n, _rx, _) = detached(manual(), Some(global), 1);
     assert!(n.raises(EventSet::NONE).is_empty());
     assert_eq!(
         n.raises(EventSet::ALL),
