@@ -183,13 +183,25 @@ impl WebhookUrl {
         })
     }
 
-    /// `host:port` (IPv6 in brackets): the `Host` header, and the sink's metric label, which
-    /// leaves out the path since webhook paths often carry a secret token.
+    /// `host:port` (IPv6 in brackets): the sink's metric label, which leaves out the path since
+    /// webhook paths often carry a secret token.
     pub fn authority(&self) -> String {
+        format!("{}:{}", self.bracketed_host(), self.port)
+    }
+
+    /// The `Host` header: the host, with the port unless it is the scheme's own.
+    pub fn host_header(&self) -> String {
+        match (self.https, self.port) {
+            (true, 443) | (false, 80) => self.bracketed_host(),
+            _ => self.authority(),
+        }
+    }
+
+    fn bracketed_host(&self) -> String {
         if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
+            format!("[{}]", self.host)
         } else {
-            format!("{}:{}", self.host, self.port)
+            self.host.clone()
         }
     }
 }

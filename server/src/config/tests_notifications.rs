@@ -259,7 +259,13 @@ fn webhook_urls() {
     assert_eq!((url.host.as_str(), url.port), ("::1", 8080));
     assert_eq!(url.authority(), "[::1]:8080");
     assert_eq!(url.path_and_query, "/");
-    assert_eq!(WebhookUrl::parse("HTTPS://h/p").unwrap().port, 443);
+    assert_eq!(url.host_header(), "[::1]:8080");
+    let default_port = WebhookUrl::parse("HTTPS://h/p").unwrap();
+    assert_eq!(default_port.port, 443);
+    assert_eq!(
+        (default_port.host_header(), default_port.authority()),
+        ("h".to_owned(), "h:443".to_owned())
+    );
     assert!(
         WebhookUrl::parse("https://user:pw@h/p")
             .unwrap_err()

@@ -382,6 +382,7 @@ fn hook(url: WebhookUrl, max_attempts: u32) -> Webhook {
 #[tokio::test]
 async fn the_webhook_signs_retries_server_errors_and_gives_up_on_refusals() {
     let (url, mut requests) = receiver(vec![503, 200, 400]).await;
+    let host = format!("host: {}", url.host_header());
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
     let counters = dispatch::SinkCounters::new(&metrics, "webhook:test");
@@ -411,6 +412,7 @@ async fn the_webhook_signs_retries_server_errors_and_gives_up_on_refusals() {
     assert_eq!(ids, ["e1", "e1", "e2"]);
     for (head, body) in &seen {
         assert!(head.starts_with("post /hook http/1.1"), "{head}");
+        assert!(head.contains(&host), "{head}");
         assert!(head.contains("content-type: application/json"), "{head}");
         assert!(
             head.contains("x-sluice-event-kind: quota_exhausted"),

@@ -177,7 +177,7 @@ async fn post(
         return Attempt::Retry(format!("connection closed: {e}"), None);
     }
     let request = http::Request::post(url.path_and_query.as_str())
-        .header(http::header::HOST, url.authority())
+        .header(http::header::HOST, url.host_header())
         .header(http::header::CONTENT_TYPE, "application/json")
         .header(
             http::header::USER_AGENT,
