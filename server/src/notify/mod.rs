@@ -3,10 +3,12 @@
 //! pushed to webhooks and a Redis stream, never on the request path.
 //!
 //! ```text
-//!   check path (limiter)          ┌──────────────┐  every   ┌─────────────┐
-//!   crossing, refusal ─ Recent ─▶ │ queue (4096) │  10 ms:  │ sink queue  │ ─▶ webhook POST, retried
-//!   breaker listener ───────────▶ │  try_send    │ ─ build, ─▶ per sink    │ ─▶ XADD to the stream
-//!   override scan (every 1 s) ──▶ └──────────────┘   route  └─────────────┘
+//!   crossing, refusal (check path) ─ Recent ─┐
+//!   breaker listener ────────────────────────┼─▶ queue (4096) ─▶ dispatcher, every 10 ms:
+//!   override scan, every 1 s ────────────────┘   try_send        build, route
+//!                                                                   │
+//!                 one task per sink, each with its queue:  ◀────────┘
+//!                 webhook POST (signed, retried) │ XADD to the Redis stream
 //! ```
 //!
 //! 1. **Raising** ([`Notifier`]): the limiter hands over what a check saw when one of its limits
@@ -19,8 +21,8 @@
 //!    whose domain has no `notifications` (and no `--notifications` file) pays one bit test: the
 //!    limiter asks nothing here.
 //! 2. **Routing** ([`dispatch`]): one task drains the queue every [`DRAIN_EVERY`], in order,
-//!    builds each event (its id, time and detail) and serialises it once, and offers it to the
-//!    sinks of its domain's block and of the global file whose `events` name its kind, each
+//!    builds each event some sink takes (its id, time and detail), serialises it once, and offers
+//!    it to the sinks of its domain's block and of the global file whose `events` name its kind, each
 //!    through that sink's own bounded queue (full: dropped, `reason="sink_queue_full"`). Polling
 //!    rather than being woken keeps the check path free of wake-ups (a futex call each) at the
 //!    price of up to 10 ms before an event leaves.
