@@ -369,9 +369,18 @@ pub(super) fn resolve(
 }
 
 /// The key in `file`: its bytes, less one trailing newline (what `echo` and most editors add).
+/// Only a regular file (symlinks followed) is read: a FIFO or a device named by mistake would
+/// block or never end the read of every reload.
 fn read_key(file: &Path) -> Result<SigningKey, String> {
     use std::io::Read as _;
     let shown = file.display();
+    match std::fs::metadata(file) {
+        Ok(meta) if !meta.is_file() => {
+            return Err(format!("signing_key_file {shown} is not a regular file"));
+        }
+        Err(e) => return Err(format!("cannot read signing_key_file {shown}: {e}")),
+        Ok(_) => {}
+    }
     let mut bytes = Vec::new();
     std::fs::File::open(file)
         .and_then(|f| f.take(MAX_KEY_BYTES + 1).read_to_end(&mut bytes))

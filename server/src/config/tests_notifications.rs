@@ -156,12 +156,17 @@ fn key_files_that_cannot_serve_are_refused_at_their_line() {
     std::fs::write(dir.path().join("short.key"), "too short\n").unwrap();
     let text = rules(
         "notifications:\n  webhooks:\n    - url: http://a/x\n      signing_key_file: missing.key\n    \
-         - url: http://b/x\n      signing_key_file: short.key\n",
+         - url: http://b/x\n      signing_key_file: short.key\n    - url: http://c/x\n      \
+         signing_key_file: /dev/zero\n",
     );
     let err = load_at(&file, &text, &LoadOptions::default()).unwrap_err();
     let lines: Vec<String> = err.iter().map(ToString::to_string).collect();
     let at = |line| format!("{}:{line}:25: ", file.display());
-    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(
+        lines[2],
+        format!("{}signing_key_file /dev/zero is not a regular file", at(12))
+    );
     assert!(
         lines[0].starts_with(&format!(
             "{}cannot read signing_key_file {}",
