@@ -31,6 +31,7 @@ LAYERS = [
     "log_throttle", # client-triggered warnings, throttled
     "adaptive",     # adaptive limits: reports, the fleet's aggregate, the controller
     "limiter",      # the transport-free check
+    "notify",       # quota notifications: events, de-duplication, sinks
     "overrides",    # runtime overrides, applied during matching
     "xds",          # rules from a control plane, loaded as files are
     "config",       # rule files → the rule tree, and matching

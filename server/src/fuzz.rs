@@ -63,6 +63,7 @@ pub fn config(data: &[u8]) -> Result<(), String> {
     let text = std::str::from_utf8(data).map_err(|e| format!("not UTF-8: {e}"))?;
     let options = crate::config::LoadOptions {
         merge_domains: text.starts_with(MERGE),
+        ..Default::default()
     };
     let files: Vec<(String, &str)> = text
         .split(NEXT_FILE)

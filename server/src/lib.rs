@@ -47,13 +47,17 @@
 //!    constraining limit, and the overall code ([`limiter::decision`]), rate-limit headers
 //!    ([`limiter::headers`]), the lease the request holds, the RFC 9457 problem document of a
 //!    rejection ([`limiter::problem`]) and per-rule counts ([`metrics`]); the adapter encodes it.
+//!    When the domain (or `--notifications`) takes quota notifications, a limit that crossed the
+//!    near-limit ratio or refused the request raises an event through [`notify::Notifier`]: a
+//!    de-duplication check and, for a new event, a `try_send` to a bounded queue; delivery
+//!    happens elsewhere.
 //!
 //! # Around the path
 //!
 //! - [`server`] is start-up and shutdown: it reads [`settings`] (flags and environment, once),
 //!   loads the rules and watches them (or takes them from a control plane over [`xds`]), opens
 //!   the counter store and the override store, starts the tasks that keep overrides and health
-//!   current, binds both listeners, and drains on SIGTERM.
+//!   current and the notifier ([`notify`]), binds both listeners, and drains on SIGTERM.
 //! - [`admin`] is the admin API under `/admin/` (counters, resets, top consumers from
 //!   `limiter::top`, lease holders, overrides and their audit log, and explain: a check run dry,
 //!   [`limiter::explain`], with the matcher's walk from [`config::walk`]), `sluice admin`, its
@@ -64,6 +68,10 @@
 //!   interval applies the control law ([`adaptive::law`]) and writes the limit as an override by
 //!   `adaptive` through [`overrides`], which every replica applies. The check path never touches
 //!   it.
+//! - [`notify`] delivers quota notifications (near limit, quota exhausted, pool full, the Redis
+//!   breaker opening and closing, overrides about to lapse) off the request path: a dispatcher
+//!   task routes each event to its domain's and the global sinks, a task per sink POSTs signed
+//!   webhooks with retries or appends to a Redis stream (`docs/notifications.md`).
 //! - [`log_throttle`] keeps warnings a client can trigger from becoming a flood of log lines.
 //!
 //! # Layering
@@ -82,6 +90,7 @@
 //! | [`listener`] | connection bounds shared by both listeners | what a connection carries |
 //! | [`adaptive`] | reports, their fleet-wide aggregate, the controller | the limiter, wire types, settings |
 //! | [`limiter`] | the transport-free check | wire types, settings, tracing |
+//! | [`notify`] | quota notifications: events, de-duplication, sinks | the limiter, settings, listeners |
 //! | [`overrides`] | runtime overrides and their stores | the limiter, settings |
 //! | [`xds`] | rules from a control plane, loaded as files are | the limiter, listeners |
 //! | [`config`] | rule files, the rule tree, matching | the limiter, overrides |
@@ -108,6 +117,7 @@ pub mod limiter;
 pub mod listener;
 pub mod log_throttle;
 pub mod metrics;
+pub mod notify;
 pub mod overrides;
 pub mod server;
 pub mod settings;

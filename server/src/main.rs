@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use sluice_server::config::{self, LoadOptions};
 use sluice_server::server::{Listeners, Sluice, shutdown_signal};
-use sluice_server::settings::{LogFormat, ServeArgs, Settings};
+use sluice_server::settings::{Backend, LogFormat, ServeArgs, Settings};
 use sluice_server::trace;
 
 // Every check allocates a handful of small, short-lived buffers (protobuf messages, HTTP/2
@@ -37,6 +37,13 @@ enum Command {
         /// Merge domains defined in more than one file instead of rejecting them.
         #[arg(long)]
         merge_domains: bool,
+        /// Check for this counter store: with `memory`, a notifications `redis_stream` is
+        /// refused, as start-up and reloads refuse it [default: not checked].
+        #[arg(long)]
+        backend: Option<Backend>,
+        /// Also validate this `--notifications` file.
+        #[arg(long, value_name = "FILE")]
+        notifications: Option<PathBuf>,
         /// Explain a request against these rules with empty counters: `--explain DOMAIN
         /// key=value ...` (`+` between descriptors).
         #[arg(long, num_args = 1.., value_name = "DOMAIN KEY=VALUE")]
@@ -56,25 +63,16 @@ fn main() -> ExitCode {
     if let Some(Command::CheckConfig {
         path,
         merge_domains,
+        backend,
+        notifications,
         explain,
     }) = command
     {
-        return match config::load(&path, &LoadOptions { merge_domains }) {
-            Ok(rules) if explain.is_some() => explain_offline(rules, explain.unwrap_or_default()),
-            Ok(rules) => {
-                println!(
-                    "{}: valid ({} domains from {} files)",
-                    path.display(),
-                    rules.domains.len(),
-                    rules.sources.len()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(errors) => {
-                eprintln!("{errors}");
-                ExitCode::FAILURE
-            }
+        let opts = LoadOptions {
+            merge_domains,
+            memory_store: backend == Some(Backend::Memory),
         };
+        return check_config(&path, &opts, notifications.as_deref(), explain);
     }
 
     let settings = match Settings::resolve(cli.serve, |k| std::env::var(k).ok()) {
@@ -163,6 +161,40 @@ fn init_tracing(settings: &Settings) {
     match settings.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+/// `check-config`: the rules at `path` (and a notifications file) loaded, every error printed;
+/// with `explain`, a request explained against them.
+fn check_config(
+    path: &std::path::Path,
+    opts: &LoadOptions,
+    notifications: Option<&std::path::Path>,
+    explain: Option<Vec<String>>,
+) -> ExitCode {
+    let mut valid = true;
+    if let Some(file) = notifications
+        && let Err(errors) = config::load_notifications(file, opts)
+    {
+        eprintln!("{errors}");
+        valid = false;
+    }
+    match config::load(path, opts) {
+        Ok(_) if !valid => ExitCode::FAILURE,
+        Ok(rules) if explain.is_some() => explain_offline(rules, explain.unwrap_or_default()),
+        Ok(rules) => {
+            println!(
+                "{}: valid ({} domains from {} files)",
+                path.display(),
+                rules.domains.len(),
+                rules.sources.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -56,6 +56,7 @@ fn duplicate_domain_across_files() {
         &dir,
         &LoadOptions {
             merge_domains: true,
+            ..Default::default()
         },
     )
     .unwrap();

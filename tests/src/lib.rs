@@ -15,4 +15,5 @@ pub mod sentinel;
 pub mod sluice;
 pub mod tcp_proxy;
 pub mod tls;
+pub mod webhook;
 pub mod xds;

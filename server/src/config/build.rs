@@ -34,6 +34,7 @@ struct Domain {
 
 pub(super) struct Builder {
     merge_domains: bool,
+    memory_store: bool,
     domains: HashMap<String, Domain>,
     rules: Vec<Arc<Rule>>,
     errors: Vec<ConfigError>,
@@ -41,9 +42,10 @@ pub(super) struct Builder {
 }
 
 impl Builder {
-    pub fn new(merge_domains: bool) -> Self {
+    pub fn new(opts: &super::LoadOptions) -> Self {
         Builder {
-            merge_domains,
+            merge_domains: opts.merge_domains,
+            memory_store: opts.memory_store,
             domains: HashMap::new(),
             rules: Vec::new(),
             errors: Vec::new(),
@@ -60,19 +62,7 @@ impl Builder {
         self.sources.push(path.to_path_buf());
         let start = self.errors.len();
         let (file, problems) = super::parse::read(text);
-        for p in problems {
-            let e = match p {
-                Problem::Syntax(at, message) => ConfigError::Syntax {
-                    at: position(path, at),
-                    message,
-                },
-                Problem::Invalid(at, reason) => ConfigError::Invalid {
-                    at: position(path, at),
-                    reason,
-                },
-            };
-            self.errors.push(e);
-        }
+        self.errors.extend(errors_at(path, problems));
         if let Some(file) = file {
             self.add_file(path, file);
         }
@@ -110,7 +100,9 @@ impl Builder {
                 settings: Default::default(),
             });
         let name = entry.name.clone();
-        entry.settings.take(path, &name, &file, &mut self.errors);
+        entry
+            .settings
+            .take(path, &name, &mut file, self.memory_store, &mut self.errors);
         if let Some(http) = file.http_descriptors {
             let at = position(path, http.at);
             match &entry.http {
@@ -166,6 +158,23 @@ impl Builder {
             dump,
         })
     }
+}
+
+/// The problems of the file at `path` as load errors.
+pub(super) fn errors_at(path: &Path, problems: Vec<Problem>) -> Vec<ConfigError> {
+    problems
+        .into_iter()
+        .map(|p| match p {
+            Problem::Syntax(at, message) => ConfigError::Syntax {
+                at: position(path, at),
+                message,
+            },
+            Problem::Invalid(at, reason) => ConfigError::Invalid {
+                at: position(path, at),
+                reason,
+            },
+        })
+        .collect()
 }
 
 fn position(path: &Path, at: Mark) -> Position {

@@ -1,10 +1,12 @@
 //! A domain's own settings, from the top level of its rule file: `failure_mode` (how its checks are
-//! answered while the shared store cannot answer) and `shard_by` (the descriptor key that places
-//! a tenant's counters in one Redis Cluster hash slot). Files merged into one domain must agree;
-//! `shard_by` must name a key the domain's descriptors use.
+//! answered while the shared store cannot answer), `shard_by` (the descriptor key that places
+//! a tenant's counters in one Redis Cluster hash slot) and `notifications` (where its events are
+//! pushed, [`super::notifications`]). Files merged into one domain must agree, and only one of
+//! them may give `notifications`; `shard_by` must name a key the domain's descriptors use.
 
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::error::{ConfigError, Position};
 use super::model::DomainOptions;
@@ -17,6 +19,7 @@ pub(super) struct Settings {
     pub options: DomainOptions,
     failure_mode_at: Option<Position>,
     shard_by_at: Option<Position>,
+    notifications_at: Option<Position>,
 }
 
 fn position(path: &Path, at: Mark) -> Position {
@@ -28,8 +31,16 @@ fn position(path: &Path, at: Mark) -> Position {
 }
 
 impl Settings {
-    /// Takes one file's settings for domain `name`.
-    pub fn take(&mut self, path: &Path, name: &str, file: &RawFile, errors: &mut Vec<ConfigError>) {
+    /// Takes one file's settings for domain `name`; `memory_store`: the counters are in memory
+    /// (no Redis for a `redis_stream`).
+    pub fn take(
+        &mut self,
+        path: &Path,
+        name: &str,
+        file: &mut RawFile,
+        memory_store: bool,
+        errors: &mut Vec<ConfigError>,
+    ) {
         if let Some(mode) = &file.failure_mode {
             let at = position(path, mode.at);
             match (&self.options.failure_mode, &self.failure_mode_at) {
@@ -66,6 +77,24 @@ impl Settings {
                 _ => {
                     self.options.shard_by = Some(key.value.as_str().into());
                     self.shard_by_at = Some(at);
+                }
+            }
+        }
+        if let Some(block) = file.notifications.take() {
+            let at = position(path, block.at);
+            match &self.notifications_at {
+                Some(first) => errors.push(ConfigError::Invalid {
+                    at,
+                    reason: format!(
+                        "`notifications` for domain '{name}' are already given at {first}: give \
+                         them in one file of the domain"
+                    ),
+                }),
+                None => {
+                    let resolved =
+                        super::notification_block::resolve(path, block.value, memory_store, errors);
+                    self.options.notifications = resolved.map(Arc::new);
+                    self.notifications_at = Some(at);
                 }
             }
         }
@@ -106,6 +135,18 @@ pub(super) fn dump(out: &mut String, options: &super::Map<String, DomainOptions>
         }
         if let Some(key) = &o.shard_by {
             let _ = write!(out, " shard_by={key}");
+        }
+        if let Some(n) = &o.notifications {
+            // Never the URLs: a webhook's path often carries a secret token, and `/rlconfig`
+            // answers anyone.
+            let events: Vec<&str> = n.events.iter().map(|k| k.as_str()).collect();
+            let _ = write!(
+                out,
+                " notifications=[webhooks={} redis_stream={} events={}]",
+                n.webhooks.len(),
+                n.redis_stream.as_ref().map_or("none", |s| s.key.as_str()),
+                events.join(",")
+            );
         }
         out.push('\n');
     }

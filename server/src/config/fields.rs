@@ -16,6 +16,11 @@ pub(super) enum Place {
     Replaces,
     HttpDescriptor,
     HttpEntry,
+    Notifications,
+    Webhook,
+    RedisStream,
+    /// The top level of the `--notifications` file.
+    NotificationsFile,
 }
 
 const TOP: &[&str] = &[
@@ -24,6 +29,7 @@ const TOP: &[&str] = &[
     "http_descriptors",
     "failure_mode",
     "shard_by",
+    "notifications",
 ];
 const DESCRIPTOR: &[&str] = &[
     "key",
@@ -42,6 +48,16 @@ const DESCRIPTOR: &[&str] = &[
 const REPLACES: &[&str] = &["name"];
 const HTTP_DESCRIPTOR: &[&str] = &["entries", "hits_addend_header"];
 const HTTP_ENTRY: &[&str] = &["key", "header", "value"];
+const NOTIFICATIONS: &[&str] = &["events", "webhooks", "redis_stream", "override_lead_secs"];
+const WEBHOOK: &[&str] = &[
+    "url",
+    "signing_key_file",
+    "timeout_ms",
+    "max_attempts",
+    "queue_size",
+];
+const REDIS_STREAM: &[&str] = &["key", "max_len"];
+const NOTIFICATIONS_FILE: &[&str] = &["notifications"];
 
 /// What a `rate_limit` mapping describes, told by its fields: `unlimited: true`, `concurrency`,
 /// `capacity`, or else a counted limit.
@@ -147,6 +163,10 @@ impl Place {
             Place::Replaces => REPLACES.to_vec(),
             Place::HttpDescriptor => HTTP_DESCRIPTOR.to_vec(),
             Place::HttpEntry => HTTP_ENTRY.to_vec(),
+            Place::Notifications => NOTIFICATIONS.to_vec(),
+            Place::Webhook => WEBHOOK.to_vec(),
+            Place::RedisStream => REDIS_STREAM.to_vec(),
+            Place::NotificationsFile => NOTIFICATIONS_FILE.to_vec(),
         }
     }
 
@@ -165,14 +185,27 @@ impl Place {
             Place::Replaces => "in a `replaces` entry",
             Place::HttpDescriptor => "in an entry of `http_descriptors`",
             Place::HttpEntry => "in an HTTP descriptor's entry",
+            Place::Notifications => "in `notifications`",
+            Place::Webhook => "in a webhook",
+            Place::RedisStream => "in `redis_stream`",
+            Place::NotificationsFile => "at the top level of a notifications file",
         }
     }
 
     /// Where a field that is not allowed here does belong, if anywhere.
     pub fn home_of(self, field: &str) -> Option<&'static str> {
-        // HTTP descriptors share `key` and `value` with rule descriptors: only point there from
-        // rule descriptors, where a stray `header` is the likely mistake.
-        if matches!(self, Place::HttpDescriptor | Place::HttpEntry) {
+        // HTTP descriptors share `key` and `value` with rule descriptors (and `redis_stream` its
+        // `key`): only point there from rule descriptors, where a stray `header` is the likely
+        // mistake.
+        if matches!(
+            self,
+            Place::HttpDescriptor
+                | Place::HttpEntry
+                | Place::Notifications
+                | Place::Webhook
+                | Place::RedisStream
+                | Place::NotificationsFile
+        ) {
             return None;
         }
         [

@@ -293,6 +293,7 @@ mod tests {
         let (a, b) = (file("a"), file("b"));
         let opts = crate::config::LoadOptions {
             merge_domains: true,
+            ..Default::default()
         };
         let errors =
             crate::config::parse_many(&[("a.yaml", a.as_str()), ("b.yaml", b.as_str())], &opts)

@@ -53,6 +53,8 @@ mod http_descriptors;
 mod limit;
 pub mod matcher;
 mod model;
+mod notification_block;
+pub mod notifications;
 mod parse;
 mod pool;
 mod scalar;
@@ -65,6 +67,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, ConfigErrors, Position};
 pub use model::*;
+pub use notifications::{EventKind, EventSet, Notifications};
 pub use watch::{WatchHandle, watch};
 
 /// How a load treats several files.
@@ -74,6 +77,9 @@ pub struct LoadOptions {
     /// of being an error. Their top-level descriptors are put side by side; one named in two files
     /// is still a duplicate.
     pub merge_domains: bool,
+    /// The counters are kept in memory: a `notifications` block's `redis_stream` has no Redis to
+    /// write to and is refused. Off (not checked) unless the caller knows the store.
+    pub memory_store: bool,
 }
 
 /// Loads the rule set at `path`: one YAML file, or every `*.yaml` / `*.yml` file directly in a
@@ -86,7 +92,7 @@ pub struct LoadOptions {
 /// then allowed.
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<RuleSet, ConfigErrors> {
     let files = rule_files(path)?;
-    let mut builder = build::Builder::new(opts.merge_domains);
+    let mut builder = build::Builder::new(opts);
     for file in files {
         match read_rule_file(&file) {
             Ok(text) => builder.add_text(&file, &text),
@@ -135,11 +141,41 @@ pub fn parse_many<P: AsRef<Path>>(
     files: &[(P, &str)],
     opts: &LoadOptions,
 ) -> Result<RuleSet, ConfigErrors> {
-    let mut builder = build::Builder::new(opts.merge_domains);
+    let mut builder = build::Builder::new(opts);
     for (path, text) in files {
         builder.add_text(path.as_ref(), text);
     }
     builder.finish().map_err(ConfigErrors::capped)
+}
+
+/// Loads the file of `--notifications`: a `notifications:` block alone, the sinks every domain's
+/// events (and the breaker's) go to. Errors as a rule file's, `path:line:column: reason`.
+pub fn load_notifications(path: &Path, opts: &LoadOptions) -> Result<Notifications, ConfigErrors> {
+    let text = read_rule_file(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_notifications(path, &text, opts)
+}
+
+/// [`load_notifications`] of `text`, read from `path`.
+pub fn parse_notifications(
+    path: &Path,
+    text: &str,
+    opts: &LoadOptions,
+) -> Result<Notifications, ConfigErrors> {
+    let (raw, problems) = parse::read_with(
+        text,
+        "the file is empty: a notifications file holds a `notifications` block",
+        |reader, root| reader.notifications_file(root),
+    );
+    let mut errors = build::errors_at(path, problems);
+    let resolved =
+        raw.and_then(|raw| notification_block::resolve(path, raw, opts.memory_store, &mut errors));
+    match resolved {
+        Some(n) if errors.is_empty() => Ok(n),
+        _ => Err(ConfigErrors::capped(errors)),
+    }
 }
 
 /// The files a load of `path` reads, in load order.
@@ -188,3 +224,6 @@ mod tests;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests_bounds;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests_notifications;

@@ -366,6 +366,9 @@ pub struct DomainOptions {
     /// `shard_by`: the descriptor key whose value places every counter of a request carrying it
     /// in one Redis Cluster hash slot ([`crate::storage::keys`]).
     pub shard_by: Option<Arc<str>>,
+    /// `notifications`: the events of this domain pushed to its own sinks (beside the sinks of
+    /// `--notifications`, which take every domain's).
+    pub notifications: Option<Arc<super::notifications::Notifications>>,
 }
 
 /// All domains of one load, immutable once built.

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use super::fields::{Fields, Place};
 use super::limit::RawLimits;
 use super::model::HttpDescriptor;
+use super::notification_block::RawNotifications;
 use super::yaml::{self, Kind, Mark, Yaml};
 use crate::storage::FailureMode;
 
@@ -32,6 +33,8 @@ pub(super) struct RawFile {
     /// Sluice's domain settings, when given (and valid).
     pub failure_mode: Option<Spanned<FailureMode>>,
     pub shard_by: Option<Spanned<String>>,
+    /// The `notifications` block, when given and valid (its key files not read yet).
+    pub notifications: Option<Spanned<RawNotifications>>,
 }
 
 #[derive(Debug)]
@@ -70,6 +73,19 @@ pub(super) enum Problem {
 /// Reads one file. Never fails outright: problems are collected and as much as possible is still
 /// read, so that one load reports everything wrong with a file.
 pub(super) fn read(text: &str) -> (Option<RawFile>, Vec<Problem>) {
+    read_with(
+        text,
+        "the file is empty: a rule file needs a `domain`",
+        |r, root| r.file(root),
+    )
+}
+
+/// Reads one YAML document with `read_root`; `empty` is the problem of a file without one.
+pub(super) fn read_with<T>(
+    text: &str,
+    empty: &str,
+    read_root: impl FnOnce(&mut Reader, &Yaml) -> Option<T>,
+) -> (Option<T>, Vec<Problem>) {
     let mut reader = Reader {
         problems: Vec::new(),
         dropped: 0,
@@ -81,13 +97,10 @@ pub(super) fn read(text: &str) -> (Option<RawFile>, Vec<Problem>) {
             None
         }
         Ok(None) => {
-            reader.invalid(
-                Mark { line: 1, column: 1 },
-                "the file is empty: a rule file needs a `domain`",
-            );
+            reader.invalid(Mark { line: 1, column: 1 }, empty);
             None
         }
-        Ok(Some(root)) => reader.file(&root),
+        Ok(Some(root)) => read_root(&mut reader, &root),
     };
     if reader.dropped > 0 {
         let at = reader
@@ -234,12 +247,17 @@ impl Reader {
             }
             Some(Spanned { value, at: y.at })
         });
+        let notifications = fields.get("notifications").and_then(|y| {
+            let value = self.notifications(y)?;
+            Some(Spanned { value, at: y.at })
+        });
         Some(RawFile {
             domain,
             descriptors,
             http_descriptors,
             failure_mode,
             shard_by,
+            notifications,
         })
     }
 

@@ -80,6 +80,7 @@ fn duplicate_domain_names_both_files() {
 fn merged_domains() {
     let merge = LoadOptions {
         merge_domains: true,
+        ..Default::default()
     };
     let files = [(Path::new("one.yaml"), A), (Path::new("two.yaml"), B)];
     let rules = parse_many(&files, &merge).unwrap();
@@ -354,6 +355,7 @@ fn domain_failure_mode_and_shard_by() {
     // Merged files of one domain must agree.
     let opts = LoadOptions {
         merge_domains: true,
+        ..Default::default()
     };
     let one = "domain: d\nfailure_mode: allow\ndescriptors: []\n";
     let two = "domain: d\nfailure_mode: deny\ndescriptors: []\n";

@@ -9,6 +9,7 @@ use super::{
     CheckError, CheckRequest, Code, Decision, DescriptorStatus, RateLimiter, TraceFacts, explain,
     headers, lease, now_secs, problem, request, stats,
 };
+use crate::notify::EventSet;
 use crate::storage::{Admission, Batch, FailureMode, Outcome, Role, Store, Verdict};
 
 /// A request's limits as one store batch, before the store is asked.
@@ -23,6 +24,9 @@ pub(super) struct Planned {
     /// Per limit, whether its value is in its rule's trial (decided in shadow mode); empty when
     /// no rule of the request has a trial ([`super::trial`]).
     pub in_trial: Vec<bool>,
+    /// The request events its domain's sinks and the global ones take: empty (the common case)
+    /// when no notification is configured for it.
+    pub notify: EventSet,
 }
 
 impl Planned {
@@ -50,6 +54,14 @@ impl<S: Store> RateLimiter<S> {
         let options = rules.options.get(&request.domain);
         let on_failure = options.and_then(|o| o.failure_mode);
         let shard_by = options.and_then(|o| o.shard_by.clone());
+        let notify = match &self.notifier {
+            Some(n) if !dry => n.raises(
+                options
+                    .and_then(|o| o.notifications.as_ref())
+                    .map_or(EventSet::NONE, |b| b.events),
+            ),
+            _ => EventSet::NONE,
+        };
         drop((rules, overrides));
         if limited.is_empty() {
             return Ok(Err(Decision {
@@ -99,6 +111,7 @@ impl<S: Store> RateLimiter<S> {
             on_failure,
             shard_by,
             in_trial: Vec::new(),
+            notify,
         }))
     }
 
@@ -117,6 +130,7 @@ impl<S: Store> RateLimiter<S> {
             limited,
             batch,
             in_trial,
+            notify,
             ..
         } = planned;
         let verdict = Verdict::of(&batch.hits, &outcome.readings);
@@ -213,6 +227,22 @@ impl<S: Store> RateLimiter<S> {
             }
             Code::Ok
         };
+        if !notify.is_empty()
+            && let Some(notifier) = &self.notifier
+        {
+            super::notices::raise(
+                notifier,
+                notify,
+                request,
+                &super::notices::Seen {
+                    checked: &checked,
+                    deltas: &deltas,
+                    tightest: &tightest,
+                    overall,
+                    near_ratio: self.options.near_limit_ratio,
+                },
+            );
+        }
         let rejection = match overall {
             Code::OverLimit => decision::rejecting(&checked).map(|by| {
                 let violated: Vec<&Checked<'_>> = checked

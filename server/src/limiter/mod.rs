@@ -22,6 +22,7 @@ pub mod explain;
 pub mod headers;
 pub mod inspect;
 pub mod lease;
+mod notices;
 mod plan;
 pub mod problem;
 pub mod queue;
@@ -44,6 +45,7 @@ pub use request::{
 
 use crate::config::{Rule, RuleSet};
 use crate::metrics::{KindLabels, Metrics};
+use crate::notify::Notifier;
 use crate::overrides::{Override, OverrideSet};
 use crate::storage::keys::KeySchema;
 use crate::storage::{Admission, Role, Store};
@@ -100,6 +102,8 @@ pub struct RateLimiter<S> {
     waiting: queue::Waiting,
     /// What this replica learned of trial periods.
     trials: trial::Trials,
+    /// Where quota notifications are raised, when the process sends any.
+    notifier: Option<Notifier>,
 }
 
 /// Seconds since the epoch, for override expiry.
@@ -122,7 +126,19 @@ impl<S: Store> RateLimiter<S> {
             override_list: parking_lot::Mutex::new(Vec::new()),
             waiting: queue::Waiting::default(),
             trials: trial::Trials::default(),
+            notifier: None,
         }
+    }
+
+    /// Raises quota notifications through `notifier`, for the rules of every later reload too.
+    pub fn with_notifier(mut self, notifier: Notifier) -> Self {
+        notifier.rules_changed(&self.rules.load());
+        self.notifier = Some(notifier);
+        self
+    }
+
+    pub fn notifier(&self) -> Option<&Notifier> {
+        self.notifier.as_ref()
     }
 
     /// Replaces the runtime overrides; returns whether anything changed. Lapsed ones are dropped.
@@ -168,6 +184,10 @@ impl<S: Store> RateLimiter<S> {
         let list = self.override_list.lock();
         self.overrides
             .store(Arc::new(OverrideSet::new(list.clone(), &rules)));
+        // Before the swap: the first check on the new rules finds its domain's sinks routed.
+        if let Some(notifier) = &self.notifier {
+            notifier.rules_changed(&rules);
+        }
         self.rules.store(Arc::new(rules));
     }
 

@@ -23,6 +23,7 @@ use crate::storage::{Admission, AnyStore, StoreError};
 mod adaptive;
 mod health;
 mod listen;
+mod notifications;
 mod overrides;
 mod rules;
 mod stats;
@@ -80,6 +81,11 @@ pub enum StartupError {
     },
     #[error("cannot open the override store: {0}")]
     Overrides(#[from] crate::overrides::backend::OverrideError),
+    #[error("the notifications file {path} is invalid:\n{errors}")]
+    Notifications {
+        path: std::path::PathBuf,
+        errors: ConfigErrors,
+    },
 }
 
 /// A ready-to-serve Sluice: rules loaded, store open.
@@ -161,11 +167,14 @@ impl Sluice {
             traced: settings.otlp_endpoint.is_some(),
             explain_log: settings.explain_log,
         };
-        let mut limiter = RateLimiter::new(rules, store, Arc::new(metrics), options);
+        let notifier = notifications::start(&settings, &store, &clock, &mut metrics)?;
+        let mut limiter = RateLimiter::new(rules, store, Arc::new(metrics), options)
+            .with_notifier(notifier.clone());
         if tokens.is_some() {
             limiter = limiter.with_top_consumers();
         }
         let limiter = Arc::new(limiter);
+        notifications::follow_overrides(&notifier, &limiter);
         let following = follow.start(&limiter);
         // Overrides apply from the first request on, and follow the shared store after that.
         let fleet_client = override_client.clone();

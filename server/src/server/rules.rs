@@ -42,6 +42,7 @@ pub(super) async fn first(
 ) -> Result<(RuleSet, Follow), StartupError> {
     let opts = LoadOptions {
         merge_domains: settings.merge_domains,
+        memory_store: settings.backend == crate::settings::Backend::Memory,
     };
     match &settings.rules {
         RuleSource::Files(path) => {

@@ -172,6 +172,10 @@ pub struct ServeArgs {
     /// [default: 30000].
     #[arg(long, env = "SLUICE_LEASE_MAX_WAIT_MS")]
     pub lease_max_wait_ms: Option<u64>,
+    /// A YAML file with a `notifications:` block: webhooks and a Redis stream that receive every
+    /// domain's quota notifications and the Redis breaker's [default: none].
+    #[arg(long, env = "SLUICE_NOTIFICATIONS")]
+    pub notifications: Option<PathBuf>,
     /// Log every check's explanation (the rule each descriptor matched, its path, every
     /// limit's counter, the decision) at debug level; costs nothing while off.
     #[arg(long, env = "SLUICE_EXPLAIN_LOG", num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]

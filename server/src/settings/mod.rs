@@ -91,6 +91,8 @@ pub struct Settings {
     pub tls: TlsSettings,
     /// The reference's stats: the statsd push and its Prometheus names.
     pub stats: StatsSettings,
+    /// The `--notifications` file: sinks for every domain's notifications.
+    pub notifications: Option<PathBuf>,
     /// The reference's settings that are set but mean nothing here, each with why: logged once
     /// at start-up.
     pub reference_notes: Vec<String>,
@@ -368,6 +370,7 @@ impl Settings {
             listener,
             tls,
             stats,
+            notifications: args.notifications,
             reference_notes,
         })
     }

@@ -328,6 +328,32 @@ pub enum AnyStore {
     Batched(layer::local_batch::Batched<layer::failover::Failover<backend::redis::RedisStore>>),
 }
 
+impl AnyStore {
+    /// The Redis backend under the layers, for what shares its connections (a notification
+    /// stream); `None` for the memory store.
+    pub fn redis(&self) -> Option<&backend::redis::RedisStore> {
+        match self {
+            AnyStore::Memory(_) => None,
+            AnyStore::Redis(s) => Some(s.shared()),
+            AnyStore::Batched(s) => Some(s.shared().shared()),
+        }
+    }
+
+    /// Calls `listener` on every change of the Redis breaker's state; `false` for the memory
+    /// store, which has no breaker.
+    pub fn on_breaker_change(
+        &self,
+        listener: impl Fn(layer::breaker::BreakerState) + Send + Sync + 'static,
+    ) -> bool {
+        match self {
+            AnyStore::Memory(_) => return false,
+            AnyStore::Redis(s) => s.on_breaker_change(listener),
+            AnyStore::Batched(s) => s.shared().on_breaker_change(listener),
+        }
+        true
+    }
+}
+
 impl Store for AnyStore {
     async fn apply(&self, batch: &Batch) -> Result<Outcome, StoreError> {
         match self {

@@ -129,8 +129,8 @@ struct Transitions {
     /// never reports, so after `max_open_for` another one may start.
     trial_started: Instant,
     trial_successes: u32,
-    /// Called on every change of state (outside of nothing: keep it cheap).
-    listener: Option<Box<dyn Fn(BreakerState) + Send + Sync>>,
+    /// Called on every change of state, under this lock: keep them cheap.
+    listeners: Vec<Box<dyn Fn(BreakerState) + Send + Sync>>,
 }
 
 const FIELD: u64 = (1 << 20) - 1;
@@ -150,7 +150,7 @@ impl Breaker {
                 trial_in_flight: false,
                 trial_started: epoch,
                 trial_successes: 0,
-                listener: None,
+                listeners: Vec::new(),
             }),
             state_gauge: Gauge::default(),
             transition_count: Family::default(),
@@ -171,9 +171,11 @@ impl Breaker {
         );
     }
 
-    /// Called with the new state on every change (the reconciler waits for `Closed`).
+    /// Adds `listener`, called with the new state on every change (the reconciler waits for
+    /// `Closed`; notifications tell operators). It runs under the breaker's lock, so it must not
+    /// block: hand the state on, nothing more.
     pub fn on_change(&self, listener: impl Fn(BreakerState) + Send + Sync + 'static) {
-        self.transitions.lock().listener = Some(Box::new(listener));
+        self.transitions.lock().listeners.push(Box::new(listener));
     }
 
     pub fn state(&self) -> BreakerState {
@@ -329,7 +331,7 @@ impl Breaker {
                 tracing::info!("counter store answering: circuit breaker closed")
             }
         }
-        if let Some(listener) = &t.listener {
+        for listener in &t.listeners {
             listener(state);
         }
     }

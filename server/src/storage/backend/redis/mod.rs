@@ -22,6 +22,7 @@ pub mod links;
 pub mod nodes;
 pub mod queue;
 pub mod scripts;
+mod stream;
 pub mod target;
 mod trial;
 

@@ -196,6 +196,11 @@ impl<S: Store> Failover<S> {
         self.inner.breaker.state()
     }
 
+    /// Calls `listener` with the breaker's new state on every change ([`Breaker::on_change`]).
+    pub fn on_breaker_change(&self, listener: impl Fn(BreakerState) + Send + Sync + 'static) {
+        self.inner.breaker.on_change(listener);
+    }
+
     pub fn shared(&self) -> &S {
         &self.inner.shared
     }
