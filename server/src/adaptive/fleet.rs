@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use super::sketch::{Aggregate, BUCKETS};
+use crate::storage::backend::redis::lazy::LazyConnection;
 
 /// `KEYS[1]` the interval's hash; ARGV: field, increment, field, increment, ..., then its TTL (ms).
 const ADD: &str = r"
@@ -33,8 +34,7 @@ pub enum Fleet {
 }
 
 pub struct RedisFleet {
-    client: redis::Client,
-    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    conn: LazyConnection,
     timeout: Duration,
     prefix: String,
     add: Script,
@@ -47,8 +47,7 @@ impl Fleet {
 
     pub fn redis(client: redis::Client, key_prefix: &str, timeout: Duration) -> Self {
         Fleet::Redis(Box::new(RedisFleet {
-            client,
-            conn: tokio::sync::Mutex::new(None),
+            conn: LazyConnection::new(client, timeout),
             timeout,
             prefix: format!("{key_prefix}{{sluice-adaptive}}"),
             add: Script::new(ADD),
@@ -152,23 +151,7 @@ impl RedisFleet {
     }
 
     async fn conn(&self) -> Result<ConnectionManager, String> {
-        let mut slot = self.conn.lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(0);
-        let conn = tokio::time::timeout(
-            self.timeout,
-            ConnectionManager::new_with_config(self.client.clone(), config),
-        )
-        .await
-        .map_err(|_| "timed out connecting".to_owned())?
-        .map_err(|e| e.to_string())?;
-        *slot = Some(conn.clone());
-        Ok(conn)
+        self.conn.get().await
     }
 
     async fn bounded<T>(

@@ -18,10 +18,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use super::{AUDIT_KEPT, AuditEntry, OverrideError};
 use crate::overrides::Override;
+use crate::storage::backend::redis::lazy::LazyConnection;
 
 const CHANGE: &str = r"
 local before = redis.call('HGET', KEYS[1], ARGV[1])
@@ -55,9 +56,9 @@ return {redis.call('GET', KEYS[2]) or '0', redis.call('HGETALL', KEYS[1])}
 
 pub struct RedisOverrides {
     client: redis::Client,
-    /// Made on first use (then kept alive by the manager), so an unreachable Redis never holds
-    /// up start-up: overrides load once it answers.
-    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    /// Made on first use, so an unreachable Redis never holds up start-up: overrides load once
+    /// it answers.
+    conn: LazyConnection,
     timeout: Duration,
     hash: String,
     version: String,
@@ -77,8 +78,8 @@ impl RedisOverrides {
     pub fn new(client: redis::Client, prefix: &str, timeout: Duration) -> Self {
         let base = format!("{prefix}{{sluice-overrides}}");
         Self {
+            conn: LazyConnection::new(client.clone(), timeout),
             client,
-            conn: tokio::sync::Mutex::new(None),
             timeout,
             version: format!("{base}:version"),
             audit: format!("{base}:audit"),
@@ -92,23 +93,7 @@ impl RedisOverrides {
 
     /// The connection, made now if it does not exist yet (bounded by the timeout).
     async fn conn(&self) -> Result<ConnectionManager, OverrideError> {
-        let mut slot = self.conn.lock().await;
-        if let Some(conn) = slot.as_ref() {
-            return Ok(conn.clone());
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(0);
-        let conn = tokio::time::timeout(
-            self.timeout,
-            ConnectionManager::new_with_config(self.client.clone(), config),
-        )
-        .await
-        .map_err(|_| unreachable("timed out connecting"))?
-        .map_err(unreachable)?;
-        *slot = Some(conn.clone());
-        Ok(conn)
+        self.conn.get().await.map_err(unreachable)
     }
 
     async fn bounded<T>(

@@ -18,6 +18,7 @@
 
 pub mod batcher;
 pub mod cluster;
+pub mod lazy;
 pub mod links;
 mod metrics;
 pub mod nodes;
