@@ -26,7 +26,8 @@ const KEY: &str = "e2e-webhook-signing-key-0123456789";
 fn rules(block: &str) -> String {
     format!(
         "domain: api\ndescriptors:\n  - key: tenant\n    rate_limit: {{unit: year, requests_per_unit: 10, kind: quota}}\n  \
-         - key: job\n    rate_limit: {{concurrency: 1}}\n  - key: free\n    rate_limit: {{unit: year, requests_per_unit: 0, kind: quota}}\n{block}"
+         - key: job\n    rate_limit: {{concurrency: 1}}\n  - key: free\n    rate_limit: {{unit: year, requests_per_unit: 0, kind: quota}}\n  \
+         - key: pilot\n    trial: {{shadow_for: 1d}}\n    rate_limit: {{unit: year, requests_per_unit: 2}}\n{block}"
     )
 }
 
@@ -132,6 +133,11 @@ async fn a_webhook_and_a_redis_stream_see_each_event_once_per_window() {
         let want = if i == 0 { OK } else { OVER_LIMIT };
         assert_eq!(check(&mut client, &[("job", "export")]).await, want);
     }
+    // An app in its trial: 2 a year, the 2nd crosses 80 %, the 3rd and 4th would be refused
+    // and are let through: one trial_would_block for the window.
+    for _ in 0..4 {
+        assert_eq!(check(&mut client, &[("pilot", "new-app")]).await, OK);
+    }
     // Last, a tenant of its own: once its refusal arrives, everything before it has (one task
     // delivers each sink's events in order).
     for _ in 0..11 {
@@ -151,6 +157,8 @@ async fn a_webhook_and_a_redis_stream_see_each_event_once_per_window() {
         ("quota_exhausted", "acme"),
         ("near_limit", "export"),
         ("pool_full", "export"),
+        ("near_limit", "new-app"),
+        ("trial_would_block", "new-app"),
         ("near_limit", "zz-last"),
         ("quota_exhausted", "zz-last"),
     ]
@@ -213,8 +221,8 @@ async fn a_webhook_and_a_redis_stream_see_each_event_once_per_window() {
             &format!("sluice_notifications_sent_total{{sink=\"{sink}\",result=\"delivered\"}}"),
         )
     };
-    assert_eq!(sent(&format!("webhook:{}", receiver.authority())), 6.0);
-    assert_eq!(sent("redis_stream:sluice:events"), 6.0);
+    assert_eq!(sent(&format!("webhook:{}", receiver.authority())), 8.0);
+    assert_eq!(sent("redis_stream:sluice:events"), 8.0);
     assert_eq!(
         sample_of(
             &metrics,
@@ -392,7 +400,7 @@ async fn a_reload_adds_a_domains_sinks_and_refuses_a_bad_block_where_it_stands()
     let rejected = sluice.wait_for_logs("rule set change rejected", 1, Duration::from_secs(15));
     assert_eq!(rejected.len(), 1, "{:?}", sluice.logs());
     assert!(
-        rejected[0].contains("rules.yaml:10:29: unknown event `over_quota`"),
+        rejected[0].contains("rules.yaml:13:29: unknown event `over_quota`"),
         "{}",
         rejected[0]
     );
@@ -404,7 +412,7 @@ async fn a_reload_adds_a_domains_sinks_and_refuses_a_bad_block_where_it_stands()
     let rejected = sluice.wait_for_logs("rule set change rejected", 2, Duration::from_secs(15));
     assert!(
         rejected.last().is_some_and(
-            |l| l.contains("rules.yaml:10:17: `redis_stream` needs the Redis counter store")
+            |l| l.contains("rules.yaml:13:17: `redis_stream` needs the Redis counter store")
         ),
         "{rejected:?}"
     );

@@ -20,10 +20,7 @@ use super::yaml::{Kind as YamlKind, Mark, Yaml};
 
 /// Names reserved for features not built yet: refused with why, so a file written for them does
 /// not load as if they worked.
-const RESERVED: &[(&str, &str)] = &[
-    ("trial_would_block", "trial periods"),
-    ("adaptive_change", "adaptive limits"),
-];
+const RESERVED: &[(&str, &str)] = &[("adaptive_change", "adaptive limits' notifications")];
 
 /// Past this a "key" file is something else (a certificate bundle, a binary).
 const MAX_KEY_BYTES: u64 = 64 * 1024;

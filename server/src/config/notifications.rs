@@ -30,6 +30,8 @@ pub enum EventKind {
     QuotaExhausted,
     /// A request refused by a concurrency pool.
     PoolFull,
+    /// A request over a limit that its value's trial period let through ([`super::trial`]).
+    TrialWouldBlock,
     /// The Redis store's circuit breaker opened: checks are answered by the failure policies.
     BreakerOpen,
     /// It closed again: checks are decided by Redis.
@@ -39,10 +41,11 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 7] = [
         EventKind::NearLimit,
         EventKind::QuotaExhausted,
         EventKind::PoolFull,
+        EventKind::TrialWouldBlock,
         EventKind::BreakerOpen,
         EventKind::BreakerClosed,
         EventKind::OverrideExpiring,
@@ -53,6 +56,7 @@ impl EventKind {
             EventKind::NearLimit => "near_limit",
             EventKind::QuotaExhausted => "quota_exhausted",
             EventKind::PoolFull => "pool_full",
+            EventKind::TrialWouldBlock => "trial_would_block",
             EventKind::BreakerOpen => "breaker_open",
             EventKind::BreakerClosed => "breaker_closed",
             EventKind::OverrideExpiring => "override_expiring",
@@ -77,7 +81,10 @@ impl EventSet {
     pub const ALL: EventSet = EventSet((1 << EventKind::ALL.len()) - 1);
     /// The events a check can raise.
     pub const REQUEST: EventSet = EventSet(
-        EventKind::NearLimit.bit() | EventKind::QuotaExhausted.bit() | EventKind::PoolFull.bit(),
+        EventKind::NearLimit.bit()
+            | EventKind::QuotaExhausted.bit()
+            | EventKind::PoolFull.bit()
+            | EventKind::TrialWouldBlock.bit(),
     );
 
     pub fn of(kinds: impl IntoIterator<Item = EventKind>) -> EventSet {

@@ -96,12 +96,13 @@ fn bad_blocks_are_refused_where_they_stand() {
         (
             "notifications:\n  events: [near_limit, over_quota]\n  redis_stream: {key: e}\n",
             "rules.yaml:6:24: unknown event `over_quota`; expected one of: near_limit, \
-             quota_exhausted, pool_full, breaker_open, breaker_closed, override_expiring",
+             quota_exhausted, pool_full, trial_would_block, breaker_open, breaker_closed, \
+             override_expiring",
         ),
         (
-            "notifications:\n  events: [trial_would_block]\n  redis_stream: {key: e}\n",
-            "rules.yaml:6:12: event `trial_would_block` comes with trial periods, which are not \
-             built yet",
+            "notifications:\n  events: [adaptive_change]\n  redis_stream: {key: e}\n",
+            "rules.yaml:6:12: event `adaptive_change` comes with adaptive limits' notifications, \
+             which are not built yet",
         ),
         (
             "notifications:\n  webhooks:\n    - url: ftp://hooks.example.com/x\n      \

@@ -155,6 +155,9 @@ impl<S: Store> RateLimiter<S> {
         // then fits again once either of the two has room).
         let mut checked: Vec<Checked<'_>> = Vec::with_capacity(limited.len());
         let mut deltas: Vec<i64> = Vec::with_capacity(limited.len());
+        // The limits a trial let through while over (positions in `checked`): rare, and
+        // allocated only then.
+        let mut trial_over: Vec<usize> = Vec::new();
         for (i, (l, &reading)) in limited.iter().zip(&outcome.readings).enumerate() {
             let trial = |k: usize| in_trial.get(k).copied().unwrap_or(false);
             let (shown, role) = match l.overflow_of {
@@ -184,6 +187,9 @@ impl<S: Store> RateLimiter<S> {
                 && batch.hits[parent].role != Role::Shadow
             {
                 reading.wait = reading.wait.min(outcome.readings[parent].wait);
+            }
+            if trial(i) && reading.over {
+                trial_over.push(checked.len());
             }
             checked.push(Checked {
                 limited: l,
@@ -238,6 +244,7 @@ impl<S: Store> RateLimiter<S> {
                     checked: &checked,
                     deltas: &deltas,
                     tightest: &tightest,
+                    trial_over: &trial_over,
                     overall,
                     near_ratio: self.options.near_limit_ratio,
                 },

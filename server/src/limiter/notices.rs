@@ -6,7 +6,9 @@
 //!   in one request per window on a fixed window, whichever replica makes it);
 //! - `quota_exhausted`: the request was refused, and one of the limits that refused it is of kind
 //!   `quota`;
-//! - `pool_full`: it was refused by a concurrency pool.
+//! - `pool_full`: it was refused by a concurrency pool;
+//! - `trial_would_block`: a limit was over, and the value's trial period let the request through
+//!   (`super::trial`).
 //!
 //! Shadow-mode limits refuse nothing, so they raise no refusal; a request let through by global
 //! shadow mode was not refused either.
@@ -23,6 +25,8 @@ pub(super) struct Seen<'s, 'a> {
     pub checked: &'s [Checked<'a>],
     pub deltas: &'s [i64],
     pub tightest: &'s [Option<usize>],
+    /// The limits (positions in `checked`) over, but let through by a trial.
+    pub trial_over: &'s [usize],
     pub overall: Code,
     pub near_ratio: f64,
 }
@@ -58,6 +62,15 @@ pub(super) fn raise(
             let near = (c.reading.capacity as f64 * seen.near_ratio).ceil() as u64;
             if c.reading.used_before < near && c.reading.used_after >= near {
                 raised(EventKind::NearLimit, c, c.reading.used_after, hits);
+            }
+        }
+    }
+    if wanted.contains(EventKind::TrialWouldBlock) {
+        for &k in seen.trial_over {
+            let c = &seen.checked[k];
+            let hits = u64::try_from(seen.deltas[k]).unwrap_or(0);
+            if hits > 0 {
+                raised(EventKind::TrialWouldBlock, c, c.reading.used_after, hits);
             }
         }
     }

@@ -153,6 +153,11 @@ impl Raw {
                 "quota exhausted: {amount}; a request for {} was refused",
                 self.hits
             ),
+            EventKind::TrialWouldBlock => format!(
+                "would be refused, but its trial period lets it through: {amount}; a request for \
+                 {} was let through",
+                self.hits
+            ),
             _ => format!("pool full: {amount}; an acquire was refused"),
         };
         Event {
