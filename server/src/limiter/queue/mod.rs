@@ -111,13 +111,7 @@ impl<S: Store> Drop for Withdraw<S> {
         };
         let (key, policy, ticket) = (std::mem::take(&mut self.key), self.policy, self.ticket);
         runtime.spawn(async move {
-            if let Ok(out) = owner
-                .store
-                .queue(&key, &policy, &Op::Withdraw(ticket))
-                .await
-            {
-                owner.waiting.wake_granted(&key, &out);
-            }
+            let _ = owner.queue_op(&key, &policy, &Op::Withdraw(ticket)).await;
         });
     }
 }
@@ -244,13 +238,7 @@ pub(super) async fn wait<S: Store>(
         .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());
     let withdraw = || async {
-        if let Ok(out) = limiter
-            .store
-            .queue(&key, &policy, &Op::Withdraw(ticket))
-            .await
-        {
-            limiter.waiting.wake_granted(&key, &out);
-        }
+        let _ = limiter.queue_op(&key, &policy, &Op::Withdraw(ticket)).await;
     };
     if !matches!(end, End::Granted) {
         guard.disarm();
@@ -306,11 +294,9 @@ async fn queue_up<S: Store>(
 ) -> End {
     let mut notified = std::pin::pin!(registration.notify.notified());
     notified.as_mut().enable();
-    let mut out = match limiter.store.queue(key, policy, enqueue).await {
-        Ok(out) => out,
-        Err(_) => return End::Plain("error"),
+    let Ok(mut out) = limiter.queue_op(key, policy, enqueue).await else {
+        return End::Plain("error");
     };
-    limiter.waiting.wake_granted(key, &out);
     match out.status {
         Status::Granted => return End::Granted,
         Status::Full => return End::Plain("full"),
@@ -346,11 +332,10 @@ async fn queue_up<S: Store>(
         if Instant::now() >= until {
             return End::Plain("timed_out");
         }
-        out = match limiter.store.queue(key, policy, &Op::Poll(ticket)).await {
+        out = match limiter.queue_op(key, policy, &Op::Poll(ticket)).await {
             Ok(out) => out,
             Err(_) => return End::Plain("error"),
         };
-        limiter.waiting.wake_granted(key, &out);
         match out.status {
             Status::Granted => return End::Granted,
             Status::Waiting { .. } => {}
@@ -384,9 +369,22 @@ impl<S: Store> RateLimiter<S> {
             }
             // Polling a ticket nobody holds only dispatches.
             let nobody = Op::Poll(LeaseId([0; 16]));
-            if let Ok(out) = self.store.queue(&hit.key, &hit.policy, &nobody).await {
-                self.waiting.wake_granted(&hit.key, &out);
-            }
+            let _ = self.queue_op(&hit.key, &hit.policy, &nobody).await;
         }
+    }
+
+    /// Runs `op` on the queue of the pool at `key`, and wakes this replica's waiters there when
+    /// it granted tickets (theirs may be among them; the store tells the other replicas').
+    async fn queue_op(
+        &self,
+        key: &[u8],
+        policy: &Policy,
+        op: &Op,
+    ) -> Result<crate::storage::QueueOutcome, crate::storage::StoreError> {
+        let out = self.store.queue(key, policy, op).await?;
+        if !out.granted.is_empty() {
+            self.waiting.wake(key);
+        }
+        Ok(out)
     }
 }

@@ -7,7 +7,6 @@ use std::sync::{Arc, OnceLock, Weak};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::algorithm::queue::Outcome;
 use crate::storage::Store;
 
 /// Waiters on this replica, by pool key, and what wakes them.
@@ -94,15 +93,6 @@ impl Drop for Registration {
             if entry.1 == 0 {
                 pools.remove(&self.key);
             }
-        }
-    }
-}
-
-impl Waiting {
-    /// Wakes this replica's waiters when `out` granted tickets (theirs may be among them).
-    pub(in crate::limiter) fn wake_granted(&self, key: &[u8], out: &Outcome) {
-        if !out.granted.is_empty() {
-            self.wake(key);
         }
     }
 }
