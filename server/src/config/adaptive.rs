@@ -244,23 +244,7 @@ impl Reader {
     /// A positive length (`250ms`, `1.5s`, `2m`, `1h`, or a number of milliseconds) of at most
     /// `max_ms`, in microseconds.
     fn latency(&mut self, y: &Yaml, field: &str, max_ms: u64) -> Option<u64> {
-        let text = match &y.kind {
-            Kind::Scalar { text, .. } if !y.is_null() => text.trim(),
-            _ => {
-                self.invalid(
-                    y.at,
-                    format!(
-                        "`{field}` must be a length such as 250ms, 1.5s or 2m, found {}",
-                        y.describe()
-                    ),
-                );
-                return None;
-            }
-        };
-        let split = text
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
+        let (text, number, unit) = self.length_parts(y, field, "250ms, 1.5s or 2m")?;
         let scale_ms = match unit {
             "" | "ms" => Some(1.0),
             "s" => Some(1_000.0),

@@ -76,6 +76,35 @@ impl Reader {
         }
     }
 
+    /// The text of a length field (`250ms`, `7d`: a number and a unit), split where the unit
+    /// starts (the unit is empty when none is given); `examples` names good lengths for the
+    /// error of a field that is not a scalar.
+    pub(super) fn length_parts<'y>(
+        &mut self,
+        y: &'y Yaml,
+        field: &str,
+        examples: &str,
+    ) -> Option<(&'y str, &'y str, &'y str)> {
+        let text = match &y.kind {
+            Kind::Scalar { text, .. } if !y.is_null() => text.trim(),
+            _ => {
+                self.invalid(
+                    y.at,
+                    format!(
+                        "`{field}` must be a length such as {examples}, found {}",
+                        y.describe()
+                    ),
+                );
+                return None;
+            }
+        };
+        let split = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        Some((text, number, unit))
+    }
+
     /// An unquoted integer in `min..=max`.
     pub(super) fn integer(&mut self, y: &Yaml, field: &str, min: u64, max: u64) -> Option<u64> {
         let text = match &y.kind {

@@ -81,25 +81,10 @@ impl Reader {
 
     /// A length: a number of seconds, or a number with `s`, `m`, `h` or `d`, within the bounds.
     fn duration(&mut self, y: &Yaml, field: &str) -> Option<Duration> {
-        let text = match &y.kind {
-            Kind::Scalar { text, .. } if !y.is_null() => text.trim(),
-            _ => {
-                self.invalid(
-                    y.at,
-                    format!(
-                        "`{field}` must be a length such as 7d, 12h, 30m or 90s, found {}",
-                        y.describe()
-                    ),
-                );
-                return None;
-            }
-        };
-        let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-            Some(at) => text.split_at(at),
-            None => (text, "s"),
-        };
+        let (text, digits, unit) = self.length_parts(y, field, "7d, 12h, 30m or 90s")?;
+        // Whole numbers only: a `.` is refused with the digits it would have split.
         let scale = match unit {
-            "s" => 1,
+            "" | "s" => 1,
             "m" => 60,
             "h" => 3_600,
             "d" => 86_400,
@@ -108,7 +93,7 @@ impl Reader {
         let secs = digits
             .parse::<u64>()
             .ok()
-            .filter(|_| scale > 0 && !digits.is_empty())
+            .filter(|_| scale > 0 && !digits.is_empty() && !digits.contains('.'))
             .and_then(|n| n.checked_mul(scale));
         let Some(secs) = secs else {
             self.invalid(
