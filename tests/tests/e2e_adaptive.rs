@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot_free::Samples;
 use serde_json::{Value, json};
-use sluice_tests::admin::{TOKEN, token_file};
+use sluice_tests::admin::{Admin, TOKEN, rlconfig, token_file};
 use sluice_tests::redis::RedisServer;
 use sluice_tests::sluice::{Sluice, sample_of};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -299,42 +299,20 @@ async fn the_pool_settles_at_the_upstreams_target_and_rises_when_it_speeds_up() 
     assert!(settled(&fast), "did not settle again: {fast:?}");
 
     // Operators see the override by `adaptive`, and its audit entries with the signal.
-    let client = reqwest::Client::new();
-    let overrides: Value = client
-        .get(sluice.url("/admin/overrides"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("GET /admin/overrides")
-        .json()
-        .await
-        .expect("json");
+    let admin = Admin::new(sluice.http_addr);
+    let (status, overrides) = admin.get("/overrides").await;
+    assert_eq!(status, 200, "{overrides}");
     let list = overrides["overrides"].as_array().expect("a list");
     assert_eq!(list.len(), 1, "{overrides}");
     assert_eq!(list[0]["by"], "adaptive");
     assert_eq!(list[0]["concurrency"].as_f64(), Some(high), "{overrides}");
-    let audit: Value = client
-        .get(sluice.url("/admin/audit"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("GET /admin/audit")
-        .json()
-        .await
-        .expect("json");
+    let (status, audit) = admin.get("/audit").await;
+    assert_eq!(status, 200, "{audit}");
     let last = &audit["entries"][0];
     assert_eq!(last["who"], "adaptive", "{last}");
     assert_eq!(last["after"]["signal"]["signal"], "latency", "{last}");
     assert!(last["before"]["concurrency"].is_u64(), "{last}");
-    let rlconfig = client
-        .get(sluice.url("/rlconfig"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("GET /rlconfig")
-        .text()
-        .await
-        .expect("text");
+    let rlconfig = rlconfig(&sluice).await;
     assert!(rlconfig.contains("by adaptive"), "{rlconfig}");
     assert!(
         rlconfig.contains("adaptive=latency q0.99<=200ms 5..150"),
