@@ -333,7 +333,9 @@ async fn three_replicas_on_one_redis_apply_one_adaptive_limit() {
     let redis = RedisServer::start();
     let up = upstream().await;
     // 10 ms + 8 ms per request in flight against 100 ms: the pool of 60 is far too large.
-    let yaml = rules(60, 100.0, 100);
+    // Each change is also pushed to a Redis stream, by the replica that decided it.
+    let yaml = rules(60, 100.0, 100)
+        + "notifications:\n  events: [adaptive_change]\n  redis_stream: {key: adaptive-events}\n";
     let (_dir, tokens) = token_file();
     let replicas: Vec<Sluice> = (0..3)
         .map(|_| {
@@ -415,4 +417,67 @@ async fn three_replicas_on_one_redis_apply_one_adaptive_limit() {
         decided <= 20.0,
         "{decided} decisions in at most 16 s: more than one replica decides an interval"
     );
+
+    // One `adaptive_change` per change the fleet made (whichever replica made it), each with a
+    // distinct id, the limit before and after, and the signal that moved it.
+    let mut changes = 0.0;
+    for s in &replicas {
+        let m = s.metrics().await;
+        for result in ["increase", "decrease"] {
+            changes += sample_of(
+                &m,
+                &format!("sluice_adaptive_decisions_total{{result=\"{result}\"}}"),
+            );
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let events = loop {
+        let events = adaptive_events(&redis);
+        if events.len() as f64 >= changes || Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(events.len() as f64, changes, "{events:#?}");
+    let mut ids: Vec<&str> = events.iter().filter_map(|e| e["id"].as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        events.len(),
+        "an event raised twice: {events:#?}"
+    );
+    let first = &events[0];
+    assert_eq!(first["rule"], RULE);
+    assert_eq!(first["domain"], "a");
+    let change = &first["change"];
+    assert_eq!(change["before"], 60, "{first}");
+    assert!(change["after"].as_u64().is_some_and(|a| a < 60), "{first}");
+    assert_eq!(change["signal"]["signal"], "latency");
+    assert!(
+        change["signal"]["value_ms"]
+            .as_f64()
+            .is_some_and(|v| v > 100.0),
+        "{first}"
+    );
+    assert_eq!(
+        change["descriptor"],
+        json!([{"key": "upstream", "value": "pay"}])
+    );
+    assert!(
+        first["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("adaptive: decrease 60 -> ")),
+        "{first}"
+    );
+}
+
+/// The `adaptive_change` events on the stream `adaptive-events`, oldest first.
+fn adaptive_events(redis: &RedisServer) -> Vec<Value> {
+    let out = redis.cli(&["XRANGE", "adaptive-events", "-", "+"]);
+    out.lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON event"))
+        .inspect(|e| assert_eq!(e["kind"], "adaptive_change", "{e}"))
+        .collect()
 }

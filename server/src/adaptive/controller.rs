@@ -24,6 +24,7 @@ use crate::clock::Clock;
 use crate::config::adaptive::{AdaptiveSpec, Signal};
 use crate::config::{Algorithm, RateLimit, Rule, RuleSet};
 use crate::metrics::{ResultLabels, RuleLabels, Shared};
+use crate::notify::Notifier;
 use crate::overrides::backend::{AuditEntry, Guarded};
 use crate::overrides::{Override, OverrideRequest, OverrideStore, TargetEntry, target_id};
 
@@ -67,6 +68,8 @@ pub struct Controller {
     apply: Apply,
     metrics: AdaptiveMetrics,
     progress: Mutex<HashMap<Arc<str>, Progress>>,
+    /// Where `adaptive_change` goes, when notifications are on.
+    notifier: Option<Notifier>,
 }
 
 /// The adaptive rules of a rule set, with their adaptive limit.
@@ -118,7 +121,14 @@ impl Controller {
             apply,
             metrics,
             progress: Mutex::default(),
+            notifier: None,
         }
+    }
+
+    /// Raises `adaptive_change` through `notifier` for every change this replica decides.
+    pub fn with_notifier(mut self, notifier: Notifier) -> Self {
+        self.notifier = Some(notifier);
+        self
     }
 
     /// Runs [`Controller::tick`] every [`TICK`] on `clock` until the task is dropped.
@@ -291,7 +301,7 @@ impl Controller {
             }
         };
         let mut after = serde_json::to_value(&o).unwrap_or_default();
-        after["signal"] = signal_doc;
+        after["signal"] = signal_doc.clone();
         let audit = AuditEntry {
             at: now_ms,
             who: ACTOR.into(),
@@ -305,6 +315,21 @@ impl Controller {
                 self.count(how.as_str());
                 self.metrics.limit.get_or_create(&labels).set(next as i64);
                 tracing::info!(target: "sluice::audit", rule = %rule.stat_key, before = in_force, after = next, signal, reports = agg.reports, "adaptive change");
+                if let Some(n) = &self.notifier {
+                    n.adaptive_change(
+                        rule,
+                        &o.id,
+                        k * spec.interval.as_millis() as u64,
+                        serde_json::json!({
+                            "override_id": o.id,
+                            "descriptor": o.descriptor,
+                            "before": in_force,
+                            "after": next,
+                            "signal": signal_doc,
+                        }),
+                        o.reason.clone().unwrap_or_default(),
+                    );
+                }
                 if let Ok(list) = self.overrides.load().await {
                     (self.apply)(list);
                 }

@@ -18,10 +18,6 @@ use super::notifications::{
 use super::parse::{Reader, Spanned};
 use super::yaml::{Kind as YamlKind, Mark, Yaml};
 
-/// Names reserved for features not built yet: refused with why, so a file written for them does
-/// not load as if they worked.
-const RESERVED: &[(&str, &str)] = &[("adaptive_change", "adaptive limits' notifications")];
-
 /// Past this a "key" file is something else (a certificate bundle, a binary).
 const MAX_KEY_BYTES: u64 = 64 * 1024;
 
@@ -184,12 +180,6 @@ impl Reader {
             };
             if let Some(kind) = EventKind::parse(&name) {
                 kinds.push(kind);
-            } else if let Some((_, feature)) = RESERVED.iter().find(|(n, _)| *n == name) {
-                self.invalid(
-                    item.at,
-                    format!("event `{name}` comes with {feature}, which are not built yet"),
-                );
-                complete = false;
             } else {
                 let names: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
                 self.invalid(

@@ -38,10 +38,12 @@ pub enum EventKind {
     BreakerClosed,
     /// A runtime override is about to lapse.
     OverrideExpiring,
+    /// An adaptive limit was moved ([`super::adaptive`]): raised by the replica that decided it.
+    AdaptiveChange,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::NearLimit,
         EventKind::QuotaExhausted,
         EventKind::PoolFull,
@@ -49,6 +51,7 @@ impl EventKind {
         EventKind::BreakerOpen,
         EventKind::BreakerClosed,
         EventKind::OverrideExpiring,
+        EventKind::AdaptiveChange,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -60,6 +63,7 @@ impl EventKind {
             EventKind::BreakerOpen => "breaker_open",
             EventKind::BreakerClosed => "breaker_closed",
             EventKind::OverrideExpiring => "override_expiring",
+            EventKind::AdaptiveChange => "adaptive_change",
         }
     }
 
@@ -67,14 +71,14 @@ impl EventKind {
         Self::ALL.into_iter().find(|k| k.as_str() == name)
     }
 
-    const fn bit(self) -> u8 {
-        1 << self as u8
+    const fn bit(self) -> u16 {
+        1 << self as u16
     }
 }
 
 /// A set of [`EventKind`]s, one bit each: the check path tests it with one AND.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct EventSet(u8);
+pub struct EventSet(u16);
 
 impl EventSet {
     pub const NONE: EventSet = EventSet(0);

@@ -97,12 +97,7 @@ fn bad_blocks_are_refused_where_they_stand() {
             "notifications:\n  events: [near_limit, over_quota]\n  redis_stream: {key: e}\n",
             "rules.yaml:6:24: unknown event `over_quota`; expected one of: near_limit, \
              quota_exhausted, pool_full, trial_would_block, breaker_open, breaker_closed, \
-             override_expiring",
-        ),
-        (
-            "notifications:\n  events: [adaptive_change]\n  redis_stream: {key: e}\n",
-            "rules.yaml:6:12: event `adaptive_change` comes with adaptive limits' notifications, \
-             which are not built yet",
+             override_expiring, adaptive_change",
         ),
         (
             "notifications:\n  webhooks:\n    - url: ftp://hooks.example.com/x\n      \

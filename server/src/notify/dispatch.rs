@@ -296,6 +296,7 @@ mod tests {
                 used: None,
                 remaining: None,
                 override_: None,
+                change: None,
                 detail: String::new(),
             },
             scope,

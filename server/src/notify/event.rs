@@ -53,6 +53,10 @@ pub struct Event {
     /// The override about to lapse (`override_expiring` only).
     #[serde(rename = "override", skip_serializing_if = "Option::is_none")]
     pub override_: Option<OverrideFacts>,
+    /// What an adaptive limit moved from and to, and the signal that moved it
+    /// (`adaptive_change` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change: Option<serde_json::Value>,
     /// One sentence for a human.
     pub detail: String,
 }
@@ -172,6 +176,7 @@ impl Raw {
             remaining: Some(self.capacity.saturating_sub(self.used)),
             descriptor: Some(self.descriptor),
             override_: None,
+            change: None,
             detail,
         }
     }

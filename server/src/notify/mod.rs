@@ -5,7 +5,8 @@
 //! ```text
 //!   crossing, refusal (check path) ─ Recent ─┐
 //!   breaker listener ────────────────────────┼─▶ queue (4096) ─▶ dispatcher, every 10 ms:
-//!   override scan, every 1 s ────────────────┘   try_send        build, route
+//!   override scan, every 1 s ────────────────┤   try_send        build, route
+//!   adaptive controller ─────────────────────┘
 //!                                                                   │
 //!                 one task per sink, each with its queue:  ◀────────┘
 //!                 webhook POST (signed, retried) │ XADD to the Redis stream
@@ -13,7 +14,7 @@
 //!
 //! 1. **Raising** ([`Notifier`]): the limiter hands over what a check saw when one of its limits
 //!    crossed the near-limit ratio or refused it (`limiter::notices`); the breaker's listener and
-//!    the override scan ([`expiry`]) raise theirs. A request event is raised at most once per
+//!    the override scan ([`expiry`]) and the adaptive controller (`crate::adaptive`) raise theirs. A request event is raised at most once per
 //!    (rule, limit, descriptor, kind) and window ([`event::Recent`]); what a raised event is about
 //!    (its rule, descriptor, counts and time) is offered to a bounded queue with `try_send`:
 //!    nothing on the check path waits, wakes a thread or formats anything, and what does not fit
@@ -277,6 +278,30 @@ impl Notifier {
         self.offer(kind, Envelope::Built(Box::new(event), Scope::All));
     }
 
+    /// An adaptive limit moved: the controller that decided it raises this once
+    /// (`crate::adaptive`). `change` holds `before`, `after` and the signal; its id is the
+    /// override's and the interval's, so a retried delivery keeps it.
+    pub fn adaptive_change(
+        &self,
+        rule: &Rule,
+        override_id: &str,
+        interval_start_ms: u64,
+        change: serde_json::Value,
+        detail: String,
+    ) {
+        let kind = EventKind::AdaptiveChange;
+        let id = event::id_of([
+            kind.as_str().as_bytes(),
+            override_id.as_bytes(),
+            &interval_start_ms.to_le_bytes(),
+        ]);
+        let mut event = self.bare_event(id, kind, self.shared.clock.now(), detail);
+        event.domain = Some(rule.domain.to_string());
+        event.rule = Some(rule.stat_key.to_string());
+        event.change = Some(change);
+        self.offer(kind, Envelope::Built(Box::new(event), Scope::All));
+    }
+
     /// Keeps raising `override_expiring` for the overrides `source` lists, until it answers
     /// `None` (their holder is gone) ([`expiry`]).
     pub fn watch_overrides(&self, source: impl Fn() -> Option<Vec<Override>> + Send + 'static) {
@@ -311,6 +336,7 @@ impl Notifier {
             used: None,
             remaining: None,
             override_: None,
+            change: None,
             detail,
         }
     }

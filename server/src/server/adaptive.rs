@@ -22,6 +22,7 @@ pub(super) fn start<S: Store>(
     store: &Arc<OverrideStore>,
     redis: Option<redis::Client>,
     clock: Arc<dyn Clock>,
+    notifier: &crate::notify::Notifier,
 ) -> (Arc<Reports>, tokio::task::JoinHandle<()>) {
     let metrics = limiter.metrics();
     let reports = Arc::new(Reports::new(metrics.adaptive_reports.clone()));
@@ -40,19 +41,22 @@ pub(super) fn start<S: Store>(
     };
     let rules_of = Arc::clone(limiter);
     let apply_to = Arc::clone(limiter);
-    let controller = Arc::new(Controller::new(
-        Arc::clone(&reports),
-        fleet,
-        Arc::clone(store),
-        Arc::new(move || rules_of.rules()),
-        Arc::new(move |list| {
-            apply_to.set_overrides(list);
-        }),
-        AdaptiveMetrics {
-            limit: metrics.adaptive_limit.clone(),
-            signal: metrics.adaptive_signal.clone(),
-            decisions: metrics.adaptive_decisions.clone(),
-        },
-    ));
+    let controller = Arc::new(
+        Controller::new(
+            Arc::clone(&reports),
+            fleet,
+            Arc::clone(store),
+            Arc::new(move || rules_of.rules()),
+            Arc::new(move |list| {
+                apply_to.set_overrides(list);
+            }),
+            AdaptiveMetrics {
+                limit: metrics.adaptive_limit.clone(),
+                signal: metrics.adaptive_signal.clone(),
+                decisions: metrics.adaptive_decisions.clone(),
+            },
+        )
+        .with_notifier(notifier.clone()),
+    );
     (reports, controller.spawn(clock))
 }

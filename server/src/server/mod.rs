@@ -191,6 +191,7 @@ impl Sluice {
             &store,
             fleet_client,
             Arc::clone(&clock),
+            &notifier,
         );
         let admin =
             tokens.map(|tokens| Arc::new(AdminState::new(Arc::clone(&limiter), tokens, store)));
