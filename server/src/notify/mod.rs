@@ -13,9 +13,10 @@
 //! ```
 //!
 //! 1. **Raising** ([`Notifier`]): the limiter hands over what a check saw when one of its limits
-//!    crossed the near-limit ratio or refused it (`limiter::notices`); the breaker's listener and
-//!    the override scan ([`expiry`]) and the adaptive controller (`crate::adaptive`) raise theirs. A request event is raised at most once per
-//!    (rule, limit, descriptor, kind) and window ([`event::Recent`]); what a raised event is about
+//!    crossed the near-limit ratio or refused it (`limiter::notices`); the breaker's listener,
+//!    the override scan ([`expiry`]) and the adaptive controller (`crate::adaptive`) raise
+//!    theirs. A request event is raised at most once per (rule, limit, descriptor, kind) and
+//!    window ([`event::Recent`]); what a raised event is about
 //!    (its rule, descriptor, counts and time) is offered to a bounded queue with `try_send`:
 //!    nothing on the check path waits, wakes a thread or formats anything, and what does not fit
 //!    is dropped and counted (`sluice_notifications_dropped_total{reason="queue_full"}`). A check
