@@ -74,20 +74,36 @@ pub struct Controller {
 
 /// The adaptive rules of a rule set, with their adaptive limit.
 fn adaptive_rules(rules: &RuleSet) -> Vec<(Arc<Rule>, RateLimit)> {
-    fn walk(node: &crate::config::Node, out: &mut Vec<(Arc<Rule>, RateLimit)>) {
+    rules_with(rules, |l| l.adaptive())
+}
+
+/// The rules of a rule set whose limit `pick` finds, with that limit (wildcard nodes included:
+/// a rule whose path the config refused for it never gets this far).
+pub(super) fn rules_with(
+    rules: &RuleSet,
+    pick: fn(&crate::config::Limit) -> Option<&RateLimit>,
+) -> Vec<(Arc<Rule>, RateLimit)> {
+    fn walk(
+        node: &crate::config::Node,
+        pick: fn(&crate::config::Limit) -> Option<&RateLimit>,
+        out: &mut Vec<(Arc<Rule>, RateLimit)>,
+    ) {
         if let Some(rule) = &node.rule
-            && let Some(l) = rule.limit.adaptive()
+            && let Some(l) = pick(&rule.limit)
         {
             out.push((Arc::clone(rule), l.clone()));
         }
         for children in node.exact.values() {
-            children.values().for_each(|n| walk(n, out));
+            children.values().for_each(|n| walk(n, pick, out));
         }
-        node.default.values().for_each(|n| walk(n, out));
+        for children in node.wildcard.values() {
+            children.iter().for_each(|(_, n)| walk(n, pick, out));
+        }
+        node.default.values().for_each(|n| walk(n, pick, out));
     }
     let mut out = Vec::new();
     for root in rules.domains.values() {
-        walk(root, &mut out);
+        walk(root, pick, &mut out);
     }
     out
 }

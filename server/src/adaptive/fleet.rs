@@ -3,12 +3,18 @@
 //! | backend | aggregate of interval `k` of rule `r` | who decides |
 //! |---|---|---|
 //! | Redis (the override store's) | hash `<prefix>{sluice-adaptive}:<r>:<k>`: `n` reports, `e` errors, one field per non-empty bucket, added with `HINCRBY` by each replica | the replica whose `SET <hash>:lock NX PX` succeeds |
-//! | local (memory or etcd override store) | this process | this process |
+//! | local (memory override store) | this process | this process |
+//!
+//! Weights that follow behaviour (`standing`) keep, per rule and window, the tenants refused
+//! anywhere in the fleet: a Redis set `<prefix>{sluice-adaptive}:standing:<r>:<k>` each replica
+//! adds its own to (`SADD`), read as an intersection or a union over the last windows
+//! (`SINTER`, `SUNION`: one hash tag, one node), or this process's sets.
 //!
 //! Both keys expire after a few intervals: nothing is left behind by a replica that stops. The
 //! keys share a hash tag, so a Redis Cluster keeps them on one node.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -29,8 +35,14 @@ return 1
 
 pub enum Fleet {
     /// One process decides from its own reports.
-    Local(Mutex<HashMap<(String, u64), Aggregate>>),
+    Local(Box<LocalFleet>),
     Redis(Box<RedisFleet>),
+}
+
+#[derive(Default)]
+pub struct LocalFleet {
+    aggregates: Mutex<HashMap<(String, u64), Aggregate>>,
+    refused: Mutex<HashMap<(String, u64), HashSet<String>>>,
 }
 
 pub struct RedisFleet {
@@ -42,7 +54,7 @@ pub struct RedisFleet {
 
 impl Fleet {
     pub fn local() -> Self {
-        Fleet::Local(Mutex::default())
+        Fleet::Local(Box::default())
     }
 
     pub fn redis(client: redis::Client, key_prefix: &str, timeout: Duration) -> Self {
@@ -63,8 +75,8 @@ impl Fleet {
         ttl: Duration,
     ) -> Result<(), String> {
         match self {
-            Fleet::Local(m) => {
-                let mut m = m.lock();
+            Fleet::Local(l) => {
+                let mut m = l.aggregates.lock();
                 // Nothing older than the interval before is read again.
                 m.retain(|(_, at), _| *at + 2 >= k);
                 m.entry((rule.to_owned(), k)).or_default().merge(agg);
@@ -117,7 +129,11 @@ impl Fleet {
     /// The fleet's aggregate of interval `k` of `rule`.
     pub async fn read(&self, rule: &str, k: u64) -> Result<Aggregate, String> {
         match self {
-            Fleet::Local(m) => Ok(m.lock().remove(&(rule.to_owned(), k)).unwrap_or_default()),
+            Fleet::Local(l) => Ok(l
+                .aggregates
+                .lock()
+                .remove(&(rule.to_owned(), k))
+                .unwrap_or_default()),
             Fleet::Redis(r) => {
                 let mut conn = r.conn().await?;
                 let fields: Vec<(String, u64)> = r
@@ -145,7 +161,84 @@ impl Fleet {
     }
 }
 
+impl Fleet {
+    /// Adds the tenants this replica saw refused in window `k` of `rule`; kept for `keep`
+    /// windows of `window`.
+    pub async fn add_refused(
+        &self,
+        rule: &str,
+        k: u64,
+        tenants: &HashSet<String>,
+        keep: u64,
+        window: Duration,
+    ) -> Result<(), String> {
+        match self {
+            Fleet::Local(l) => {
+                let mut m = l.refused.lock();
+                m.retain(|(r, at), _| r != rule || at + keep >= k);
+                m.entry((rule.to_owned(), k))
+                    .or_default()
+                    .extend(tenants.iter().cloned());
+                Ok(())
+            }
+            Fleet::Redis(r) => {
+                if tenants.is_empty() {
+                    return Ok(());
+                }
+                let key = r.refused_key(rule, k);
+                let mut conn = r.conn().await?;
+                let mut pipe = redis::pipe();
+                pipe.atomic()
+                    .cmd("SADD")
+                    .arg(&key)
+                    .arg(tenants.iter().collect::<Vec<_>>())
+                    .ignore()
+                    .cmd("PEXPIRE")
+                    .arg(&key)
+                    .arg(window.saturating_mul(keep as u32).as_millis() as u64)
+                    .ignore();
+                r.bounded(pipe.query_async::<()>(&mut conn)).await
+            }
+        }
+    }
+
+    /// The tenants refused in every window of `ks` (`all`), or in any of them, fleet-wide.
+    pub async fn refused(
+        &self,
+        rule: &str,
+        ks: RangeInclusive<u64>,
+        all: bool,
+    ) -> Result<HashSet<String>, String> {
+        match self {
+            Fleet::Local(l) => {
+                let m = l.refused.lock();
+                let empty = HashSet::new();
+                let mut sets = ks.map(|k| m.get(&(rule.to_owned(), k)).unwrap_or(&empty));
+                let first = sets.next().cloned().unwrap_or_default();
+                Ok(sets.fold(first, |acc, s| {
+                    if all {
+                        acc.intersection(s).cloned().collect()
+                    } else {
+                        acc.union(s).cloned().collect()
+                    }
+                }))
+            }
+            Fleet::Redis(r) => {
+                let mut conn = r.conn().await?;
+                let keys: Vec<String> = ks.map(|k| r.refused_key(rule, k)).collect();
+                let cmd = if all { "SINTER" } else { "SUNION" };
+                r.bounded(redis::cmd(cmd).arg(keys).query_async(&mut conn))
+                    .await
+            }
+        }
+    }
+}
+
 impl RedisFleet {
+    fn refused_key(&self, rule: &str, k: u64) -> String {
+        format!("{}:standing:{rule}:{k}", self.prefix)
+    }
+
     fn key(&self, rule: &str, k: u64) -> String {
         format!("{}:{rule}:{k}", self.prefix)
     }

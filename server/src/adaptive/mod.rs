@@ -16,6 +16,10 @@
 //!    that caused it. An override of the same target set by anyone else wins: the controller
 //!    leaves it alone ([`crate::overrides::OverrideStore::put_guarded`]).
 //!
+//! 4. **Standing** ([`standing`]): fair-share rules with `standing` lower the weight of a tenant
+//!    they keep refusing and restore it once the tenant behaves, through the same fleet-wide
+//!    decision and the same guarded, audited overrides (actor `standing`).
+//!
 //! Boundary: reads the rule set and writes through [`crate::overrides`]; it never imports the
 //! limiter (start-up hands it the live rules and a way to apply overrides at once).
 
@@ -23,6 +27,7 @@ pub mod controller;
 pub mod fleet;
 pub mod law;
 pub mod sketch;
+pub mod standing;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -213,7 +213,7 @@ impl Reader {
     }
 
     /// A fraction strictly between 0 and 1, in millionths.
-    fn fraction(&mut self, y: &Yaml, field: &str) -> Option<u32> {
+    pub(super) fn fraction(&mut self, y: &Yaml, field: &str) -> Option<u32> {
         let text = match &y.kind {
             Kind::Scalar { text, plain: true } if !y.is_null() => text.trim(),
             _ => {

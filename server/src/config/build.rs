@@ -240,6 +240,9 @@ impl Walk<'_> {
             let mut node = Node::default();
             if let Some(rl) = d.rate_limit {
                 let overflow = rl.overflow.and_then(|at| self.overflow_target(parent, at));
+                if let Some(at) = rl.standing {
+                    self.check_standing_path(at);
+                }
                 if let Some(at) = rl.adaptive {
                     self.check_adaptive_path(at);
                     if d.value.is_none() {
@@ -315,6 +318,24 @@ impl Walk<'_> {
 }
 
 impl Walk<'_> {
+    /// A penalty is written as an override whose target is the rule's path with the tenant's
+    /// value last: every level above the tenant's must name an exact value.
+    fn check_standing_path(&mut self, at: Mark) {
+        let last = self.levels.len().saturating_sub(1);
+        let fits = self.levels[..last]
+            .iter()
+            .all(|l| l.value.as_deref().is_some_and(|v| !v.contains('*')));
+        if !fits {
+            self.errors.push(ConfigError::Invalid {
+                at: position(self.path, at),
+                reason: "`standing` needs a rule whose path names exact values above its last \
+                         level (the tenants'): a penalty is written as an override of that path \
+                         with the tenant's value, and overrides do not target patterns"
+                    .to_owned(),
+            });
+        }
+    }
+
     /// The rule `overflow: parent` (given at `at`) draws from: the parent node's, which must be
     /// one counted limit.
     fn overflow_target(&mut self, parent: &Node, at: Mark) -> Option<Arc<Rule>> {

@@ -131,6 +131,9 @@ fn dump_adaptive(out: &mut String, l: &RateLimit) {
     if let Some(a) = &l.adaptive {
         let _ = write!(out, " {}", a.describe());
     }
+    if let Some(s) = &l.standing {
+        let _ = write!(out, " {}", s.describe());
+    }
 }
 
 fn dump_weights(out: &mut String, l: &RateLimit) {

@@ -112,6 +112,7 @@ pub(super) const LIMIT_FIELDS: &[LimitField] = &[
     field("queue", &[Concurrency, FairShare]),
     field("overflow", &[Counted]),
     field("adaptive", ENFORCED),
+    field("standing", &[FairShare]),
 ];
 
 impl Shape {

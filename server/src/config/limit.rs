@@ -21,6 +21,8 @@ pub(super) struct RawLimits {
     /// Where the `adaptive` block was given, if one was (its rule's path is checked once the
     /// tree is built).
     pub adaptive: Option<Mark>,
+    /// Where a `standing` block was given, if one was (checked like `adaptive`'s path).
+    pub standing: Option<Mark>,
 }
 
 /// The longest window: its end in microseconds since the epoch must stay exact in Lua's doubles.
@@ -52,6 +54,7 @@ impl Reader {
                 replaces,
                 overflow: None,
                 adaptive: None,
+                standing: None,
             });
         }
         let overflow = self.overflow(&f);
@@ -61,6 +64,7 @@ impl Reader {
             replaces,
             overflow,
             adaptive: f.get("adaptive").map(|a| a.at),
+            standing: f.get("standing").map(|s| s.at),
         })
     }
 
@@ -84,6 +88,7 @@ impl Reader {
         let mut limits: Vec<(RateLimit, Mark)> = Vec::with_capacity(items.len());
         let mut replaces = Vec::new();
         let mut adaptive: Option<Mark> = None;
+        let mut standing: Option<Mark> = None;
         let mut complete = true;
         for item in items {
             if !matches!(item.kind, YamlKind::Map(_)) {
@@ -133,6 +138,9 @@ impl Reader {
                     continue;
                 }
                 adaptive = Some(a.at);
+            }
+            if let Some(s) = f.get("standing") {
+                standing.get_or_insert(s.at);
             }
             let Some(limit) = self.one_limit(&f, name) else {
                 complete = false;
@@ -184,6 +192,7 @@ impl Reader {
             replaces,
             overflow: None,
             adaptive,
+            standing,
         })
     }
 
@@ -328,6 +337,10 @@ impl Reader {
             adaptive: match f.get("adaptive") {
                 None => None,
                 Some(a) => Some(std::sync::Arc::new(self.adaptive(a, MAX_UNITS)?)),
+            },
+            standing: match f.get("standing") {
+                None => None,
+                Some(s) => Some(std::sync::Arc::new(self.standing(s)?)),
             },
         })
     }

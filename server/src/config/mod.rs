@@ -58,6 +58,7 @@ pub mod notifications;
 mod parse;
 mod pool;
 mod scalar;
+pub mod standing;
 pub mod trial;
 pub mod walk;
 mod watch;

@@ -146,6 +146,9 @@ pub struct RateLimit {
     /// `adaptive: {...}`: Sluice moves this limit between bounds to keep an upstream at a target
     /// (`crate::adaptive`), by writing overrides.
     pub adaptive: Option<Arc<super::adaptive::AdaptiveSpec>>,
+    /// `standing: {...}` on a fair-share pool: tenants' weights follow their behaviour
+    /// (`crate::adaptive::standing`), by writing overrides.
+    pub standing: Option<Arc<super::standing::StandingSpec>>,
 }
 
 /// `queue: {max_wait_ms, max_depth}`.
@@ -168,6 +171,11 @@ pub struct ShareSpec {
 impl ShareSpec {
     /// The weight of the tenant with this descriptor value.
     pub fn weight_of(&self, value: &str) -> u32 {
+        self.tier_of(value).unwrap_or(self.default_weight)
+    }
+
+    /// The weight `weights` names for this value (its tier), if it names one.
+    pub fn tier_of(&self, value: &str) -> Option<u32> {
         self.weights
             .iter()
             .find(|(v, _)| v == value)
@@ -176,7 +184,7 @@ impl ShareSpec {
                     .iter()
                     .find(|(p, _)| p.contains('*') && super::matcher::wildcard_match(p, value))
             })
-            .map_or(self.default_weight, |&(_, w)| w)
+            .map(|&(_, w)| w)
     }
 }
 
@@ -196,6 +204,7 @@ impl RateLimit {
             share: None,
             queue: None,
             adaptive: None,
+            standing: None,
         }
     }
 
@@ -272,6 +281,11 @@ impl Limit {
     /// The limit with an `adaptive` block, if any (a descriptor has at most one).
     pub fn adaptive(&self) -> Option<&RateLimit> {
         self.limits().iter().find(|l| l.adaptive.is_some())
+    }
+
+    /// The fair-share limit whose tenants' weights follow their behaviour, if there is one.
+    pub fn standing(&self) -> Option<&RateLimit> {
+        self.limits().iter().find(|l| l.standing.is_some())
     }
 }
 

@@ -233,6 +233,9 @@ impl<S: Store> RateLimiter<S> {
             }
             Code::Ok
         };
+        if overall == Code::OverLimit && !dry {
+            self.record_refused_tenants(request, &checked);
+        }
         if !notify.is_empty()
             && let Some(notifier) = &self.notifier
         {
@@ -287,6 +290,24 @@ impl<S: Store> RateLimiter<S> {
             rejection,
             lease: grant,
             trace,
+        }
+    }
+
+    /// Hands the tenants that a fair-share pool with `standing` refused to the standing
+    /// controller's record (only those pools, only refusals).
+    fn record_refused_tenants(&self, request: &CheckRequest, checked: &[Checked<'_>]) {
+        for c in checked {
+            let spec = c.spec();
+            if !c.reading.over || c.role == Role::Shadow || spec.standing.is_none() {
+                continue;
+            }
+            let rule = &c.limited.rule;
+            let tenant = request.descriptors[c.limited.index]
+                .entries
+                .get(rule.levels.len().saturating_sub(1));
+            if let Some(t) = tenant {
+                self.refusals.refused(&rule.stat_key, &t.value);
+            }
         }
     }
 }

@@ -27,6 +27,7 @@ mod plan;
 pub mod problem;
 pub mod queue;
 pub mod request;
+pub mod standing;
 mod stats;
 pub mod top;
 pub mod trial;
@@ -104,6 +105,8 @@ pub struct RateLimiter<S> {
     trials: trial::Trials,
     /// Where quota notifications are raised, when the process sends any.
     notifier: Option<Notifier>,
+    /// The tenants fair-share pools with `standing` refused, for the standing controller.
+    refusals: Arc<standing::Refusals>,
 }
 
 /// Seconds since the epoch, for override expiry.
@@ -127,6 +130,7 @@ impl<S: Store> RateLimiter<S> {
             waiting: queue::Waiting::default(),
             trials: trial::Trials::default(),
             notifier: None,
+            refusals: Arc::default(),
         }
     }
 
@@ -139,6 +143,12 @@ impl<S: Store> RateLimiter<S> {
 
     pub fn notifier(&self) -> Option<&Notifier> {
         self.notifier.as_ref()
+    }
+
+    /// The tenants fair-share pools with `standing` refused since the standing controller last
+    /// took them.
+    pub fn refusals(&self) -> &Arc<standing::Refusals> {
+        &self.refusals
     }
 
     /// Replaces the runtime overrides; returns whether anything changed. Lapsed ones are dropped.

@@ -18,6 +18,8 @@ descriptors:
     rate_limit: {concurrency: 1, lease_ttl: 60}
   - key: tenant
     rate_limit: {unit: minute, capacity: 30, weights: {gold: 2}}
+  - key: member
+    rate_limit: {unit: minute, capacity: 2, standing: {penalty: 0.5, after: 1, recover_after: 1}}
   - key: team
     rate_limit: {unit: hour, requests_per_unit: 3, name: team}
     descriptors:
@@ -306,4 +308,27 @@ async fn an_app_over_its_limit_runs_on_its_teams_budget() {
         }
     }
     assert_eq!(admitted, 3, "the team's 3 per hour bound the whole team");
+}
+
+#[tokio::test]
+async fn refusals_by_a_pool_with_standing_are_recorded_for_its_controller() {
+    let f = fixture();
+    for _ in 0..2 {
+        let d = f.check(vec![desc(&[("member", "a")])]).await;
+        assert_eq!(d.overall, Code::Ok);
+    }
+    assert!(f.limiter.refusals().take("d.member").is_empty());
+    for _ in 0..3 {
+        let d = f.check(vec![desc(&[("member", "a")])]).await;
+        assert_eq!(d.overall, Code::OverLimit);
+    }
+    let taken = f.limiter.refusals().take("d.member");
+    assert_eq!(taken.into_iter().collect::<Vec<_>>(), ["a"]);
+    // A pool without `standing` records nothing.
+    let mut last = Code::Ok;
+    for _ in 0..31 {
+        last = f.check(vec![desc(&[("tenant", "t")])]).await.overall;
+    }
+    assert_eq!(last, Code::OverLimit);
+    assert!(f.limiter.refusals().take("d.tenant").is_empty());
 }

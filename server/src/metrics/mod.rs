@@ -89,6 +89,10 @@ pub struct Metrics {
     pub adaptive_signal: Family<RuleLabels, Gauge<f64, AtomicU64>>,
     pub adaptive_reports: Family<ResultLabels, Counter>,
     pub adaptive_decisions: Family<ResultLabels, Counter>,
+    /// Standing: tenants penalised per rule (bounded by the config), and what each window's
+    /// decision did to a tenant, by result.
+    pub standing_penalised: Family<RuleLabels, Gauge>,
+    pub standing_changes: Family<ResultLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: Histogram,
     pub store_errors: Family<KindLabels, Counter>,
@@ -161,6 +165,19 @@ impl Metrics {
              too_few_reports, operator_override",
             adaptive_decisions.clone(),
         );
+        let standing_penalised = Family::<RuleLabels, Gauge>::default();
+        registry.register(
+            "standing_penalised",
+            "Tenants of a fair-share rule with `standing` whose weight is penalised now",
+            standing_penalised.clone(),
+        );
+        let standing_changes = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "standing_changes",
+            "Tenants a `standing` decision acted on, by result: penalised, recovered, \
+             tier_kept, operator_override, bound (too many penalised), error",
+            standing_changes.clone(),
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",
@@ -221,6 +238,8 @@ impl Metrics {
             adaptive_signal,
             adaptive_reports,
             adaptive_decisions,
+            standing_penalised,
+            standing_changes,
             requests,
             request_duration,
             store_errors,

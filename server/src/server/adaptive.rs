@@ -1,20 +1,28 @@
-//! Adaptive limits at start-up: the reports `POST /reports` feeds, and the controller's task.
-//! The fleet's aggregate lives in the override store's Redis when overrides are in Redis, so
-//! every replica adds its reports to the same hash and one of them decides each interval; with
-//! overrides in memory (one instance) the process decides alone. With etcd overrides, each
-//! replica would decide from its own reports and write over the others': the controller does not
-//! run there (logged at start-up).
+//! Adaptive limits and standing at start-up: the reports `POST /reports` feeds, and the tasks of
+//! the adaptive controller and of standing. The fleet's aggregates live in the override store's
+//! Redis when overrides are in Redis, so every replica adds its reports (and refused tenants) to
+//! the same keys and one of them decides each interval; with overrides in memory (one instance)
+//! the process decides alone. With etcd overrides, each replica would decide from its own
+//! reports and write over the others': neither task runs there (logged at start-up).
 
 use std::sync::Arc;
 
-use crate::adaptive::controller::AdaptiveMetrics;
+use crate::adaptive::controller::{AdaptiveMetrics, Apply, Rules};
 use crate::adaptive::fleet::Fleet;
+use crate::adaptive::standing::{Standing, StandingMetrics};
 use crate::adaptive::{Controller, Reports};
 use crate::clock::Clock;
 use crate::limiter::RateLimiter;
+use crate::notify::Notifier;
 use crate::overrides::OverrideStore;
 use crate::settings::{OverrideBackend, Settings};
 use crate::storage::Store;
+
+/// The tasks started here; dropping it does not stop them (they end with the runtime).
+pub(super) struct Tasks {
+    _adaptive: tokio::task::JoinHandle<()>,
+    _standing: tokio::task::JoinHandle<()>,
+}
 
 pub(super) fn start<S: Store>(
     settings: &Settings,
@@ -22,34 +30,46 @@ pub(super) fn start<S: Store>(
     store: &Arc<OverrideStore>,
     redis: Option<redis::Client>,
     clock: Arc<dyn Clock>,
-    notifier: &crate::notify::Notifier,
-) -> (Arc<Reports>, tokio::task::JoinHandle<()>) {
+    notifier: &Notifier,
+) -> (Arc<Reports>, Tasks) {
     let metrics = limiter.metrics();
     let reports = Arc::new(Reports::new(metrics.adaptive_reports.clone()));
-    let fleet = match (&settings.admin.override_store, redis) {
-        (OverrideBackend::Redis, Some(client)) => {
-            Fleet::redis(client, &settings.key_prefix, settings.redis_timeout)
-        }
-        (OverrideBackend::Memory, _) => Fleet::local(),
-        _ => {
-            tracing::warn!(
-                "adaptive limits need the override store in Redis or memory; with etcd their \
-                 limits stay as configured"
-            );
-            return (reports, tokio::spawn(async {}));
-        }
+    let fleet = || match (&settings.admin.override_store, &redis) {
+        (OverrideBackend::Redis, Some(client)) => Some(Fleet::redis(
+            client.clone(),
+            &settings.key_prefix,
+            settings.redis_timeout,
+        )),
+        (OverrideBackend::Memory, _) => Some(Fleet::local()),
+        _ => None,
+    };
+    let (Some(adaptive_fleet), Some(standing_fleet)) = (fleet(), fleet()) else {
+        tracing::warn!(
+            "adaptive limits and standing need the override store in Redis or memory; with \
+             etcd their limits and weights stay as configured"
+        );
+        let idle = || tokio::spawn(async {});
+        return (
+            reports,
+            Tasks {
+                _adaptive: idle(),
+                _standing: idle(),
+            },
+        );
     };
     let rules_of = Arc::clone(limiter);
+    let rules: Rules = Arc::new(move || rules_of.rules());
     let apply_to = Arc::clone(limiter);
+    let apply: Apply = Arc::new(move |list| {
+        apply_to.set_overrides(list);
+    });
     let controller = Arc::new(
         Controller::new(
             Arc::clone(&reports),
-            fleet,
+            adaptive_fleet,
             Arc::clone(store),
-            Arc::new(move || rules_of.rules()),
-            Arc::new(move |list| {
-                apply_to.set_overrides(list);
-            }),
+            Arc::clone(&rules),
+            Arc::clone(&apply),
             AdaptiveMetrics {
                 limit: metrics.adaptive_limit.clone(),
                 signal: metrics.adaptive_signal.clone(),
@@ -58,5 +78,20 @@ pub(super) fn start<S: Store>(
         )
         .with_notifier(notifier.clone()),
     );
-    (reports, controller.spawn(clock))
+    let standing = Arc::new(Standing::new(
+        Arc::clone(limiter.refusals()),
+        standing_fleet,
+        Arc::clone(store),
+        rules,
+        apply,
+        StandingMetrics {
+            penalised: metrics.standing_penalised.clone(),
+            changes: metrics.standing_changes.clone(),
+        },
+    ));
+    let tasks = Tasks {
+        _adaptive: controller.spawn(Arc::clone(&clock)),
+        _standing: standing.spawn(clock),
+    };
+    (reports, tasks)
 }

@@ -99,8 +99,8 @@ pub struct Sluice {
     admin: Option<Arc<AdminState<AnyStore>>>,
     /// What `POST /reports` feeds the adaptive controller.
     reports: Arc<crate::adaptive::Reports>,
-    /// The adaptive controller's task.
-    _adaptive: tokio::task::JoinHandle<()>,
+    /// The tasks of the adaptive controller and of standing.
+    _adaptive: adaptive::Tasks,
 }
 
 impl Sluice {

@@ -152,6 +152,29 @@ impl OverrideStore {
         }
     }
 
+    /// Removes the override `id` as [`OverrideStore::delete`] does, unless it was set by someone
+    /// other than `by` (kept then): one atomic step, as [`OverrideStore::put_guarded`].
+    pub async fn delete_guarded(
+        &self,
+        id: &str,
+        by: &str,
+        audit: &AuditEntry,
+    ) -> Result<Guarded, OverrideError> {
+        match self {
+            OverrideStore::Memory(m) => {
+                let mut state = m.state.lock();
+                if let Some(current) = state.overrides.get(id)
+                    && current.by != by
+                {
+                    return Ok(Guarded::Kept(current.clone()));
+                }
+                Ok(Guarded::Stored(state.change(id, None, audit)))
+            }
+            OverrideStore::Redis(r) => r.delete_guarded(id, by, audit).await,
+            OverrideStore::Etcd(e) => e.delete_guarded(id, by, audit).await,
+        }
+    }
+
     /// Records a change made elsewhere (a counter reset); `before` is taken as given.
     pub async fn record(&self, audit: &AuditEntry) -> Result<(), OverrideError> {
         match self {

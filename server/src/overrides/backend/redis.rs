@@ -148,6 +148,19 @@ impl RedisOverrides {
         )
     }
 
+    /// [`Self::change`] to nothing, unless the stored override was set by someone but `by`.
+    pub async fn delete_guarded(
+        &self,
+        id: &str,
+        by: &str,
+        audit: &AuditEntry,
+    ) -> Result<super::Guarded, OverrideError> {
+        Ok(match self.run_change(id, None, audit, by).await? {
+            (2, Some(current)) => super::Guarded::Kept(current),
+            (_, before) => super::Guarded::Stored(before),
+        })
+    }
+
     async fn run_change(
         &self,
         id: &str,

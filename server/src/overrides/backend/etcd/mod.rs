@@ -125,6 +125,16 @@ impl EtcdOverrides {
         self.run_change(id, Some(next), audit, Some(&next.by)).await
     }
 
+    /// [`Self::change`] to nothing, unless the stored override was set by someone but `by`.
+    pub async fn delete_guarded(
+        &self,
+        id: &str,
+        by: &str,
+        audit: &AuditEntry,
+    ) -> Result<super::Guarded, OverrideError> {
+        self.run_change(id, None, audit, Some(by)).await
+    }
+
     async fn run_change(
         &self,
         id: &str,
