@@ -3,7 +3,8 @@
 //! loop acquires a lease of the adaptive pool through Sluice's lease API, calls the upstream,
 //! releases, and reports each response's latency on `POST /reports`. The pool must settle where
 //! the upstream's p99 is within 10 % of the target, and grow again when the upstream speeds up;
-//! three replicas on one Redis must apply one limit.
+//! three replicas on one Redis must apply one limit; two replicas whose overrides live in a real
+//! etcd add up their reports there (neither has enough alone) and apply one limit.
 //!
 //! Intervals are 1 s. Every wait is a bounded poll (of the test's own measurements and of
 //! `/metrics`); the loop stops at a deadline or a count.
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use parking_lot_free::Samples;
 use serde_json::{Value, json};
 use sluice_tests::admin::{Admin, TOKEN, rlconfig, token_file};
+use sluice_tests::etcd::EtcdServer;
 use sluice_tests::redis::RedisServer;
 use sluice_tests::sluice::{Sluice, sample_of};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -480,4 +482,87 @@ fn adaptive_events(redis: &RedisServer) -> Vec<Value> {
         .map(|l| serde_json::from_str::<Value>(l).expect("JSON event"))
         .inspect(|e| assert_eq!(e["kind"], "adaptive_change", "{e}"))
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_with_etcd_overrides_add_up_their_reports_and_apply_one_limit() {
+    let etcd = EtcdServer::start();
+    let (_dir, tokens) = token_file();
+    let replicas: Vec<Sluice> = (0..2)
+        .map(|_| {
+            Sluice::builder(&rules(60, 100.0, 100))
+                .arg("--override-store")
+                .arg("etcd")
+                .arg("--etcd-endpoints")
+                .arg(&etcd.url())
+                .arg("--admin-token-file")
+                .arg(tokens.to_str().expect("utf-8"))
+                .start()
+        })
+        .collect();
+    // Each replica hears 12 slow responses a second: under `min_reports` (20) alone, over it
+    // together. Only the fleet's sum can move the limit.
+    let http = reqwest::Client::new();
+    let report = json!({"domain": "a", "reports": [
+        {"descriptor": [{"key": "upstream", "value": "pay"}], "latency_ms": 400.0, "status": 200},
+        {"descriptor": [{"key": "upstream", "value": "pay"}], "latency_ms": 420.0, "status": 200},
+        {"descriptor": [{"key": "upstream", "value": "pay"}], "latency_ms": 380.0, "status": 200}]});
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut every = tokio::time::interval(Duration::from_millis(250));
+    let mut polls = 0;
+    let applied = loop {
+        every.tick().await;
+        for r in &replicas {
+            let answer: Value = http
+                .post(r.url("/reports"))
+                .json(&report)
+                .send()
+                .await
+                .expect("reports")
+                .json()
+                .await
+                .expect("json");
+            assert_eq!(answer["accepted"], 3, "{answer}");
+        }
+        polls += 1;
+        if polls % 2 == 0 {
+            let mut limits = Vec::new();
+            for r in &replicas {
+                let c = rlconfig(r).await;
+                limits.push(
+                    c.lines()
+                        .find(|l| l.contains("by adaptive"))
+                        .and_then(|l| l.split("concurrency=").nth(1))
+                        .and_then(|rest| rest.split(' ').next())
+                        .and_then(|n| n.parse::<u64>().ok()),
+                );
+            }
+            if limits[0].is_some() && limits.iter().all(|l| *l == limits[0]) {
+                break limits[0];
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no adaptive limit applied through etcd"
+        );
+    };
+    // 400 ms against 100 ms: the first decision halves the pool.
+    assert_eq!(applied, Some(30));
+    let mut decided = 0.0;
+    for r in &replicas {
+        decided += r
+            .metric("sluice_adaptive_decisions_total{result=\"decrease\"}")
+            .await;
+    }
+    assert!(decided >= 1.0);
+    let (status, audit) = Admin::new(replicas[1].http_addr).get("/audit").await;
+    assert_eq!(status, 200);
+    let entry = &audit["entries"][0];
+    assert_eq!(entry["who"], "adaptive", "{audit}");
+    assert!(
+        entry["after"]["signal"]["reports"]
+            .as_u64()
+            .is_some_and(|n| n >= 20),
+        "{entry}"
+    );
 }

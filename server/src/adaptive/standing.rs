@@ -227,6 +227,14 @@ impl Standing {
                 return None;
             }
         };
+        let keep = spec.after.max(spec.recover_after);
+        if let Err(e) = self
+            .fleet
+            .forget_before(&rule.stat_key, (k + 1).saturating_sub(keep))
+            .await
+        {
+            tracing::warn!(rule = %rule.stat_key, error = %e, "standing: cannot forget old windows");
+        }
         let bad = if k + 1 < spec.after {
             HashSet::new()
         } else {

@@ -1,9 +1,8 @@
 //! Adaptive limits and standing at start-up: the reports `POST /reports` feeds, and the tasks of
-//! the adaptive controller and of standing. The fleet's aggregates live in the override store's
-//! Redis when overrides are in Redis, so every replica adds its reports (and refused tenants) to
-//! the same keys and one of them decides each interval; with overrides in memory (one instance)
-//! the process decides alone. With etcd overrides, each replica would decide from its own
-//! reports and write over the others': neither task runs there (logged at start-up).
+//! the adaptive controller and of standing. The fleet's aggregates live where the overrides do
+//! (Redis or etcd), so every replica adds its reports (and refused tenants) to the same place and
+//! one of them decides each interval; with overrides in memory (one instance) the process
+//! decides alone.
 
 use std::sync::Arc;
 
@@ -41,12 +40,13 @@ pub(super) fn start<S: Store>(
             settings.redis_timeout,
         )),
         (OverrideBackend::Memory, _) => Some(Fleet::local()),
-        _ => None,
+        (OverrideBackend::Etcd, _) => Some(Fleet::etcd(Arc::clone(store))),
+        (OverrideBackend::Redis, None) => None,
     };
     let (Some(adaptive_fleet), Some(standing_fleet)) = (fleet(), fleet()) else {
         tracing::warn!(
-            "adaptive limits and standing need the override store in Redis or memory; with \
-             etcd their limits and weights stay as configured"
+            "adaptive limits and standing have no Redis connection for their fleet-wide \
+             aggregates; their limits and weights stay as configured"
         );
         let idle = || tokio::spawn(async {});
         return (

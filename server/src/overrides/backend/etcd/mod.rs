@@ -2,7 +2,9 @@
 //!
 //! Keys, under `--etcd-prefix` (default `/sluice`):
 //! - `<prefix>/overrides/<id>`: one override, as JSON;
-//! - `<prefix>/audit/<ms since the epoch, 16 digits>-<random>`: one audit entry, as JSON.
+//! - `<prefix>/audit/<ms since the epoch, 16 digits>-<random>`: one audit entry, as JSON;
+//! - `<prefix>/fleet/…`: what the adaptive and standing controllers of the replicas add up
+//!   ([`kv`]).
 //!
 //! A change reads the override's key, then commits a transaction that writes (or deletes) it and
 //! adds the audit entry, on condition that the key is unchanged since the read (its
@@ -10,6 +12,7 @@
 //! the audit log never records a stale one. Replicas watch the overrides prefix and reload on any
 //! event; the sync loop's poll covers a broken watch.
 
+mod kv;
 mod proto;
 
 use std::time::Duration;
@@ -31,6 +34,8 @@ pub struct EtcdOverrides {
     client: Client,
     overrides: Vec<u8>,
     audit: Vec<u8>,
+    /// `<prefix>/fleet/`: the adaptive and standing controllers' keys ([`kv`]).
+    fleet: Vec<u8>,
     timeout: Duration,
 }
 
@@ -66,6 +71,7 @@ impl EtcdOverrides {
             client: Client::new(channel),
             overrides: format!("{prefix}/overrides/").into_bytes(),
             audit: format!("{prefix}/audit/").into_bytes(),
+            fleet: format!("{prefix}/fleet/").into_bytes(),
             timeout,
         };
         store.load().await?;
@@ -184,7 +190,10 @@ impl EtcdOverrides {
                     key: key.clone(),
                     value: v.clone(),
                 }),
-                None => Op::DeleteRange(DeleteRangeRequest { key: key.clone() }),
+                None => Op::DeleteRange(DeleteRangeRequest {
+                    key: key.clone(),
+                    range_end: Vec::new(),
+                }),
             };
             let mut entry = audit.clone();
             entry.before = serde_json::to_value(&before).map_err(protocol)?;

@@ -1,4 +1,4 @@
-//! The part of etcd's v3 gRPC API Sluice uses (`etcdserverpb.KV` Range/Put/Txn and
+//! The part of etcd's v3 gRPC API Sluice uses (`etcdserverpb.KV` Range/Put/DeleteRange/Txn and
 //! `etcdserverpb.Watch`), as prost messages written from the field numbers of etcd's
 //! `api/etcdserverpb/rpc.proto` and `api/mvccpb/kv.proto`, and a small tonic client.
 //!
@@ -68,6 +68,15 @@ pub struct PutResponse {
 pub struct DeleteRangeRequest {
     #[prost(bytes = "vec", tag = "1")]
     pub key: Vec<u8>,
+    /// Empty: `key` alone; else every key in `[key, range_end)`.
+    #[prost(bytes = "vec", tag = "2")]
+    pub range_end: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DeleteRangeResponse {
+    #[prost(int64, tag = "2")]
+    pub deleted: i64,
 }
 
 /// `Compare.CompareTarget` values Sluice uses.
@@ -209,6 +218,13 @@ impl Client {
 
     pub async fn put(&self, r: PutRequest) -> Result<PutResponse, tonic::Status> {
         self.unary("/etcdserverpb.KV/Put", r).await
+    }
+
+    pub async fn delete_range(
+        &self,
+        r: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, tonic::Status> {
+        self.unary("/etcdserverpb.KV/DeleteRange", r).await
     }
 
     pub async fn txn(&self, r: TxnRequest) -> Result<TxnResponse, tonic::Status> {

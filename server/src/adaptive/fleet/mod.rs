@@ -3,6 +3,7 @@
 //! | backend | aggregate of interval `k` of rule `r` | who decides |
 //! |---|---|---|
 //! | Redis (the override store's) | hash `<prefix>{sluice-adaptive}:<r>:<k>`: `n` reports, `e` errors, one field per non-empty bucket, added with `HINCRBY` by each replica | the replica whose `SET <hash>:lock NX PX` succeeds |
+//! | etcd (the override store, [`etcd`]) | one key per replica and interval, summed when read | the replica that creates the interval's lock key |
 //! | local (memory override store) | this process | this process |
 //!
 //! Weights that follow behaviour (`standing`) keep, per rule and window, the tenants refused
@@ -12,6 +13,8 @@
 //!
 //! Both keys expire after a few intervals: nothing is left behind by a replica that stops. The
 //! keys share a hash tag, so a Redis Cluster keeps them on one node.
+
+pub mod etcd;
 
 use std::collections::{HashMap, HashSet};
 use std::ops::RangeInclusive;
@@ -37,6 +40,7 @@ pub enum Fleet {
     /// One process decides from its own reports.
     Local(Box<LocalFleet>),
     Redis(Box<RedisFleet>),
+    Etcd(Box<etcd::EtcdFleet>),
 }
 
 #[derive(Default)]
@@ -55,6 +59,11 @@ pub struct RedisFleet {
 impl Fleet {
     pub fn local() -> Self {
         Fleet::Local(Box::default())
+    }
+
+    /// Through the etcd override store `store`.
+    pub fn etcd(store: std::sync::Arc<crate::overrides::OverrideStore>) -> Self {
+        Fleet::Etcd(Box::new(etcd::EtcdFleet::new(store)))
     }
 
     pub fn redis(client: redis::Client, key_prefix: &str, timeout: Duration) -> Self {
@@ -82,6 +91,7 @@ impl Fleet {
                 m.entry((rule.to_owned(), k)).or_default().merge(agg);
                 Ok(())
             }
+            Fleet::Etcd(e) => e.add(rule, k, agg).await,
             Fleet::Redis(r) => {
                 if agg.reports == 0 {
                     return Ok(());
@@ -108,6 +118,7 @@ impl Fleet {
     pub async fn claim(&self, rule: &str, k: u64, ttl: Duration) -> Result<bool, String> {
         match self {
             Fleet::Local(_) => Ok(true),
+            Fleet::Etcd(e) => e.claim(rule, k).await,
             Fleet::Redis(r) => {
                 let mut conn = r.conn().await?;
                 let set: Option<String> = r
@@ -134,6 +145,7 @@ impl Fleet {
                 .lock()
                 .remove(&(rule.to_owned(), k))
                 .unwrap_or_default()),
+            Fleet::Etcd(e) => e.read(rule, k).await,
             Fleet::Redis(r) => {
                 let mut conn = r.conn().await?;
                 let fields: Vec<(String, u64)> = r
@@ -181,6 +193,7 @@ impl Fleet {
                     .extend(tenants.iter().cloned());
                 Ok(())
             }
+            Fleet::Etcd(e) => e.add_refused(rule, k, tenants).await,
             Fleet::Redis(r) => {
                 if tenants.is_empty() {
                     return Ok(());
@@ -223,6 +236,7 @@ impl Fleet {
                     }
                 }))
             }
+            Fleet::Etcd(e) => e.refused(rule, ks, all).await,
             Fleet::Redis(r) => {
                 let mut conn = r.conn().await?;
                 let keys: Vec<String> = ks.map(|k| r.refused_key(rule, k)).collect();
@@ -230,6 +244,17 @@ impl Fleet {
                 r.bounded(redis::cmd(cmd).arg(keys).query_async(&mut conn))
                     .await
             }
+        }
+    }
+}
+
+impl Fleet {
+    /// Forgets `rule`'s refused tenants of the windows before `k` where nothing expires by
+    /// itself (etcd); Redis keys and local sets expire on their own.
+    pub async fn forget_before(&self, rule: &str, k: u64) -> Result<(), String> {
+        match self {
+            Fleet::Etcd(e) => e.forget_before(rule, k).await,
+            _ => Ok(()),
         }
     }
 }
