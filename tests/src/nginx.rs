@@ -4,6 +4,8 @@
 //! The example configurations are run as shipped, with three exact substitutions: the
 //! addresses of Sluice, of the app and of the listener. Each must occur exactly once, so an
 //! example that drifts from what the tests expect fails here rather than in a reader's hands.
+//! (openresty.conf names Sluice twice, for its checks and for its reports: [`point_at`].) The
+//! prefix gets a copy of `examples/nginx/lua/`, as the README has readers make one.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -19,6 +21,8 @@ use crate::redis::free_port;
 pub const EXAMPLE_SLUICE: &str = "server 127.0.0.1:8080;";
 pub const EXAMPLE_APP: &str = "server 127.0.0.1:5678;";
 pub const EXAMPLE_LISTEN: &str = "listen 127.0.0.1:8000;";
+/// Where openresty.conf posts its reports (`sluice_reports.start`).
+pub const EXAMPLE_SLUICE_REPORTS: &str = "sluice = \"127.0.0.1:8080\"";
 
 pub struct Nginx {
     child: Child,
@@ -36,6 +40,22 @@ pub fn substitute(text: &str, from: &str, to: &str) -> String {
     text.replace(from, to)
 }
 
+/// An example with Sluice's and the app's addresses filled in: the `upstream` blocks, and the
+/// reporter's address where the example has one.
+pub fn point_at(text: &str, sluice: SocketAddr, app: SocketAddr) -> String {
+    let text = substitute(text, EXAMPLE_SLUICE, &format!("server {sluice};"));
+    let text = substitute(&text, EXAMPLE_APP, &format!("server {app};"));
+    if text.contains(EXAMPLE_SLUICE_REPORTS) {
+        substitute(
+            &text,
+            EXAMPLE_SLUICE_REPORTS,
+            &format!("sluice = \"{sluice}\""),
+        )
+    } else {
+        text
+    }
+}
+
 impl Nginx {
     /// Runs `conf` (an example with Sluice's and the app's addresses filled in) with the prefix
     /// in a temporary directory.
@@ -46,8 +66,14 @@ impl Nginx {
             let port = free_port();
             let conf = substitute(conf, EXAMPLE_LISTEN, &format!("listen 127.0.0.1:{port};"));
             let dir = tempfile::tempdir().expect("temp dir");
-            for sub in ["logs", "temp"] {
+            for sub in ["logs", "temp", "lua"] {
                 std::fs::create_dir(dir.path().join(sub)).expect("mkdir");
+            }
+            let lua = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/nginx/lua");
+            for entry in std::fs::read_dir(&lua).expect("examples/nginx/lua") {
+                let path = entry.expect("entry").path();
+                let name = path.file_name().expect("a file name");
+                std::fs::copy(&path, dir.path().join("lua").join(name)).expect("copy Lua");
             }
             let conf_path = dir.path().join("nginx.conf");
             std::fs::write(&conf_path, conf).expect("write nginx.conf");
