@@ -4,12 +4,14 @@
 //! The example configurations are run as shipped, with three exact substitutions: the
 //! addresses of Sluice, of the app and of the listener. Each must occur exactly once, so an
 //! example that drifts from what the tests expect fails here rather than in a reader's hands.
+//! (openresty.conf names Sluice twice, for its checks and for its reports: [`point_at`].) The
+//! prefix gets a copy of `examples/nginx/lua/`, as the README has readers make one.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,6 +21,8 @@ use crate::redis::free_port;
 pub const EXAMPLE_SLUICE: &str = "server 127.0.0.1:8080;";
 pub const EXAMPLE_APP: &str = "server 127.0.0.1:5678;";
 pub const EXAMPLE_LISTEN: &str = "listen 127.0.0.1:8000;";
+/// Where openresty.conf posts its reports (`sluice_reports.start`).
+pub const EXAMPLE_SLUICE_REPORTS: &str = "sluice = \"127.0.0.1:8080\"";
 
 pub struct Nginx {
     child: Child,
@@ -36,6 +40,22 @@ pub fn substitute(text: &str, from: &str, to: &str) -> String {
     text.replace(from, to)
 }
 
+/// An example with Sluice's and the app's addresses filled in: the `upstream` blocks, and the
+/// reporter's address where the example has one.
+pub fn point_at(text: &str, sluice: SocketAddr, app: SocketAddr) -> String {
+    let text = substitute(text, EXAMPLE_SLUICE, &format!("server {sluice};"));
+    let text = substitute(&text, EXAMPLE_APP, &format!("server {app};"));
+    if text.contains(EXAMPLE_SLUICE_REPORTS) {
+        substitute(
+            &text,
+            EXAMPLE_SLUICE_REPORTS,
+            &format!("sluice = \"{sluice}\""),
+        )
+    } else {
+        text
+    }
+}
+
 impl Nginx {
     /// Runs `conf` (an example with Sluice's and the app's addresses filled in) with the prefix
     /// in a temporary directory.
@@ -46,8 +66,14 @@ impl Nginx {
             let port = free_port();
             let conf = substitute(conf, EXAMPLE_LISTEN, &format!("listen 127.0.0.1:{port};"));
             let dir = tempfile::tempdir().expect("temp dir");
-            for sub in ["logs", "temp"] {
+            for sub in ["logs", "temp", "lua"] {
                 std::fs::create_dir(dir.path().join(sub)).expect("mkdir");
+            }
+            let lua = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/nginx/lua");
+            for entry in std::fs::read_dir(&lua).expect("examples/nginx/lua") {
+                let path = entry.expect("entry").path();
+                let name = path.file_name().expect("a file name");
+                std::fs::copy(&path, dir.path().join("lua").join(name)).expect("copy Lua");
             }
             let conf_path = dir.path().join("nginx.conf");
             std::fs::write(&conf_path, conf).expect("write nginx.conf");
@@ -125,11 +151,19 @@ fn nginx_bin() -> &'static Path {
 }
 
 /// A tiny HTTP/1.1 app that answers every request `200 hello from upstream` and counts them.
+/// Its status and how long it takes to answer can be changed while it runs.
 pub struct Upstream {
     pub addr: SocketAddr,
     hits: Arc<AtomicUsize>,
     arrivals: Arc<Mutex<Vec<(SystemTime, String)>>>,
+    answer: Arc<Answer>,
     stop: Arc<AtomicBool>,
+}
+
+/// The status the app answers with, and after how many milliseconds.
+struct Answer {
+    status: AtomicU16,
+    delay_ms: AtomicU64,
 }
 
 pub const UPSTREAM_BODY: &str = "hello from upstream\n";
@@ -142,13 +176,22 @@ impl Upstream {
         let hits = Arc::new(AtomicUsize::new(0));
         let arrivals = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (h, a, s) = (Arc::clone(&hits), Arc::clone(&arrivals), Arc::clone(&stop));
+        let answer = Arc::new(Answer {
+            status: AtomicU16::new(200),
+            delay_ms: AtomicU64::new(0),
+        });
+        let (h, a, s, ans) = (
+            Arc::clone(&hits),
+            Arc::clone(&arrivals),
+            Arc::clone(&stop),
+            Arc::clone(&answer),
+        );
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let (h, a) = (Arc::clone(&h), Arc::clone(&a));
-                        std::thread::spawn(move || serve(stream, &h, &a));
+                        let (h, a, ans) = (Arc::clone(&h), Arc::clone(&a), Arc::clone(&ans));
+                        std::thread::spawn(move || serve(stream, &h, &a, &ans));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -158,8 +201,20 @@ impl Upstream {
             addr,
             hits,
             arrivals,
+            answer,
             stop,
         }
+    }
+
+    /// From now on, answer with `status` (the body stays the same).
+    pub fn set_status(&self, status: u16) {
+        self.answer.status.store(status, Ordering::SeqCst);
+    }
+
+    /// From now on, answer each request `delay` after it arrived.
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.answer.delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// The most requests with `X-App-Id: app_id` that reached the app within one second of
@@ -204,7 +259,12 @@ impl Drop for Upstream {
     }
 }
 
-fn serve(stream: TcpStream, hits: &AtomicUsize, arrivals: &Mutex<Vec<(SystemTime, String)>>) {
+fn serve(
+    stream: TcpStream,
+    hits: &AtomicUsize,
+    arrivals: &Mutex<Vec<(SystemTime, String)>>,
+    answer: &Answer,
+) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let mut reader = BufReader::new(match stream.try_clone() {
@@ -244,11 +304,17 @@ fn serve(stream: TcpStream, hits: &AtomicUsize, arrivals: &Mutex<Vec<(SystemTime
             .unwrap_or_else(|e| e.into_inner())
             .push((SystemTime::now(), app_id));
         hits.fetch_add(1, Ordering::SeqCst);
-        let answer = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{UPSTREAM_BODY}",
+        std::thread::sleep(Duration::from_millis(
+            answer.delay_ms.load(Ordering::SeqCst),
+        ));
+        let status = answer.status.load(Ordering::SeqCst);
+        // The reason phrase is informative only (RFC 9112 §4); NGINX passes it on.
+        let reason = if status == 200 { "OK" } else { "Answer" };
+        let text = format!(
+            "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{UPSTREAM_BODY}",
             UPSTREAM_BODY.len()
         );
-        if writer.write_all(answer.as_bytes()).is_err() {
+        if writer.write_all(text.as_bytes()).is_err() {
             return;
         }
     }

@@ -77,6 +77,7 @@ fn every_example_config_is_valid() {
     for dir in [
         "examples/config",
         "examples/micro-apps/config",
+        "examples/nginx/config",
         "examples/pools/config",
     ] {
         let path = repo_root().join(dir);

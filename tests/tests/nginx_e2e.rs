@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use sluice_tests::nginx::{
-    EXAMPLE_APP, EXAMPLE_SLUICE, Nginx, UPSTREAM_BODY, Upstream, substitute,
-};
+use sluice_tests::nginx::{Nginx, UPSTREAM_BODY, Upstream, point_at, substitute};
 use sluice_tests::sluice::Sluice;
 
 fn examples() -> PathBuf {
@@ -20,8 +18,7 @@ fn examples() -> PathBuf {
 
 fn conf(example: &str, sluice: SocketAddr, app: SocketAddr, fail_closed: bool) -> String {
     let text = std::fs::read_to_string(examples().join(example)).expect("example config");
-    let text = substitute(&text, EXAMPLE_SLUICE, &format!("server {sluice};"));
-    let text = substitute(&text, EXAMPLE_APP, &format!("server {app};"));
+    let text = point_at(&text, sluice, app);
     if fail_closed {
         substitute(&text, "default 0;", "default 1;")
     } else {
