@@ -20,6 +20,7 @@ use sluice_tests::etcd::EtcdServer;
 use sluice_tests::redis::RedisServer;
 use sluice_tests::rls::{descriptor, request};
 use sluice_tests::sluice::{Sluice, sample_of};
+use sluice_tests::tls::documented_acl;
 
 const RULES: &str = "domain: s
 descriptors:
@@ -92,17 +93,26 @@ async fn until_all(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_noisy_tenant_is_penalised_fleet_wide_and_recovers_while_a_tier_keeps_its_weight() {
     let redis = RedisServer::start();
+    // Through exactly the documented ACL user: counters, overrides and the fleet's keys.
+    let password = "standing-e2e-password";
+    for line in documented_acl(password, &["sluice-overrides", "sluice-adaptive"]) {
+        let words: Vec<&str> = line.iter().map(String::as_str).collect();
+        assert_eq!(redis.cli(&words).trim(), "OK", "{words:?}");
+    }
+    let url = format!("redis://sluice:{password}@127.0.0.1:{}", redis.port());
     let (_dir, tokens) = token_file();
     let replicas: Vec<Sluice> = (0..3)
         .map(|_| {
             Sluice::builder(RULES)
-                .redis(&redis.url())
+                .redis(&url)
                 .arg("--admin-token-file")
                 .arg(tokens.to_str().expect("utf-8"))
                 .start()
         })
         .collect();
     noisy_calm_and_gold(replicas).await;
+    let denied = redis.cli(&["ACL", "LOG"]);
+    assert!(denied.trim().is_empty(), "refused:\n{denied}");
 }
 
 /// The same with counters in each replica's memory and overrides in a real etcd: each replica

@@ -19,7 +19,9 @@ use sluice_tests::sluice::Sluice;
 use sluice_tests::tls::{Pki, create_user, documented_acl};
 
 const RULES: &str = "domain: tls\ndescriptors:\n  - key: k\n    \
-    rate_limit: {unit: hour, requests_per_unit: 3}\n";
+    rate_limit: {unit: hour, requests_per_unit: 3}\n  - key: s\n    \
+    rate_limit: {unit: hour, requests_per_unit: 3, algorithm: sliding_window}\n  - key: b\n    \
+    rate_limit: {unit: hour, requests_per_unit: 3, algorithm: token_bucket}\n";
 
 const PASSWORD: &str = "s3cret-for-this-test";
 
@@ -31,9 +33,17 @@ fn start_redis(dir: &Path, pki: &Pki) -> RedisNode {
 }
 
 async fn decide_three_then_over(sluice: &Sluice, value: &str) {
-    let check = request("tls", vec![descriptor(&[("k", value)])]);
-    let codes = overall_codes(&mut sluice.grpc().await, &check, 4).await;
-    assert_eq!(codes, [OK, OK, OK, OVER_LIMIT], "decided in Redis over TLS");
+    // A fixed window, a sliding window and a token bucket: every command their scripts call is
+    // in the documented line.
+    for key in ["k", "s", "b"] {
+        let check = request("tls", vec![descriptor(&[(key, value)])]);
+        let codes = overall_codes(&mut sluice.grpc().await, &check, 4).await;
+        assert_eq!(
+            codes,
+            [OK, OK, OK, OVER_LIMIT],
+            "{key}: decided in Redis over TLS"
+        );
+    }
 }
 
 async fn wait_ready(sluice: &Sluice) {
@@ -106,7 +116,7 @@ async fn tls_with_client_certificates_and_the_minimal_acl_user() {
     let keys = redis.cli(&["KEYS", "*"]);
     assert_eq!(
         keys.lines().filter(|k| k.starts_with("sl:")).count(),
-        2,
+        6,
         "{keys}"
     );
     assert!(keys.lines().all(|k| k.starts_with("sl:")), "{keys}");

@@ -201,8 +201,7 @@ impl Fleet {
                 let key = r.refused_key(rule, k);
                 let mut conn = r.conn().await?;
                 let mut pipe = redis::pipe();
-                pipe.atomic()
-                    .cmd("SADD")
+                pipe.cmd("SADD")
                     .arg(&key)
                     .arg(tenants.iter().collect::<Vec<_>>())
                     .ignore()

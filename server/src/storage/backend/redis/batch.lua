@@ -64,6 +64,21 @@ local function store(key, h, st)
     redis.call('HSET', key, 'n', int(st[2]))
     return
   end
+  -- Likewise a sliding window whose newest sub-window alone changed its count (the others as
+  -- loaded, none expired since): that count is rewritten in place, and the TTL, which follows the
+  -- newest sub-window, stays. Packing the whole list and a SET with PX are the slow part.
+  if h.alg == 'S' and was and #was == #st then
+    local n = #st
+    local same = was[n][1] == st[n][1]
+    for k = 1, n - 1 do
+      if not same then break end
+      same = was[k][1] == st[k][1] and was[k][2] == st[k][2]
+    end
+    if same then
+      redis.call('SETRANGE', key, (n - 1) * 16 + 8, struct.pack('>d', st[n][2]))
+      return
+    end
+  end
   if h.alg == 'F' then
     redis.call('HSET', key, 'w', int(st[1]), 'n', int(st[2]))
   elseif h.alg == 'S' then
