@@ -65,7 +65,7 @@ impl Plugin {
         if self.ticks.get().is_none() {
             // The tick period belongs to the root context.
             let moved = hostcalls::set_effective_context(self.root_id).is_ok();
-            let ticking = hostcalls::set_tick_period(TICK).is_ok();
+            let ticking = abi::set_tick_period(TICK);
             if moved {
                 let _ = hostcalls::set_effective_context(stream);
             }
