@@ -67,6 +67,7 @@ pub mod lease;
 pub mod metrics;
 pub mod negative;
 pub mod proto;
+pub mod report;
 pub mod shared;
 pub mod value;
 
