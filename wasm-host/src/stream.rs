@@ -2,6 +2,8 @@
 //! filter's callouts, the upstream's response when the filter lets the request through, then
 //! done, log and delete.
 
+use std::time::Duration;
+
 use super::abi::{Pairs, buffer};
 use super::{Buffer, HttpState, Worker};
 
@@ -40,6 +42,9 @@ pub struct Upstream {
     pub headers: Pairs,
     pub body: Vec<Vec<u8>>,
     pub trailers: Pairs,
+    /// How long the upstream takes to answer: the host's clock moves by this much between the
+    /// request going upstream and the response headers coming back ([`crate::Host::advance_clock`]).
+    pub latency: Duration,
 }
 
 impl Upstream {
@@ -49,7 +54,19 @@ impl Upstream {
             headers: Vec::new(),
             body: Vec::new(),
             trailers: Vec::new(),
+            latency: Duration::ZERO,
         }
+    }
+
+    pub fn status(mut self, status: u16) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// Answers after `latency` on the host's clock.
+    pub fn latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
     }
 
     pub fn header(mut self, k: &str, v: &str) -> Self {
@@ -249,11 +266,29 @@ impl Worker {
             passed || local_reply.is_some(),
             "the filter paused the request and never resumed or answered it"
         );
-        let mut forwarded = None;
+        let forwarded = passed.then(|| state.request_headers.clone());
         let mut response_headers = Vec::new();
+        if let Some(reply) = &local_reply {
+            // As in Envoy, a filter's local reply goes through the response path of the filters
+            // that saw the request, the filter's own included.
+            let mut headers: Pairs =
+                vec![(":status".into(), reply.status.to_string().into_bytes())];
+            headers.extend(
+                reply
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_bytes().to_vec())),
+            );
+            let n = headers.len();
+            if let Some(h) = self.store.data_mut().streams.get_mut(&id) {
+                h.response_headers = headers;
+            }
+            self.enter(id);
+            self.call_action("proxy_on_response_headers", id, n, true);
+        }
         if passed {
-            forwarded = Some(state.request_headers.clone());
             let up = request.upstream;
+            crate::advance(&self.store.data().shared, up.latency);
             let mut headers: Pairs = vec![(":status".into(), up.status.to_string().into_bytes())];
             headers.extend(
                 up.headers
