@@ -12,7 +12,8 @@
 //! `proxy_on_response_body`, `proxy_on_response_trailers` (the response path runs for the
 //! filter's own local replies too, as in Envoy; an [`Upstream`] may take time on the host's
 //! clock), `proxy_on_done`, `proxy_on_log`,
-//! `proxy_on_delete`; `proxy_on_tick` ([`Worker::tick`]) once a tick period is set. Several
+//! `proxy_on_delete` (or the request phase alone, [`Worker::send`], and the response later,
+//! [`Worker::respond`], for requests in flight together); `proxy_on_tick` ([`Worker::tick`]) once a tick period is set. Several
 //! workers share one [`Host`]: its shared data (with compare-and-swap), shared queues, metrics,
 //! log and clock, as Envoy's worker threads share them.
 //!
@@ -49,6 +50,7 @@
 pub mod abi;
 mod callout;
 mod imports;
+mod request;
 mod stream;
 mod worker;
 
@@ -63,7 +65,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use wasmtime::{Engine, Memory, Module, TypedFunc};
 
 pub use callout::Outcome;
-pub use stream::{Exchange, LocalReply, OpenStream, Request, Upstream};
+pub use request::{Exchange, LocalReply, Request, Upstream};
+pub use stream::{InFlight, OpenStream, Sent};
 pub use worker::Worker;
 
 use abi::Pairs;
