@@ -190,7 +190,9 @@ impl RootContext for Root {
             .reports
             .as_ref()
             .and_then(|spec| reports::Reporting::start(spec, TICK));
-        let ticks = config.reports.as_ref().map(|_| reports.is_some());
+        // Known to tick once the reports started them; otherwise the first lease finds out (and
+        // warns about its renewals).
+        let ticks = reports.is_some().then_some(true);
         self.plugin = Some(Rc::new(Plugin {
             config,
             root_id: self.id,
