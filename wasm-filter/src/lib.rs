@@ -29,6 +29,10 @@
 //!    `ShouldRateLimit` with per-descriptor `hits_addend`, sent without delaying the response.
 //! 7. A request that took a concurrency [`lease`] renews it every half TTL while the stream is
 //!    open (on the root context's ticks) and releases it when the stream ends.
+//! 8. With a `reports` block, a request let through upstream is timed to its response headers;
+//!    its [`report`]s (latency, status, per reported descriptor) wait in the worker's buffer and
+//!    the root context posts them to Sluice's `POST /reports` in batches on its ticks, for
+//!    adaptive limits. Requests the filter refused are never reported.
 //!
 //! [`value`] reads and writes the JSON all of this needs, without floating point.
 //! [`metrics`] names the counters the glue defines through proxy-wasm metrics.
@@ -67,6 +71,7 @@ pub mod lease;
 pub mod metrics;
 pub mod negative;
 pub mod proto;
+pub mod report;
 pub mod shared;
 pub mod value;
 

@@ -37,6 +37,13 @@ pub enum Counter {
     /// Requests Sluice refused as invalid (HTTP 400 or 413, gRPC INVALID_ARGUMENT, or a problem
     /// document of kind `invalid`): client data, not an outage, so never `failure_mode`.
     RemoteInvalid,
+    /// Reports Sluice took (`POST /reports` answered 200), counted per report.
+    ReportsSent,
+    /// Reports lost: over `reports.max_pending`, in a failed post, or alone bigger than a body
+    /// Sluice takes.
+    ReportsDropped,
+    /// Report posts that failed: not sent, no answer, or a status other than 200.
+    ReportErrors,
 }
 
 impl Counter {
@@ -56,6 +63,9 @@ impl Counter {
             Self::LeaseErrors,
             Self::InvalidRequests,
             Self::RemoteInvalid,
+            Self::ReportsSent,
+            Self::ReportsDropped,
+            Self::ReportErrors,
         ]
         .into_iter()
         .chain(ErrorKind::ALL.into_iter().map(Self::RemoteErrors))
@@ -77,8 +87,11 @@ impl Counter {
             Self::LeaseErrors => 10,
             Self::InvalidRequests => 11,
             Self::RemoteInvalid => 12,
+            Self::ReportsSent => 13,
+            Self::ReportsDropped => 14,
+            Self::ReportErrors => 15,
             Self::RemoteErrors(kind) => {
-                13 + ErrorKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
+                16 + ErrorKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
             }
         }
     }
@@ -98,6 +111,9 @@ impl Counter {
             Self::LeaseErrors => "lease_errors",
             Self::InvalidRequests => "invalid_requests",
             Self::RemoteInvalid => "remote_invalid",
+            Self::ReportsSent => "reports_sent",
+            Self::ReportsDropped => "reports_dropped",
+            Self::ReportErrors => "report_errors",
             Self::RemoteErrors(kind) => {
                 return format!("sluice_filter.remote_errors.{}", kind.name());
             }

@@ -6,6 +6,9 @@
 //! - `remote_check`: the filter encodes a `RateLimitRequest`, calls the cluster, decodes an OK
 //!   answer, resumes the request and adds the rate-limit headers to the response. The cluster
 //!   answers at once with canned bytes: the network is excluded, the filter's work is not.
+//! - `remote_check_reported`: the same with a `reports` block: the response is timed and its
+//!   report filed at stream end, and every 100th exchange fills a batch, which the root encodes
+//!   and posts on the tick it asks for (the canned cluster answers 200).
 //!
 //! - `baseline/pass_through`: the same exchange through a filter that does nothing
 //!   (`wasm-host/passthrough`): the host's and wasmtime's own cost, to subtract from the two above
@@ -74,6 +77,25 @@ fn bench(c: &mut Criterion) {
     c.bench_function("filter/remote_check", |b| {
         b.iter(|| remote.exchange(request.clone()))
     });
+
+    let reported = config("").replace(
+        r#""descriptors""#,
+        r#""reports":{"cluster":"ratelimit","max_batch":100},"descriptors""#,
+    );
+    let mut reporting = host.worker(&reported).expect("configure");
+    assert_eq!(reporting.exchange(request.clone()).status(), 200);
+    c.bench_function("filter/remote_check_reported", |b| {
+        b.iter(|| {
+            let ex = reporting.exchange(request.clone());
+            // A full batch asks for a tick at once; the host gives it, as Envoy's timer would.
+            if reporting.tick_period_ms() == 1 {
+                reporting.tick();
+            }
+            ex
+        })
+    });
+    assert_eq!(host.metric("sluice_filter.reports_dropped"), Some(0));
+    assert!(host.metric("sluice_filter.reports_sent") > Some(0));
 
     let mut baseline = host.baseline_worker();
     assert_eq!(baseline.exchange(request.clone()).status(), 200);

@@ -9,14 +9,18 @@
 //! for the root context, `proxy_on_vm_start` with the VM configuration, `proxy_on_configure`
 //! with the plugin configuration; per request ([`Worker::exchange`]) `proxy_on_context_create`,
 //! `proxy_on_request_headers`, `proxy_on_request_body`, callout results, `proxy_on_response_headers`,
-//! `proxy_on_response_body`, `proxy_on_response_trailers`, `proxy_on_done`, `proxy_on_log`,
-//! `proxy_on_delete`; `proxy_on_tick` ([`Worker::tick`]) once a tick period is set. Several
+//! `proxy_on_response_body`, `proxy_on_response_trailers` (the response path runs for the
+//! filter's own local replies too, as in Envoy; an [`Upstream`] may take time on the host's
+//! clock), `proxy_on_done`, `proxy_on_log`,
+//! `proxy_on_delete` (or the request phase alone, [`Worker::send`], and the response later,
+//! [`Worker::respond`], for requests in flight together); `proxy_on_tick` ([`Worker::tick`]) once a tick period is set. Several
 //! workers share one [`Host`]: its shared data (with compare-and-swap), shared queues, metrics,
 //! log and clock, as Envoy's worker threads share them.
 //!
 //! **Host functions** (module `env`), each with the spec's parameters and statuses:
 //! - logging and time: `proxy_log`, `proxy_get_log_level`, `proxy_get_current_time_nanoseconds`
-//!   (wall clock plus an offset tests can move, [`Host::advance_clock`]),
+//!   (wall clock plus an offset tests can move, [`Host::advance_clock`], or a clock that only
+//!   moves that way, [`Host::freeze_clock`]),
 //!   `proxy_set_tick_period_milliseconds`;
 //! - contexts: `proxy_set_effective_context`, `proxy_done`;
 //! - buffers: `proxy_get_buffer_bytes`, `proxy_set_buffer_bytes`, `proxy_get_buffer_status`
@@ -46,13 +50,14 @@
 pub mod abi;
 mod callout;
 mod imports;
+mod request;
 mod stream;
 mod worker;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -60,7 +65,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use wasmtime::{Engine, Memory, Module, TypedFunc};
 
 pub use callout::Outcome;
-pub use stream::{Exchange, LocalReply, OpenStream, Request, Upstream};
+pub use request::{Exchange, LocalReply, Request, Upstream};
+pub use stream::{InFlight, OpenStream, Sent};
 pub use worker::Worker;
 
 use abi::Pairs;
@@ -108,6 +114,8 @@ pub struct Shared {
     clusters: Mutex<HashMap<String, Cluster>>,
     channels: Mutex<HashMap<SocketAddr, tonic::transport::Channel>>,
     clock_offset_ns: AtomicI64,
+    /// When set, the guest's clock stands still at this time (plus the offset).
+    frozen_at_ns: AtomicU64,
     runtime: tokio::runtime::Runtime,
     http: reqwest::Client,
 }
@@ -184,6 +192,7 @@ impl Host {
                 clusters: Mutex::default(),
                 channels: Mutex::default(),
                 clock_offset_ns: AtomicI64::new(0),
+                frozen_at_ns: AtomicU64::new(0),
                 runtime,
                 http: reqwest::Client::new(),
             }),
@@ -202,9 +211,17 @@ impl Host {
 
     /// Moves the clock the guest sees.
     pub fn advance_clock(&self, by: Duration) {
+        advance(&self.shared, by);
+    }
+
+    /// Stops the clock the guest sees: from now on it moves only by [`Host::advance_clock`], so
+    /// latencies the guest measures are exactly the ones the test made.
+    pub fn freeze_clock(&self) {
+        let now = now_ns(&self.shared);
         self.shared
-            .clock_offset_ns
-            .fetch_add(by.as_nanos() as i64, Ordering::SeqCst);
+            .frozen_at_ns
+            .compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst)
+            .ok();
     }
 
     pub fn logs(&self) -> Vec<LogLine> {
@@ -237,11 +254,20 @@ impl Host {
     }
 }
 
+fn advance(shared: &Shared, by: Duration) {
+    shared
+        .clock_offset_ns
+        .fetch_add(by.as_nanos() as i64, Ordering::SeqCst);
+}
+
 fn now_ns(shared: &Shared) -> u64 {
-    let wall = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos() as i64;
+    let wall = match shared.frozen_at_ns.load(Ordering::SeqCst) {
+        0 => SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as i64,
+        frozen => frozen as i64,
+    };
     (wall + shared.clock_offset_ns.load(Ordering::SeqCst)).max(0) as u64
 }
 

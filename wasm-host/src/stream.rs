@@ -3,179 +3,8 @@
 //! done, log and delete.
 
 use super::abi::{Pairs, buffer};
+use super::request::{Exchange, Request, Upstream};
 use super::{Buffer, HttpState, Worker};
-
-/// A reply the filter sent itself (`proxy_send_local_response`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalReply {
-    pub status: u32,
-    /// Lower-case names.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    pub details: String,
-}
-
-impl LocalReply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "reply body is not JSON ({e}): {:?}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-}
-
-/// What the upstream answers when the request reaches it.
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    pub status: u16,
-    pub headers: Pairs,
-    pub body: Vec<Vec<u8>>,
-    pub trailers: Pairs,
-}
-
-impl Upstream {
-    pub fn ok() -> Self {
-        Self {
-            status: 200,
-            headers: Vec::new(),
-            body: Vec::new(),
-            trailers: Vec::new(),
-        }
-    }
-
-    pub fn header(mut self, k: &str, v: &str) -> Self {
-        self.headers.push((k.into(), v.as_bytes().to_vec()));
-        self
-    }
-
-    /// One more body chunk.
-    pub fn chunk(mut self, bytes: &[u8]) -> Self {
-        self.body.push(bytes.to_vec());
-        self
-    }
-
-    pub fn trailer(mut self, k: &str, v: &str) -> Self {
-        self.trailers.push((k.into(), v.as_bytes().to_vec()));
-        self
-    }
-}
-
-/// A request from a client.
-#[derive(Debug, Clone)]
-pub struct Request {
-    pub headers: Pairs,
-    pub body: Vec<u8>,
-    pub properties: Vec<(Vec<String>, Vec<u8>)>,
-    pub upstream: Upstream,
-}
-
-impl Request {
-    pub fn new(method: &str, path: &str) -> Self {
-        Self {
-            headers: vec![
-                (":method".into(), method.as_bytes().to_vec()),
-                (":path".into(), path.as_bytes().to_vec()),
-                (":authority".into(), b"api.example.test".to_vec()),
-                (":scheme".into(), b"http".to_vec()),
-            ],
-            body: Vec::new(),
-            properties: vec![(
-                vec!["source".into(), "address".into()],
-                b"192.0.2.10:40000".to_vec(),
-            )],
-            upstream: Upstream::ok(),
-        }
-    }
-
-    pub fn get(path: &str) -> Self {
-        Self::new("GET", path)
-    }
-
-    pub fn header(mut self, k: &str, v: impl AsRef<[u8]>) -> Self {
-        self.headers.push((k.into(), v.as_ref().to_vec()));
-        self
-    }
-
-    pub fn property(mut self, path: &[&str], v: impl AsRef<[u8]>) -> Self {
-        let path: Vec<String> = path.iter().map(|s| s.to_string()).collect();
-        self.properties.retain(|(p, _)| *p != path);
-        self.properties.push((path, v.as_ref().to_vec()));
-        self
-    }
-
-    /// The client address as Envoy reports it (`source.address`).
-    pub fn remote(self, addr: &str) -> Self {
-        self.property(&["source", "address"], addr)
-    }
-
-    pub fn body(mut self, bytes: &[u8]) -> Self {
-        self.body = bytes.to_vec();
-        self
-    }
-
-    pub fn upstream(mut self, upstream: Upstream) -> Self {
-        self.upstream = upstream;
-        self
-    }
-}
-
-/// How the exchange went.
-#[derive(Debug, Clone)]
-pub struct Exchange {
-    /// Set when the filter answered instead of the upstream.
-    pub local_reply: Option<LocalReply>,
-    /// The request headers as the upstream received them; `None` when it was not reached.
-    pub forwarded: Option<Pairs>,
-    /// The response headers the client received from the upstream path.
-    pub response_headers: Pairs,
-}
-
-impl Exchange {
-    pub fn status(&self) -> u32 {
-        match &self.local_reply {
-            Some(r) => r.status,
-            None => self
-                .header(":status")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0),
-        }
-    }
-
-    pub fn reply(&self) -> &LocalReply {
-        self.local_reply
-            .as_ref()
-            .unwrap_or_else(|| panic!("no local reply: {self:?}"))
-    }
-
-    /// A response header the client got, from the local reply or the upstream path.
-    pub fn header(&self, name: &str) -> Option<String> {
-        if let Some(r) = &self.local_reply {
-            return r.header(name).map(str::to_string);
-        }
-        find(&self.response_headers, name)
-    }
-
-    /// A request header as forwarded upstream.
-    pub fn upstream_header(&self, name: &str) -> Option<String> {
-        find(self.forwarded.as_ref()?, name)
-    }
-}
-
-fn find(pairs: &Pairs, name: &str) -> Option<String> {
-    pairs
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-}
 
 const CONTINUE: i32 = 0;
 
@@ -185,6 +14,29 @@ const CONTINUE: i32 = 0;
 pub struct OpenStream {
     id: u32,
     exchange: Exchange,
+}
+
+/// A request the filter let through, on its way upstream ([`Worker::send`]).
+#[derive(Debug)]
+pub struct InFlight {
+    id: u32,
+    forwarded: Pairs,
+}
+
+impl InFlight {
+    /// The request headers as the upstream receives them.
+    pub fn forwarded(&self) -> &Pairs {
+        &self.forwarded
+    }
+}
+
+/// What became of a request's headers.
+#[derive(Debug)]
+pub enum Sent {
+    /// The filter let it through: the upstream answers with [`Worker::respond`].
+    Upstream(InFlight),
+    /// The filter answered itself; the stream ends with [`Worker::close`].
+    Replied(OpenStream),
 }
 
 impl OpenStream {
@@ -204,7 +56,19 @@ impl Worker {
 
     /// Runs a request through the filter up to the end of its response, leaving the stream
     /// open until [`Worker::close`].
-    pub fn open(&mut self, request: Request) -> OpenStream {
+    pub fn open(&mut self, mut request: Request) -> OpenStream {
+        let upstream = std::mem::replace(&mut request.upstream, Upstream::ok());
+        match self.send(request) {
+            Sent::Upstream(flight) => self.respond(flight, upstream),
+            Sent::Replied(open) => open,
+        }
+    }
+
+    /// Runs a request's headers (and body) through the filter, with the callouts it waits for,
+    /// leaving a request the filter lets through on its way upstream until [`Worker::respond`]
+    /// (its `upstream` is not used): several can be in flight at once, as on a proxy. A local
+    /// reply goes through the filter's response path at once, as in Envoy.
+    pub fn send(&mut self, request: Request) -> Sent {
         let id = self.next_context;
         self.next_context += 1;
         let root = self.store.data().root_id;
@@ -245,59 +109,86 @@ impl Worker {
         let state = self.stream(id);
         let local_reply = state.local_reply.clone();
         let passed = local_reply.is_none() && (action == CONTINUE || state.request_continued);
-        assert!(
-            passed || local_reply.is_some(),
-            "the filter paused the request and never resumed or answered it"
-        );
-        let mut forwarded = None;
-        let mut response_headers = Vec::new();
-        if passed {
-            forwarded = Some(state.request_headers.clone());
-            let up = request.upstream;
-            let mut headers: Pairs = vec![(":status".into(), up.status.to_string().into_bytes())];
-            headers.extend(
-                up.headers
-                    .into_iter()
-                    .map(|(k, v)| (k.to_ascii_lowercase(), v)),
+        let forwarded = state.request_headers.clone();
+        let Some(reply) = local_reply else {
+            assert!(
+                passed,
+                "the filter paused the request and never resumed or answered it"
             );
-            let n = headers.len();
-            let ends = up.body.is_empty() && up.trailers.is_empty();
+            return Sent::Upstream(InFlight { id, forwarded });
+        };
+        // As in Envoy, a filter's local reply goes through the response path of the filters
+        // that saw the request, the filter's own included.
+        let mut headers: Pairs = vec![(":status".into(), reply.status.to_string().into_bytes())];
+        headers.extend(
+            reply
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_bytes().to_vec())),
+        );
+        let n = headers.len();
+        if let Some(h) = self.store.data_mut().streams.get_mut(&id) {
+            h.response_headers = headers;
+        }
+        self.enter(id);
+        self.call_action("proxy_on_response_headers", id, n, true);
+        Sent::Replied(OpenStream {
+            id,
+            exchange: Exchange {
+                local_reply: Some(reply),
+                forwarded: None,
+                response_headers: Vec::new(),
+            },
+        })
+    }
+
+    /// The upstream's answer to a request [`Worker::send`] let through, through the filter's
+    /// response path, after `upstream.latency` on the host's clock.
+    pub fn respond(&mut self, flight: InFlight, up: Upstream) -> OpenStream {
+        let id = flight.id;
+        crate::advance(&self.store.data().shared, up.latency);
+        let mut headers: Pairs = vec![(":status".into(), up.status.to_string().into_bytes())];
+        headers.extend(
+            up.headers
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v)),
+        );
+        let n = headers.len();
+        let ends = up.body.is_empty() && up.trailers.is_empty();
+        if let Some(h) = self.store.data_mut().streams.get_mut(&id) {
+            h.response_headers = headers;
+        }
+        self.enter(id);
+        self.call_action("proxy_on_response_headers", id, n, ends);
+        let chunks = up.body.len();
+        for (i, chunk) in up.body.into_iter().enumerate() {
+            let len = chunk.len();
+            self.store.data_mut().buffer = Buffer::Body(buffer::HTTP_RESPONSE_BODY, chunk);
+            self.enter(id);
+            self.call_action(
+                "proxy_on_response_body",
+                id,
+                len,
+                i + 1 == chunks && up.trailers.is_empty(),
+            );
+            self.store.data_mut().buffer = Buffer::None;
+        }
+        if !up.trailers.is_empty() {
+            let n = up.trailers.len();
             if let Some(h) = self.store.data_mut().streams.get_mut(&id) {
-                h.response_headers = headers;
+                h.response_trailers = up.trailers;
             }
             self.enter(id);
-            self.call_action("proxy_on_response_headers", id, n, ends);
-            let chunks = up.body.len();
-            for (i, chunk) in up.body.into_iter().enumerate() {
-                let len = chunk.len();
-                self.store.data_mut().buffer = Buffer::Body(buffer::HTTP_RESPONSE_BODY, chunk);
-                self.enter(id);
-                self.call_action(
-                    "proxy_on_response_body",
-                    id,
-                    len,
-                    i + 1 == chunks && up.trailers.is_empty(),
-                );
-                self.store.data_mut().buffer = Buffer::None;
-            }
-            if !up.trailers.is_empty() {
-                let n = up.trailers.len();
-                if let Some(h) = self.store.data_mut().streams.get_mut(&id) {
-                    h.response_trailers = up.trailers;
-                }
-                self.enter(id);
-                let f = self.func::<(i32, i32), i32>("proxy_on_response_trailers");
-                f.call(&mut self.store, (id as i32, n as i32))
-                    .unwrap_or_else(|e| self.trap("proxy_on_response_trailers", e));
-            }
-            response_headers = self.stream(id).response_headers.clone();
+            let f = self.func::<(i32, i32), i32>("proxy_on_response_trailers");
+            f.call(&mut self.store, (id as i32, n as i32))
+                .unwrap_or_else(|e| self.trap("proxy_on_response_trailers", e));
         }
         OpenStream {
             id,
             exchange: Exchange {
-                local_reply,
-                forwarded,
-                response_headers,
+                local_reply: None,
+                forwarded: Some(flight.forwarded),
+                response_headers: self.stream(id).response_headers.clone(),
             },
         }
     }

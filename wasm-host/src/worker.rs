@@ -112,6 +112,11 @@ impl Worker {
         true
     }
 
+    /// The tick period the guest asked for last (0: none).
+    pub fn tick_period_ms(&self) -> u32 {
+        self.store.data().tick_period_ms
+    }
+
     pub(crate) fn enter(&mut self, context: u32) {
         let s = self.store.data_mut();
         s.current = context;

@@ -33,6 +33,26 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// The status of the reply to an invalid request.
     pub invalid_request_status: u16,
+    /// Post-response reports for adaptive limits; `None` when the filter sends none.
+    pub reports: Option<Reports>,
+}
+
+/// Where and how the filter reports each response's latency and status (`POST /reports`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reports {
+    /// Indexes into [`Config::descriptors`] of the descriptors reported, in order.
+    pub descriptors: Vec<usize>,
+    /// The proxy's cluster for Sluice's HTTP listener.
+    pub cluster: String,
+    pub path: String,
+    pub authority: String,
+    pub timeout_ms: u32,
+    /// Most reports in one post.
+    pub max_batch: u32,
+    /// Longest a report waits in the buffer before a partial batch is posted.
+    pub flush_ms: u32,
+    /// Most reports buffered per worker VM; more are dropped.
+    pub max_pending: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,6 +217,7 @@ fn err(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
 
 mod object;
 mod read;
+mod reports;
 mod wire;
 
 #[cfg(test)]

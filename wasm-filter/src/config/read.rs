@@ -84,6 +84,18 @@ pub(super) fn config(doc: &Value) -> Result<Config> {
         max_value_bytes: u32_of(o.uint("max_value_bytes", 1, MAX_VALUE_BYTES)?, 4096) as usize,
         max_request_bytes: u32_of(o.uint("max_request_bytes", 256, 1 << 20)?, 16 * 1024) as usize,
         invalid_request_status: u32_of(o.uint("invalid_request_status", 400, 599)?, 400) as u16,
+        reports: None,
+    };
+    let config = Config {
+        reports: match o.object("reports")? {
+            None => None,
+            Some(mut r) => {
+                let spec = super::reports::read(&mut r, &config)?;
+                r.done()?;
+                Some(spec)
+            }
+        },
+        ..config
     };
     o.done()?;
     super::wire::check(&config)?;
@@ -98,13 +110,9 @@ fn service(o: &mut Obj<'_>) -> Result<Service> {
     let authority = o.string("authority")?;
     let transport = if http {
         let path = path.unwrap_or_else(|| "/json".into());
-        if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
-            return Err(err(o.at("path"), "must be an absolute path without spaces"));
-        }
+        http_path(&o.at("path"), &path)?;
         let authority = authority.unwrap_or_else(|| cluster.clone());
-        if authority.bytes().any(|b| b <= b' ' || b == 0x7f) {
-            return Err(err(o.at("authority"), "must be a host name without spaces"));
-        }
+        http_authority(&o.at("authority"), &authority)?;
         Transport::Http { path, authority }
     } else {
         if path.is_some() || authority.is_some() {
@@ -342,6 +350,20 @@ fn action(v: &Value, at: String) -> Result<Action> {
     };
     o.done()?;
     Ok(action)
+}
+
+pub(super) fn http_path(field: &str, path: &str) -> Result<()> {
+    if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(err(field, "must be an absolute path without spaces"));
+    }
+    Ok(())
+}
+
+pub(super) fn http_authority(field: &str, authority: &str) -> Result<()> {
+    if authority.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(err(field, "must be a host name without spaces"));
+    }
+    Ok(())
 }
 
 /// Lower-case HTTP token characters; pseudo-headers (`:path`) only where reading them makes sense.

@@ -343,6 +343,166 @@ fn errors_name_the_field() {
     .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "typo: unknown field (known here: domain, service, failure_mode, failure_status, header_style, request_headers, descriptors, shared_slots, negative_cache_max_ms, max_response_bytes, max_token_bytes, max_value_bytes, max_request_bytes, invalid_request_status)"
+        "typo: unknown field (known here: domain, service, failure_mode, failure_status, header_style, request_headers, descriptors, shared_slots, negative_cache_max_ms, max_response_bytes, max_token_bytes, max_value_bytes, max_request_bytes, invalid_request_status, reports)"
     );
+}
+
+/// Two named descriptors (one name twice) and one unnamed, over `service` and `reports`.
+fn with_reports(service: &str, reports: &str) -> String {
+    format!(
+        r#"{{"domain":"api","service":{service},"reports":{reports},"descriptors":[
+            {{"name":"per_app","actions":[{{"request_header":{{"header":"x-app","key":"app"}}}}]}},
+            {{"name":"upstream","actions":[{{"generic_key":{{"descriptor_value":"pay","key":"upstream"}}}}]}},
+            {{"actions":[{{"method":{{}}}}]}},
+            {{"name":"upstream","actions":[{{"path":{{"prefix":"/b","descriptor_value":"b","key":"upstream"}}}}]}}]}}"#
+    )
+}
+
+const HTTP: &str = r#"{"cluster":"sluice-http","transport":"http","authority":"sluice.internal"}"#;
+
+#[test]
+fn reports_default_to_every_descriptor_on_the_checks_http_upstream() {
+    assert_eq!(
+        parse_str(MINIMAL).unwrap().reports,
+        None,
+        "off unless asked"
+    );
+    let c = parse_str(&with_reports(HTTP, "{}")).unwrap();
+    assert_eq!(
+        c.reports,
+        Some(Reports {
+            descriptors: vec![0, 1, 2, 3],
+            cluster: "sluice-http".into(),
+            path: "/reports".into(),
+            authority: "sluice.internal".into(),
+            timeout_ms: 1000,
+            max_batch: 100,
+            flush_ms: 1000,
+            max_pending: 10_000,
+        })
+    );
+    let c = parse_str(&with_reports(
+        HTTP,
+        r#"{"descriptors":["upstream","descriptors[2]"],"cluster":"other","path":"/r",
+            "timeout_ms":250,"max_batch":5000,"flush_ms":100,"max_pending":5000}"#,
+    ))
+    .unwrap();
+    let r = c.reports.unwrap();
+    assert_eq!(
+        r.descriptors,
+        vec![1, 2, 3],
+        "every descriptor of a name, in order"
+    );
+    assert_eq!(
+        (r.cluster.as_str(), r.authority.as_str(), r.path.as_str()),
+        ("other", "other", "/r"),
+        "a cluster of its own is its own authority"
+    );
+    assert_eq!(
+        (r.timeout_ms, r.max_batch, r.flush_ms, r.max_pending),
+        (250, 5000, 100, 5000)
+    );
+    let grpc = parse_str(&with_reports(
+        r#"{"cluster":"ratelimit"}"#,
+        r#"{"cluster":"sluice-http","authority":"a.b"}"#,
+    ))
+    .unwrap();
+    let r = grpc.reports.unwrap();
+    assert_eq!(
+        (r.cluster.as_str(), r.authority.as_str()),
+        ("sluice-http", "a.b")
+    );
+}
+
+#[test]
+fn bad_reports_blocks_are_refused_naming_the_field() {
+    for (service, reports, field, reason) in [
+        (
+            r#"{"cluster":"ratelimit"}"#,
+            "{}",
+            "reports.cluster",
+            "is required with `service.transport: grpc` (reports go to Sluice's HTTP listener)",
+        ),
+        (HTTP, "[]", "reports", "must be an object, not an array"),
+        (
+            HTTP,
+            r#"{"descriptors":[]}"#,
+            "reports.descriptors",
+            "needs at least one descriptor name (leave it out to report every descriptor)",
+        ),
+        (
+            HTTP,
+            r#"{"descriptors":["upstream","nope"]}"#,
+            "reports.descriptors[1]",
+            "no descriptor is named \"nope\"",
+        ),
+        (
+            HTTP,
+            r#"{"descriptors":"upstream"}"#,
+            "reports.descriptors",
+            "must be an array, not a string",
+        ),
+        (
+            HTTP,
+            r#"{"max_batch":5001}"#,
+            "reports.max_batch",
+            "must be an integer from 1 to 5000",
+        ),
+        (
+            HTTP,
+            r#"{"max_batch":0}"#,
+            "reports.max_batch",
+            "must be an integer from 1 to 5000",
+        ),
+        (
+            HTTP,
+            r#"{"flush_ms":10}"#,
+            "reports.flush_ms",
+            "must be an integer from 100 to 60000",
+        ),
+        (
+            HTTP,
+            r#"{"max_pending":2000000}"#,
+            "reports.max_pending",
+            "must be an integer from 1 to 1000000",
+        ),
+        (
+            HTTP,
+            r#"{"max_batch":500,"max_pending":100}"#,
+            "reports.max_pending",
+            "must be at least max_batch (500)",
+        ),
+        (
+            HTTP,
+            r#"{"timeout_ms":0}"#,
+            "reports.timeout_ms",
+            "must be an integer from 1 to 60000",
+        ),
+        (
+            HTTP,
+            r#"{"path":"reports"}"#,
+            "reports.path",
+            "must be an absolute path without spaces",
+        ),
+        (
+            HTTP,
+            r#"{"authority":"a b"}"#,
+            "reports.authority",
+            "must be a host name without spaces",
+        ),
+        (
+            HTTP,
+            r#"{"flush":1000}"#,
+            "reports.flush",
+            "unknown field (known here: descriptors, cluster, path, authority, timeout_ms, max_batch, flush_ms, max_pending)",
+        ),
+    ] {
+        let config = with_reports(service, reports);
+        let e = parse_str(&config).expect_err(&config);
+        assert_eq!(
+            (e.field.as_str(), e.reason.as_str()),
+            (field, reason),
+            "{config}"
+        );
+    }
 }

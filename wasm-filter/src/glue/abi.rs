@@ -1,9 +1,10 @@
-//! The one place the filter calls a host function directly rather than through the SDK.
+//! The one place the filter calls host functions directly rather than through the SDK.
 //!
-//! The SDK's shared-data calls `panic!` on any status but the few it expects, and its `Status`
-//! enum has no variant for `UNIMPLEMENTED` (12), which hosts without shared data answer. Probing
-//! through the SDK would therefore trap the VM on exactly the hosts the probe is for. This import
-//! is the same `env.proxy_set_shared_data` the SDK links, declared to return the raw status.
+//! The SDK's shared-data and tick calls `panic!` on any status but the few they expect, and its
+//! `Status` enum has no variant for `UNIMPLEMENTED` (12), which hosts without shared data or
+//! ticks answer. Calling them through the SDK would therefore trap the VM on exactly the hosts
+//! that lack them. These imports are the same `env` functions the SDK links, declared to return
+//! the raw status.
 #![allow(unsafe_code)]
 
 #[link(wasm_import_module = "env")]
@@ -16,6 +17,8 @@ unsafe extern "C" {
         value_size: usize,
         cas: u32,
     ) -> u32;
+    #[link_name = "proxy_set_tick_period_milliseconds"]
+    fn raw_set_tick_period_milliseconds(period: u32) -> u32;
 }
 
 const OK: u32 = 0;
@@ -28,5 +31,14 @@ pub fn shared_data_works() -> bool {
     // them for the duration of the call, and the call returns nothing through memory.
     let status =
         unsafe { raw_set_shared_data(KEY.as_ptr(), KEY.len(), VALUE.as_ptr(), VALUE.len(), 0) };
+    status == OK
+}
+
+/// Sets the tick period of the root context (the effective context must be a root or one of its
+/// streams): `false` when the host has no ticks.
+pub fn set_tick_period(period: std::time::Duration) -> bool {
+    let ms = u32::try_from(period.as_millis()).unwrap_or(u32::MAX);
+    // SAFETY: an integer argument and an integer result; no memory is shared.
+    let status = unsafe { raw_set_tick_period_milliseconds(ms) };
     status == OK
 }

@@ -9,7 +9,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, LogLevel, MapType};
 
 use super::host::{self, HostRequest};
-use super::{Plugin, call};
+use super::{Plugin, call, reports};
 use crate::charge::{self, Measured};
 use crate::check::{self, Answer, ErrorKind, Failure, LocalCause, Start, Verdict};
 use crate::config::ChargeSource;
@@ -31,6 +31,11 @@ pub struct Stream {
     measured: Measured,
     /// The concurrency lease the request took, released when the stream ends.
     lease: Option<lease::Held>,
+    /// When the request went upstream, for reports: only a request the filter let through has
+    /// a response to report.
+    upstream_since_ns: Option<u64>,
+    /// The response's latency (µs) and status, reported when the stream ends.
+    outcome: Option<(u64, u16)>,
 }
 
 impl Stream {
@@ -44,6 +49,16 @@ impl Stream {
             charges: Vec::new(),
             measured: Measured::default(),
             lease: None,
+            upstream_since_ns: None,
+            outcome: None,
+        }
+    }
+
+    /// The request goes upstream now: its latency is counted from here, after the check, so
+    /// the time Sluice took (or a queued pool's wait) is not the upstream's.
+    fn going_upstream(&mut self, plugin: &Plugin) {
+        if plugin.reporting() {
+            self.upstream_since_ns = Some(host::now_ns());
         }
     }
 
@@ -118,6 +133,7 @@ impl Stream {
                     self.lease = Some(held);
                 }
                 self.response_headers = allowed.response_headers;
+                self.going_upstream(plugin);
                 resume(paused)
             }
             Verdict::Reject(reply) => {
@@ -149,6 +165,7 @@ impl Stream {
                     None => {
                         plugin.count(Counter::FailOpen);
                         self.charges = charge::plan(&plugin.config, &self.descriptors, None);
+                        self.going_upstream(plugin);
                         resume(paused)
                     }
                     Some(reply) => {
@@ -315,7 +332,10 @@ impl HttpContext for Stream {
             plugin.store(),
             host::now_ns(),
         ) {
-            Start::Pass => Action::Continue,
+            Start::Pass => {
+                self.going_upstream(&plugin);
+                Action::Continue
+            }
             Start::Reject { reply, cause } => {
                 plugin.count(match cause {
                     LocalCause::NegativeCache => Counter::NegativeCacheHits,
@@ -344,6 +364,9 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(since) = self.upstream_since_ns.take() {
+            self.outcome = reports::measure(since);
+        }
         for (k, v) in std::mem::take(&mut self.response_headers) {
             host::set_header(MapType::HttpResponseHeaders, &k, Some(&v));
         }
@@ -370,5 +393,9 @@ impl HttpContext for Stream {
             self.charge(&plugin);
         }
         self.release(&plugin);
+        if let Some(outcome) = self.outcome.take() {
+            let descriptors = std::mem::take(&mut self.descriptors);
+            reports::file(&plugin, self.id, descriptors, outcome);
+        }
     }
 }

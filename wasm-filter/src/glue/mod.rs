@@ -19,6 +19,7 @@ mod abi;
 mod call;
 mod host;
 mod http;
+mod reports;
 
 proxy_wasm::main! {{
     // Panics are denied in this crate, but the SDK has its own; say why the VM died.
@@ -41,8 +42,11 @@ pub struct Plugin {
     random: Cell<u64>,
     /// Leases held by this worker's open streams, renewed on the root's ticks.
     renewals: RefCell<Renewals>,
-    /// Whether the host ticks for the renewals: unknown until the first lease.
+    /// Whether the host ticks for the renewals: unknown until the first lease, or the start
+    /// of the reports.
     ticks: Cell<Option<bool>>,
+    /// The post-response reports; `None` when not configured or the host has no ticks.
+    reports: Option<reports::Reporting>,
 }
 
 /// How often the root looks for leases due for renewal.
@@ -50,9 +54,20 @@ const TICK: Duration = Duration::from_secs(1);
 
 impl Plugin {
     pub fn count(&self, counter: Counter) {
-        if let Some(Some(id)) = self.metric_ids.get(counter.index()) {
-            let _ = hostcalls::increment_metric(*id, 1);
+        self.count_n(counter, 1);
+    }
+
+    pub fn count_n(&self, counter: Counter, n: usize) {
+        if n > 0
+            && let Some(Some(id)) = self.metric_ids.get(counter.index())
+        {
+            let _ = hostcalls::increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX));
         }
+    }
+
+    /// Whether the streams measure their responses for reports.
+    pub fn reporting(&self) -> bool {
+        self.reports.is_some()
     }
 
     /// Files a stream's lease for renewal, starting the root's ticks with the first one.
@@ -65,7 +80,7 @@ impl Plugin {
         if self.ticks.get().is_none() {
             // The tick period belongs to the root context.
             let moved = hostcalls::set_effective_context(self.root_id).is_ok();
-            let ticking = hostcalls::set_tick_period(TICK).is_ok();
+            let ticking = abi::set_tick_period(TICK);
             if moved {
                 let _ = hostcalls::set_effective_context(stream);
             }
@@ -121,7 +136,19 @@ struct Root {
     plugin: Option<Rc<Plugin>>,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        if let Some(plugin) = self.plugin.clone() {
+            reports::answered(&plugin, token_id, num_headers, body_size);
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
@@ -159,6 +186,13 @@ impl RootContext for Root {
             .map(|c| hostcalls::define_metric(MetricType::Counter, &c.name()).ok())
             .collect();
         host::log(LogLevel::Info, &summary(&config));
+        let reports = config
+            .reports
+            .as_ref()
+            .and_then(|spec| reports::Reporting::start(spec, TICK));
+        // Known to tick once the reports started them; otherwise the first lease finds out (and
+        // warns about its renewals).
+        let ticks = reports.is_some().then_some(true);
         self.plugin = Some(Rc::new(Plugin {
             config,
             root_id: self.id,
@@ -166,7 +200,8 @@ impl RootContext for Root {
             metric_ids,
             random: Cell::new(host::now_ns() ^ u64::from(self.id).rotate_left(40)),
             renewals: RefCell::new(Renewals::default()),
-            ticks: Cell::new(None),
+            ticks: Cell::new(ticks),
+            reports,
         }));
         true
     }
@@ -189,6 +224,7 @@ impl RootContext for Root {
                 }
             }
         }
+        reports::flush(&plugin);
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -210,8 +246,17 @@ fn summary(c: &Config) -> String {
         FailureMode::Allow => "allow".to_string(),
         FailureMode::Deny { status } => format!("deny ({status})"),
     };
+    let reports = match &c.reports {
+        None => String::new(),
+        Some(r) => format!(
+            ", {} descriptor(s) reported to cluster {:?} {}",
+            r.descriptors.len(),
+            r.cluster,
+            r.path
+        ),
+    };
     format!(
-        "sluice-filter: domain {:?}, {} descriptor(s), {transport} to cluster {:?} with a {} ms timeout, failure_mode {failure}",
+        "sluice-filter: domain {:?}, {} descriptor(s), {transport} to cluster {:?} with a {} ms timeout, failure_mode {failure}{reports}",
         c.domain,
         c.descriptors.len(),
         c.service.cluster,
