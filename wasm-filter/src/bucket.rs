@@ -55,19 +55,20 @@ pub fn take(
         let capacity = u128::from(spec.max_tokens) * MILLI;
         let (milli, last_ns) = current.unwrap_or((capacity, now_ns));
         let milli = refill(milli, last_ns, now_ns, spec).min(capacity);
-        let (verdict, left) = if milli >= MILLI {
-            (Take::Allowed, milli - MILLI)
-        } else {
-            (
-                Take::Rejected {
-                    wait_ms: wait_ms(MILLI - milli, spec),
-                },
-                milli,
-            )
-        };
-        // A rejection writes too: it records the refill so far, keeping `last_ns` monotonic.
-        match store.set(key, &encode(fingerprint, left, now_ns.max(last_ns)), cas) {
-            Ok(()) => return verdict,
+        if milli < MILLI {
+            // A rejection takes nothing and writes nothing: the next take refills from the stored
+            // time again (in one step, so no rounding is lost), and a worker rejecting a flood
+            // costs one shared-data read per request.
+            return Take::Rejected {
+                wait_ms: wait_ms(MILLI - milli, spec),
+            };
+        }
+        match store.set(
+            key,
+            &encode(fingerprint, milli - MILLI, now_ns.max(last_ns)),
+            cas,
+        ) {
+            Ok(()) => return Take::Allowed,
             Err(SetError::CasMismatch) => continue,
             Err(SetError::Failed) => return Take::Inconclusive,
         }
@@ -168,6 +169,21 @@ mod tests {
         assert_eq!(take(&store, "k", 1, &s, 0), Take::Allowed);
         assert!(matches!(take(&store, "k", 1, &s, 0), Take::Rejected { .. }));
         assert_eq!(take(&store, "k", 2, &s, 0), Take::Allowed);
+    }
+
+    #[test]
+    fn a_rejection_writes_nothing() {
+        let store = MemoryStore::default();
+        let s = spec(1, 1, 60_000);
+        assert_eq!(take(&store, "k", 1, &s, 0), Take::Allowed);
+        let before = store.get("k");
+        *store.lose_races.borrow_mut() = CAS_ATTEMPTS;
+        // Every write would lose its race: a rejection does not try one.
+        assert!(matches!(
+            take(&store, "k", 1, &s, MS),
+            Take::Rejected { .. }
+        ));
+        assert_eq!(store.get("k"), before);
     }
 
     #[test]
