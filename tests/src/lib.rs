@@ -15,5 +15,6 @@ pub mod sentinel;
 pub mod sluice;
 pub mod tcp_proxy;
 pub mod tls;
+pub mod upstream;
 pub mod webhook;
 pub mod xds;

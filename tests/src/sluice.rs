@@ -104,6 +104,15 @@ impl SluiceBuilder {
             .arg(url)
     }
 
+    /// Keep the runtime overrides (and what adaptive limits and standing add up) in the etcd at
+    /// `url`.
+    pub fn etcd_overrides(self, url: &str) -> Self {
+        self.arg("--override-store")
+            .arg("etcd")
+            .arg("--etcd-endpoints")
+            .arg(url)
+    }
+
     /// Use a Redis Cluster through `seeds` (`host:port,host:port,…`), as [`Self::redis`] does.
     pub fn redis_cluster(self, seeds: &str) -> Self {
         self.redis(seeds).arg("--redis-type").arg("cluster")

@@ -10,7 +10,7 @@
 //! `/metrics`); the loop stops at a deadline or a count.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot_free::Samples;
@@ -19,7 +19,7 @@ use sluice_tests::admin::{Admin, TOKEN, rlconfig, token_file};
 use sluice_tests::etcd::EtcdServer;
 use sluice_tests::redis::RedisServer;
 use sluice_tests::sluice::{Sluice, sample_of};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use sluice_tests::upstream::Upstream;
 
 const TARGET_MS: f64 = 200.0;
 const BASE_MS: u64 = 10;
@@ -72,55 +72,6 @@ mod parking_lot_free {
             let rank = ((0.99 * v.len() as f64).ceil() as usize).clamp(1, v.len());
             (v[rank - 1], v.len())
         }
-    }
-}
-
-/// The synthetic upstream: HTTP/1.1 with keep-alive, each answer delayed by `base + per_request ×
-/// in flight` (the count including this request), as a server whose threads contend would be.
-struct Upstream {
-    addr: std::net::SocketAddr,
-    per_request_us: Arc<AtomicU64>,
-}
-
-async fn upstream() -> Upstream {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the upstream");
-    let addr = listener.local_addr().expect("its address");
-    let per_request_us = Arc::new(AtomicU64::new(8_000));
-    let in_flight = Arc::new(AtomicU64::new(0));
-    let per = Arc::clone(&per_request_us);
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let (per, in_flight) = (Arc::clone(&per), Arc::clone(&in_flight));
-            tokio::spawn(async move {
-                let mut buf = Vec::with_capacity(1024);
-                let mut chunk = [0u8; 1024];
-                loop {
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match conn.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
-                    buf.drain(..end);
-                    let n = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-                    let delay = Duration::from_millis(BASE_MS)
-                        + Duration::from_micros(per.load(Ordering::Relaxed) * n);
-                    tokio::time::sleep(delay).await;
-                    in_flight.fetch_sub(1, Ordering::SeqCst);
-                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                    if conn.write_all(answer).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    Upstream {
-        addr,
-        per_request_us,
     }
 }
 
@@ -256,7 +207,7 @@ fn settled(seen: &[(f64, f64, usize)]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pool_settles_at_the_upstreams_target_and_rises_when_it_speeds_up() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    let up = upstream().await;
+    let up = Upstream::start(Duration::from_millis(BASE_MS), Duration::from_millis(8)).await;
     let (_dir, tokens) = token_file();
     let sluice = Sluice::builder(&rules(8, TARGET_MS, 150))
         .arg("--admin-token-file")
@@ -333,7 +284,7 @@ async fn the_pool_settles_at_the_upstreams_target_and_rises_when_it_speeds_up() 
 async fn three_replicas_on_one_redis_apply_one_adaptive_limit() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let redis = RedisServer::start();
-    let up = upstream().await;
+    let up = Upstream::start(Duration::from_millis(BASE_MS), Duration::from_millis(8)).await;
     // 10 ms + 8 ms per request in flight against 100 ms: the pool of 60 is far too large.
     // Each change is also pushed to a Redis stream, by the replica that decided it.
     let yaml = rules(60, 100.0, 100)
@@ -491,10 +442,7 @@ async fn replicas_with_etcd_overrides_add_up_their_reports_and_apply_one_limit()
     let replicas: Vec<Sluice> = (0..2)
         .map(|_| {
             Sluice::builder(&rules(60, 100.0, 100))
-                .arg("--override-store")
-                .arg("etcd")
-                .arg("--etcd-endpoints")
-                .arg(&etcd.url())
+                .etcd_overrides(&etcd.url())
                 .arg("--admin-token-file")
                 .arg(tokens.to_str().expect("utf-8"))
                 .start()

@@ -17,13 +17,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sluice_tests::sluice::{Sluice, sample_of};
 use sluice_wasm_host::{Cluster, Host, Request, Sent, Upstream, Worker};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TARGET_MS: f64 = 200.0;
 const BASE_MS: u64 = 10;
@@ -46,46 +45,6 @@ descriptors:
       concurrency: 8
       adaptive: {signal: latency, target: 200ms, quantile: 0.99, min: 5, max: 100, interval: 1s}
 ";
-
-/// The synthetic upstream: HTTP/1.1 with keep-alive, each answer delayed by `base + per_request
-/// × in flight` (the count kept by the server, this request included), as a server whose threads
-/// contend would be. `per_request_us` may change while it runs.
-async fn start_upstream(per_request_us: Arc<AtomicU64>) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the upstream");
-    let addr = listener.local_addr().expect("its address");
-    let in_flight = Arc::new(AtomicU64::new(0));
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let (per, in_flight) = (Arc::clone(&per_request_us), Arc::clone(&in_flight));
-            tokio::spawn(async move {
-                let mut buf = Vec::with_capacity(1024);
-                let mut chunk = [0u8; 1024];
-                loop {
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match conn.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
-                    buf.drain(..end);
-                    let n = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-                    let delay = Duration::from_millis(BASE_MS)
-                        + Duration::from_micros(per.load(Ordering::Relaxed) * n);
-                    tokio::time::sleep(delay).await;
-                    in_flight.fetch_sub(1, Ordering::SeqCst);
-                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                    if conn.write_all(answer).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
 
 /// `n` requests to the upstream at once; each one's status (0 when it failed) and latency, from
 /// sending the request to the whole answer, fastest first.
@@ -281,8 +240,11 @@ fn the_filters_reports_steer_a_pool_to_a_real_upstreams_target_and_up_when_it_sp
     let worker = host
         .worker(&config.to_string())
         .unwrap_or_else(|logs| panic!("configuration refused: {logs:?}"));
-    let per_request_us = Arc::new(AtomicU64::new(SLOW_US));
-    let upstream = host.block_on(start_upstream(Arc::clone(&per_request_us)));
+    let upstream = host.block_on(sluice_tests::upstream::Upstream::start(
+        Duration::from_millis(BASE_MS),
+        Duration::from_micros(SLOW_US),
+    ));
+    let per_request_us = Arc::clone(&upstream.per_request_us);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(CLIENTS)
         .build()
@@ -292,7 +254,7 @@ fn the_filters_reports_steer_a_pool_to_a_real_upstreams_target_and_up_when_it_sp
         worker,
         sluice,
         client,
-        upstream,
+        upstream: upstream.addr,
         failed: 0,
     };
 

@@ -318,14 +318,7 @@ impl Controller {
         };
         let mut after = serde_json::to_value(&o).unwrap_or_default();
         after["signal"] = signal_doc.clone();
-        let audit = AuditEntry {
-            at: now_ms,
-            who: ACTOR.into(),
-            action: "override.set".into(),
-            target: serde_json::json!({ "id": o.id, "domain": o.domain, "descriptor": o.descriptor }),
-            after,
-            before: serde_json::Value::Null,
-        };
+        let audit = AuditEntry::about(&o, "override.set", ACTOR, now_ms, after);
         match self.overrides.put_guarded(&o, &audit).await {
             Ok(Guarded::Stored(_)) => {
                 self.count(how.as_str());

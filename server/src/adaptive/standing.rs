@@ -309,20 +309,19 @@ impl Standing {
             .collect();
         lifted.sort_by_key(|(t, _)| *t);
         for (tenant, o) in lifted {
-            let audit = AuditEntry {
-                at: now_ms,
-                who: ACTOR.into(),
-                action: "override.delete".into(),
-                target: serde_json::json!({ "id": o.id, "domain": o.domain, "descriptor": o.descriptor }),
-                after: serde_json::json!({
+            let audit = AuditEntry::about(
+                o,
+                "override.delete",
+                ACTOR,
+                now_ms,
+                serde_json::json!({
                     "standing": {
                         "recovered_after_windows": spec.recover_after,
                         "window_secs": window.as_secs(),
                         "last_window_start_ms": k * window.as_millis() as u64,
                     }
                 }),
-                before: serde_json::Value::Null,
-            };
+            );
             match self.overrides.delete_guarded(&o.id, ACTOR, &audit).await {
                 Ok(Guarded::Stored(_)) => {
                     penalised = penalised.saturating_sub(1);
@@ -365,14 +364,7 @@ impl Standing {
         };
         let mut after = serde_json::to_value(&o).unwrap_or_default();
         after["standing"] = facts;
-        let audit = AuditEntry {
-            at: now_ms,
-            who: ACTOR.into(),
-            action: "override.set".into(),
-            target: serde_json::json!({ "id": o.id, "domain": o.domain, "descriptor": o.descriptor }),
-            after,
-            before: serde_json::Value::Null,
-        };
+        let audit = AuditEntry::about(&o, "override.set", ACTOR, now_ms, after);
         match self.overrides.put_guarded(&o, &audit).await {
             Ok(Guarded::Stored(_)) => {
                 tracing::info!(target: "sluice::audit", id = %o.id, reason = o.reason.as_deref().unwrap_or_default(), "standing: weight penalised");

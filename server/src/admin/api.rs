@@ -321,14 +321,13 @@ pub(super) async fn set_override<S: Store>(
         Ok(o) => o,
         Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
     };
-    let entry = AuditEntry {
-        at: o.set_at,
-        who: who.0,
-        action: "override.set".into(),
-        target: serde_json::json!({ "id": o.id, "domain": o.domain, "descriptor": o.descriptor }),
-        after: serde_json::to_value(&o).unwrap_or_default(),
-        before: serde_json::Value::Null,
-    };
+    let entry = AuditEntry::about(
+        &o,
+        "override.set",
+        &who.0,
+        o.set_at,
+        serde_json::to_value(&o).unwrap_or_default(),
+    );
     match state.overrides.put(&o, &entry).await {
         Ok(before) => {
             audit_log(&AuditEntry {

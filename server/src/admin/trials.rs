@@ -118,12 +118,14 @@ pub(super) async fn trials<S: Store>(
         Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
     };
     let entry = AuditEntry {
-        at: o.set_at,
-        who: who.0,
-        action: action.into(),
-        target: serde_json::json!({ "id": o.id, "domain": o.domain, "descriptor": o.descriptor }),
-        after: serde_json::to_value(&o).unwrap_or_default(),
         before: serde_json::to_value(&status).unwrap_or_default(),
+        ..AuditEntry::about(
+            &o,
+            action,
+            &who.0,
+            o.set_at,
+            serde_json::to_value(&o).unwrap_or_default(),
+        )
     };
     match state.overrides.put(&o, &entry).await {
         Ok(_) => {

@@ -39,6 +39,19 @@ pub struct AuditEntry {
 }
 
 impl AuditEntry {
+    /// An entry about the override `o` by `who` at `at` (ms): its target is `o`'s id, domain and
+    /// descriptor; `before` is left for the store to fill in.
+    pub fn about(o: &Override, action: &str, who: &str, at: u64, after: serde_json::Value) -> Self {
+        AuditEntry {
+            at,
+            who: who.to_owned(),
+            action: action.to_owned(),
+            target: serde_json::json!({ "id": o.id, "domain": o.domain, "descriptor": o.descriptor }),
+            after,
+            before: serde_json::Value::Null,
+        }
+    }
+
     /// The entry as JSON with `before` left for the store to fill in: the document up to and
     /// including `"before":`.
     pub(super) fn json_head(&self) -> String {
