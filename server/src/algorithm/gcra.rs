@@ -48,6 +48,7 @@ fn step_as(policy: &Policy, state: &State, now: Micros, delta: i64, forced: bool
                 over,
                 wait: if over { period } else { 0 },
                 reset: 0,
+                borrowing: false,
             },
             next: state.clone(),
         };
@@ -81,6 +82,7 @@ fn step_as(policy: &Policy, state: &State, now: Micros, delta: i64, forced: bool
         over,
         wait,
         reset,
+        borrowing: false,
     };
 
     if delta >= 0 {

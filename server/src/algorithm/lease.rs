@@ -123,6 +123,7 @@ pub fn step(policy: &Policy, state: &State, now: Micros, delta: i64, id: Option<
         over,
         wait,
         reset,
+        borrowing: false,
     };
     let unchanged = |over, wait| Step {
         reading: reading(used_before, over, wait, reset_of(live)),

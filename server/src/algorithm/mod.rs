@@ -173,6 +173,10 @@ pub struct Reading {
     pub over: bool,
     /// When over: how long until this same hit would fit. Zero otherwise.
     pub wait: Micros,
+    /// Fair share: the hit asked for more than its tenant's guaranteed share of the window, so it
+    /// needed to borrow (a refusal then is the tenant's own demand, not a pool lent out before it
+    /// came). False for every other algorithm.
+    pub borrowing: bool,
     /// How long until the counter is back to empty once the hit is applied (until the window ends
     /// for a fixed window).
     pub reset: Micros,
@@ -318,6 +322,7 @@ fn fixed(policy: &Policy, state: &State, now: Micros, delta: i64) -> Step {
             over,
             wait: if over { until_end } else { 0 },
             reset: until_end,
+            borrowing: false,
         },
         next,
     }

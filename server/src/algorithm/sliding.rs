@@ -65,6 +65,7 @@ pub fn step(policy: &Policy, state: &State, now: Micros, delta: i64) -> Step {
                     over,
                     wait,
                     reset: reset_of(&live),
+                    borrowing: false,
                 },
                 next: state.clone(),
             };
@@ -84,6 +85,7 @@ pub fn step(policy: &Policy, state: &State, now: Micros, delta: i64) -> Step {
                 over,
                 wait,
                 reset: reset_of(&live),
+                borrowing: false,
             },
             next: State::Buckets(live),
         };
@@ -103,6 +105,7 @@ pub fn step(policy: &Policy, state: &State, now: Micros, delta: i64) -> Step {
                 over: false,
                 wait: 0,
                 reset: 0,
+                borrowing: false,
             },
             next: state.clone(),
         };
@@ -124,6 +127,7 @@ pub fn step(policy: &Policy, state: &State, now: Micros, delta: i64) -> Step {
             over: false,
             wait: 0,
             reset: reset_of(&live),
+            borrowing: false,
         },
         next: if live.is_empty() {
             State::Empty

@@ -293,12 +293,16 @@ impl<S: Store> RateLimiter<S> {
         }
     }
 
-    /// Hands the tenants that a fair-share pool with `standing` refused to the standing
-    /// controller's record (only those pools, only refusals).
+    /// Hands the tenants that a fair-share pool with `standing` refused past their guarantee to
+    /// the standing controller's record (only those pools, only such refusals).
     fn record_refused_tenants(&self, request: &CheckRequest, checked: &[Checked<'_>]) {
         for c in checked {
             let spec = c.spec();
-            if !c.reading.over || c.role == Role::Shadow || spec.standing.is_none() {
+            // Only a refusal of the tenant's own demand: past its guarantee, where it could only
+            // borrow. A tenant refused within its guarantee (the pool lent out before it came)
+            // is not misbehaving.
+            let own_demand = c.reading.over && c.reading.borrowing;
+            if !own_demand || c.role == Role::Shadow || spec.standing.is_none() {
                 continue;
             }
             let rule = &c.limited.rule;

@@ -322,6 +322,10 @@ async fn refusals_by_a_pool_with_standing_are_recorded_for_its_controller() {
         let d = f.check(vec![desc(&[("member", "a")])]).await;
         assert_eq!(d.overall, Code::OverLimit);
     }
+    // `b` comes once `a` has spent the window: refused within its own guarantee (one of two
+    // units), which is not its doing, so not recorded.
+    let d = f.check(vec![desc(&[("member", "b")])]).await;
+    assert_eq!(d.overall, Code::OverLimit);
     let taken = f.limiter.refusals().take("d.member");
     assert_eq!(taken.into_iter().collect::<Vec<_>>(), ["a"]);
     // A pool without `standing` records nothing.

@@ -213,6 +213,8 @@ pub fn step(policy: &Policy, state: &State, now: Micros, delta: i64, tenant: &Te
     let a = assess(capacity, &pool.tenants, found.ok(), mine.as_ref(), clock);
     let used = mine.as_ref().map_or(0, |t| t.used);
     let room_before = a.room(capacity, pool.total, used);
+    // Past the tenant's guarantee, a hit can only borrow (an untracked tenant has none).
+    let borrowing = arriving > 0 && used.saturating_add(arriving) > a.guarantee;
     let reading = |room_after: u64, over| Reading {
         used_before: capacity - room_before,
         used_after: capacity - room_after,
@@ -220,6 +222,7 @@ pub fn step(policy: &Policy, state: &State, now: Micros, delta: i64, tenant: &Te
         over,
         wait: if over { clock.remain } else { 0 },
         reset: clock.remain,
+        borrowing,
     };
 
     if delta == 0 {

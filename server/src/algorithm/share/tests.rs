@@ -254,3 +254,23 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_hit_past_the_tenants_guarantee_is_borrowing() {
+    let (a, b) = (tenant("a", 1), tenant("b", 1));
+    let policy = pool(4, 60);
+    let mut state = State::Empty;
+    // Alone, `a` is guaranteed all 4: within it, then borrowing past it.
+    for n in 0..5 {
+        let s = step(&policy, &state, T0, 1, &a);
+        assert_eq!(s.reading.borrowing, n >= 4, "hit {n}");
+        assert_eq!(s.reading.over, n >= 4, "hit {n}");
+        state = s.next;
+    }
+    // `b` arrives with the pool spent: refused, but within its guarantee of 2 (not borrowing).
+    let s = step(&policy, &state, T0 + SEC, 1, &b);
+    assert!(s.reading.over && !s.reading.borrowing);
+    // A look or a refund borrows nothing.
+    assert!(!step(&policy, &state, T0, 0, &a).reading.borrowing);
+    assert!(!step(&policy, &state, T0, -1, &a).reading.borrowing);
+}

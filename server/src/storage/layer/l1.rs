@@ -132,6 +132,7 @@ impl OverLimitCache {
                             over: true,
                             wait,
                             reset: wait,
+                            borrowing: false,
                         }
                     }
                     None => Reading {
@@ -141,6 +142,7 @@ impl OverLimitCache {
                         over: false,
                         wait: 0,
                         reset: 0,
+                        borrowing: false,
                     },
                 }
             })
@@ -253,6 +255,7 @@ mod tests {
             over,
             wait: wait_ms * 1000,
             reset: wait_ms * 1000,
+            borrowing: false,
         }
     }
 

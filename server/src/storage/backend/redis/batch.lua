@@ -226,7 +226,7 @@ local function decide(first_key, first_arg, n)
 
   local out = { charged and 1 or 0, reclaimed }
   for i = 1, n do
-    for k = 1, 5 do out[#out + 1] = reply[i][k] end
+    for k = 1, 6 do out[#out + 1] = reply[i][k] end
   end
   -- The time the hits were stepped at, so a charge can be undone precisely.
   out[#out + 1] = now

@@ -178,6 +178,7 @@ fn complete(hits: &[Hit], readings: Vec<Option<Reading>>) -> Vec<Reading> {
                 over: false,
                 wait: 0,
                 reset: 0,
+                borrowing: false,
             })
         })
         .collect()

@@ -168,9 +168,11 @@ local function share(h, st, delta)
   local g, reserves = share_assess(capacity, pool, tid, me, clock)
   local used = me and me[2] or 0
   local room_before = share_room(capacity, g, reserves, pool.n, used)
+  -- Past the tenant's guarantee, a hit can only borrow (an untracked tenant has none).
+  local borrowing = arriving > 0 and used + arriving > g
   local function r(room_after, over)
     return reading(capacity - room_before, capacity - room_after, over,
-      over and clock.remain or 0, clock.remain)
+      over and clock.remain or 0, clock.remain, borrowing)
   end
   if delta == 0 then return r(room_before, false), st, false end
   if delta < 0 then

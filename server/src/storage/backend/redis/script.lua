@@ -115,8 +115,9 @@ local function window_at(p, now_s)
   return s * DAY, e * DAY
 end
 
-local function reading(used_before, used_after, over, wait, reset)
-  return { used_before, used_after, over and 1 or 0, wait, reset }
+-- `borrowing`: a fair-share hit past its tenant's guarantee (algorithm::Reading::borrowing).
+local function reading(used_before, used_after, over, wait, reset, borrowing)
+  return { used_before, used_after, over and 1 or 0, wait, reset, borrowing and 1 or 0 }
 end
 
 -- Each step returns a reading, the next state and whether that state differs from the stored one.

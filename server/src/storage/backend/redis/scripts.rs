@@ -166,7 +166,7 @@ pub fn parse_reply(hits: &[Hit], reply: &[i64]) -> Result<(Outcome, u64, Micros)
     let [charged, reclaimed, values @ .., at] = reply else {
         return Err(StoreError::Protocol("short script reply".into()));
     };
-    if values.len() != hits.len() * 5 {
+    if values.len() != hits.len() * 6 {
         return Err(StoreError::Protocol(format!(
             "script returned {} values for {} hits",
             values.len(),
@@ -178,7 +178,7 @@ pub fn parse_reply(hits: &[Hit], reply: &[i64]) -> Result<(Outcome, u64, Micros)
     };
     let readings = hits
         .iter()
-        .zip(values.chunks_exact(5))
+        .zip(values.chunks_exact(6))
         .map(|(hit, v)| {
             Ok(Reading {
                 used_before: unsigned(v[0])?,
@@ -187,6 +187,7 @@ pub fn parse_reply(hits: &[Hit], reply: &[i64]) -> Result<(Outcome, u64, Micros)
                 over: v[2] != 0,
                 wait: unsigned(v[3])?,
                 reset: unsigned(v[4])?,
+                borrowing: v[5] != 0,
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;

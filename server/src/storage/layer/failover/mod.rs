@@ -351,6 +351,7 @@ fn synthetic(batch: &Batch, over: bool) -> Outcome {
                     over,
                     wait,
                     reset: wait,
+                    borrowing: false,
                 }
             })
             .collect(),
