@@ -42,13 +42,19 @@ http_descriptors:
       - {{ key: remote_address, header: X-Real-IP }}
 """
 
-# What the clients ask Sluice directly: a daily quota on /json, and a pool of one lease.
+# What the clients ask Sluice directly: a daily quota on /json, a pool of one lease, and an
+# adaptive pool their reports (`POST /reports`) feed.
 SDK_RULES = """domain: sdk
 descriptors:
   - key: org
     rate_limit: {name: org-daily, unit: day, requests_per_unit: 1}
   - key: uploads
     rate_limit: {name: uploads, concurrency: 1, lease_ttl: 60}
+  - key: upstream
+    value: payments
+    rate_limit:
+      concurrency: 50
+      adaptive: {signal: latency, target: 200ms, quantile: 0.99, min: 5, max: 100, interval: 1s}
 """
 
 EXAMPLE_SLUICE = "server 127.0.0.1:8080;"

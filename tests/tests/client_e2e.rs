@@ -2,7 +2,8 @@
 //! running `examples/nginx/nginx.conf` in front of the real `sluice`, Sluice's `/json` for a
 //! quota, and its lease API. The back-off tests inject time: the client's waits are recorded, not
 //! slept, so they prove what it waits without waiting. The pacing test runs in real time (about
-//! 15 s), since pacing is about real windows.
+//! 15 s), since pacing is about real windows. The reporter posts to Sluice's `/reports` for an
+//! adaptive rule, as an app reporting its calls to an upstream would.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,10 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_client::{
-    Backoff, Client, FixedJitter, LeaseError, Leases, ManualClock, Pacer, RetryPolicy, Stop,
+    Backoff, Client, FixedJitter, LeaseError, Leases, ManualClock, Pacer, Recorded, Reporter,
+    ReporterSettings, RetryPolicy, Stop,
 };
 use sluice_tests::nginx::{EXAMPLE_APP, EXAMPLE_SLUICE, Nginx, Upstream, substitute};
-use sluice_tests::sluice::Sluice;
+use sluice_tests::sluice::{Sluice, sample_of};
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/nginx")
@@ -294,4 +296,78 @@ async fn a_lease_is_released_when_its_work_fails() {
         .await
         .expect("the slot is free again");
     leases.release(&again).await.expect("released");
+}
+
+/// Reports recorded by an app reach Sluice's adaptive rule: the matching ones are counted as
+/// accepted (in the flush's counts, from Sluice's answers, and on `/metrics`), the one matching
+/// no adaptive rule as unmatched, the impossible one never leaves the app (Sluice refuses no
+/// batch), and a batch that gets no answer (Sluice stopped) is counted as failed, not retried.
+#[tokio::test(flavor = "multi_thread")]
+async fn reports_reach_the_adaptive_rule() {
+    let mut sluice = Sluice::builder(
+        "domain: sdk
+descriptors:
+  - key: upstream
+    value: payments
+    rate_limit:
+      concurrency: 50
+      adaptive: {signal: latency, target: 200ms, quantile: 0.99, min: 5, max: 100, interval: 1s}
+",
+    )
+    .start();
+    let settings = ReporterSettings {
+        max_batch: 4,
+        ..ReporterSettings::default()
+    };
+    let reporter = Reporter::new(reqwest::Client::new(), sluice.url(""), "sdk", settings);
+    for i in 0..10u16 {
+        let got = reporter.record(
+            [("upstream", "payments")],
+            Duration::from_millis(20 + u64::from(i)),
+            if i == 9 { 503 } else { 200 },
+        );
+        assert_eq!(got, Recorded::Pending);
+    }
+    assert_eq!(
+        reporter.record([("upstream", "search")], Duration::from_millis(5), 200),
+        Recorded::Pending
+    );
+    assert_eq!(
+        reporter.record_ms([("upstream", "payments")], -1.0, 200),
+        Recorded::Invalid
+    );
+    let flushed = reporter.flush().await;
+    assert_eq!(
+        (
+            flushed.sent,
+            flushed.accepted,
+            flushed.unmatched,
+            flushed.failed
+        ),
+        (11, 10, 1, 0),
+        "{flushed:?}"
+    );
+    let scrape = sluice.metrics().await;
+    assert_eq!(
+        sample_of(
+            &scrape,
+            "sluice_adaptive_reports_total{result=\"accepted\"}"
+        ),
+        10.0
+    );
+    // Three batches of at most 4, and none refused: the invalid report never left.
+    assert_eq!(
+        sample_of(&scrape, "sluice_adaptive_reports_total{result=\"refused\"}"),
+        0.0
+    );
+
+    sluice.terminate(Duration::from_secs(10));
+    reporter.record([("upstream", "payments")], Duration::from_millis(20), 200);
+    let flushed = reporter.flush().await;
+    assert_eq!((flushed.sent, flushed.failed), (0, 1));
+    let totals = reporter.counts();
+    assert_eq!(
+        (totals.sent, totals.failed, totals.invalid, totals.pending),
+        (11, 1, 1, 0)
+    );
 }

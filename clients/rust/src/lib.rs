@@ -14,7 +14,9 @@
 //!   ([`RateView`]), set a local token bucket so that a well-behaved app rarely sees a 429;
 //! - a [`WorkQueue`] releasing batch work at the paced rate, and a [`CircuitBreaker`] on
 //!   consecutive transport failures;
-//! - [`Leases`] for concurrency pools, with [`Leases::hold`] releasing when the work ends.
+//! - [`Leases`] for concurrency pools, with [`Leases::hold`] releasing when the work ends;
+//! - a [`Reporter`] posting the latency and status of the app's calls to Sluice's `/reports`
+//!   for adaptive limits, in batches, never on the call's path.
 //!
 //! The same behaviour, specified in `clients/behaviour.md` and replayed from
 //! `clients/fixtures/behaviour.json`, holds in the Python and TypeScript clients beside this one.
@@ -46,6 +48,7 @@ mod policy;
 mod problem;
 mod queue;
 mod rate_headers;
+mod reports;
 mod retry;
 mod runtime;
 #[cfg(feature = "opentelemetry")]
@@ -59,6 +62,10 @@ pub use policy::{RetryPolicy, Stop, Verdict, verdict};
 pub use problem::{Kind, MAX_SECONDS, Problem, retry_after};
 pub use queue::{QueueFull, Taken, WorkQueue};
 pub use rate_headers::RateView;
+pub use reports::{
+    MAX_BATCH, MAX_ENTRIES, MAX_LATENCY_MS, Recorded, Report, ReportCounts, Reporter,
+    ReporterSettings,
+};
 pub use retry::{Answer, Backoff, Failed, Reply};
 pub use runtime::{
     Clock, FixedJitter, Jitter, ManualClock, RandomJitter, Sleep, Sleeper, SystemClock,

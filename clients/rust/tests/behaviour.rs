@@ -13,7 +13,8 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 use sluice_client::{
     Backoff, BreakerState, CircuitBreaker, FixedJitter, Kind, ManualClock, Pacer, PacerSettings,
-    Problem, RateView, Reply, RetryBudget, RetryPolicy, Stop, WorkQueue, retry_after,
+    Problem, RateView, Recorded, Reply, Reporter, ReporterSettings, RetryBudget, RetryPolicy, Stop,
+    WorkQueue, retry_after,
 };
 
 fn fixture() -> Value {
@@ -339,5 +340,96 @@ fn breakers() {
             })
             .collect();
         assert_eq!(*changes.lock().unwrap(), want, "{}", case["name"]);
+    }
+}
+
+/// A latency of the fixture: a number, or `"NaN"` / `"Infinity"` (which JSON cannot spell).
+fn latency(v: &Value) -> f64 {
+    match v.as_str() {
+        Some("NaN") => f64::NAN,
+        Some("Infinity") => f64::INFINITY,
+        _ => v.as_f64().unwrap(),
+    }
+}
+
+fn descriptor(v: &Value) -> Vec<(String, String)> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e[0].as_str().unwrap().into(), e[1].as_str().unwrap().into()))
+        .collect()
+}
+
+/// Records and the batches a flush cuts, without HTTP (`take_batches` and `body` are what
+/// `flush` posts).
+#[test]
+fn reports() {
+    for case in cases(&fixture(), "reports") {
+        let s = &case["settings"];
+        let d = ReporterSettings::default();
+        let get = |k: &str, default: usize| s[k].as_u64().map_or(default, |v| v as usize);
+        let settings = ReporterSettings {
+            max_pending: get("max_pending", d.max_pending),
+            max_batch: get("max_batch", d.max_batch),
+            max_batch_bytes: get("max_batch_bytes", d.max_batch_bytes),
+            ..d
+        };
+        let reporter = Reporter::new(
+            reqwest::Client::new(),
+            "http://sluice.invalid",
+            case["domain"].as_str().unwrap(),
+            settings,
+        );
+        for (i, step) in case["steps"].as_array().unwrap().iter().enumerate() {
+            let what = format!("{} step {i}", case["name"]);
+            let outcome = |r: Recorded| match r {
+                Recorded::Pending => "pending",
+                Recorded::Invalid => "invalid",
+                Recorded::Overflow => "overflow",
+            };
+            if let Some(r) = step.get("record") {
+                let got = reporter.record_ms(
+                    descriptor(&r["descriptor"]),
+                    latency(&r["latency_ms"]),
+                    r["status"].as_u64().unwrap() as u16,
+                );
+                assert_eq!(outcome(got), step["expect"], "{what}");
+            } else if let Some(r) = step.get("record_many") {
+                for _ in 0..r["times"].as_u64().unwrap() {
+                    let got = reporter.record_ms(
+                        descriptor(&r["descriptor"]),
+                        latency(&r["latency_ms"]),
+                        r["status"].as_u64().unwrap() as u16,
+                    );
+                    assert_eq!(outcome(got), step["expect"], "{what}");
+                }
+            } else if let Some(want) = step.get("counts") {
+                let got = reporter.counts();
+                assert_eq!(got.invalid, want["invalid"], "{what}: invalid");
+                assert_eq!(got.overflow, want["overflow"], "{what}: overflow");
+                assert_eq!(got.pending, want["pending"], "{what}: pending");
+            } else if let Some(want) = step.get("take") {
+                let batches = reporter.take_batches();
+                let sizes: Vec<Value> = batches.iter().map(|b| b.len().into()).collect();
+                assert_eq!(&Value::from(sizes), want, "{what}: batch sizes");
+                if let Some(first) = step.get("first") {
+                    let body = reporter.body(&batches[0]);
+                    assert_eq!(body["domain"], first["domain"], "{what}");
+                    let (got, want) = (
+                        body["reports"].as_array().unwrap(),
+                        first["reports"].as_array().unwrap(),
+                    );
+                    assert_eq!(got.len(), want.len(), "{what}");
+                    for (g, w) in got.iter().zip(want) {
+                        // 0 and 0.0 are one latency; serde_json's equality tells them apart.
+                        assert_eq!(g["latency_ms"].as_f64(), w["latency_ms"].as_f64(), "{what}");
+                        assert_eq!(g["status"], w["status"], "{what}");
+                        assert_eq!(g["descriptor"], w["descriptor"], "{what}");
+                    }
+                }
+            } else {
+                panic!("{what}: unknown step {step}");
+            }
+        }
     }
 }

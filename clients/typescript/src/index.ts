@@ -57,6 +57,17 @@ export {
   type WireDescriptor,
 } from "./leases.js";
 export {
+  MAX_BATCH,
+  MAX_ENTRIES,
+  MAX_LATENCY_MS,
+  Reporter,
+  type Recorded,
+  type Report,
+  type ReportCounts,
+  type ReporterOptions,
+  type ReportTotals,
+} from "./reports.js";
+export {
   Telemetry,
   type AttributeValue,
   type Attributes,

@@ -6,13 +6,13 @@ import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import {
   parseRetryAfter, parseProblem, parseRateLimit, RetryBudget, Backoff, ManualClock, Pacer, WorkQueue,
-  QueueFullError, CircuitBreaker,
+  QueueFullError, CircuitBreaker, Reporter,
 } from "../dist/index.js";
 
 const path = fileURLToPath(new URL("../../fixtures/behaviour.json", import.meta.url));
 const fixture = JSON.parse(readFileSync(path, "utf8"));
 
-const SECTIONS = ["retry_after", "problem", "rate_headers", "budget", "retry", "pacer", "queue", "breaker"];
+const SECTIONS = ["retry_after", "problem", "rate_headers", "budget", "retry", "pacer", "queue", "breaker", "reports"];
 const close = (actual, expected, what) =>
   assert.ok(Math.abs(actual - expected) <= 1, `${what}: ${actual} is not within 1 ms of ${expected}`);
 
@@ -148,5 +148,35 @@ for (const c of fixture.breaker ?? []) {
       assert.equal(b.state, s.state, `step ${i} state`);
     });
     assert.deepEqual(changes, c.changes);
+  });
+}
+
+// Records and the batches a flush cuts, without HTTP. JSON cannot spell NaN or Infinity: the
+// fixture writes them as strings.
+const latency = (v) => (typeof v === "string" ? Number(v) : v);
+const pairs = (d) => ({ entries: d.map(([key, value]) => ({ key, value })) });
+
+for (const c of fixture.reports) {
+  test(`reports: ${c.name}`, () => {
+    const s = c.settings;
+    const reporter = new Reporter("http://sluice.invalid", c.domain, {
+      maxPending: s.max_pending, maxBatch: s.max_batch, maxBatchBytes: s.max_batch_bytes,
+      fetch: () => { throw new Error("no HTTP in the replay"); },
+    });
+    c.steps.forEach((step, i) => {
+      const r = step.record ?? step.record_many;
+      if (r) {
+        for (let n = 0; n < (r.times ?? 1); n++) {
+          assert.equal(reporter.record(pairs(r.descriptor), latency(r.latency_ms), r.status), step.expect, `step ${i}`);
+        }
+      } else if (step.counts) {
+        const got = reporter.counts();
+        assert.deepEqual({ invalid: got.invalid, overflow: got.overflow, pending: got.pending }, step.counts, `step ${i}`);
+      } else {
+        const batches = reporter.takeBatches();
+        assert.deepEqual(batches.map((b) => b.length), step.take, `step ${i}`);
+        if (step.first) assert.deepEqual(JSON.parse(reporter.body(batches[0])), step.first, `step ${i}`);
+      }
+    });
   });
 }

@@ -10,7 +10,8 @@ that behaves the way the answers ask (the shared specification is ``clients/beha
   :class:`WorkQueue` releases jobs at that rate; a :class:`CircuitBreaker` stops calling a
   service that does not answer;
 - adapters for httpx (:class:`SluiceTransport`, :class:`AsyncSluiceTransport`) and requests
-  (:class:`SluiceAdapter`), leases (:class:`Leases`, :class:`AsyncLeases`) and optional
+  (:class:`SluiceAdapter`), leases (:class:`Leases`, :class:`AsyncLeases`), reports of the
+  app's calls for adaptive limits (:class:`Reporter`, :class:`AsyncReporter`) and optional
   OpenTelemetry.
 
 Time, sleeping and chance are injected, so tests prove the timing without sleeping. Nothing here
@@ -43,6 +44,7 @@ from .runtime import (
 if TYPE_CHECKING:
     from .httpx_transport import AsyncSluiceTransport, SluiceTransport
     from .leases import AsyncLeases, Lease, LeaseError, LeaseRefused, Leases
+    from .reports import AsyncReporter, Report, ReportCounts, Reporter
     from .requests_adapter import SluiceAdapter
 
 __version__ = "0.1.0"
@@ -58,6 +60,10 @@ _LAZY = {
     "Lease": "leases",
     "LeaseError": "leases",
     "LeaseRefused": "leases",
+    "Reporter": "reports",
+    "AsyncReporter": "reports",
+    "Report": "reports",
+    "ReportCounts": "reports",
 }
 
 
@@ -83,6 +89,7 @@ def outcome(response: object) -> Answer[Any] | None:
 __all__ = [
     "Answer",
     "AsyncLeases",
+    "AsyncReporter",
     "AsyncSleeper",
     "AsyncSluiceTransport",
     "AsyncWorkQueue",
@@ -106,6 +113,9 @@ __all__ = [
     "RandomJitter",
     "RateView",
     "Reply",
+    "Report",
+    "ReportCounts",
+    "Reporter",
     "RetryBudget",
     "RetryPolicy",
     "Sleeper",

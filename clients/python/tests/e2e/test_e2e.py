@@ -26,6 +26,7 @@ from sluice_client import (
     Backoff,
     Leases,
     Pacer,
+    Reporter,
     RetryBudget,
     RetryPolicy,
     SluiceAdapter,
@@ -205,6 +206,45 @@ def test_a_lease_is_released_when_the_block_raises() -> None:
     )
     assert [p["in_use"] for p in pools] == [0]
     assert again.lease_id
+
+
+def adaptive_reports_accepted() -> float:
+    """Sluice's ``sluice_adaptive_reports_total{result="accepted"}`` on /metrics."""
+    scrape = httpx.get(f"{env('SLUICE_URL')}/metrics").text
+    sample = 'sluice_adaptive_reports_total{result="accepted"}'
+    for line in scrape.splitlines():
+        if line.startswith(sample):
+            return float(line[len(sample) :].strip())
+    return 0.0
+
+
+def test_reports_reach_the_adaptive_rule() -> None:
+    before = adaptive_reports_accepted()
+    with Reporter(env("SLUICE_URL"), "sdk", max_batch=4) as reporter:
+        for i in range(10):
+            outcome = reporter.record({"upstream": "payments"}, 20.0 + i, 503 if i == 9 else 200)
+            assert outcome == "pending"
+        assert reporter.record({"upstream": "search"}, 5.0, 200) == "pending"
+        assert reporter.record({"upstream": "payments"}, -1.0, 200) == "invalid"
+        flushed = reporter.flush()
+        counts = reporter.counts()
+    after = adaptive_reports_accepted()
+    report(
+        {
+            "test": "reports",
+            "sent": flushed.sent,
+            "accepted": flushed.accepted,
+            "unmatched": flushed.unmatched,
+            "invalid": counts.invalid,
+            "metric_delta": after - before,
+        }
+    )
+    # Eleven reports in three batches, all taken: ten match the adaptive rule, one no rule; the
+    # impossible one never left the app, so no batch was refused.
+    assert (flushed.sent, flushed.failed, flushed.accepted, flushed.unmatched) == (11, 0, 10, 1)
+    assert counts.invalid == 1
+    # The TypeScript e2e may report to the same Sluice meanwhile: at least ours were counted.
+    assert after - before >= 10
 
 
 def _backoff(**kw: Any) -> Backoff:

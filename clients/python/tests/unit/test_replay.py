@@ -26,6 +26,7 @@ from sluice_client import (
     rate_view,
     retry_after_ms,
 )
+from sluice_client.reports import Reporter
 
 from .conftest import ManualTime
 
@@ -40,6 +41,7 @@ SECTIONS = (
     "pacer",
     "queue",
     "breaker",
+    "reports",
 )
 
 
@@ -212,3 +214,33 @@ def test_breaker(case: Dict[str, Any]) -> None:
             breaker.failure(now)
         assert breaker.state == step["state"], f"step {i}: {step}"
     assert changes == case["changes"]
+
+
+def latency(v: Any) -> float:
+    """A fixture latency: a number, or "NaN" / "Infinity" (which JSON cannot spell)."""
+    return float(v)
+
+
+@cases("reports")
+def test_reports(case: Dict[str, Any]) -> None:
+    # Records and the batches a flush cuts, without HTTP: the client is never used.
+    reporter = Reporter("http://sluice.invalid", case["domain"], **case["settings"])
+    for i, step in enumerate(case["steps"]):
+        if "record" in step or "record_many" in step:
+            r = step.get("record") or step["record_many"]
+            for _ in range(r.get("times", 1)):
+                got = reporter.record(r["descriptor"], latency(r["latency_ms"]), r["status"])
+                assert got == step["expect"], f"step {i}: {step}"
+        elif "counts" in step:
+            c = reporter.counts()
+            want = step["counts"]
+            assert (c.invalid, c.overflow, c.pending) == (
+                want["invalid"],
+                want["overflow"],
+                want["pending"],
+            ), f"step {i}"
+        else:
+            batches = reporter.take_batches()
+            assert [len(b) for b in batches] == step["take"], f"step {i}"
+            if "first" in step:
+                assert json.loads(reporter.body(batches[0])) == step["first"], f"step {i}"
