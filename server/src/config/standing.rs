@@ -10,7 +10,8 @@
 //!   standing: { penalty: 0.5, after: 3, recover_after: 5, keep_tier_weights: true }
 //! ```
 //!
-//! A tenant refused by the pool in `after` consecutive windows has its weight multiplied by
+//! A tenant the pool refused past its guarantee (where it could only borrow) in `after`
+//! consecutive windows has its weight multiplied by
 //! `penalty` (rounded down: a weight of 1 halved is 0, a tenant that only borrows) until it goes
 //! `recover_after` windows without a refusal. With `keep_tier_weights`, a tenant named in
 //! `weights` (a paid tier) keeps its weight whatever it does: the weight a tier pays for is its
