@@ -25,6 +25,8 @@
 //! [`MAX_TENANTS_PER_WINDOW`](crate::limiter::standing::MAX_TENANTS_PER_WINDOW) refused tenants
 //! per rule and window, and a rule holds at most [`MAX_PENALISED`] penalties at once.
 
+mod tenants;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +39,8 @@ use crate::config::{RateLimit, Rule, RuleSet};
 use crate::limiter::standing::Refusals;
 use crate::metrics::{ResultLabels, RuleLabels, Shared};
 use crate::overrides::backend::{AuditEntry, Guarded};
-use crate::overrides::{Override, OverrideRequest, OverrideStore, TargetEntry};
+use crate::overrides::{Override, OverrideRequest, OverrideStore};
+use tenants::{target, tenant_of};
 
 /// The `by` of the overrides standing writes.
 pub const ACTOR: &str = "standing";
@@ -383,45 +386,5 @@ impl Standing {
     }
 }
 
-/// The override target of one tenant of `rule`: the rule's exact levels, then the tenant's value.
-fn target(rule: &Rule, tenant: &str) -> Vec<TargetEntry> {
-    let last = rule.levels.len().saturating_sub(1);
-    rule.levels
-        .iter()
-        .enumerate()
-        .map(|(i, l)| TargetEntry {
-            key: l.key.clone(),
-            value: if i == last {
-                Some(tenant.to_owned())
-            } else {
-                l.value.clone()
-            },
-            prefix: None,
-        })
-        .collect()
-}
-
-/// The tenant an override of `rule` is about, when its target is one tenant of the rule (its
-/// exact levels, then the tenant's key with a value that the last level matches).
-fn tenant_of<'o>(rule: &Rule, target: &'o [TargetEntry]) -> Option<&'o str> {
-    if target.len() != rule.levels.len() {
-        return None;
-    }
-    let (last, above) = target.split_last()?;
-    let (level, levels) = rule.levels.split_last()?;
-    let above_fits = above
-        .iter()
-        .zip(levels)
-        .all(|(t, l)| t.prefix.is_none() && t.key == l.key && t.value == l.value);
-    let value = last.value.as_deref()?;
-    let matches = match level.value.as_deref() {
-        None => true,
-        Some(p) if p.contains('*') => crate::config::matcher::wildcard_match(p, value),
-        Some(v) => v == value,
-    };
-    (above_fits && last.key == level.key && last.prefix.is_none() && matches).then_some(value)
-}
-
 #[cfg(test)]
-#[path = "tests_standing.rs"]
 mod tests;
