@@ -64,12 +64,14 @@
 //!   CLI, and the operator console at `/admin/ui` ([`admin::ui`]).
 //! - [`adaptive`] moves the limits that declare `adaptive` between their bounds: clients report
 //!   latencies and statuses (`POST /reports`, [`http`]), each replica aggregates them per rule
-//!   per interval in a fixed-size histogram, the fleet adds them up in Redis, one replica per
-//!   interval applies the control law ([`adaptive::law`]) and writes the limit as an override by
-//!   `adaptive` through [`overrides`], which every replica applies. The check path never touches
-//!   it.
+//!   per interval in a fixed-size histogram, the fleet adds them up in Redis or etcd, one replica
+//!   per interval applies the control law ([`adaptive::law`]) and writes the limit as an override
+//!   by `adaptive` through [`overrides`], which every replica applies. The check path never
+//!   touches it. [`adaptive::standing`] does the same for fair-share weights: the tenants a pool
+//!   refused past their guarantee ([`limiter::standing`]) window after window are penalised, and
+//!   restored once they behave.
 //! - [`notify`] delivers quota notifications (near limit, quota exhausted, pool full, the Redis
-//!   breaker opening and closing, overrides about to lapse) off the request path: a dispatcher
+//!   breaker opening and closing, overrides about to lapse, adaptive changes) off the request path: a dispatcher
 //!   task routes each event to its domain's and the global sinks, a task per sink POSTs signed
 //!   webhooks with retries or appends to a Redis stream (`docs/notifications.md`).
 //! - [`log_throttle`] keeps warnings a client can trigger from becoming a flood of log lines.
@@ -88,7 +90,7 @@
 //! | [`adapter`] | span, count and store-failure message of a check | wire types |
 //! | [`trace`] | OpenTelemetry spans | everything but the limiter's decision types |
 //! | [`listener`] | connection bounds shared by both listeners | what a connection carries |
-//! | [`adaptive`] | reports, their fleet-wide aggregate, the controller | the limiter, wire types, settings |
+//! | [`adaptive`] | reports, their fleet-wide aggregate, the controller, standing | the limiter's check (it reads only the limiter's record of refused tenants), wire types, settings |
 //! | [`limiter`] | the transport-free check | wire types, settings, tracing |
 //! | [`notify`] | quota notifications: events, de-duplication, sinks | the limiter, settings, listeners |
 //! | [`overrides`] | runtime overrides and their stores | the limiter, settings |

@@ -20,8 +20,9 @@
 //!    they keep refusing and restore it once the tenant behaves, through the same fleet-wide
 //!    decision and the same guarded, audited overrides (actor `standing`).
 //!
-//! Boundary: reads the rule set and writes through [`crate::overrides`]; it never imports the
-//! limiter (start-up hands it the live rules and a way to apply overrides at once).
+//! Boundary: reads the rule set and writes through [`crate::overrides`]; of the limiter it reads
+//! only the record of refused tenants ([`crate::limiter::standing`]; start-up hands it the live
+//! rules and a way to apply overrides at once).
 
 pub mod controller;
 pub mod fleet;
