@@ -155,7 +155,7 @@ impl EtcdFleet {
     ) -> Result<HashSet<String>, String> {
         let etcd = self.etcd()?;
         let base = format!("standing/{}/", escape(rule));
-        let mut out: Option<HashSet<String>> = None;
+        let mut windows = Vec::new();
         for k in ks {
             let found = etcd
                 .fleet_scan(&format!("{base}{}/", interval(k)))
@@ -167,13 +167,9 @@ impl EtcdFleet {
                     window.extend(list);
                 }
             }
-            out = Some(match out {
-                None => window,
-                Some(acc) if all => acc.intersection(&window).cloned().collect(),
-                Some(acc) => acc.union(&window).cloned().collect(),
-            });
+            windows.push(window);
         }
-        Ok(out.unwrap_or_default())
+        Ok(super::combine(windows.into_iter(), all))
     }
 
     /// Deletes the refused tenants of `rule`'s windows before `k`.

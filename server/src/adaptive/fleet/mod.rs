@@ -224,16 +224,10 @@ impl Fleet {
         match self {
             Fleet::Local(l) => {
                 let m = l.refused.lock();
-                let empty = HashSet::new();
-                let mut sets = ks.map(|k| m.get(&(rule.to_owned(), k)).unwrap_or(&empty));
-                let first = sets.next().cloned().unwrap_or_default();
-                Ok(sets.fold(first, |acc, s| {
-                    if all {
-                        acc.intersection(s).cloned().collect()
-                    } else {
-                        acc.union(s).cloned().collect()
-                    }
-                }))
+                Ok(combine(
+                    ks.map(|k| m.get(&(rule.to_owned(), k)).cloned().unwrap_or_default()),
+                    all,
+                ))
             }
             Fleet::Etcd(e) => e.refused(rule, ks, all).await,
             Fleet::Redis(r) => {
@@ -256,6 +250,22 @@ impl Fleet {
             _ => Ok(()),
         }
     }
+}
+
+/// The tenants in every one of `windows` (`all`), or in any of them; none for no window.
+pub(super) fn combine(
+    windows: impl Iterator<Item = HashSet<String>>,
+    all: bool,
+) -> HashSet<String> {
+    windows
+        .reduce(|acc, w| {
+            if all {
+                acc.intersection(&w).cloned().collect()
+            } else {
+                acc.union(&w).cloned().collect()
+            }
+        })
+        .unwrap_or_default()
 }
 
 impl RedisFleet {
