@@ -4,19 +4,17 @@
 //!
 //! Intervals are aligned to the epoch (interval `k` of a rule is `[k·I, (k+1)·I)` in wall-clock
 //! milliseconds), so replicas agree on them without talking; clocks apart by less than the
-//! settling delay ([`settle`]) lose nothing. An interval with fewer than `min_reports` reports
+//! settling delay ([`settle`](super::cadence::settle)) lose nothing. An interval with fewer than `min_reports` reports
 //! fleet-wide leaves the limit where it is: a p99 of a handful of reports is noise.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
 
-use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
+use super::cadence::{Cadence, every_tick};
 use super::fleet::Fleet;
 use super::law::{Move, next_limit};
 use super::{ACTOR, Reports};
@@ -33,14 +31,6 @@ pub type Rules = Arc<dyn Fn() -> Arc<RuleSet> + Send + Sync>;
 /// Applies a fresh list of overrides on this replica at once (others follow the store).
 pub type Apply = Arc<dyn Fn(Vec<Override>) + Send + Sync>;
 
-/// How often the controller looks at the clock.
-pub const TICK: Duration = Duration::from_millis(50);
-
-/// How long after a boundary the interval is decided: a tenth of the interval, within 200 ms..2 s.
-pub fn settle(interval: Duration) -> Duration {
-    (interval / 10).clamp(Duration::from_millis(200), Duration::from_secs(2))
-}
-
 /// The controller's metric families.
 #[derive(Clone, Default)]
 pub struct AdaptiveMetrics {
@@ -52,14 +42,6 @@ pub struct AdaptiveMetrics {
     pub decisions: Family<ResultLabels, Counter>,
 }
 
-#[derive(Clone, Copy)]
-struct Progress {
-    /// The interval whose reports were last handed to the fleet.
-    flushed: u64,
-    /// The last interval decided (or passed to another replica).
-    decided: u64,
-}
-
 pub struct Controller {
     reports: Arc<Reports>,
     fleet: Fleet,
@@ -67,7 +49,7 @@ pub struct Controller {
     rules: Rules,
     apply: Apply,
     metrics: AdaptiveMetrics,
-    progress: Mutex<HashMap<Arc<str>, Progress>>,
+    cadence: Cadence,
     /// Where `adaptive_change` goes, when notifications are on.
     notifier: Option<Notifier>,
 }
@@ -136,7 +118,7 @@ impl Controller {
             rules,
             apply,
             metrics,
-            progress: Mutex::default(),
+            cadence: Cadence::default(),
             notifier: None,
         }
     }
@@ -147,15 +129,12 @@ impl Controller {
         self
     }
 
-    /// Runs [`Controller::tick`] every [`TICK`] on `clock` until the task is dropped.
+    /// Runs [`Controller::tick`] every [`TICK`](super::cadence::TICK) on `clock` until the task
+    /// is dropped.
     pub fn spawn(self: Arc<Self>, clock: Arc<dyn Clock>) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(TICK);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                every.tick().await;
-                self.tick(clock.now().as_millis() as u64).await;
-            }
+        every_tick(clock, move |now_ms| {
+            let this = Arc::clone(&self);
+            async move { this.tick(now_ms).await }
         })
     }
 
@@ -170,29 +149,18 @@ impl Controller {
             let Some(spec) = limit.adaptive.as_deref() else {
                 continue;
             };
-            let every = spec.interval.as_millis() as u64;
-            let k = now_ms / every;
-            let key = Arc::clone(&rule.stat_key);
-            let mut p = {
-                let mut progress = self.progress.lock();
-                *progress.entry(key.clone()).or_insert(Progress {
-                    flushed: k,
-                    decided: k,
-                })
-            };
-            if k > p.flushed {
-                let agg = self.reports.take(&key);
+            let key = &rule.stat_key;
+            let now = self.cadence.due(key, spec.interval, now_ms);
+            if let Some(k) = now.flush {
+                let agg = self.reports.take(key);
                 let keep = spec.interval * 4;
-                if let Err(e) = self.fleet.add(&key, k - 1, &agg, keep).await {
+                if let Err(e) = self.fleet.add(key, k, &agg, keep).await {
                     tracing::warn!(rule = %key, error = %e, "cannot add this replica's reports to the fleet's");
                 }
-                p.flushed = k;
             }
-            if k > p.decided && now_ms >= k * every + settle(spec.interval).as_millis() as u64 {
-                p.decided = k;
-                due.push((Arc::clone(rule), limit.clone(), k - 1));
+            if let Some(k) = now.decide {
+                due.push((Arc::clone(rule), limit.clone(), k));
             }
-            self.progress.lock().insert(key, p);
         }
         if due.is_empty() {
             return;

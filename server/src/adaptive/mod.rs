@@ -24,6 +24,7 @@
 //! only the record of refused tenants ([`crate::limiter::standing`]; start-up hands it the live
 //! rules and a way to apply overrides at once).
 
+pub mod cadence;
 pub mod controller;
 pub mod fleet;
 pub mod law;

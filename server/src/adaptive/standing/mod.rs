@@ -31,9 +31,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
-
-use super::controller::{Apply, Rules, rules_with, settle};
+use super::cadence::{Cadence, every_tick};
+use super::controller::{Apply, Rules, rules_with};
 use super::fleet::Fleet;
 use crate::config::{RateLimit, Rule, RuleSet};
 use crate::limiter::standing::Refusals;
@@ -60,12 +59,6 @@ pub struct StandingMetrics {
     >,
 }
 
-#[derive(Clone, Copy)]
-struct Progress {
-    flushed: u64,
-    decided: u64,
-}
-
 pub struct Standing {
     refusals: Arc<Refusals>,
     fleet: Fleet,
@@ -73,7 +66,7 @@ pub struct Standing {
     rules: Rules,
     apply: Apply,
     metrics: StandingMetrics,
-    progress: Mutex<HashMap<Arc<str>, Progress>>,
+    cadence: Cadence,
 }
 
 /// What one window's decision found for a rule.
@@ -99,22 +92,20 @@ impl Standing {
             rules,
             apply,
             metrics,
-            progress: Mutex::default(),
+            cadence: Cadence::default(),
         }
     }
 
-    /// Runs [`Standing::tick`] every [`super::controller::TICK`] on `clock` until the task is
+    /// Runs [`Standing::tick`] every [`TICK`](super::cadence::TICK) on `clock` until the task is
     /// dropped.
     pub fn spawn(
         self: Arc<Self>,
         clock: Arc<dyn crate::clock::Clock>,
     ) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(super::controller::TICK);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                every.tick().await;
-                self.tick(clock.now().as_millis() as u64).await;
+        every_tick(clock, move |now_ms| {
+            let this = Arc::clone(&self);
+            async move {
+                this.tick(now_ms).await;
             }
         })
     }
@@ -132,30 +123,18 @@ impl Standing {
                 continue;
             };
             let window = Duration::from_secs(limit.window_secs().max(1));
-            let every = window.as_millis() as u64;
-            let k = now_ms / every;
-            let key = Arc::clone(&rule.stat_key);
-            let mut p = *self.progress.lock().entry(key.clone()).or_insert(Progress {
-                flushed: k,
-                decided: k,
-            });
-            if k > p.flushed {
-                let tenants = self.refusals.take(&key);
+            let key = &rule.stat_key;
+            let now = self.cadence.due(key, window, now_ms);
+            if let Some(k) = now.flush {
+                let tenants = self.refusals.take(key);
                 let keep = spec.after.max(spec.recover_after) + 2;
-                if let Err(e) = self
-                    .fleet
-                    .add_refused(&key, k - 1, &tenants, keep, window)
-                    .await
-                {
+                if let Err(e) = self.fleet.add_refused(key, k, &tenants, keep, window).await {
                     tracing::warn!(rule = %key, error = %e, "standing: cannot add this replica's refusals to the fleet's");
                 }
-                p.flushed = k;
             }
-            if k > p.decided && now_ms >= k * every + settle(window).as_millis() as u64 {
-                p.decided = k;
-                due.push((Arc::clone(rule), limit.clone(), k - 1));
+            if let Some(k) = now.decide {
+                due.push((Arc::clone(rule), limit.clone(), k));
             }
-            self.progress.lock().insert(key, p);
         }
         let mut out = Vec::new();
         if due.is_empty() {

@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use parking_lot::Mutex;
+
 use super::*;
 use crate::config::{RuleSet, parse_str};
 use crate::overrides::{OverrideStore, target_id};
