@@ -18,6 +18,7 @@
 
 use std::time::Duration;
 
+use super::fields::Place;
 use super::parse::Reader;
 use super::yaml::{Kind, Yaml};
 
@@ -92,7 +93,7 @@ impl Reader {
     /// The `adaptive` block of a limit whose value may go up to `bound`, or `None` when it does
     /// not fit (already reported).
     pub(super) fn adaptive(&mut self, y: &Yaml, bound: u64) -> Option<AdaptiveSpec> {
-        let Kind::Map(pairs) = &y.kind else {
+        if !matches!(y.kind, Kind::Map(_)) {
             self.invalid(
                 y.at,
                 format!(
@@ -102,39 +103,10 @@ impl Reader {
                 ),
             );
             return None;
-        };
-        let get = |name: &str| {
-            pairs
-                .iter()
-                .find(|(k, _)| matches!(&k.kind, Kind::Scalar { text, .. } if text == name))
-                .map(|(_, v)| v)
-        };
-        let mut complete = true;
-        for (k, _) in pairs {
-            let Some(name) = self.string(k, "adaptive") else {
-                complete = false;
-                continue;
-            };
-            const KNOWN: [&str; 7] = [
-                "signal",
-                "target",
-                "quantile",
-                "min",
-                "max",
-                "interval",
-                "min_reports",
-            ];
-            if !KNOWN.contains(&name.as_str()) {
-                self.invalid(
-                    k.at,
-                    format!(
-                        "unknown field `{name}` in `adaptive`; expected one of: {}",
-                        KNOWN.join(", ")
-                    ),
-                );
-                complete = false;
-            }
         }
+        let f = self.fields(y, Place::Adaptive);
+        let get = |name: &str| f.get(name);
+        let mut complete = true;
         let required = |field: &str, this: &mut Self| {
             let v = get(field);
             if v.is_none() {

@@ -21,6 +21,10 @@ pub(super) enum Place {
     RedisStream,
     /// The top level of the `--notifications` file.
     NotificationsFile,
+    /// A limit's `adaptive` block.
+    Adaptive,
+    /// A fair-share limit's `standing` block.
+    Standing,
 }
 
 const TOP: &[&str] = &[
@@ -58,6 +62,16 @@ const WEBHOOK: &[&str] = &[
 ];
 const REDIS_STREAM: &[&str] = &["key", "max_len"];
 const NOTIFICATIONS_FILE: &[&str] = &["notifications"];
+const ADAPTIVE: &[&str] = &[
+    "signal",
+    "target",
+    "quantile",
+    "min",
+    "max",
+    "interval",
+    "min_reports",
+];
+const STANDING: &[&str] = &["penalty", "after", "recover_after", "keep_tier_weights"];
 
 /// What a `rate_limit` mapping describes, told by its fields: `unlimited: true`, `concurrency`,
 /// `capacity`, or else a counted limit.
@@ -168,6 +182,8 @@ impl Place {
             Place::Webhook => WEBHOOK.to_vec(),
             Place::RedisStream => REDIS_STREAM.to_vec(),
             Place::NotificationsFile => NOTIFICATIONS_FILE.to_vec(),
+            Place::Adaptive => ADAPTIVE.to_vec(),
+            Place::Standing => STANDING.to_vec(),
         }
     }
 
@@ -190,6 +206,8 @@ impl Place {
             Place::Webhook => "in a webhook",
             Place::RedisStream => "in `redis_stream`",
             Place::NotificationsFile => "at the top level of a notifications file",
+            Place::Adaptive => "in `adaptive`",
+            Place::Standing => "in `standing`",
         }
     }
 
@@ -206,6 +224,8 @@ impl Place {
                 | Place::Webhook
                 | Place::RedisStream
                 | Place::NotificationsFile
+                | Place::Adaptive
+                | Place::Standing
         ) {
             return None;
         }

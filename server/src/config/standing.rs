@@ -18,6 +18,7 @@
 //! floor. The rule's path must name exact values before its last level (the tenant's), since a
 //! penalty is written as an override of the path with the tenant's value.
 
+use super::fields::Place;
 use super::parse::Reader;
 use super::yaml::{Kind, Yaml};
 
@@ -63,7 +64,7 @@ impl StandingSpec {
 impl Reader {
     /// The `standing` block, or `None` when it does not fit (already reported).
     pub(super) fn standing(&mut self, y: &Yaml) -> Option<StandingSpec> {
-        let Kind::Map(pairs) = &y.kind else {
+        if !matches!(y.kind, Kind::Map(_)) {
             self.invalid(
                 y.at,
                 format!(
@@ -73,33 +74,10 @@ impl Reader {
                 ),
             );
             return None;
-        };
-        let get = |name: &str| {
-            pairs
-                .iter()
-                .find(|(k, _)| matches!(&k.kind, Kind::Scalar { text, .. } if text == name))
-                .map(|(_, v)| v)
-        };
-        const KNOWN: [&str; 4] = ["penalty", "after", "recover_after", "keep_tier_weights"];
-        let mut complete = true;
-        for (k, _) in pairs {
-            let Some(name) = self.string(k, "standing") else {
-                complete = false;
-                continue;
-            };
-            if !KNOWN.contains(&name.as_str()) {
-                self.invalid(
-                    k.at,
-                    format!(
-                        "unknown field `{name}` in `standing`; expected one of: {}",
-                        KNOWN.join(", ")
-                    ),
-                );
-                complete = false;
-            }
         }
+        let f = self.fields(y, Place::Standing);
         let mut required = |field: &str| {
-            let v = get(field);
+            let v = f.get(field);
             if v.is_none() {
                 self.invalid(y.at, format!("`standing` needs `{field}`"));
             }
@@ -114,16 +92,15 @@ impl Reader {
         let after = after_y.and_then(|a| self.integer(a, "after", 1, MAX_WINDOWS));
         let recover_after =
             recover_y.and_then(|r| self.integer(r, "recover_after", 1, MAX_WINDOWS));
-        let keep_tier_weights = match get("keep_tier_weights") {
+        let keep_tier_weights = match f.get("keep_tier_weights") {
             None => Some(false),
             Some(k) => self.choice(k, "keep_tier_weights", &[("true", true), ("false", false)]),
         };
-        let spec = StandingSpec {
+        Some(StandingSpec {
             penalty_ppm: penalty?,
             after: after?,
             recover_after: recover_after?,
             keep_tier_weights: keep_tier_weights?,
-        };
-        complete.then_some(spec)
+        })
     }
 }

@@ -230,6 +230,10 @@ fn blocks_that_do_not_fit_are_refused_where_they_stand() {
             "rules.yaml:4:99: unknown field `floor` in `standing`; expected one of: penalty, after, recover_after, keep_tier_weights",
         ),
         (
+            rules("{unit: second, capacity: 10, standing: {penalty: 0.5, after: 3, recover_after: 5, after: 4}}"),
+            "rules.yaml:4:99: duplicate field `after` (first given at line 4, column 71)",
+        ),
+        (
             rules("{unit: second, requests_per_unit: 10, standing: {penalty: 0.5, after: 3, recover_after: 5}}"),
             "rules.yaml:4:65: `standing` applies only to a fair-share pool, one with a `capacity`",
         ),
