@@ -44,7 +44,7 @@ pub struct AdaptiveMetrics {
 
 pub struct Controller {
     reports: Arc<Reports>,
-    fleet: Fleet,
+    fleet: Arc<Fleet>,
     overrides: Arc<OverrideStore>,
     rules: Rules,
     apply: Apply,
@@ -105,7 +105,7 @@ fn target(rule: &Rule) -> Vec<TargetEntry> {
 impl Controller {
     pub fn new(
         reports: Arc<Reports>,
-        fleet: Fleet,
+        fleet: Arc<Fleet>,
         overrides: Arc<OverrideStore>,
         rules: Rules,
         apply: Apply,

@@ -33,7 +33,7 @@ fn rig() -> Rig {
     let r = Arc::clone(&rules);
     let controller = Controller::new(
         Arc::clone(&reports),
-        Fleet::local(),
+        Arc::new(Fleet::local()),
         Arc::clone(&store),
         Arc::new(move || Arc::clone(&r)),
         Arc::new(move |list| *seen.lock() = list),

@@ -33,9 +33,10 @@ pub(super) fn start<S: Store>(
 ) -> (Arc<Reports>, Tasks) {
     let metrics = limiter.metrics();
     let reports = Arc::new(Reports::new(metrics.adaptive_reports.clone()));
-    let fleet = || match (&settings.admin.override_store, &redis) {
+    // One fleet (one Redis connection) for both: their keys do not meet.
+    let fleet = match (&settings.admin.override_store, redis) {
         (OverrideBackend::Redis, Some(client)) => Some(Fleet::redis(
-            client.clone(),
+            client,
             &settings.key_prefix,
             settings.redis_timeout,
         )),
@@ -43,7 +44,7 @@ pub(super) fn start<S: Store>(
         (OverrideBackend::Etcd, _) => Some(Fleet::etcd(Arc::clone(store))),
         (OverrideBackend::Redis, None) => None,
     };
-    let (Some(adaptive_fleet), Some(standing_fleet)) = (fleet(), fleet()) else {
+    let Some(fleet) = fleet.map(Arc::new) else {
         tracing::warn!(
             "adaptive limits and standing have no Redis connection for their fleet-wide \
              aggregates; their limits and weights stay as configured"
@@ -66,7 +67,7 @@ pub(super) fn start<S: Store>(
     let controller = Arc::new(
         Controller::new(
             Arc::clone(&reports),
-            adaptive_fleet,
+            Arc::clone(&fleet),
             Arc::clone(store),
             Arc::clone(&rules),
             Arc::clone(&apply),
@@ -80,7 +81,7 @@ pub(super) fn start<S: Store>(
     );
     let standing = Arc::new(Standing::new(
         Arc::clone(limiter.refusals()),
-        standing_fleet,
+        fleet,
         Arc::clone(store),
         rules,
         apply,

@@ -61,7 +61,7 @@ pub struct StandingMetrics {
 
 pub struct Standing {
     refusals: Arc<Refusals>,
-    fleet: Fleet,
+    fleet: Arc<Fleet>,
     overrides: Arc<OverrideStore>,
     rules: Rules,
     apply: Apply,
@@ -79,7 +79,7 @@ pub struct Decided {
 impl Standing {
     pub fn new(
         refusals: Arc<Refusals>,
-        fleet: Fleet,
+        fleet: Arc<Fleet>,
         overrides: Arc<OverrideStore>,
         rules: Rules,
         apply: Apply,

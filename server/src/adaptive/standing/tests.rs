@@ -44,7 +44,7 @@ fn rig() -> Rig {
     let r = Arc::clone(&rules);
     let standing = Standing::new(
         Arc::clone(&refusals),
-        Fleet::local(),
+        Arc::new(Fleet::local()),
         Arc::clone(&store),
         Arc::new(move || Arc::clone(&r)),
         Arc::new(move |list| *seen.lock() = list),
