@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot_free::Samples;
 use serde_json::{Value, json};
-use sluice_tests::admin::{Admin, TOKEN, rlconfig, token_file};
+use sluice_tests::admin::{Admin, rlconfig, token_file};
 use sluice_tests::etcd::EtcdServer;
 use sluice_tests::redis::RedisServer;
 use sluice_tests::sluice::{Sluice, sample_of};
@@ -317,23 +317,7 @@ async fn three_replicas_on_one_redis_apply_one_adaptive_limit() {
         every.tick().await;
         let mut limits = Vec::new();
         for s in &replicas {
-            let rlconfig = reqwest::Client::new()
-                .get(s.url("/rlconfig"))
-                .bearer_auth(TOKEN)
-                .send()
-                .await
-                .expect("rlconfig")
-                .text()
-                .await
-                .expect("text");
-            // `a.upstream_pay: override [upstream=pay] concurrency=23 (id …) by adaptive, …`
-            let applied = rlconfig
-                .lines()
-                .find(|l| l.contains("by adaptive"))
-                .and_then(|l| l.split("concurrency=").nth(1))
-                .and_then(|rest| rest.split(' ').next())
-                .and_then(|n| n.parse::<u64>().ok());
-            limits.push(applied);
+            limits.push(adaptive_pool(&rlconfig(s).await));
         }
         let same = limits.iter().all(|l| *l == limits[0]) && limits[0].is_some_and(|l| l < 60);
         agreed.push((limits.clone(), same));
@@ -476,14 +460,7 @@ async fn replicas_with_etcd_overrides_add_up_their_reports_and_apply_one_limit()
         if polls % 2 == 0 {
             let mut limits = Vec::new();
             for r in &replicas {
-                let c = rlconfig(r).await;
-                limits.push(
-                    c.lines()
-                        .find(|l| l.contains("by adaptive"))
-                        .and_then(|l| l.split("concurrency=").nth(1))
-                        .and_then(|rest| rest.split(' ').next())
-                        .and_then(|n| n.parse::<u64>().ok()),
-                );
+                limits.push(adaptive_pool(&rlconfig(r).await));
             }
             if limits[0].is_some() && limits.iter().all(|l| *l == limits[0]) {
                 break limits[0];
@@ -513,4 +490,15 @@ async fn replicas_with_etcd_overrides_add_up_their_reports_and_apply_one_limit()
             .is_some_and(|n| n >= 20),
         "{entry}"
     );
+}
+
+/// The pool size an adaptive override applies, from `/rlconfig`'s line
+/// `a.upstream_pay: override [upstream=pay] concurrency=23 (id …) by adaptive, …`.
+fn adaptive_pool(rlconfig: &str) -> Option<u64> {
+    rlconfig
+        .lines()
+        .find(|l| l.contains("by adaptive"))
+        .and_then(|l| l.split("concurrency=").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
 }
