@@ -36,7 +36,11 @@ struct Rig {
 }
 
 fn rig() -> Rig {
-    let rules = Arc::new(parse_str("rules.yaml", RULES).unwrap());
+    rig_with(RULES)
+}
+
+fn rig_with(text: &str) -> Rig {
+    let rules = Arc::new(parse_str("rules.yaml", text).unwrap());
     let refusals = Arc::new(Refusals::default());
     let store = Arc::new(OverrideStore::memory());
     let applied = Arc::new(Mutex::new(Vec::new()));
@@ -191,6 +195,27 @@ async fn tiers_keep_their_weight_and_an_operators_override_wins() {
     rig.store.delete(&o.id, &gone).await.unwrap();
     // Its streak went on all along: the next refused window penalises it.
     assert_eq!(rig.window(&["op"]).await, penalised(&["op"]));
+}
+
+#[tokio::test]
+async fn a_rule_holds_at_most_max_penalised_penalties() {
+    let mut rig = rig_with(&RULES.replace("after: 3", "after: 1"));
+    rig.start().await;
+    // More tenants refused than a rule may penalise, all in one window.
+    let names: Vec<String> = (0..MAX_PENALISED + 5).map(|i| format!("t{i}")).collect();
+    let refused: Vec<&str> = names.iter().map(String::as_str).collect();
+    let d = rig.window(&refused).await;
+    assert_eq!(d.penalised.len(), MAX_PENALISED);
+    let by_standing = rig
+        .store
+        .load()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|o| o.by == ACTOR);
+    assert_eq!(by_standing.count(), MAX_PENALISED);
+    // The next window penalises nobody new while the rule is full.
+    assert_eq!(rig.window(&refused).await, Decided::default());
 }
 
 #[test]
