@@ -126,6 +126,17 @@ impl Nginx {
         format!("http://{}{path}", self.addr)
     }
 
+    /// `GET /orders` through this nginx as the app `app_id` (`X-App-Id`), as the examples' rules
+    /// key requests; a failure to get any answer panics with nginx's error log.
+    pub async fn get_orders(&self, client: &reqwest::Client, app_id: &str) -> reqwest::Response {
+        client
+            .get(self.url("/orders"))
+            .header("x-app-id", app_id)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET through nginx: {e}{}", self.error_log()))
+    }
+
     /// nginx's error log so far, for failure messages.
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("logs/error.log"))

@@ -44,12 +44,7 @@ fn header(r: &reqwest::Response, name: &str) -> Option<String> {
 }
 
 async fn get(client: &reqwest::Client, nginx: &Nginx, app_id: &str) -> reqwest::Response {
-    client
-        .get(nginx.url("/orders"))
-        .header("x-app-id", app_id)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET through nginx: {e}{}", nginx.error_log()))
+    nginx.get_orders(client, app_id).await
 }
 
 async fn passes_then_limits_then_fails_open_or_closed(example: &str) {

@@ -47,14 +47,7 @@ fn openresty(sluice: SocketAddr, app: SocketAddr) -> String {
 }
 
 async fn get(client: &reqwest::Client, nginx: &Nginx, app_id: &str) -> u16 {
-    client
-        .get(nginx.url("/orders"))
-        .header("x-app-id", app_id)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET through nginx: {e}{}", nginx.error_log()))
-        .status()
-        .as_u16()
+    nginx.get_orders(client, app_id).await.status().as_u16()
 }
 
 /// `sluice_adaptive_reports_total{result}` and friends, in one scrape.
