@@ -230,6 +230,79 @@ proptest! {
             prop_assert_eq!(got, expected, "batch {:?}", batch);
         }
     }
+
+    /// The compact forms (`scripts::Compact`): the script decides and writes in its own short
+    /// path and Rust steps the state it read, and that must still be exactly the memory store.
+    #[test]
+    fn compact_requests_match_memory(
+        policies in prop::collection::vec(counter_policy(), 2),
+        start in 1_700_000_000_000_000u64..1_800_000_000_000_000,
+        requests in prop::collection::vec(single_hit(), 1..40),
+    ) {
+        static CASE: AtomicU64 = AtomicU64::new(0);
+        static COMPACT: OnceLock<Shared> = OnceLock::new();
+        let case = CASE.fetch_add(1, Ordering::Relaxed);
+        let shared = COMPACT.get_or_init(Shared::start);
+        shared.clock.set(Duration::from_micros(start));
+        let memory = MemoryStore::new(1_000, shared.clock.clone());
+        for (admission, advance, k, delta) in requests {
+            shared.clock.advance(Duration::from_micros(advance));
+            let batch = Batch {
+                admission,
+                hits: vec![Hit {
+                    key: format!("compact:{case}:{k}").into_bytes(),
+                    policy: policies[usize::from(k)],
+                    delta,
+                    role: Role::Enforce,
+                    claim: Claim::None,
+                }],
+            };
+            let expected = memory.apply_now(&batch);
+            let got = shared
+                .runtime
+                .block_on(shared.redis.apply(&batch))
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(got, expected, "batch {:?}", batch);
+        }
+    }
+}
+
+/// Fixed windows and token buckets in seconds, the counters the script's compact forms serve.
+fn counter_policy() -> impl Strategy<Value = Policy> {
+    (
+        prop_oneof![Just(Algorithm::FixedWindow), Just(Algorithm::TokenBucket)],
+        prop_oneof![Just(1u64), Just(3), Just(60)],
+        0u64..7,
+        1u64..8,
+    )
+        .prop_map(|(algorithm, secs, limit, burst)| Policy {
+            algorithm,
+            period: Period::Seconds(secs),
+            limit,
+            burst: if algorithm == Algorithm::TokenBucket {
+                burst
+            } else {
+                limit
+            },
+        })
+}
+
+/// `(admission, time passing, key index, delta)`: mostly requests the compact forms carry (one
+/// enforced hit, all-or-nothing or dry, delta >= 0), among general ones on the same counters
+/// (charge-all, refunds).
+type SingleHit = (Admission, u64, u8, i64);
+
+fn single_hit() -> impl Strategy<Value = SingleHit> {
+    (
+        prop_oneof![
+            4 => Just(Admission::AllOrNothing),
+            1 => Just(Admission::DryRun),
+            1 => Just(Admission::ChargeAll),
+        ],
+        prop_oneof![2 => Just(0u64), 2 => 0u64..700_000, 1 => 0u64..5_000_000],
+        0u8..2,
+        prop_oneof![4 => 0i64..=3, 1 => -2i64..0],
+    )
 }
 
 /// Queue tenants by index: weight 0 cannot queue; the names carry the bytes a key schema would not.

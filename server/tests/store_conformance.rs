@@ -776,6 +776,23 @@ async fn redis_steady_hits_run_the_fewest_commands() {
         "the TTL set by the first hit is kept"
     );
 
+    // The same through the compact form (a window in seconds; 2^30 s, so none ends meanwhile).
+    let k = f.key("fixed-compact");
+    let long = Policy {
+        period: Period::Seconds(1 << 30),
+        ..fixed(60, 100)
+    };
+    for _ in 0..3 {
+        strict(s, vec![with(&k, long, 1, Role::Enforce)]).await;
+    }
+    let info = stats().await;
+    assert_eq!(calls(&info, "hmget"), 7, "the year's four and three");
+    assert_eq!(calls(&info, "hset"), 6);
+    assert_eq!(calls(&info, "pexpire"), 2);
+    let look = strict(s, vec![with(&k, long, 0, Role::Enforce)]).await;
+    assert_eq!(look.before, [3]);
+    assert!(f.ttl_ms(&k).await > 0);
+
     let k = f.key("bucket");
     let bucket = Policy {
         algorithm: Algorithm::TokenBucket,
@@ -786,7 +803,7 @@ async fn redis_steady_hits_run_the_fewest_commands() {
     assert_eq!(calls(&info, "set"), 1);
     assert_eq!(
         calls(&info, "pexpire"),
-        1,
+        2,
         "the bucket's TTL comes with its SET"
     );
     assert!(f.ttl_ms(&k).await > 0);

@@ -2,7 +2,7 @@ local STEP = { F = fixed, S = sliding, T = gcra, L = lease, P = share }
 
 -- Per request (reset by decide): leases each written pool reclaims (expired but still stored
 -- when loaded), the leases reclaimed, and each key's state as loaded (nil when absent or expired).
-local expired_at_load, reclaimed, original
+local expired_at_load, reclaimed, original = {}, 0, {}
 
 -- Reading a counter's stored state, per algorithm.
 local function load(key, alg)
@@ -233,29 +233,87 @@ local function decide(first_key, first_arg, n)
   return out
 end
 
+-- The compact forms of the commonest request, one enforced hit on a fixed window or a token
+-- bucket of a period in seconds, no claim, all-or-nothing or dry, spending delta >= 0 units
+-- (scripts.rs `Compact`): the same read, decision and write as decide makes for it, without the
+-- tables that several hits, roles and claims need. Each replies { charged, the state as loaded,
+-- now }, and the caller steps the same state with the same algorithm in Rust for the reading
+-- (scripts.rs checks that both agree on the decision).
+
+-- ARGV from `at`: the period (seconds), the limit, delta. Replies the count the current window
+-- held (0 for another window's count or none).
+local function decide_fixed(first_key, at)
+  local key = KEYS[first_key + 1]
+  local secs, limit, delta = tonumber(ARGV[at]), tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
+  local v = redis.call('HMGET', key, 'w', 'n')
+  local now_s = idiv(now, SEC)
+  local start = now_s - math.fmod(now_s, secs)
+  -- A count of the current window is live (its end is still ahead); any other window's reads
+  -- as none and is replaced whole.
+  local current = tonumber(v[1]) == start
+  local before = current and tonumber(v[2]) or 0
+  local charged = before + delta <= limit and not dry
+  writing = true
+  if charged and delta > 0 then
+    if current then
+      redis.call('HSET', key, 'n', int(before + delta))
+    else
+      redis.call('HSET', key, 'w', int(start), 'n', int(before + delta))
+      if expire then
+        redis.call('PEXPIRE', key, int(math.ceil(((start + secs) * SEC - clock_now) / 1000)))
+      end
+    end
+  end
+  return { charged and 1 or 0, before, now }
+end
+
+-- ARGV from `at`: the period (seconds), the limit, the burst, delta. Replies the TAT as loaded
+-- (0 for none or one already past).
+local function decide_bucket(first_key, at)
+  local key = KEYS[first_key + 1]
+  local h = { alg = 'T', period = parse_period(ARGV[at]), limit = tonumber(ARGV[at + 1]),
+    burst = tonumber(ARGV[at + 2]) }
+  local tat = tonumber(redis.call('GET', key))
+  if tat and tat <= clock_now then tat = nil end
+  local r, next_state = gcra(h, tat, tonumber(ARGV[at + 3]))
+  local charged = r[3] == 0 and not dry
+  writing = true
+  if charged and tonumber(ARGV[at + 3]) ~= 0 then store(key, h, next_state) end
+  return { charged and 1 or 0, tat or 0, now }
+end
+
 -- The requests in arrival order, each decided (and written) before the next is read, exactly as
--- if each were its own call. Per request: its admission, its time (empty for Redis TIME), its
--- number of hits, then seven values per hit.
+-- if each were its own call. Per request: its admission, its time (empty for Redis TIME), then
+-- its number of hits and seven values per hit, or a compact form's letter (F, T) and its values.
 --
 -- GUARDED (a Cluster node's batch, whose keys may belong to slots this node no longer serves):
 -- a request whose reads fail wrote nothing and replies { -1 }, to be sent again by the Cluster's
 -- own routing; one whose writes fail replies { -2 } (what it wrote stays). The others go on.
 local replies, arg, first_key = {}, FIRST_ARG, FIRST_KEY
 while arg <= #ARGV do
-  local n = tonumber(ARGV[arg + 2])
+  local form = ARGV[arg + 2]
+  local run, n, width
+  if form == 'F' then
+    run, n, width = decide_fixed, 1, 3
+  elseif form == 'T' then
+    run, n, width = decide_bucket, 1, 4
+  else
+    n = tonumber(form)
+    run, width = decide, 7 * n
+  end
   begin_request(ARGV[arg], ARGV[arg + 1])
   if GUARDED then
     writing = false
-    local ok, reply = pcall(decide, first_key, arg + 3, n)
+    local ok, reply = pcall(run, first_key, arg + 3, n)
     if ok then
       replies[#replies + 1] = reply
     else
       replies[#replies + 1] = { writing and -2 or -1 }
     end
   else
-    replies[#replies + 1] = decide(first_key, arg + 3, n)
+    replies[#replies + 1] = run(first_key, arg + 3, n)
   end
   first_key = first_key + n
-  arg = arg + 3 + 7 * n
+  arg = arg + 3 + width
 end
 return replies

@@ -224,7 +224,7 @@ impl RedisStore {
             }
             None => self.batcher.call(encode()).await,
         };
-        let (outcome, reclaimed, at) = scripts::parse_reply(hits, &reply?)?;
+        let (outcome, reclaimed, at) = scripts::parse_reply(hits, admission, &reply?)?;
         self.leases_reclaimed
             .fetch_add(reclaimed, std::sync::atomic::Ordering::Relaxed);
         Ok((outcome, at))
