@@ -267,10 +267,15 @@ proptest! {
     }
 }
 
-/// Fixed windows and token buckets in seconds, the counters the script's compact forms serve.
+/// Fixed and sliding windows and token buckets in seconds, the counters the script's compact
+/// forms serve.
 fn counter_policy() -> impl Strategy<Value = Policy> {
     (
-        prop_oneof![Just(Algorithm::FixedWindow), Just(Algorithm::TokenBucket)],
+        prop_oneof![
+            Just(Algorithm::FixedWindow),
+            Just(Algorithm::SlidingWindow),
+            Just(Algorithm::TokenBucket)
+        ],
         prop_oneof![Just(1u64), Just(3), Just(60)],
         0u64..7,
         1u64..8,

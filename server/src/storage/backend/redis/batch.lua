@@ -268,18 +268,101 @@ local function decide_fixed(first_key, at)
 end
 
 -- ARGV from `at`: the period (seconds), the limit, the burst, delta. Replies the TAT as loaded
--- (0 for none or one already past).
+-- (0 for none or one already past). The arithmetic is gcra's, in the same order (same bits).
 local function decide_bucket(first_key, at)
   local key = KEYS[first_key + 1]
-  local h = { alg = 'T', period = parse_period(ARGV[at]), limit = tonumber(ARGV[at + 1]),
-    burst = tonumber(ARGV[at + 2]) }
+  local secs, limit = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+  local burst, delta = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
   local tat = tonumber(redis.call('GET', key))
   if tat and tat <= clock_now then tat = nil end
-  local r, next_state = gcra(h, tat, tonumber(ARGV[at + 3]))
-  local charged = r[3] == 0 and not dry
+  local debt = 0
+  if tat and tat > now then debt = tat - now end
+  -- A bucket without a rate admits only looks.
+  local fits, need = delta == 0, 0
+  if limit ~= 0 then
+    local t = secs * SEC / limit
+    need = debt + delta * t
+    fits = need <= burst * t
+  end
+  local charged = fits and not dry
   writing = true
-  if charged and tonumber(ARGV[at + 3]) ~= 0 then store(key, h, next_state) end
+  if charged and delta > 0 then
+    local next_tat = now + math.ceil(need)
+    if expire then
+      redis.call('SET', key, int(next_tat), 'PX', int(math.ceil((next_tat - clock_now) / 1000)))
+    else
+      redis.call('SET', key, int(next_tat))
+    end
+  end
   return { charged and 1 or 0, tat or 0, now }
+end
+
+-- ARGV from `at`: the period (seconds), the limit, delta. Unlike the other two it replies the
+-- reading's parts a Rust step could not make without the sub-windows: { charged, used_before,
+-- wait, reset, now } (sliding's arithmetic, in the same order).
+local function decide_sliding(first_key, at)
+  local key = KEYS[first_key + 1]
+  local secs, limit, delta = tonumber(ARGV[at]), tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
+  local width = secs * SEC / SUB
+  local current = idiv(now, width)
+  local oldest = math.max(current - SUB, 0)
+  -- The sub-windows still counted, oldest first, as { index, count } pairs in one flat list.
+  local packed = redis.call('GET', key)
+  local v, stored = {}, 0
+  if packed then
+    -- (unpack also returns the position after the last value: not a value.)
+    stored = #packed / 8
+    v = { struct.unpack(string.rep('>d', stored), packed) }
+  end
+  local live, used_before = {}, 0
+  for k = 1, stored, 2 do
+    if v[k] >= oldest then
+      live[#live + 1] = v[k]; live[#live + 1] = v[k + 1]
+      used_before = used_before + v[k + 1]
+    end
+  end
+  local used_after = used_before + delta
+  local over = used_after > limit
+  local function leaves_in(i) return math.max((i + SUB + 1) * width - now, 0) end
+  local wait = 0
+  if over then
+    local excess, freed, found = used_after - limit, 0, false
+    for k = 1, #live, 2 do
+      freed = freed + live[k + 1]
+      if freed >= excess then wait = leaves_in(live[k]); found = true; break end
+    end
+    if not found then wait = leaves_in(math.max(live[#live - 1] or current, current)) end
+  end
+  local reset = 0
+  if delta > 0 then
+    reset = leaves_in(math.max(live[#live - 1] or current, current))
+  elseif #live > 0 then
+    reset = leaves_in(live[#live - 1])
+  end
+  local charged = not over and not dry
+  writing = true
+  if charged and delta > 0 then
+    if #live == stored and live[#live - 1] == current then
+      -- Only the newest sub-window's count changes: rewritten in place, TTL kept (see store).
+      redis.call('SETRANGE', key, #live * 8 - 8, struct.pack('>d', live[#live] + delta))
+    else
+      local list, merged = {}, false
+      for k = 1, #live, 2 do
+        if live[k] == current then
+          list[#list + 1] = { current, live[k + 1] + delta }; merged = true
+        else
+          if not merged and live[k] > current then
+            list[#list + 1] = { current, delta }; merged = true
+          end
+          list[#list + 1] = { live[k], live[k + 1] }
+        end
+      end
+      if not merged then list[#list + 1] = { current, delta } end
+      original = {}
+      store(key, { alg = 'S', period = { secs = secs } }, list)
+    end
+  end
+  return { charged and 1 or 0, used_before, wait, reset, now }
 end
 
 -- The requests in arrival order, each decided (and written) before the next is read, exactly as
@@ -297,6 +380,8 @@ while arg <= #ARGV do
     run, n, width = decide_fixed, 1, 3
   elseif form == 'T' then
     run, n, width = decide_bucket, 1, 4
+  elseif form == 'S' then
+    run, n, width = decide_sliding, 1, 3
   else
     n = tonumber(form)
     run, width = decide, 7 * n

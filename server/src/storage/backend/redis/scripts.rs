@@ -42,8 +42,8 @@
 //!   number of the same request for the overflow of that hit) and the claim (empty, `L` and a
 //!   lease id in hex, or `T`, the tenant's weight, `:` and the tenant id).
 //! - or, for the commonest request, a [`Compact`] form in place of the number of hits and the
-//!   hit's seven values: `F` (fixed window) or `T` (token bucket), the period in seconds, the
-//!   limit, for `T` the burst, and the delta.
+//!   hit's seven values: `F` (fixed window), `T` (token bucket) or `S` (sliding window), the
+//!   period in seconds, the limit, for `T` the burst, and the delta.
 //!
 //! **Stored states** (mirroring [`crate::algorithm::State`]): a fixed window is a hash with `w`
 //! (window start, seconds) and `n` (count); a sliding window a hash of sub-window index → count;
@@ -62,7 +62,8 @@
 //! `borrowing` (0/1);
 //! then the time its hits were stepped at (µs), which an undo of this charge needs. A compact
 //! request's entry is three integers: `1` if written, the counter's state as read (a fixed
-//! window's count in the current window, a token bucket's TAT; `0` for none) and the time.
+//! window's count in the current window, a token bucket's TAT; `0` for none) and the time; for a
+//! sliding window five: `1` if written, `used_before`, `wait`, `reset` and the time.
 //!
 //! **What it does**, mirroring the memory store rule for rule:
 //! 1. Reads each distinct key once. Steps every hit in batch order with the algorithm's function
@@ -146,21 +147,25 @@ pub fn admission_arg(admission: Admission) -> std::borrow::Cow<'static, str> {
     }
 }
 
-/// The compact forms of a request (`batch.lua`'s `decide_fixed` and `decide_bucket`): one
-/// enforced hit on a fixed window or a token bucket whose period is in seconds, without a claim,
-/// all-or-nothing or dry, spending zero or more units. That is every request of a rule set like
-/// envoyproxy/ratelimit's with one descriptor per request, and it costs Redis about half of what
-/// the general form does: four or five arguments instead of ten, a reply of three numbers instead
-/// of nine, and none of the general form's Lua tables. The script replies whether it charged, the
-/// counter's state as it read it and the time; [`parse_reply`] steps that state with
+/// The compact forms of a request (`batch.lua`'s `decide_fixed`, `decide_bucket` and
+/// `decide_sliding`): one enforced hit on a fixed window, a token bucket or a sliding window whose
+/// period is in seconds, without a claim, all-or-nothing or dry, spending zero or more units. That
+/// is every request of a rule set like envoyproxy/ratelimit's with one descriptor per request, and
+/// it costs Redis about a third less than the general form: four or five arguments instead of
+/// ten, a reply of three to five numbers instead of nine, and none of the general form's Lua
+/// tables. For a fixed window and a token bucket the script replies whether it charged, the
+/// counter's state as it read it and the time, and [`parse_reply`] steps that state with
 /// [`algorithm::step`] for the reading, so the reading comes from the same code as the memory
-/// store's.
+/// store's; a sliding window's state is a list, so its script replies the reading's wait and reset
+/// itself. Either way the script's decision must be the one the reading makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compact {
     /// `F`, then the period, the limit and the delta.
     Fixed,
     /// `T`, then the period, the limit, the burst and the delta.
     Bucket,
+    /// `S`, then the period, the limit and the delta.
+    Sliding,
 }
 
 impl Compact {
@@ -175,6 +180,7 @@ impl Compact {
         match hit.policy.algorithm {
             Algorithm::FixedWindow if simple => Some(Compact::Fixed),
             Algorithm::TokenBucket if simple => Some(Compact::Bucket),
+            Algorithm::SlidingWindow if simple => Some(Compact::Sliding),
             _ => None,
         }
     }
@@ -261,36 +267,59 @@ pub fn parse_reply(
     Ok((outcome, unsigned(*reclaimed)?, unsigned(*at)?))
 }
 
-/// A compact form's reply, `{ charged, state as loaded, time }`: the reading is the state stepped
-/// in Rust, and the script's decision must be the one that reading makes.
+/// A compact form's reply: `{ charged, state as loaded, time }`, or for a sliding window
+/// `{ charged, used_before, wait, reset, time }`. The script's decision must be the reading's.
 fn parse_compact(
     form: Compact,
     hit: &Hit,
     admission: Admission,
     reply: &[i64],
 ) -> Result<(Outcome, u64, Micros), StoreError> {
-    let &[charged, loaded, at] = reply else {
-        return Err(StoreError::Protocol(format!(
-            "compact script reply of {} values",
-            reply.len()
-        )));
-    };
-    let (loaded, at) = (unsigned(loaded)?, unsigned(at)?);
     // What the script was sent.
     let policy = Policy {
         limit: hit.policy.limit.min(MAX_UNITS),
         burst: hit.policy.burst.min(MAX_UNITS),
         ..hit.policy
     };
-    let state = match (form, loaded) {
-        (_, 0) => State::Empty,
-        (Compact::Fixed, count) => State::Window {
-            start: policy.period.window_at(at / MICROS_PER_SEC).0,
-            count,
-        },
-        (Compact::Bucket, tat) => State::Tat(tat),
+    let delta = algorithm::clamp_delta(hit.delta);
+    let (charged, mut reading, at) = match (form, reply) {
+        (Compact::Sliding, &[charged, used_before, wait, reset, at]) => {
+            let used_before = unsigned(used_before)?;
+            let used_after = used_before.saturating_add(delta.unsigned_abs());
+            let reading = Reading {
+                used_before,
+                used_after,
+                capacity: 0,
+                over: used_after > policy.limit,
+                wait: unsigned(wait)?,
+                reset: unsigned(reset)?,
+                borrowing: false,
+            };
+            (charged, reading, unsigned(at)?)
+        }
+        (Compact::Fixed | Compact::Bucket, &[charged, loaded, at]) => {
+            let (loaded, at) = (unsigned(loaded)?, unsigned(at)?);
+            let state = match (form, loaded) {
+                (_, 0) => State::Empty,
+                (Compact::Fixed, count) => State::Window {
+                    start: policy.period.window_at(at / MICROS_PER_SEC).0,
+                    count,
+                },
+                (_, tat) => State::Tat(tat),
+            };
+            (
+                charged,
+                algorithm::step(&policy, &state, at, delta).reading,
+                at,
+            )
+        }
+        _ => {
+            return Err(StoreError::Protocol(format!(
+                "compact script reply of {} values",
+                reply.len()
+            )));
+        }
     };
-    let mut reading = algorithm::step(&policy, &state, at, hit.delta).reading;
     reading.capacity = hit.policy.capacity();
     let decided = !reading.over && admission != Admission::DryRun;
     if decided != (charged != 0) {
@@ -400,6 +429,8 @@ mod tests {
         assert!(APPLY_SOURCE.contains("first_arg + (i - 1) * 7"));
         assert!(APPLY_SOURCE.contains("run, width = decide, 7 * n"));
         assert!(APPLY_SOURCE.contains("arg = arg + 3 + width"));
-        assert!(APPLY_SOURCE.contains("form == 'F'") && APPLY_SOURCE.contains("form == 'T'"));
+        for form in ["form == 'F'", "form == 'T'", "form == 'S'"] {
+            assert!(APPLY_SOURCE.contains(form), "script lacks {form}");
+        }
     }
 }
