@@ -41,7 +41,7 @@ async fn decide_three_then_over(sluice: &Sluice, value: &str) {
         assert_eq!(
             codes,
             [OK, OK, OK, OVER_LIMIT],
-            "{key}: decided in Redis over TLS"
+            "{key} {value}: decided in Redis over TLS"
         );
     }
 }

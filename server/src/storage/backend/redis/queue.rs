@@ -92,6 +92,7 @@ use crate::storage::StoreError;
 /// The script: the batch script's clock and fair-share functions, then the queue operation (see
 /// the module doc).
 const SOURCE: &str = concat!(
+    include_str!("clock.lua"),
     include_str!("script.lua"),
     include_str!("pools.lua"),
     include_str!("queue.lua")

@@ -77,8 +77,11 @@
 //! (The queue operations of pools run a script of their own, `queue.lua` after `script.lua` and
 //! `pools.lua`, documented in [`super::queue`].)
 //!
-//! The source is three files, concatenated: `script.lua` (clock, calendar, the counter
-//! algorithms), `pools.lua` (leases and fair share) and `batch.lua` (loading, deciding, storing).
+//! The source is six files, concatenated: `clock.lua` (the clock and the request being decided),
+//! `compact.lua` (the compact forms), then inside a function made only when a call carries a
+//! general request, `script.lua` (calendar, the counter algorithms), `pools.lua` (leases and fair
+//! share) and `batch.lua` (loading, deciding, storing), and last `requests.lua` (the loop over the
+//! call's requests).
 //!
 //! Numbers travel through Lua's doubles: counts and times are exact integers up to 2^53, which
 //! [`crate::algorithm::MAX_UNITS`] and the config's window bound keep them under; the token
@@ -93,13 +96,30 @@ use crate::algorithm::{
 };
 use crate::storage::{Admission, Hit, Outcome, Role, StoreError};
 
+/// The batch script after its prologue: the clock, the compact forms, the general form (its
+/// functions made inside `general`, only when a call carries a general request: Redis runs a
+/// script's whole body on every call, and making some fifty functions costs it about 5 µs) and
+/// the loop over the call's requests.
+macro_rules! apply_body {
+    () => {
+        concat!(
+            include_str!("clock.lua"),
+            include_str!("compact.lua"),
+            "local function general()\n",
+            include_str!("script.lua"),
+            include_str!("pools.lua"),
+            include_str!("batch.lua"),
+            "return decide\nend\n",
+            include_str!("requests.lua")
+        )
+    };
+}
+
 /// The script source, kept in its own files so it reads (and lints) as Lua, after a prologue
 /// saying where the keys and arguments start: a request's keys are `KEYS[FIRST_KEY + 1]` on.
 const APPLY_SOURCE: &str = concat!(
     "local FIRST_KEY, FIRST_ARG, GUARDED = 0, 1, false\n",
-    include_str!("script.lua"),
-    include_str!("pools.lua"),
-    include_str!("batch.lua")
+    apply_body!()
 );
 
 /// The same script for a whole Redis Cluster node ([`super::nodes`]): it declares no keys, so
@@ -110,9 +130,7 @@ const APPLY_SOURCE: &str = concat!(
 pub(super) const NODE_SOURCE: &str = concat!(
     "#!lua flags=allow-cross-slot-keys\n",
     "local KEYS, FIRST_KEY, FIRST_ARG, GUARDED = ARGV, 1, tonumber(ARGV[1]) + 2, true\n",
-    include_str!("script.lua"),
-    include_str!("pools.lua"),
-    include_str!("batch.lua")
+    apply_body!()
 );
 
 /// Lists a pool's live leases: `KEYS[1]` the pool, `ARGV[1]` the time in µs (empty for Redis
