@@ -81,6 +81,17 @@ fn shared() -> &'static Shared {
     SHARED.get_or_init(Shared::start)
 }
 
+/// `batch` decided by both stores, which must agree.
+fn same_outcome(shared: &Shared, memory: &MemoryStore, batch: &Batch) -> Result<(), TestCaseError> {
+    let expected = memory.apply_now(batch);
+    let got = shared
+        .runtime
+        .block_on(shared.redis.apply(batch))
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert_eq!(got, expected, "batch {:?}", batch);
+    Ok(())
+}
+
 /// A role; an overflow points at a hit position that may or may not exist before it.
 fn role() -> impl Strategy<Value = Role> {
     prop_oneof![
@@ -222,12 +233,7 @@ proptest! {
                     })
                     .collect(),
             };
-            let expected = memory.apply_now(&batch);
-            let got = shared
-                .runtime
-                .block_on(shared.redis.apply(&batch))
-                .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            prop_assert_eq!(got, expected, "batch {:?}", batch);
+            same_outcome(shared, &memory, &batch)?;
         }
     }
 
@@ -257,12 +263,7 @@ proptest! {
                     claim: Claim::None,
                 }],
             };
-            let expected = memory.apply_now(&batch);
-            let got = shared
-                .runtime
-                .block_on(shared.redis.apply(&batch))
-                .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            prop_assert_eq!(got, expected, "batch {:?}", batch);
+            same_outcome(shared, &memory, &batch)?;
         }
     }
 }
@@ -522,12 +523,7 @@ proptest! {
                         }],
                         admission: Admission::AllOrNothing,
                     };
-                    let expected = memory.apply_now(&batch);
-                    let got = shared
-                        .runtime
-                        .block_on(shared.redis.apply(&batch))
-                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                    prop_assert_eq!(got, expected, "batch {:?}", batch);
+                    same_outcome(shared, &memory, &batch)?;
                     same_pool(shared, &memory, &key, policy, n)?;
                     continue;
                 }
