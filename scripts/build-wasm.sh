@@ -52,11 +52,12 @@ if ! command -v wasm-opt >/dev/null 2>&1; then
     apt_install binaryen || echo "binaryen is not installable here; keeping the unoptimised build" >&2
 fi
 if command -v wasm-opt >/dev/null 2>&1; then
-    # -Oz: smallest code. The exports (the ABI's callbacks and marker) are roots, so nothing the
-    # host calls is removed. The features are the ones rustc enables for this target by default
-    # (every proxy-wasm runtime has them); binaryen must be told, since the build strips the
-    # section that lists them.
-    wasm-opt -Oz --strip-debug --strip-producers \
+    # -O3: fastest code, as the profile's opt-level (the result stays under the budget). The
+    # exports (the ABI's callbacks and marker) are roots, so nothing the host calls is removed.
+    # The features are the ones rustc enables for this target by default (every proxy-wasm
+    # runtime has them); binaryen must be told, since the build strips the section that lists
+    # them.
+    wasm-opt -O3 --strip-debug --strip-producers \
         --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
         --enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue \
         "$OUT" -o "$OUT.opt"
