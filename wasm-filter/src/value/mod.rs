@@ -311,26 +311,36 @@ impl Parser<'_> {
     }
 }
 
-/// Appends `s` as a JSON string literal.
+/// Appends `s` as a JSON string literal. Runs of bytes that need no escape are copied whole
+/// (every byte of a multi-byte character is above 0x7f, so a run never splits one).
 pub fn write_str(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(s.len() + 2);
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.push_str("\\u00");
-                for nibble in [(c as u32) >> 4, (c as u32) & 0xf] {
-                    out.push(HEX.get(nibble as usize).map_or('0', |h| *h as char));
-                }
+    let mut run = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            // Other control characters: `\u00` and two hex digits, below.
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(s.get(run..i).unwrap_or_default());
+        if escape.is_empty() {
+            out.push_str("\\u00");
+            for nibble in [b >> 4, b & 0xf] {
+                out.push(HEX.get(usize::from(nibble)).map_or('0', |h| char::from(*h)));
             }
-            c => out.push(c),
+        } else {
+            out.push_str(escape);
         }
+        run = i + 1;
     }
+    out.push_str(s.get(run..).unwrap_or_default());
     out.push('"');
 }
 
