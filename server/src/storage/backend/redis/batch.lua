@@ -11,12 +11,10 @@ local function load(key, alg)
     if v[1] then return { tonumber(v[1]), tonumber(v[2]) } end
     return nil
   elseif alg == 'S' then
-    -- Sub-windows packed as big-endian doubles (index, count), 16 bytes each, oldest first.
-    local packed = redis.call('GET', key)
-    if not packed then return nil end
-    local v = { struct.unpack(string.rep('>d', #packed / 8), packed) }
+    local v, n = read_subwindows(key)
+    if not v then return nil end
     local list = {}
-    for k = 1, #packed / 8, 2 do list[#list + 1] = { v[k], v[k + 1] } end
+    for k = 1, n, 2 do list[#list + 1] = { v[k], v[k + 1] } end
     return list
   elseif alg == 'L' then
     local list, expired = load_leases(key)
@@ -75,7 +73,7 @@ local function store(key, h, st)
       same = was[k][1] == st[k][1] and was[k][2] == st[k][2]
     end
     if same then
-      redis.call('SETRANGE', key, (n - 1) * 16 + 8, struct.pack('>d', st[n][2]))
+      rewrite_newest(key, n, st[n][2])
       return
     end
   end
@@ -83,13 +81,8 @@ local function store(key, h, st)
     redis.call('HSET', key, 'w', int(st[1]), 'n', int(st[2]))
   elseif h.alg == 'S' then
     -- The whole list in one value, its TTL in the same command.
-    local parts = {}
-    for _, b in ipairs(st) do parts[#parts + 1] = struct.pack('>d>d', b[1], b[2]) end
-    if expire then
-      redis.call('SET', key, table.concat(parts), 'PX', int(math.ceil((at - clock_now) / 1000)))
-      return
-    end
-    redis.call('SET', key, table.concat(parts))
+    set_until(key, pack_subwindows(st), at)
+    return
   elseif h.alg == 'L' then
     redis.call('DEL', key)
     local args = {}
@@ -97,15 +90,13 @@ local function store(key, h, st)
     redis.call('ZADD', key, unpack(args))
   elseif h.alg == 'P' then
     store_shares(key, st)
-  elseif expire then
-    -- A token bucket's TAT and its TTL in one command.
-    redis.call('SET', key, int(st), 'PX', int(math.ceil((at - clock_now) / 1000)))
-    return
   else
-    redis.call('SET', key, int(st))
+    -- A token bucket's TAT and its TTL in one command.
+    set_until(key, int(st), at)
+    return
   end
   if expire then
-    redis.call('PEXPIRE', key, int(math.ceil((at - clock_now) / 1000)))
+    redis.call('PEXPIRE', key, ttl_until(at))
   end
 end
 

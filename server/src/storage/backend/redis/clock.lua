@@ -42,5 +42,20 @@ local function idiv(a, b)
   return (a - math.fmod(a, b)) / b
 end
 
+-- A TTL for PX or PEXPIRE: whole milliseconds, rounded up, until `at` (µs).
+local function ttl_until(at)
+  return int(math.ceil((at - clock_now) / 1000))
+end
+
+-- Writes a string that stops carrying information at `at` (µs), its TTL in the same command
+-- (none when the time is pinned).
+local function set_until(key, value, at)
+  if expire then
+    redis.call('SET', key, value, 'PX', ttl_until(at))
+  else
+    redis.call('SET', key, value)
+  end
+end
+
 -- Set once a request starts writing (see the loop in requests.lua).
 local writing = false

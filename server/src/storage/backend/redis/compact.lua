@@ -6,6 +6,31 @@
 -- reply { charged, the state as loaded, now }, and the caller steps that state with the same
 -- algorithm in Rust for the reading; either way scripts.rs checks that both agree on the decision.
 
+-- A sliding window's sub-windows as stored: big-endian doubles (index, count), 16 bytes a pair,
+-- oldest first. Shared by the compact form and the general one (batch.lua).
+
+-- The stored doubles as one flat list, and how many there are (nil and 0 when absent).
+local function read_subwindows(key)
+  local packed = redis.call('GET', key)
+  if not packed then return nil, 0 end
+  local n = #packed / 8
+  -- (unpack also returns the position after the last value: not a value.)
+  return { struct.unpack(string.rep('>d', n), packed) }, n
+end
+
+-- A list of { index, count } packed for storing.
+local function pack_subwindows(list)
+  local parts = {}
+  for _, s in ipairs(list) do parts[#parts + 1] = struct.pack('>d>d', s[1], s[2]) end
+  return table.concat(parts)
+end
+
+-- Rewrites the count of the newest of `pairs` stored sub-windows in place: the TTL, which
+-- follows the newest sub-window, stays.
+local function rewrite_newest(key, pairs, count)
+  redis.call('SETRANGE', key, pairs * 16 - 8, struct.pack('>d', count))
+end
+
 -- ARGV from `at`: the period (seconds), the limit, delta. Replies the count the current window
 -- held (0 for another window's count or none).
 local function decide_fixed(first_key, at)
@@ -26,7 +51,7 @@ local function decide_fixed(first_key, at)
     else
       redis.call('HSET', key, 'w', int(start), 'n', int(before + delta))
       if expire then
-        redis.call('PEXPIRE', key, int(math.ceil(((start + secs) * SEC - clock_now) / 1000)))
+        redis.call('PEXPIRE', key, ttl_until((start + secs) * SEC))
       end
     end
   end
@@ -54,11 +79,7 @@ local function decide_bucket(first_key, at)
   writing = true
   if charged and delta > 0 then
     local next_tat = now + math.ceil(need)
-    if expire then
-      redis.call('SET', key, int(next_tat), 'PX', int(math.ceil((next_tat - clock_now) / 1000)))
-    else
-      redis.call('SET', key, int(next_tat))
-    end
+    set_until(key, int(next_tat), next_tat)
   end
   return { charged and 1 or 0, tat or 0, now }
 end
@@ -73,13 +94,7 @@ local function decide_sliding(first_key, at)
   local current = idiv(now, width)
   local oldest = math.max(current - SUB, 0)
   -- The sub-windows still counted, oldest first, as { index, count } pairs in one flat list.
-  local packed = redis.call('GET', key)
-  local v, stored = {}, 0
-  if packed then
-    -- (unpack also returns the position after the last value: not a value.)
-    stored = #packed / 8
-    v = { struct.unpack(string.rep('>d', stored), packed) }
-  end
+  local v, stored = read_subwindows(key)
   local live, used_before = {}, 0
   for k = 1, stored, 2 do
     if v[k] >= oldest then
@@ -109,8 +124,8 @@ local function decide_sliding(first_key, at)
   writing = true
   if charged and delta > 0 then
     if #live == stored and live[#live - 1] == current then
-      -- Only the newest sub-window's count changes: rewritten in place, TTL kept (see store).
-      redis.call('SETRANGE', key, #live * 8 - 8, struct.pack('>d', live[#live] + delta))
+      -- Only the newest sub-window's count changes (see store).
+      rewrite_newest(key, #live / 2, live[#live] + delta)
     else
       local list, merged = {}, false
       for k = 1, #live, 2 do
@@ -124,15 +139,8 @@ local function decide_sliding(first_key, at)
         end
       end
       if not merged then list[#list + 1] = { current, delta } end
-      -- The whole list in one value, its TTL (until the newest sub-window leaves) with it.
-      local parts = {}
-      for _, s in ipairs(list) do parts[#parts + 1] = struct.pack('>d>d', s[1], s[2]) end
-      if expire then
-        local stop = (list[#list][1] + SUB + 1) * width
-        redis.call('SET', key, table.concat(parts), 'PX', int(math.ceil((stop - clock_now) / 1000)))
-      else
-        redis.call('SET', key, table.concat(parts))
-      end
+      -- The whole list, until its newest sub-window leaves.
+      set_until(key, pack_subwindows(list), (list[#list][1] + SUB + 1) * width)
     end
   end
   return { charged and 1 or 0, used_before, wait, reset, now }
