@@ -204,6 +204,15 @@ impl Compact {
     }
 }
 
+/// A hit's policy as the script is sent it: limit and burst capped at [`MAX_UNITS`].
+fn sent(policy: &Policy) -> Policy {
+    Policy {
+        limit: policy.limit.min(MAX_UNITS),
+        burst: policy.burst.min(MAX_UNITS),
+        ..*policy
+    }
+}
+
 /// Encodes one request into `part`: its keys, then its admission, its time (`None` for Redis
 /// `TIME`), and its number of hits and seven arguments per hit, or its [`Compact`] form.
 pub fn encode(part: &mut Part, hits: &[Hit], admission: Admission, time: Option<Micros>) {
@@ -214,25 +223,25 @@ pub fn encode(part: &mut Part, hits: &[Hit], admission: Admission, time: Option<
     };
     if let Some(form) = Compact::of(hits, admission) {
         let hit = &hits[0];
-        let p = &hit.policy;
+        let p = sent(&hit.policy);
         part.key(&hit.key[..])
             .arg(algorithm_arg(p.algorithm))
             .arg(period_arg(p.period))
-            .arg(p.limit.min(MAX_UNITS));
+            .arg(p.limit);
         if form == Compact::Bucket {
-            part.arg(p.burst.min(MAX_UNITS));
+            part.arg(p.burst);
         }
         part.arg(algorithm::clamp_delta(hit.delta));
         return;
     }
     part.arg(hits.len());
     for hit in hits {
-        let p = &hit.policy;
+        let p = sent(&hit.policy);
         part.key(&hit.key[..])
             .arg(algorithm_arg(p.algorithm))
             .arg(period_arg(p.period))
-            .arg(p.limit.min(MAX_UNITS))
-            .arg(p.burst.min(MAX_UNITS))
+            .arg(p.limit)
+            .arg(p.burst)
             .arg(algorithm::clamp_delta(hit.delta))
             .arg(&*role_arg(hit.role))
             .arg(claim_arg(&hit.claim));
@@ -293,12 +302,7 @@ fn parse_compact(
     admission: Admission,
     reply: &[i64],
 ) -> Result<(Outcome, u64, Micros), StoreError> {
-    // What the script was sent.
-    let policy = Policy {
-        limit: hit.policy.limit.min(MAX_UNITS),
-        burst: hit.policy.burst.min(MAX_UNITS),
-        ..hit.policy
-    };
+    let policy = sent(&hit.policy);
     let delta = algorithm::clamp_delta(hit.delta);
     let (charged, mut reading, at) = match (form, reply) {
         (Compact::Sliding, &[charged, used_before, wait, reset, at]) => {
