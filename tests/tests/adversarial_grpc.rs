@@ -4,21 +4,12 @@
 
 use std::time::Duration;
 
-use sluice_tests::attack::{Probe, RULES, grpc_check, stall_calls};
+use sluice_tests::attack::{PER_CONNECTION_BOUND, Probe, RULES, SLACK, grpc_check, stall_calls};
 use sluice_tests::h2raw::{
     self, CONTINUATION, DATA, END_HEADERS, HEADERS, PING, RST_STREAM, RawH2, SETTINGS, frame,
     grpc_headers, header_block,
 };
 use sluice_tests::sluice::Sluice;
-
-/// The per-connection bound `docs/security.md` states with the defaults (100 streams, a 128 KiB
-/// buffer budget): 8 KiB of resident memory per stream (its state, and the allocator's share of
-/// what refused streams left behind), and three times the budget for request data held by the
-/// connection window (read, then copied once) and the headers held by the budget.
-const PER_CONNECTION_BOUND: u64 = 100 * 8 * 1024 + 3 * 128 * 1024;
-/// The allocator takes memory from the system in chunks of up to 2 MiB, so a measurement of
-/// resident memory is that coarse.
-const SLACK: u64 = 4 * 1024 * 1024;
 
 const DEADLINE: Duration = Duration::from_secs(2);
 
