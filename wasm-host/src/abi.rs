@@ -50,7 +50,7 @@ pub type Pairs = Vec<(String, Vec<u8>)>;
 
 /// The ABI's map serialization: a count, then key/value lengths, then each key and value with a
 /// trailing NUL (all integers little-endian `u32`).
-pub fn serialize_map(pairs: &Pairs) -> Vec<u8> {
+pub fn serialize_map(pairs: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
     for (k, v) in pairs {

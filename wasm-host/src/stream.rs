@@ -106,15 +106,19 @@ impl Worker {
                 .get(&id)
                 .is_none_or(|h| h.local_reply.is_some() || h.request_continued)
         });
-        let state = self.stream(id);
-        let local_reply = state.local_reply.clone();
-        let passed = local_reply.is_none() && (action == CONTINUE || state.request_continued);
-        let forwarded = state.request_headers.clone();
-        let Some(reply) = local_reply else {
+        let taken = self
+            .store
+            .data_mut()
+            .streams
+            .get_mut(&id)
+            .and_then(|h| h.local_reply.take());
+        let Some(reply) = taken else {
+            let state = self.stream(id);
             assert!(
-                passed,
+                action == CONTINUE || state.request_continued,
                 "the filter paused the request and never resumed or answered it"
             );
+            let forwarded = state.request_headers.clone();
             return Sent::Upstream(InFlight { id, forwarded });
         };
         // As in Envoy, a filter's local reply goes through the response path of the filters

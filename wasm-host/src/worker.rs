@@ -1,5 +1,6 @@
 //! A worker VM and the lifecycle calls the host makes into it.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -17,6 +18,9 @@ pub struct Worker {
     pub(crate) instance: Instance,
     pub(crate) next_context: u32,
     pub(crate) done_receiver: Receiver<(u32, Outcome)>,
+    /// The guest's callbacks, looked up and type-checked once, as a proxy resolves them when
+    /// it starts a VM: a lookup by name on every call cost more than some callbacks' own work.
+    exports: HashMap<&'static str, Box<dyn Any>>,
 }
 
 static WORKERS: AtomicU32 = AtomicU32::new(0);
@@ -65,6 +69,7 @@ impl Worker {
             instance,
             next_context: 2,
             done_receiver,
+            exports: HashMap::new(),
         };
         if let Ok(init) = w
             .instance
@@ -123,13 +128,24 @@ impl Worker {
         s.effective = context;
     }
 
-    pub(crate) fn func<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
-        &mut self,
-        name: &str,
-    ) -> TypedFunc<P, R> {
-        self.instance
+    pub(crate) fn func<P, R>(&mut self, name: &'static str) -> TypedFunc<P, R>
+    where
+        P: wasmtime::WasmParams + 'static,
+        R: wasmtime::WasmResults + 'static,
+    {
+        if let Some(f) = self
+            .exports
+            .get(name)
+            .and_then(|f| f.downcast_ref::<TypedFunc<P, R>>())
+        {
+            return f.clone();
+        }
+        let f = self
+            .instance
             .get_typed_func::<P, R>(&mut self.store, name)
-            .unwrap_or_else(|e| panic!("the filter exports no {name}: {e:?}"))
+            .unwrap_or_else(|e| panic!("the filter exports no {name}: {e:?}"));
+        self.exports.insert(name, Box::new(f.clone()));
+        f
     }
 
     pub(crate) fn trap(&self, name: &str, e: wasmtime::Error) -> ! {
@@ -146,21 +162,21 @@ impl Worker {
         panic!("{name} trapped: {e:?}\nfilter log:\n{}", logs.join("\n"))
     }
 
-    pub(crate) fn call1(&mut self, name: &str, a: u32) {
+    pub(crate) fn call1(&mut self, name: &'static str, a: u32) {
         let f = self.func::<i32, ()>(name);
         if let Err(e) = f.call(&mut self.store, a as i32) {
             self.trap(name, e)
         }
     }
 
-    pub(crate) fn call2(&mut self, name: &str, a: u32, b: u32) {
+    pub(crate) fn call2(&mut self, name: &'static str, a: u32, b: u32) {
         let f = self.func::<(i32, i32), ()>(name);
         if let Err(e) = f.call(&mut self.store, (a as i32, b as i32)) {
             self.trap(name, e)
         }
     }
 
-    pub(crate) fn call_ret(&mut self, name: &str, a: u32, b: i32) -> i32 {
+    pub(crate) fn call_ret(&mut self, name: &'static str, a: u32, b: i32) -> i32 {
         let f = self.func::<(i32, i32), i32>(name);
         f.call(&mut self.store, (a as i32, b))
             .unwrap_or_else(|e| self.trap(name, e))
@@ -168,7 +184,7 @@ impl Worker {
 
     pub(crate) fn call_action(
         &mut self,
-        name: &str,
+        name: &'static str,
         context: u32,
         size: usize,
         end_of_stream: bool,
@@ -233,14 +249,14 @@ impl Worker {
         s.call_status = None;
     }
 
-    pub(crate) fn call3(&mut self, name: &str, a: u32, b: u32, c: u32) {
+    pub(crate) fn call3(&mut self, name: &'static str, a: u32, b: u32, c: u32) {
         let f = self.func::<(i32, i32, i32), ()>(name);
         if let Err(e) = f.call(&mut self.store, (a as i32, b as i32, c as i32)) {
             self.trap(name, e)
         }
     }
 
-    pub(crate) fn call5(&mut self, name: &str, a: u32, b: u32, c: u32, d: u32, e: u32) {
+    pub(crate) fn call5(&mut self, name: &'static str, a: u32, b: u32, c: u32, d: u32, e: u32) {
         let f = self.func::<(i32, i32, i32, i32, i32), ()>(name);
         if let Err(err) = f.call(
             &mut self.store,

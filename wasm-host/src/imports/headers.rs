@@ -13,7 +13,8 @@ pub(super) fn define(l: &mut Linker<State>) {
                 let Some(pairs) = read_map(c.data(), kind) else {
                     return status::BAD_ARGUMENT;
                 };
-                guest(&mut c).give(&abi::serialize_map(&pairs), ret_ptr, ret_len)
+                let bytes = abi::serialize_map(pairs);
+                guest(&mut c).give(&bytes, ret_ptr, ret_len)
             },
         ),
     );
@@ -26,7 +27,7 @@ pub(super) fn define(l: &mut Linker<State>) {
                 let Some(pairs) = read_map(c.data(), kind) else {
                     return status::BAD_ARGUMENT;
                 };
-                let size = abi::serialize_map(&pairs).len() as u32;
+                let size = abi::serialize_map(pairs).len() as u32;
                 if guest(&mut c).write_u32(ret, size) {
                     status::OK
                 } else {
@@ -72,8 +73,12 @@ pub(super) fn define(l: &mut Linker<State>) {
                 let Some(pairs) = read_map(c.data(), kind) else {
                     return status::BAD_ARGUMENT;
                 };
-                match pairs.iter().find(|(k, _)| k.eq_ignore_ascii_case(&key)) {
-                    Some((_, v)) => guest(&mut c).give(v, ret_ptr, ret_len),
+                let value = pairs
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(&key))
+                    .map(|(_, v)| v.clone());
+                match value {
+                    Some(v) => guest(&mut c).give(&v, ret_ptr, ret_len),
                     None => status::NOT_FOUND,
                 }
             },

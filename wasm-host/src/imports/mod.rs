@@ -24,26 +24,18 @@ fn guest<'a, 'b>(c: &'a mut C<'b>) -> Guest<'a, 'b> {
     Guest { caller: c }
 }
 
-/// The map `kind` of the effective context, for reading.
-fn read_map(s: &State, kind: i32) -> Option<Pairs> {
+/// The map `kind` of the effective context, for reading, in place.
+fn read_map(s: &State, kind: i32) -> Option<&[(String, Vec<u8>)]> {
     let stream = s.streams.get(&s.effective);
     Some(match kind {
-        map::HTTP_REQUEST_HEADERS => stream
-            .map(|h| h.request_headers.clone())
-            .unwrap_or_default(),
-        map::HTTP_REQUEST_TRAILERS => stream
-            .map(|h| h.request_trailers.clone())
-            .unwrap_or_default(),
-        map::HTTP_RESPONSE_HEADERS => stream
-            .map(|h| h.response_headers.clone())
-            .unwrap_or_default(),
-        map::HTTP_RESPONSE_TRAILERS => stream
-            .map(|h| h.response_trailers.clone())
-            .unwrap_or_default(),
-        map::HTTP_CALL_RESPONSE_HEADERS => s.call_headers.clone(),
+        map::HTTP_REQUEST_HEADERS => stream.map_or(&[], |h| &h.request_headers),
+        map::HTTP_REQUEST_TRAILERS => stream.map_or(&[], |h| &h.request_trailers),
+        map::HTTP_RESPONSE_HEADERS => stream.map_or(&[], |h| &h.response_headers),
+        map::HTTP_RESPONSE_TRAILERS => stream.map_or(&[], |h| &h.response_trailers),
+        map::HTTP_CALL_RESPONSE_HEADERS => &s.call_headers,
         map::GRPC_CALL_INITIAL_METADATA
         | map::GRPC_CALL_TRAILING_METADATA
-        | map::HTTP_CALL_RESPONSE_TRAILERS => Vec::new(),
+        | map::HTTP_CALL_RESPONSE_TRAILERS => &[],
         _ => return None,
     })
 }
