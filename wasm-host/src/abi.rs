@@ -137,10 +137,14 @@ impl Guest<'_, '_> {
         let addr = if bytes.is_empty() {
             0
         } else {
-            let Some(alloc) = self.caller.data().alloc.clone() else {
+            // Moved out for the call and back, not cloned: a clone of a typed function takes
+            // a reference on its type in the engine's registry, which costs more than a copy.
+            let Some(alloc) = self.caller.data_mut().alloc.take() else {
                 return status::INTERNAL_FAILURE;
             };
-            match alloc.call(&mut *self.caller, bytes.len() as i32) {
+            let allocated = alloc.call(&mut *self.caller, bytes.len() as i32);
+            self.caller.data_mut().alloc = Some(alloc);
+            match allocated {
                 Ok(0) | Err(_) => return status::INTERNAL_FAILURE,
                 Ok(addr) => addr,
             }

@@ -183,9 +183,7 @@ impl Worker {
                 h.response_trailers = up.trailers;
             }
             self.enter(id);
-            let f = self.func::<(i32, i32), i32>("proxy_on_response_trailers");
-            f.call(&mut self.store, (id as i32, n as i32))
-                .unwrap_or_else(|e| self.trap("proxy_on_response_trailers", e));
+            self.call::<(i32, i32), i32>("proxy_on_response_trailers", (id as i32, n as i32));
         }
         OpenStream {
             id,
@@ -211,10 +209,7 @@ impl Worker {
     /// Done, log, delete; then the callouts still in flight (the root's) are delivered.
     fn finish(&mut self, id: u32) {
         self.enter(id);
-        let on_done = self.func::<i32, i32>("proxy_on_done");
-        let done = on_done
-            .call(&mut self.store, id as i32)
-            .unwrap_or_else(|e| self.trap("proxy_on_done", e));
+        let done = self.call::<i32, i32>("proxy_on_done", id as i32);
         if done == 0 {
             // The filter holds the context until it calls proxy_done.
             self.store.data_mut().awaiting_done.push(id);

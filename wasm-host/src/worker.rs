@@ -128,24 +128,27 @@ impl Worker {
         s.effective = context;
     }
 
-    pub(crate) fn func<P, R>(&mut self, name: &'static str) -> TypedFunc<P, R>
+    /// Calls the guest's export `name`, looked up and type-checked on its first call only. A
+    /// trap fails the test, with the filter's log.
+    pub(crate) fn call<P, R>(&mut self, name: &'static str, params: P) -> R
     where
         P: wasmtime::WasmParams + 'static,
         R: wasmtime::WasmResults + 'static,
     {
-        if let Some(f) = self
-            .exports
-            .get(name)
-            .and_then(|f| f.downcast_ref::<TypedFunc<P, R>>())
-        {
-            return f.clone();
+        if !self.exports.contains_key(name) {
+            let f = self
+                .instance
+                .get_typed_func::<P, R>(&mut self.store, name)
+                .unwrap_or_else(|e| panic!("the filter exports no {name}: {e:?}"));
+            self.exports.insert(name, Box::new(f));
         }
-        let f = self
-            .instance
-            .get_typed_func::<P, R>(&mut self.store, name)
-            .unwrap_or_else(|e| panic!("the filter exports no {name}: {e:?}"));
-        self.exports.insert(name, Box::new(f.clone()));
-        f
+        let f = self.exports[name]
+            .downcast_ref::<TypedFunc<P, R>>()
+            .unwrap_or_else(|| panic!("{name} called with another signature"));
+        match f.call(&mut self.store, params) {
+            Ok(r) => r,
+            Err(e) => self.trap(name, e),
+        }
     }
 
     pub(crate) fn trap(&self, name: &str, e: wasmtime::Error) -> ! {
@@ -163,23 +166,15 @@ impl Worker {
     }
 
     pub(crate) fn call1(&mut self, name: &'static str, a: u32) {
-        let f = self.func::<i32, ()>(name);
-        if let Err(e) = f.call(&mut self.store, a as i32) {
-            self.trap(name, e)
-        }
+        self.call::<i32, ()>(name, a as i32)
     }
 
     pub(crate) fn call2(&mut self, name: &'static str, a: u32, b: u32) {
-        let f = self.func::<(i32, i32), ()>(name);
-        if let Err(e) = f.call(&mut self.store, (a as i32, b as i32)) {
-            self.trap(name, e)
-        }
+        self.call::<(i32, i32), ()>(name, (a as i32, b as i32))
     }
 
     pub(crate) fn call_ret(&mut self, name: &'static str, a: u32, b: i32) -> i32 {
-        let f = self.func::<(i32, i32), i32>(name);
-        f.call(&mut self.store, (a as i32, b))
-            .unwrap_or_else(|e| self.trap(name, e))
+        self.call::<(i32, i32), i32>(name, (a as i32, b))
     }
 
     pub(crate) fn call_action(
@@ -189,12 +184,7 @@ impl Worker {
         size: usize,
         end_of_stream: bool,
     ) -> i32 {
-        let f = self.func::<(i32, i32, i32), i32>(name);
-        f.call(
-            &mut self.store,
-            (context as i32, size as i32, end_of_stream as i32),
-        )
-        .unwrap_or_else(|e| self.trap(name, e))
+        self.call::<(i32, i32, i32), i32>(name, (context as i32, size as i32, end_of_stream as i32))
     }
 
     /// Delivers finished callouts until none is in flight, or until `stop` says enough.
@@ -250,19 +240,11 @@ impl Worker {
     }
 
     pub(crate) fn call3(&mut self, name: &'static str, a: u32, b: u32, c: u32) {
-        let f = self.func::<(i32, i32, i32), ()>(name);
-        if let Err(e) = f.call(&mut self.store, (a as i32, b as i32, c as i32)) {
-            self.trap(name, e)
-        }
+        self.call::<(i32, i32, i32), ()>(name, (a as i32, b as i32, c as i32))
     }
 
     pub(crate) fn call5(&mut self, name: &'static str, a: u32, b: u32, c: u32, d: u32, e: u32) {
-        let f = self.func::<(i32, i32, i32, i32, i32), ()>(name);
-        if let Err(err) = f.call(
-            &mut self.store,
-            (a as i32, b as i32, c as i32, d as i32, e as i32),
-        ) {
-            self.trap(name, err)
-        }
+        let params = (a as i32, b as i32, c as i32, d as i32, e as i32);
+        self.call::<(i32, i32, i32, i32, i32), ()>(name, params)
     }
 }
