@@ -3,7 +3,7 @@
 
 use crate::check::{Code, DescriptorStatus};
 use crate::config::HeaderStyle;
-use crate::value::write_str;
+use crate::value::{push_u64, u64_text, write_str};
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -28,24 +28,21 @@ pub fn rate_limit_headers(
     else {
         return Vec::new();
     };
-    let reset = status
-        .duration_until_reset_ms
-        .map_or(0, ceil_secs)
-        .to_string();
-    let remaining = status.limit_remaining.to_string();
+    let reset = u64_text(status.duration_until_reset_ms.map_or(0, ceil_secs));
+    let remaining = u64_text(u64::from(status.limit_remaining));
     match style {
         HeaderStyle::None => Vec::new(),
         HeaderStyle::Ratelimit => vec![
             (
                 "ratelimit-limit".into(),
-                limit.requests_per_unit.to_string(),
+                u64_text(u64::from(limit.requests_per_unit)),
             ),
             ("ratelimit-remaining".into(), remaining),
             ("ratelimit-reset".into(), reset),
         ],
         HeaderStyle::XRatelimit => {
             // draft-03: the tightest limit, then each reported limit as a quota policy.
-            let mut value = limit.requests_per_unit.to_string();
+            let mut value = u64_text(u64::from(limit.requests_per_unit));
             for l in statuses.iter().filter_map(|s| s.current_limit.as_ref()) {
                 if let Some(window) = unit_seconds(l.unit) {
                     value.push_str(&format!(", {};w={window}", l.requests_per_unit));
@@ -140,10 +137,13 @@ pub fn problem(
     let mut doc = String::with_capacity(128);
     doc.push_str("{\"type\":\"about:blank\",\"title\":");
     write_str(&mut doc, title(status));
-    doc.push_str(&format!(",\"status\":{status},\"detail\":"));
+    doc.push_str(",\"status\":");
+    push_u64(&mut doc, u64::from(status));
+    doc.push_str(",\"detail\":");
     write_str(&mut doc, detail);
     if let Some(secs) = retry_after_s {
-        doc.push_str(&format!(",\"retry_after\":{secs}"));
+        doc.push_str(",\"retry_after\":");
+        push_u64(&mut doc, secs);
     }
     if let Some(kind) = kind {
         doc.push_str(",\"kind\":");
@@ -163,7 +163,7 @@ pub fn made_up_reply(
 ) -> LocalReply {
     let retry_after = wait_ms.map(|ms| ceil_secs(ms).max(1));
     if let Some(secs) = retry_after {
-        merge(&mut headers, vec![("retry-after".into(), secs.to_string())]);
+        merge(&mut headers, vec![("retry-after".into(), u64_text(secs))]);
     }
     merge(
         &mut headers,

@@ -63,7 +63,12 @@ impl Fingerprint {
 
 /// The shared-data key of `fingerprint`'s slot in `table`.
 pub fn slot_key(table: &str, fingerprint: u64, slots: u32) -> String {
-    format!("sluice.{table}.{}", fingerprint % u64::from(slots.max(1)))
+    let mut key = String::with_capacity(28 + table.len());
+    key.push_str("sluice.");
+    key.push_str(table);
+    key.push('.');
+    crate::value::push_u64(&mut key, fingerprint % u64::from(slots.max(1)));
+    key
 }
 
 /// Little-endian `u64`s at fixed offsets of a stored value.

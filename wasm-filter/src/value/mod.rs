@@ -344,5 +344,28 @@ pub fn write_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// Appends `n` in decimal. Without `core::fmt`, whose machinery cost a local answer more than
+/// its digits (three numbers in each: the shared-data key, `Retry-After`, the problem body).
+pub fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [b'0'; 20];
+    let mut start = digits.len();
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        start -= 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(digits.get(start..).unwrap_or_default()).unwrap_or("0"));
+}
+
+/// `n` in decimal, as [`push_u64`] writes it.
+pub fn u64_text(n: u64) -> String {
+    let mut s = String::with_capacity(20);
+    push_u64(&mut s, n);
+    s
+}
+
 #[cfg(test)]
 mod tests;

@@ -85,3 +85,25 @@ proptest::proptest! {
         proptest::prop_assert_eq!(parse(out.as_bytes()).unwrap(), Value::String(s));
     }
 }
+
+#[test]
+fn integers_are_written_as_display_writes_them() {
+    for n in [
+        0,
+        1,
+        9,
+        10,
+        99,
+        100,
+        429,
+        65_535,
+        u64::from(u32::MAX),
+        u64::MAX - 1,
+        u64::MAX,
+    ] {
+        let mut out = String::from("x");
+        push_u64(&mut out, n);
+        assert_eq!(out, format!("x{n}"));
+        assert_eq!(u64_text(n), n.to_string());
+    }
+}
