@@ -3,6 +3,8 @@
 //!
 //! - `local_reject`: the descriptor's local bucket is empty, so the filter answers 429 itself
 //!   (shared-data read and CAS write, problem body, local reply).
+//! - `negative_cache`: Sluice answered OVER_LIMIT for the descriptor a moment ago, so the filter
+//!   answers 429 from its negative cache (shared-data read, problem body, local reply).
 //! - `remote_check`: the filter encodes a `RateLimitRequest`, calls the cluster, decodes an OK
 //!   answer, resumes the request and adds the rate-limit headers to the response. The cluster
 //!   answers at once with canned bytes: the network is excluded, the filter's work is not.
@@ -106,6 +108,34 @@ fn bench(c: &mut Criterion) {
         })
     });
     assert_eq!(host.metric("sluice_filter.reports_dropped"), Some(0));
+
+    // Sluice answered OVER_LIMIT for 42 s: the next requests are answered from the negative
+    // cache, without a callout.
+    let over = RateLimitResponse {
+        overall_code: 2,
+        statuses: vec![DescriptorStatus {
+            code: 2,
+            duration_until_reset: Some(Duration {
+                seconds: 42,
+                nanos: 0,
+            }),
+            ..ok.statuses[0].clone()
+        }],
+        ..Default::default()
+    };
+    let refusing = Host::default();
+    refusing.cluster("ratelimit", Cluster::Canned(over.encode_to_vec()));
+    let mut negative = refusing.worker(&config("")).expect("configure");
+    assert_eq!(negative.exchange(request.clone()).status(), 429);
+    assert_eq!(negative.exchange(request.clone()).status(), 429);
+    assert_eq!(
+        refusing.metric("sluice_filter.negative_cache_hits"),
+        Some(1),
+        "the second request was answered from the negative cache"
+    );
+    c.bench_function("filter/negative_cache", |b| {
+        b.iter(|| negative.exchange(request.clone()))
+    });
 
     let mut baseline = host.baseline_worker();
     assert_eq!(baseline.exchange(request.clone()).status(), 200);
