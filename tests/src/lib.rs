@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod attack;
+pub mod binary;
 pub mod cluster;
 pub mod etcd;
 pub mod fault;
