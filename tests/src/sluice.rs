@@ -3,8 +3,6 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-
-pub use crate::binary::sluice_bin;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -12,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use tonic::transport::Channel;
+
+pub use crate::binary::sluice_bin;
 
 /// A `sluice` process with its rule file in a temporary directory.
 pub struct Sluice {
