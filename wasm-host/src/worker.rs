@@ -2,6 +2,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, channel};
@@ -135,14 +136,15 @@ impl Worker {
         P: wasmtime::WasmParams + 'static,
         R: wasmtime::WasmResults + 'static,
     {
-        if !self.exports.contains_key(name) {
-            let f = self
-                .instance
-                .get_typed_func::<P, R>(&mut self.store, name)
-                .unwrap_or_else(|e| panic!("the filter exports no {name}: {e:?}"));
-            self.exports.insert(name, Box::new(f));
-        }
-        let f = self.exports[name]
+        let f = match self.exports.entry(name) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(Box::new(
+                self.instance
+                    .get_typed_func::<P, R>(&mut self.store, name)
+                    .unwrap_or_else(|e| panic!("the filter exports no {name}: {e:?}")),
+            )),
+        };
+        let f = f
             .downcast_ref::<TypedFunc<P, R>>()
             .unwrap_or_else(|| panic!("{name} called with another signature"));
         match f.call(&mut self.store, params) {
