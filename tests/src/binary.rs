@@ -30,31 +30,25 @@ pub fn sluice_bin() -> PathBuf {
 /// as it was last built, so one test run after an edit without `cargo build -p sluice-server`
 /// would test the old code and could pass (or fail) for the wrong reason.
 fn assert_fresh(bin: &Path) {
-    fn newest(dir: &Path, found: &mut Option<(std::time::SystemTime, PathBuf)>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
+    /// The newest file at `path` (itself, or anything under it), kept in `found` if newer.
+    fn newest(path: &Path, found: &mut Option<(std::time::SystemTime, PathBuf)>) {
+        let Ok(meta) = std::fs::metadata(path) else {
             return;
         };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_dir() {
-                newest(&path, found);
-            } else if let Ok(modified) = meta.modified()
-                && found.as_ref().is_none_or(|(t, _)| modified > *t)
-            {
-                *found = Some((modified, path));
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+                newest(&entry.path(), found);
             }
+        } else if let Ok(modified) = meta.modified()
+            && found.as_ref().is_none_or(|(t, _)| modified > *t)
+        {
+            *found = Some((modified, path.to_path_buf()));
         }
     }
     let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("../server");
     let mut found = None;
     newest(&server.join("src"), &mut found);
-    if let Ok(meta) = std::fs::metadata(server.join("Cargo.toml"))
-        && let Ok(modified) = meta.modified()
-        && found.as_ref().is_none_or(|(t, _)| modified > *t)
-    {
-        found = Some((modified, server.join("Cargo.toml")));
-    }
+    newest(&server.join("Cargo.toml"), &mut found);
     let built = std::fs::metadata(bin)
         .and_then(|m| m.modified())
         .expect("the binary's modification time");
