@@ -33,10 +33,22 @@ pub struct Args {
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_outstanding: u64,
 
+    /// Open loop: the pacer wakes at most once per this many microseconds and sends every
+    /// request due by then in one go (`0`: it wakes for each request). A request's wait for its
+    /// tick is send lag, inside its latency; the ticks spare the generator (and the server) a
+    /// wake-up per request, which on a few shared cores is what bounds the rate it can keep.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub send_tick_us: u64,
+
     /// gRPC: batch the requests ready in one runtime pass into one write, as Envoy's codec
     /// does (`false`: one write per request, as a plain tonic client).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub coalesce_writes: bool,
+
+    /// Worker threads of the generator's runtime (`0`: one per core). On a machine whose cores
+    /// it shares with the server, fewer threads wake each other less and leave the server more.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=256))]
+    pub threads: u32,
 
     /// gRPC: HTTP/2 connections (one tonic channel each); requests are spread over them.
     /// JSON: ignored in open loop (every outstanding request holds an HTTP/1.1 connection).
@@ -176,6 +188,9 @@ impl Args {
             (Mode::Closed, Some(_)) => bail!("--rate applies to --mode open only"),
             _ => {}
         }
+        if self.mode == Mode::Closed && self.send_tick_us > 0 {
+            bail!("--send-tick-us applies to --mode open only");
+        }
         if self.entries != 1 && self.shape != Shape::Generic {
             bail!("--entries applies to --shape generic; the named shapes fix their own entries");
         }
@@ -263,6 +278,30 @@ mod tests {
         assert!(parse(&["--rate", "100"]).is_err());
         let open = parse(&["--mode", "open", "--rate", "100"]).expect("valid");
         assert_eq!(open.rate, Some(100));
+    }
+
+    #[test]
+    fn ticks_and_threads_default_to_the_plain_schedule_and_are_bounded() {
+        let open = parse(&["--mode", "open", "--rate", "100"]).expect("valid");
+        assert_eq!((open.send_tick_us, open.threads), (0, 0));
+        let set = parse(&[
+            "--mode",
+            "open",
+            "--rate",
+            "100",
+            "--send-tick-us",
+            "100",
+            "--threads",
+            "1",
+        ])
+        .expect("valid");
+        assert_eq!((set.send_tick_us, set.threads), (100, 1));
+        assert!(parse(&["--mode", "open", "--rate", "100", "--send-tick-us", "10001"]).is_err());
+        assert!(parse(&["--threads", "257"]).is_err());
+        assert!(
+            parse(&["--send-tick-us", "100"]).is_err(),
+            "closed loop has no schedule"
+        );
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub struct Plan {
     pub max_requests: u64,
     pub allow_empty: bool,
     pub max_outstanding: u64,
+    /// Open loop: the pacer's least sleep past a request's due time (`--send-tick-us`).
+    pub send_tick: Duration,
     /// The schedule's origin (open loop) and the start of the warm-up.
     pub start: Instant,
     /// Requests started (closed loop) or due (open loop) before this are warm-up: sent, not
@@ -144,6 +146,7 @@ fn report(
         "transport": args.transport.name(),
         "mode": args.mode.name(),
         "target_rate_rps": args.rate,
+        "send_tick_us": (args.mode == Mode::Open).then_some(args.send_tick_us),
         "requests": requests,
         "ok": tally.ok,
         "over_limit": tally.over_limit,
@@ -215,6 +218,7 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         max_requests: args.max_requests,
         allow_empty: args.allow_empty_statuses,
         max_outstanding: args.max_outstanding,
+        send_tick: Duration::from_micros(args.send_tick_us),
         start,
         measure_from,
         deadline,
@@ -309,10 +313,12 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if args.threads > 0 {
+        builder.worker_threads(args.threads as usize);
+    }
+    let runtime = match builder.build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("sluice-load: cannot start the runtime: {e}");

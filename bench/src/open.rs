@@ -7,7 +7,8 @@
 //! request outstanding on it; it records answers into its own tally. The pacer sleeps with the
 //! OS timer rather than tokio's (whose resolution is a millisecond), and when it wakes late it
 //! sends every request already due at once; how late each left is reported as `send_lag_us`,
-//! and that lag is inside the latency figures, never subtracted from them.
+//! and that lag is inside the latency figures, never subtracted from them. With `--send-tick-us`
+//! it sleeps a tick past each due time, so that it wakes once per tick rather than per request.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -52,7 +53,8 @@ pub fn spawn_pacer(
             let sent = payload.descriptors(&plan.workload);
             let now = std::time::Instant::now();
             if intended > now {
-                std::thread::sleep(intended - now);
+                // Past the due time by a tick: every request due meanwhile leaves on this wake.
+                std::thread::sleep(intended - now + plan.send_tick);
             }
             let intended = Instant::from_std(intended);
             if plan.outstanding.load(Ordering::Relaxed) >= plan.max_outstanding {
