@@ -13,7 +13,7 @@ use sluice_server::algorithm::calendar::CalendarUnit;
 use sluice_server::algorithm::{Algorithm, MICROS_PER_SEC, Period, Policy};
 use sluice_server::clock::ManualClock;
 use sluice_server::storage::backend::memory::MemoryStore;
-use sluice_server::storage::backend::redis::{RedisOptions, RedisStore};
+use sluice_server::storage::backend::redis::{Pipeline, RedisOptions, RedisStore};
 use sluice_server::storage::keys::KeySchema;
 use sluice_server::storage::{Admission, Batch, Hit, Outcome, Role, Store, StoreError};
 use sluice_tests::redis::{Auth, RedisServer};
@@ -899,6 +899,77 @@ async fn redis_batched_requests_decide_as_sequential_ones() {
     );
     // The first request goes alone; the rest queue behind it and go together (64 at most per call).
     assert!(calls < 10, "60 requests took {calls} EVALSHA calls");
+}
+
+/// With a pipeline window (the reference's `REDIS_PIPELINE_WINDOW`), a request that could leave
+/// alone waits for company: requests made meanwhile share its call, decided in arrival order, and
+/// the call leaves early once `limit` requests wait.
+#[tokio::test]
+async fn redis_pipeline_window_gathers_requests_that_could_have_gone_alone() {
+    let server = RedisServer::start();
+    let mut raw = raw_connection(&server.url()).await;
+    let schema = KeySchema::new("window:", None);
+    let url = server.url();
+    let store = |pipeline| {
+        // Four places: without a window, requests made together each find one and go alone.
+        let opts = RedisOptions {
+            pool_size: 4,
+            timeout: Duration::from_secs(60),
+            pipeline,
+            ..options()
+        };
+        RedisStore::connect(&url, opts)
+    };
+    let together = |store: RedisStore, run: &'static str, n: usize| {
+        let key = schema.counter_key(run, [("k", "a")], &fixed(60, 10));
+        async move {
+            let requests = (0..n)
+                .map(|_| apply_full(&store, Admission::AllOrNothing, vec![enforce(&key, 10, 1)]));
+            let outs = futures::future::join_all(requests).await;
+            outs.iter()
+                .map(|o| o.readings[0].used_before)
+                .collect::<Vec<_>>()
+        }
+    };
+
+    // A window no run waits out: only the limit can send the call.
+    let long = Pipeline {
+        window: Duration::from_secs(30),
+        limit: 5,
+    };
+    let waits = store(long).await.expect("connect");
+    let before = evalsha_calls(&mut raw).await;
+    let started = Instant::now();
+    assert_eq!(together(waits, "limit", 5).await, [0, 1, 2, 3, 4]);
+    assert_eq!(
+        evalsha_calls(&mut raw).await - before,
+        1,
+        "five requests, one call"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the fifth request sent the call, not the window's end"
+    );
+
+    // A short window: two requests made together leave together when it ends...
+    let short = Pipeline {
+        window: Duration::from_millis(5),
+        limit: 64,
+    };
+    let gathers = store(short).await.expect("connect");
+    let before = evalsha_calls(&mut raw).await;
+    assert_eq!(together(gathers, "short", 2).await, [0, 1]);
+    assert_eq!(
+        evalsha_calls(&mut raw).await - before,
+        1,
+        "one call for both"
+    );
+
+    // ...where without one each finds a free place and goes alone.
+    let alone = store(Pipeline::default()).await.expect("connect");
+    let before = evalsha_calls(&mut raw).await;
+    assert_eq!(together(alone, "alone", 2).await, [0, 1]);
+    assert_eq!(evalsha_calls(&mut raw).await - before, 2, "a call each");
 }
 
 async fn evalsha_calls(raw: &mut redis::aio::MultiplexedConnection) -> u64 {

@@ -129,6 +129,7 @@ async fn open_backend(
             pool_size: settings.redis_pool_size,
             clock: RedisClock::Redis,
             key_prefix: settings.key_prefix.clone(),
+            pipeline: settings.store.pipeline,
         },
     )
     .await?;

@@ -28,7 +28,8 @@ fn is_false(v: &str) -> bool {
 
 const NOT_PERSECOND: &str = "only with REDIS_PERSECOND, which Sluice refuses";
 const NOT_MEMCACHE: &str = "Sluice has no memcached backend (BACKEND_TYPE=memcache is refused)";
-const NOT_PIPELINE: &str = "Sluice batches concurrent checks into one Redis call by itself";
+const NOT_PIPELINE: &str = "Sluice batches a Cluster's checks per primary, about \
+                            --redis-pool-size calls in flight across them";
 const NOT_STARTUP: &str = "Sluice's start-up waits at most --redis-timeout-ms for Redis, then \
                            serves with its failure policy";
 
@@ -158,8 +159,8 @@ pub const REFERENCE: &[(&str, Treatment)] = &[
                   certificate that names the address used",
         },
     ),
-    ("REDIS_PIPELINE_WINDOW", Noted(NOT_PIPELINE)),
-    ("REDIS_PIPELINE_LIMIT", Noted(NOT_PIPELINE)),
+    ("REDIS_PIPELINE_WINDOW", Honoured),
+    ("REDIS_PIPELINE_LIMIT", Honoured),
     ("REDIS_CLUSTER_PIPELINE_PARALLELISM", Noted(NOT_PIPELINE)),
     (
         "REDIS_PERSECOND",

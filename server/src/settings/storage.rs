@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::SettingsError;
-use super::reference::parse_bool;
-use crate::storage::backend::redis::{Auth, RedisType};
+use super::reference::{go_duration, parse_bool, parse_go_duration};
+use crate::storage::backend::redis::batcher::MAX_REQUESTS;
+use crate::storage::backend::redis::{Auth, Pipeline, RedisType};
 use crate::storage::layer::failover::{DenyWith, FailureMode};
 use crate::storage::layer::local_share::Share;
 
@@ -68,6 +69,15 @@ pub struct StorageArgs {
     /// its --replicas share between flushes [default: off; the flag alone means 200ms].
     #[arg(long, env = "SLUICE_LOCAL_BATCH", num_args = 0..=1, default_missing_value = "200ms", value_name = "INTERVAL")]
     pub local_batch: Option<String>,
+    /// Let a Redis call that could leave at once wait this long (`150us`, `1ms`) for more checks
+    /// to share it, trading that much latency for Redis CPU below saturation; shorter than
+    /// --store-budget-ms [default: 0, no wait].
+    #[arg(long, env = "SLUICE_REDIS_PIPELINE_WINDOW", value_name = "DURATION")]
+    pub redis_pipeline_window: Option<String>,
+    /// A waiting call leaves as soon as this many checks share it; 0 or more than 64 mean 64
+    /// [default: 64].
+    #[arg(long, env = "SLUICE_REDIS_PIPELINE_LIMIT")]
+    pub redis_pipeline_limit: Option<usize>,
 }
 
 /// The shared store's resolved settings.
@@ -90,6 +100,8 @@ pub struct StorageSettings {
     pub l1_entries: usize,
     /// The flush interval of `--local-batch`; `None`: off.
     pub local_batch: Option<Duration>,
+    /// `--redis-pipeline-window` and `--redis-pipeline-limit`.
+    pub pipeline: Pipeline,
 }
 
 /// The reference's `LOCAL_CACHE_SIZE_IN_BYTES` counts bytes; an L1 entry takes about this many.
@@ -191,6 +203,12 @@ pub(super) fn resolve(
             None => 100_000,
         },
     };
+    let pipeline = pipeline(
+        args.redis_pipeline_window.as_deref(),
+        args.redis_pipeline_limit,
+        get,
+        budget,
+    )?;
     let local_batch = match args.local_batch {
         None => None,
         Some(text) => parse_interval(&text).map_err(|reason| {
@@ -221,6 +239,55 @@ pub(super) fn resolve(
         breaker_open: Duration::from_millis(args.breaker_open_ms.unwrap_or(100).max(1)),
         l1_entries,
         local_batch,
+        pipeline,
+    })
+}
+
+/// The batcher's window: the flag, else the reference's `REDIS_PIPELINE_WINDOW` and
+/// `REDIS_PIPELINE_LIMIT`. A window as long as the store budget would hand every check that waits
+/// in it to the failure policy, so it must be shorter.
+fn pipeline(
+    window: Option<&str>,
+    limit: Option<usize>,
+    get: &impl Fn(&'static str) -> Option<String>,
+    budget: Duration,
+) -> Result<Pipeline, SettingsError> {
+    let (window, named) = match window {
+        Some(text) => (
+            parse_go_duration(text.trim()).map_err(|reason| {
+                SettingsError::Invalid(format!("--redis-pipeline-window {text:?}: {reason}"))
+            })?,
+            "--redis-pipeline-window",
+        ),
+        None => (
+            go_duration(get, "REDIS_PIPELINE_WINDOW")?.unwrap_or_default(),
+            "REDIS_PIPELINE_WINDOW",
+        ),
+    };
+    if window >= budget {
+        return Err(SettingsError::Invalid(format!(
+            "{named} {window:?} must be shorter than the store budget ({budget:?}, \
+             --store-budget-ms): a check waits at most the budget for Redis"
+        )));
+    }
+    let limit = match limit {
+        Some(n) => n,
+        None => match get("REDIS_PIPELINE_LIMIT") {
+            Some(v) => v.trim().parse().map_err(|_| SettingsError::Env {
+                name: "REDIS_PIPELINE_LIMIT",
+                value: v.clone(),
+                reason: "not a whole number".into(),
+            })?,
+            None => 0,
+        },
+    };
+    Ok(Pipeline {
+        window,
+        limit: if limit == 0 {
+            MAX_REQUESTS
+        } else {
+            limit.min(MAX_REQUESTS)
+        },
     })
 }
 

@@ -302,3 +302,74 @@ fn local_batch_takes_an_interval_and_needs_redis() {
     let err = resolve(&["--config", "a", "--local-batch"], &[]).expect_err("memory");
     assert!(err.to_string().contains("--backend redis"), "{err}");
 }
+
+#[test]
+fn the_pipeline_window_comes_from_the_flag_or_the_reference_names() {
+    use crate::storage::backend::redis::Pipeline;
+    let none = resolve(&["--config", "a.yaml"], &[]).expect("valid");
+    assert_eq!(none.store.pipeline, Pipeline::default());
+    let reference = resolve(
+        &["--config", "a.yaml"],
+        &[
+            ("REDIS_PIPELINE_WINDOW", "150us"),
+            ("REDIS_PIPELINE_LIMIT", "8"),
+        ],
+    )
+    .expect("valid");
+    assert_eq!(
+        reference.store.pipeline,
+        Pipeline {
+            window: Duration::from_micros(150),
+            limit: 8
+        }
+    );
+    let flags = resolve(
+        &[
+            "--config",
+            "a.yaml",
+            "--redis-pipeline-window",
+            "2ms",
+            "--redis-pipeline-limit",
+            "100",
+        ],
+        &[("REDIS_PIPELINE_WINDOW", "150us")],
+    )
+    .expect("valid");
+    assert_eq!(flags.store.pipeline.window, Duration::from_millis(2));
+    assert_eq!(
+        flags.store.pipeline.limit, 64,
+        "at most 64 checks share a call"
+    );
+    let zero = resolve(&["--config", "a.yaml"], &[("REDIS_PIPELINE_LIMIT", "0")]).expect("valid");
+    assert_eq!(zero.store.pipeline.limit, 64, "0 means no limit of its own");
+}
+
+#[test]
+fn a_pipeline_window_must_be_a_duration_shorter_than_the_store_budget() {
+    let err = |args: &[&str], env: &[(&str, &str)]| {
+        let mut all = vec!["--config", "a.yaml"];
+        all.extend_from_slice(args);
+        resolve(&all, env).expect_err("refused").to_string()
+    };
+    let long = err(&["--redis-pipeline-window", "10ms"], &[]);
+    assert!(
+        long.contains("--redis-pipeline-window") && long.contains("store budget"),
+        "{long}"
+    );
+    let env = err(
+        &["--store-budget-ms", "5"],
+        &[("REDIS_PIPELINE_WINDOW", "5ms")],
+    );
+    assert!(env.contains("REDIS_PIPELINE_WINDOW"), "{env}");
+    let bad = err(&["--redis-pipeline-window", "soon"], &[]);
+    assert!(bad.contains("not a duration"), "{bad}");
+    let bad_env = err(&[], &[("REDIS_PIPELINE_LIMIT", "many")]);
+    assert!(bad_env.contains("REDIS_PIPELINE_LIMIT"), "{bad_env}");
+    assert!(
+        resolve(
+            &["--config", "a.yaml", "--redis-pipeline-window", "9ms"],
+            &[]
+        )
+        .is_ok()
+    );
+}

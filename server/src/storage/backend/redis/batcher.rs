@@ -1,12 +1,22 @@
 //! Cross-request batching: requests that arrive while Redis is busy go together as one `EVALSHA`.
 //!
-//! **No timer.** At most `max_in_flight` calls are on their way to Redis at once (the pool size,
+//! **No timer by default.** At most `max_in_flight` calls are on their way to Redis at once (the pool size,
 //! so about one per connection). A request that finds a free place is sent at once, alone: at low
 //! load nothing waits and latency is what one call costs. A request that finds every place taken
 //! queues; when a call returns, the queue (up to [`MAX_REQUESTS`]) leaves as the next call in its
 //! place. The busier Redis is, the more requests share a call, so the script's fixed costs
 //! (`EVALSHA` itself, its `TIME`, the reply) are paid once per batch rather than once per request:
 //! Redis CPU per decision falls as load rises by design.
+//!
+//! **An optional window** ([`Pipeline`], the reference's `REDIS_PIPELINE_WINDOW` and
+//! `REDIS_PIPELINE_LIMIT`). Below saturation requests arrive one at a time, each finds a free
+//! place and goes alone, and Redis pays a whole call (its wake-up, `EVALSHA`, `TIME`, the reply)
+//! per decision: three to five times the busy figure. With a window, a request that finds a free
+//! place opens a batch instead and waits up to the window for company; requests arriving
+//! meanwhile join it, and it leaves when the window ends or `limit` requests wait, whichever
+//! comes first. It trades up to the window in latency for Redis CPU. tokio's timer counts whole
+//! milliseconds, so a window ends at the first millisecond tick after it is due (a 150 µs window
+//! waits 0.15 to about 1 ms).
 //!
 //! **Same decisions.** The script decides a call's requests in arrival order, each on its own
 //! exactly as if it were its own call: it reads its counters (seeing the earlier requests'
@@ -32,7 +42,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use redis::{Arg, Cmd, Script, ToRedisArgs};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 use super::bounded;
 use super::links::Links;
@@ -41,6 +51,24 @@ use crate::storage::StoreError;
 /// Requests in one call at most: bounds the script's run (Redis serves nothing else meanwhile)
 /// and the reply's size.
 pub const MAX_REQUESTS: usize = 64;
+
+/// How long a request that could be sent at once waits for others to share its call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pipeline {
+    /// Zero: no waiting, every request that finds a free place goes at once.
+    pub window: Duration,
+    /// The batch leaves as soon as this many requests wait (1 to [`MAX_REQUESTS`]).
+    pub limit: usize,
+}
+
+impl Default for Pipeline {
+    fn default() -> Self {
+        Self {
+            window: Duration::ZERO,
+            limit: MAX_REQUESTS,
+        }
+    }
+}
 
 /// One request's share of a call: its keys, and its arguments (see [`super::scripts`]).
 #[derive(Default)]
@@ -102,6 +130,8 @@ struct Queued {
 #[derive(Default)]
 struct State {
     in_flight: usize,
+    /// A window is open: its batch holds a place and waits; newcomers join its queue.
+    gathering: bool,
     queue: VecDeque<Queued>,
 }
 
@@ -111,18 +141,22 @@ pub struct Batcher {
     script: Script,
     timeout: Duration,
     max_in_flight: usize,
+    pipeline: Pipeline,
     state: Mutex<State>,
+    /// Wakes an open window's batch when `pipeline.limit` requests wait.
+    full: Notify,
     target: Target,
     pub stats: Arc<Stats>,
 }
 
 impl Batcher {
-    /// `max_in_flight` calls at most on their way at once; `usize::MAX` never batches.
+    /// `max_in_flight` calls at most on their way at once; `usize::MAX` never batches (and then
+    /// `pipeline` must have no window).
     pub fn new(
         links: Arc<Links>,
         script: Script,
         timeout: Duration,
-        max_in_flight: usize,
+        (max_in_flight, pipeline): (usize, Pipeline),
         target: Target,
         stats: Arc<Stats>,
     ) -> Arc<Self> {
@@ -131,25 +165,37 @@ impl Batcher {
             script,
             timeout,
             max_in_flight: max_in_flight.max(1),
+            pipeline: Pipeline {
+                window: pipeline.window,
+                limit: pipeline.limit.clamp(1, MAX_REQUESTS),
+            },
             state: Mutex::default(),
+            full: Notify::new(),
             target,
             stats,
         })
     }
 
-    /// Runs `part`: at once if a place is free, else with the next call that leaves.
+    /// Runs `part`: at once if a place is free (after the window, if there is one), else with the
+    /// next call that leaves.
     pub async fn call(self: &Arc<Self>, part: Part) -> Reply {
-        let queued = {
+        let (queued, opened) = {
             let mut state = self.state.lock();
-            if state.in_flight < self.max_in_flight {
+            if !state.gathering && state.in_flight < self.max_in_flight {
                 state.in_flight += 1;
-                Err(part)
+                if self.pipeline.window.is_zero() {
+                    (Err(part), false)
+                } else {
+                    state.gathering = true;
+                    (Ok(self.enqueue(&mut state, part)), true)
+                }
             } else {
-                let (reply, wait) = oneshot::channel();
-                state.queue.push_back(Queued { part, reply });
-                Ok(wait)
+                (Ok(self.enqueue(&mut state, part)), false)
             }
         };
+        if opened {
+            tokio::spawn(Arc::clone(self).gather());
+        }
         match queued {
             Err(part) => {
                 // Whether this call finishes or its caller drops it, the place passes on.
@@ -170,10 +216,45 @@ impl Batcher {
         }
     }
 
+    fn enqueue(&self, state: &mut State, part: Part) -> oneshot::Receiver<Reply> {
+        let (reply, wait) = oneshot::channel();
+        state.queue.push_back(Queued { part, reply });
+        if state.gathering && state.queue.len() >= self.pipeline.limit {
+            self.full.notify_one();
+        }
+        wait
+    }
+
+    /// An open window's batch: waits out the window (or until `limit` requests wait), then
+    /// leaves in the place it holds. A wake-up left over from an earlier window only makes it
+    /// look at the queue again.
+    async fn gather(self: Arc<Self>) {
+        let deadline = tokio::time::Instant::now() + self.pipeline.window;
+        while tokio::time::timeout_at(deadline, self.full.notified())
+            .await
+            .is_ok()
+        {
+            if self.state.lock().queue.len() >= self.pipeline.limit {
+                break;
+            }
+        }
+        let batch = {
+            let mut state = self.state.lock();
+            state.gathering = false;
+            Self::take_batch(&mut state)
+        };
+        if let Some(batch) = batch {
+            self.drive(batch).await;
+        }
+    }
+
     /// The next batch to send in a place that just came free, or `None` (and the place is given
     /// up) when nothing waits. Requests whose callers stopped waiting are dropped unsent.
     fn next_batch(&self) -> Option<Vec<Queued>> {
-        let mut state = self.state.lock();
+        Self::take_batch(&mut self.state.lock())
+    }
+
+    fn take_batch(state: &mut State) -> Option<Vec<Queued>> {
         let mut batch = Vec::new();
         while batch.len() < MAX_REQUESTS {
             let Some(q) = state.queue.pop_front() else {

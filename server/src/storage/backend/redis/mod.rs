@@ -39,6 +39,7 @@ use crate::algorithm::Micros;
 use crate::algorithm::lease::{Lease, LeaseId};
 use crate::clock::Clock;
 use crate::storage::{Batch, Hit, Outcome, QueueOp, QueueOutcome, Store, StoreError};
+pub use batcher::Pipeline;
 use links::Links;
 pub use target::{Auth, RedisTarget, RedisType, TargetOptions, TlsFiles};
 
@@ -55,6 +56,8 @@ pub struct RedisOptions {
     /// The deployment's key prefix (`--key-prefix`): queue wake-ups go on
     /// `<prefix>sluice:queues` ([`queue`]), so deployments sharing a Redis keep theirs apart.
     pub key_prefix: String,
+    /// How long a call that could leave at once waits for company ([`batcher`]).
+    pub pipeline: Pipeline,
 }
 
 /// The clock the script decides with (see [`scripts`] for why Redis's own is the default).
@@ -83,6 +86,7 @@ impl Default for RedisOptions {
             pool_size: 4,
             clock: RedisClock::Redis,
             key_prefix: String::new(),
+            pipeline: Pipeline::default(),
         }
     }
 }
@@ -121,7 +125,11 @@ impl RedisStore {
         // About one call in flight per connection (on a Cluster, about as many shared by the
         // primaries' batchers of [`nodes`]; the declared-keys batcher then only sends what they
         // cannot, at once and alone).
-        let in_flight = if cluster { usize::MAX } else { opts.pool_size };
+        let in_flight = if cluster {
+            (usize::MAX, Pipeline::default())
+        } else {
+            (opts.pool_size, opts.pipeline)
+        };
         let stats = Arc::new(batcher::Stats::default());
         let batcher = batcher::Batcher::new(
             Arc::clone(&links),
@@ -135,7 +143,7 @@ impl RedisStore {
             nodes::Nodes::start(
                 Arc::clone(&links),
                 opts.timeout,
-                opts.pool_size,
+                (opts.pool_size, opts.pipeline),
                 Arc::clone(&stats),
             )
         });

@@ -30,7 +30,7 @@ use parking_lot::Mutex;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{ErrorKind, RedisError, Script, ServerErrorKind, Value};
 
-use super::batcher::{Batcher, Part, Stats, Target};
+use super::batcher::{Batcher, Part, Pipeline, Stats, Target};
 use super::links::{Link, Links};
 use super::{bounded, store_error};
 use crate::storage::StoreError;
@@ -96,6 +96,7 @@ pub struct Nodes {
     script: Script,
     timeout: Duration,
     in_flight: usize,
+    pipeline: Pipeline,
     stats: Arc<Stats>,
     map: ArcSwapOption<Map>,
     refresh: Mutex<Refresh>,
@@ -103,12 +104,12 @@ pub struct Nodes {
 }
 
 impl Nodes {
-    /// Batchers sharing about `in_flight` calls in flight (one per node at least), counting into
-    /// `stats`; the map is read at once.
+    /// Batchers sharing about `in_flight` calls in flight (one per node at least), each with
+    /// `pipeline`'s window, counting into `stats`; the map is read at once.
     pub fn start(
         links: Arc<Links>,
         timeout: Duration,
-        in_flight: usize,
+        (in_flight, pipeline): (usize, Pipeline),
         stats: Arc<Stats>,
     ) -> Arc<Self> {
         let nodes = Arc::new(Self {
@@ -116,6 +117,7 @@ impl Nodes {
             script: super::scripts::node_script(),
             timeout,
             in_flight,
+            pipeline,
             stats,
             map: ArcSwapOption::empty(),
             refresh: Mutex::default(),
@@ -237,7 +239,7 @@ impl Nodes {
                             Arc::clone(&self.links),
                             self.script.clone(),
                             self.timeout,
-                            in_flight,
+                            (in_flight, self.pipeline),
                             Target::Node {
                                 host: host.clone(),
                                 port,
