@@ -203,7 +203,7 @@ pub(super) fn resolve(
             None => 100_000,
         },
     };
-    let pipeline = pipeline(
+    let pipeline = pipeline_window(
         args.redis_pipeline_window.as_deref(),
         args.redis_pipeline_limit,
         get,
@@ -246,7 +246,7 @@ pub(super) fn resolve(
 /// The batcher's window: the flag, else the reference's `REDIS_PIPELINE_WINDOW` and
 /// `REDIS_PIPELINE_LIMIT`. A window as long as the store budget would hand every check that waits
 /// in it to the failure policy, so it must be shorter.
-fn pipeline(
+fn pipeline_window(
     window: Option<&str>,
     limit: Option<usize>,
     get: &impl Fn(&'static str) -> Option<String>,

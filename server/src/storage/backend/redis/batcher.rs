@@ -1,12 +1,12 @@
 //! Cross-request batching: requests that arrive while Redis is busy go together as one `EVALSHA`.
 //!
-//! **No timer by default.** At most `max_in_flight` calls are on their way to Redis at once (the pool size,
-//! so about one per connection). A request that finds a free place is sent at once, alone: at low
-//! load nothing waits and latency is what one call costs. A request that finds every place taken
-//! queues; when a call returns, the queue (up to [`MAX_REQUESTS`]) leaves as the next call in its
-//! place. The busier Redis is, the more requests share a call, so the script's fixed costs
-//! (`EVALSHA` itself, its `TIME`, the reply) are paid once per batch rather than once per request:
-//! Redis CPU per decision falls as load rises by design.
+//! **No timer by default.** At most `max_in_flight` calls are on their way to Redis at once (the
+//! pool size, so about one per connection). A request that finds a free place is sent at once,
+//! alone: at low load nothing waits and latency is what one call costs. A request that finds every
+//! place taken queues; when a call returns, the queue (up to [`MAX_REQUESTS`]) leaves as the next
+//! call in its place. The busier Redis is, the more requests share a call, so the script's fixed
+//! costs (`EVALSHA` itself, its `TIME`, the reply) are paid once per batch rather than once per
+//! request: Redis CPU per decision falls as load rises by design.
 //!
 //! **An optional window** ([`Pipeline`], the reference's `REDIS_PIPELINE_WINDOW` and
 //! `REDIS_PIPELINE_LIMIT`). Below saturation requests arrive one at a time, each finds a free
