@@ -120,17 +120,6 @@ impl Settings {
         let parse_env = |name: &'static str| -> Result<Option<bool>, SettingsError> {
             get(name).map(|v| parse_bool(name, &v)).transpose()
         };
-        let parse_num = |name: &'static str| -> Result<Option<u64>, SettingsError> {
-            get(name)
-                .map(|v| {
-                    v.parse::<u64>().map_err(|_| SettingsError::Env {
-                        name,
-                        value: v.clone(),
-                        reason: "not a whole number".into(),
-                    })
-                })
-                .transpose()
-        };
 
         let rules = rules::resolve(args.config, args.xds, &get)?;
 
@@ -307,7 +296,7 @@ impl Settings {
             redis_url,
             redis_pool_size: match args.redis_pool_size {
                 Some(n) => n,
-                None => parse_num("REDIS_POOL_SIZE")?.map_or(4, |n| n as usize),
+                None => reference::whole_number(&get, "REDIS_POOL_SIZE")?.unwrap_or(4),
             }
             .clamp(1, 64),
             redis_timeout: match args.redis_timeout_ms {

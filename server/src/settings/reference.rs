@@ -84,6 +84,22 @@ pub(super) fn reference_redis_url(
     }
 }
 
+/// A whole number from the reference variable `name` (envconfig's `int`, never negative here).
+pub(super) fn whole_number(
+    get: &impl Fn(&'static str) -> Option<String>,
+    name: &'static str,
+) -> Result<Option<usize>, SettingsError> {
+    get(name)
+        .map(|value| {
+            value.parse().map_err(|_| SettingsError::Env {
+                name,
+                value: value.clone(),
+                reason: "not a whole number".into(),
+            })
+        })
+        .transpose()
+}
+
 /// A Go `time.Duration` from the reference variable `name` (`1h30m`, `500ms`, `10s`, `0`), as
 /// the reference's envconfig reads its durations.
 pub(super) fn go_duration(

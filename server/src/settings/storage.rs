@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::SettingsError;
-use super::reference::{go_duration, parse_bool, parse_go_duration};
+use super::reference::{go_duration, parse_bool, parse_go_duration, whole_number};
 use crate::storage::backend::redis::batcher::MAX_REQUESTS;
 use crate::storage::backend::redis::{Auth, Pipeline, RedisType};
 use crate::storage::layer::failover::{DenyWith, FailureMode};
@@ -192,16 +192,8 @@ pub(super) fn resolve(
     }
     let l1_entries = match args.l1_entries {
         Some(n) => n,
-        None => match get("LOCAL_CACHE_SIZE_IN_BYTES") {
-            Some(v) => {
-                v.parse::<usize>().map_err(|_| SettingsError::Env {
-                    name: "LOCAL_CACHE_SIZE_IN_BYTES",
-                    value: v.clone(),
-                    reason: "not a whole number".into(),
-                })? / L1_ENTRY_BYTES
-            }
-            None => 100_000,
-        },
+        None => whole_number(get, "LOCAL_CACHE_SIZE_IN_BYTES")?
+            .map_or(100_000, |bytes| bytes / L1_ENTRY_BYTES),
     };
     let pipeline = pipeline_window(
         args.redis_pipeline_window.as_deref(),
@@ -272,14 +264,7 @@ fn pipeline_window(
     }
     let limit = match limit {
         Some(n) => n,
-        None => match get("REDIS_PIPELINE_LIMIT") {
-            Some(v) => v.trim().parse().map_err(|_| SettingsError::Env {
-                name: "REDIS_PIPELINE_LIMIT",
-                value: v.clone(),
-                reason: "not a whole number".into(),
-            })?,
-            None => 0,
-        },
+        None => whole_number(get, "REDIS_PIPELINE_LIMIT")?.unwrap_or(0),
     };
     Ok(Pipeline {
         window,
