@@ -153,6 +153,8 @@ def layer_of(stack):
 
 
 def main():
+    if len(sys.argv) != 2 or sys.argv[1].startswith("-"):
+        sys.exit("usage: perf script | python3 bench/fold.py FOLDED_OUT (the folded stacks' path)")
     folded_out = sys.argv[1]
     folded = collections.Counter()
     layers = collections.Counter()
